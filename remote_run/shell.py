@@ -14,3 +14,8 @@ def join(argv: Sequence[str]) -> str:
 def script(body: str, *args: str, name: str = "remote-run") -> list[str]:
     """An argv running a fixed ``sh`` script; values reach it only as positional parameters."""
     return ["sh", "-c", body, name, *[str(a) for a in args]]
+
+
+def summary(argv: Sequence[str]) -> str:
+    """``join(argv)`` with inline scripts shortened, for logs and run records."""
+    return join(f"<{len(a.splitlines())}-line script>" if "\n" in a else a for a in argv)

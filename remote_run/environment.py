@@ -1,0 +1,79 @@
+"""The remote Python environment: one command that builds REMOTE_DIR/.venv or proves it current."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from .settings import Settings
+
+STAMP = ".venv/.remote-run-stamp"
+FORMAT = 1  # bump when the bootstrap script changes what it builds
+
+# $1 REMOTE_DIR, $2 wanted stamp, $3 force (0/1), $4 torch index URL, $5 torch packages,
+# $6 extra packages. Package lists are validated tokens, split on spaces with globbing off.
+BOOTSTRAP_SCRIPT = r"""
+set -eu
+dir=$1 want=$2 force=$3 index=$4 torch=$5 extra=$6
+cd "$dir" || { echo "remote-run: REMOTE_DIR $dir is missing; run inv sync first" >&2; exit 3; }
+if [ "$force" = 0 ] && [ -x .venv/bin/python ] && [ "$(cat .venv/.remote-run-stamp 2>/dev/null)" = "$want" ]; then
+  echo "remote-run: environment is up to date ($dir/.venv)"; exit 0
+fi
+[ "$force" = 0 ] || rm -rf .venv
+rm -f .venv/.remote-run-stamp
+set -f
+if command -v uv >/dev/null 2>&1; then
+  [ -x .venv/bin/python ] || uv venv --quiet .venv
+  install() { uv pip install --python .venv/bin/python "$@"; }
+else
+  if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv || { echo "remote-run: python3 -m venv failed; install python3-venv on the host or set REMOTE_PYTHON" >&2; exit 4; }
+  fi
+  .venv/bin/python -m pip install --quiet --upgrade pip
+  install() { .venv/bin/python -m pip install --quiet "$@"; }
+fi
+if [ -n "$torch" ]; then
+  echo "remote-run: installing $torch${index:+ from $index}"
+  if [ -n "$index" ]; then install --index-url "$index" $torch; else install $torch; fi
+fi
+if [ -n "$extra" ]; then echo "remote-run: installing $extra"; install $extra; fi
+if [ -f requirements.txt ]; then echo "remote-run: installing requirements.txt"; install -r requirements.txt; fi
+echo "$want" > .venv/.remote-run-stamp
+echo "remote-run: environment ready ($dir/.venv)"
+"""
+
+# Reports the interpreter's version and whether torch is importable, without importing it
+# (importing torch takes seconds; this runs on every invocation).
+PROBE = (
+    "import importlib.util, platform, sys\n"
+    "print('python', platform.python_version(), sys.executable)\n"
+    "if importlib.util.find_spec('torch') is None:\n"
+    "    print('torch is not installed')\n"
+    "else:\n"
+    "    from importlib.metadata import version\n"
+    "    print('torch', version('torch'))\n"
+)
+
+
+def stamp(settings: Settings) -> str:
+    """A hash of everything that determines the environment."""
+    requirements = settings.workspace / "requirements.txt"
+    inputs = {
+        "format": FORMAT,
+        "index": settings.torch_index_url,
+        "torch": list(settings.torch_packages),
+        "extra": list(settings.pip_packages),
+        "requirements": requirements.read_bytes().hex() if requirements.is_file() else None,
+    }
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def bootstrap_args(settings: Settings, force: bool) -> list[str]:
+    return [
+        settings.remote_dir,
+        stamp(settings),
+        "1" if force else "0",
+        settings.torch_index_url,
+        " ".join(settings.torch_packages),
+        " ".join(settings.pip_packages),
+    ]

@@ -1,0 +1,125 @@
+"""Starting, following, listing and stopping runs on the target, and recording them locally."""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from functools import lru_cache
+from pathlib import Path
+
+from . import records
+from .errors import Failure
+from .render import template
+from .target import Target
+
+INTERRUPTED = 130
+
+
+@lru_cache(maxsize=None)
+def launcher_source() -> str:
+    return Path(__file__).with_name("launcher.py").read_text(encoding="utf-8")
+
+
+def launcher(t: Target, mode: str, *args: str) -> list[str]:
+    """argv running the launcher in ``mode`` with the run's interpreter."""
+    return [t.python, "-c", launcher_source(), mode, *args]
+
+
+@dataclass
+class RunSpec:
+    """What to run: argv relative to REMOTE_DIR, files to write first, and what to record."""
+
+    task: str
+    argv: list
+    files: dict = field(default_factory=dict)
+    options: dict = field(default_factory=dict)
+    runner_path: str | None = None
+
+
+class _Tee(io.StringIO):
+    """Shows the run's output live and keeps a copy for the record."""
+
+    def write(self, text):
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return super().write(text)
+
+
+def execute(t: Target, spec: RunSpec, *, detach: bool = False) -> int:
+    """Start ``spec`` detached from the connection, follow it, write the record; returns its exit status."""
+    s = t.settings
+    env = {"CUDA_VISIBLE_DEVICES": s.cuda_visible_devices, **s.forwarded_env()}
+    run_id = records.new_run_id(spec.task, s.runs_dir)
+    run_dir = f"runs/{run_id}"
+    files = dict(spec.files)
+    files[".remote-run/site/sitecustomize.py"] = template("numpy_aliases.py")
+    env["PYTHONPATH"] = f"{s.remote_dir}/.remote-run/site:{s.remote_dir}"
+    payload = {
+        "root": s.remote_dir,
+        "run_dir": run_dir,
+        "files": files,
+        "argv": spec.argv,
+        "env": env,
+        "detach": detach,
+        "meta": {"task": spec.task, "options": spec.options, "forwarded": list(s.remote_env)},
+    }
+    record = records.RunRecord(
+        run_id=run_id,
+        task=spec.task,
+        host=t.label,
+        gpu=[asdict(g) for g in t.done.get("gpus", [])],
+        git=records.git_state(s.workspace),
+        options=spec.options,
+        settings=s.describe(),
+        runner=files.get(spec.runner_path) if spec.runner_path else None,
+        runner_path=f"{s.remote_dir}/{spec.runner_path}" if spec.runner_path else None,
+        remote_log=f"{t.label}:{s.remote_dir}/{run_dir}/run.log",
+        local_log=str(s.runs_dir / run_id / "run.log"),
+        started=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
+    print(f"remote-run: {spec.task} on {t.label}: {' '.join(spec.argv)}  [run {run_id}]", file=sys.stderr, flush=True)
+    output = _Tee()
+    started = time.perf_counter()
+    killed = False
+    try:
+        result = t.run(launcher(t, "start"), stream=output, stdin=json.dumps(payload))
+        code = result.exited
+    except KeyboardInterrupt:
+        if detach:
+            raise
+        if not t.is_local:
+            print(f"\nremote-run: Ctrl+C: stopping run {run_id} on {t.label}", file=sys.stderr, flush=True)
+            t.run(launcher(t, "kill", s.remote_dir, run_dir), hide=True)
+        code, killed = INTERRUPTED, True
+    except Failure as exc:
+        # The connection dropped: the run goes on remotely, detached from us.
+        record.commands = list(t.commands)
+        record.finish(output.getvalue(), None, time.perf_counter() - started)
+        record.outcome = "connection lost"
+        record.write(s.runs_dir / run_id, output.getvalue())
+        raise Failure(f"{exc.message.removeprefix('remote-run: ')}; the run goes on: see it with `inv logs --follow --run {run_id}`") from None
+    if detach and code == 0:
+        code = None
+    record.commands = list(t.commands)
+    killed = killed or (code == INTERRUPTED)
+    record.finish(output.getvalue(), code, time.perf_counter() - started, killed=killed)
+    folder = record.write(s.runs_dir / run_id, None if detach else output.getvalue())
+    report(record, folder, run_id)
+    return code or 0
+
+
+def report(record: records.RunRecord, folder: Path, run_id: str) -> None:
+    err = sys.stderr
+    if record.outcome == "detached":
+        print(f"remote-run: run {run_id} goes on detached; follow it with `inv logs --follow --run {run_id}`, stop it with `inv kill --run {run_id}`", file=err)
+        return
+    if record.result:
+        metrics = " ".join(f"{k}={v}" for k, v in record.result["metrics"].items())
+        print(f"remote-run: {record.result['name']} {metrics}", file=err)
+    for hint in record.hints:
+        print(f"remote-run: hint: {hint}", file=err)
+    print(f"remote-run: run {run_id} {record.outcome} (exit status {record.exit_status}) in {record.elapsed_seconds:.1f} s; record: {folder}/log.md", file=err, flush=True)

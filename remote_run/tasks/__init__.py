@@ -1,0 +1,9 @@
+"""The remote-run task collection, shared by `inv` (tasks.py) and the `remote-run` program."""
+
+from invoke import Collection
+
+from .machine import bootstrap, gpu_check
+from .train import run_, train_david, train_hlb
+from .workspace import clean, pull_logs, sync
+
+ns = Collection(sync, bootstrap, gpu_check, train_hlb, train_david, run_, pull_logs, clean)

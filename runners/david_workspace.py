@@ -1,0 +1,59 @@
+"""Run the workspace's DavidNet trainer (CVlization's by default); print one RESULT_DAVID line.
+
+remote-run renders this file into REMOTE_DIR/scripts/run_david_trainer.py with the options
+below set; by hand: `python scripts/run_david_trainer.py --epochs 12` from the workspace root.
+"""
+
+import argparse
+import importlib
+import sys
+import time
+from pathlib import Path
+
+# --- options (remote-run renders these) ---
+EPOCHS = 12
+BATCH_SIZE = 512
+DAVID_NET_MODULE = "cvlization.torch.net.image_classification.davidnet.dawn_utils"
+DAVID_TRAINER_MODULE = "cvlization.torch.trainer.david_trainer"
+# --- end options ---
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the workspace root
+try:
+    import numpy as np
+
+    if not hasattr(np, "float"):  # removed in numpy 1.24; legacy training code still uses it
+        np.float = float
+except ImportError:
+    np = None
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=EPOCHS)
+    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE)
+    args = parser.parse_args()
+    nets = importlib.import_module(DAVID_NET_MODULE)
+    trainers = importlib.import_module(DAVID_TRAINER_MODULE)
+    try:
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    except ImportError:
+        device = "cpu"
+    model = nets.Network(nets.net()).to(device).half()
+    trainer = trainers.DavidTrainer(
+        model=model,
+        epochs=args.epochs,
+        train_batch_size=args.batch_size,
+        use_cached_cifar10=True,
+        train_dataset=None,
+        val_dataset=None,
+    )
+    started = time.perf_counter()
+    trainer.train()
+    elapsed = time.perf_counter() - started
+    print(f"RESULT_DAVID elapsed_seconds={elapsed:.2f} epochs={args.epochs} batch_size={args.batch_size}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

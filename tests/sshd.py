@@ -1,0 +1,568 @@
+"""A real OpenSSH server on loopback, for integration tests and benchmarks.
+
+``SshServer(root)`` runs ``/usr/sbin/sshd`` as a child process, listening on
+127.0.0.1 on a free port, with every file it needs (host key, config, pid
+file, log, authorized_keys) under ``root``.  Remote commands run as the
+dedicated local user ``rrtest`` (created on first use; never root, whose
+``.bashrc`` is slow).  A fake client home, ``server.home``, holds a
+``.ssh/config`` with the alias ``l1`` and a ``known_hosts`` that already trusts
+the server's host key, in a form both OpenSSH and paramiko accept.
+
+Must run as root (it creates a user, starts sshd and writes into
+``/home/rrtest``).  Plain module: no pytest import, so ``bench/`` can use it.
+
+Note on ``HOME``: OpenSSH's ``ssh`` ignores ``$HOME``; it takes ``~`` (and so
+``~/.ssh/config`` and ``~/.ssh/known_hosts``) from the passwd entry.  Setting
+``HOME=server.home`` alone therefore reaches paramiko/fabric but not ``ssh``
+or ``rsync``.  ``env()`` also puts a tiny ``ssh`` wrapper first on ``PATH``
+that adds ``-F <home>/.ssh/config``, so a program under test that runs plain
+``ssh l1 ...`` (or ``rsync -e ssh``) sees the fake config, as it would see the
+user's own ``~/.ssh/config`` on a workstation.  An explicit ``-F`` given by the
+program under test still wins (ssh uses the last ``-F``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import time
+from pathlib import Path
+from typing import Iterable, Mapping
+
+__all__ = ["SshServer", "SshServerError", "REMOTE_USER", "GPU_STATES"]
+
+REMOTE_USER = "rrtest"
+REMOTE_HOME = Path("/home") / REMOTE_USER
+REMOTE_PATH = f"{REMOTE_HOME}/bin:/usr/local/bin:/usr/bin:/bin"
+GPU_STATES = ("idle", "busy", "two", "nodriver", "absent")
+SSHD = "/usr/sbin/sshd"
+RUNUSER = shutil.which("runuser", path="/usr/sbin:/usr/bin:/sbin:/bin") or "/usr/sbin/runuser"
+FAKE_NVIDIA_SMI = Path(__file__).with_name("fake_nvidia_smi.py")
+
+# Variables of the CLI under test (and of the developer's shell) that must not
+# leak from the outer environment into a test run.
+_DROP_EXACT = {
+    "WORKSPACE", "RUNS_DIR", "PIP_PACKAGES", "CUDA_VISIBLE_DEVICES",
+    "TRAIN_IMPL", "SYNC_EXCLUDE", "XDG_RUNTIME_DIR", "SSH_AUTH_SOCK",
+    "SSH_AGENT_PID",
+}
+_DROP_PREFIXES = ("REMOTE_", "TORCH_")
+_DROP_SUFFIXES = ("_MODULE",)
+
+
+class SshServerError(RuntimeError):
+    """sshd could not be set up or started."""
+
+
+def _run(argv: list[str], **kwargs) -> subprocess.CompletedProcess:
+    kwargs.setdefault("check", True)
+    kwargs.setdefault("capture_output", True)
+    kwargs.setdefault("text", True)
+    return subprocess.run(argv, **kwargs)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _openssh_version() -> tuple[int, int]:
+    out = subprocess.run(["ssh", "-V"], capture_output=True, text=True)
+    m = re.search(r"OpenSSH_(\d+)\.(\d+)", out.stderr + out.stdout)
+    return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
+
+
+def _children(pid: int) -> list[int]:
+    """Direct children of ``pid`` (from /proc)."""
+    kids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            kids.append(int(entry))
+    return kids
+
+
+def _alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie awaiting its reaper counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
+
+
+def _terminate(pids: Iterable[int], timeout: float = 2.0) -> None:
+    """SIGTERM the given pids, then SIGKILL what is left after ``timeout``."""
+    pids = list(pids)
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + timeout
+    for pid in pids:
+        while time.monotonic() < deadline:
+            # reap it if it is our child; ignore otherwise
+            try:
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
+            if not _alive(pid):
+                break
+            time.sleep(0.01)
+        else:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+class SshServer:
+    """Loopback sshd plus a fake client home; see the module docstring.
+
+    Attributes: ``root`` (temp dir), ``home`` (fake client HOME), ``port``,
+    ``user`` ("rrtest"), ``remote_home`` (/home/rrtest), ``ssh_config``,
+    ``known_hosts``, ``client_key``, ``host_key``, ``log_path``.
+    """
+
+    def __init__(self, root: Path, user: str = REMOTE_USER):
+        self.root = Path(root).resolve()
+        self.user = user
+        self.remote_home = Path("/home") / user
+        self.server_dir = self.root / "server"
+        self.home = self.root / "home"
+        self.ssh_dir = self.home / ".ssh"
+        self.ssh_config = self.ssh_dir / "config"
+        self.known_hosts = self.ssh_dir / "known_hosts"
+        self.client_key = self.ssh_dir / "id_ed25519"
+        self.host_key = self.server_dir / "ssh_host_ed25519_key"
+        self.authorized_keys = self.server_dir / "authorized_keys"
+        self.sshd_config = self.server_dir / "sshd_config"
+        self.pid_file = self.server_dir / "sshd.pid"
+        self.log_path = self.server_dir / "sshd.log"
+        self.shim_dir = self.home / "bin"
+        self.port: int | None = None
+        self.proc: subprocess.Popen | None = None
+        self._aliases: dict[str, tuple[str, int]] = {}
+        self._prepared = False
+
+    # ------------------------------------------------------------------ setup
+    def _prepare(self) -> None:
+        if os.geteuid() != 0:
+            raise SshServerError("SshServer must run as root (it creates a user and starts sshd)")
+        if not os.access(SSHD, os.X_OK) or shutil.which("ssh") is None:
+            raise SshServerError(f"{SSHD} or ssh missing: apt-get install -y openssh-server rsync")
+        os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
+        self._ensure_user()
+        self.server_dir.mkdir(parents=True, exist_ok=True)
+        self.ssh_dir.mkdir(parents=True, exist_ok=True)
+        self.shim_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.ssh_dir, 0o700)
+        # sshd reads AuthorizedKeysFile as the target user: every directory on
+        # the way must be traversable by it (pytest's base dir is 0700; o+x
+        # lets others pass through without listing it).
+        for d in [self.server_dir, *self.server_dir.parents]:
+            mode = d.stat().st_mode
+            if not mode & stat.S_IXOTH:
+                os.chmod(d, stat.S_IMODE(mode) | stat.S_IXOTH)
+        os.chmod(self.server_dir, 0o755)
+        if not self.host_key.exists():
+            self._keygen(self.host_key, "rr-test-host")
+        if not self.client_key.exists():
+            self._keygen(self.client_key, "rr-test-client")
+        pub = (self.client_key.with_suffix(".pub")).read_text()
+        self.authorized_keys.write_text(pub)
+        os.chmod(self.authorized_keys, 0o644)
+        self._write_shim()
+        self._install_remote_files()
+        self._prepared = True
+
+    @staticmethod
+    def _keygen(path: Path, comment: str) -> None:
+        for p in (path, path.with_suffix(".pub")):
+            if p.exists():
+                p.unlink()
+        _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)])
+
+    def _ensure_user(self) -> None:
+        if subprocess.run(["id", "-u", self.user], capture_output=True).returncode != 0:
+            res = subprocess.run(["useradd", "-m", "-s", "/bin/bash", self.user],
+                                 capture_output=True, text=True)
+            # exit 9: created meanwhile by a concurrent run
+            if res.returncode not in (0, 9):
+                raise SshServerError(f"useradd {self.user} failed: {res.stderr.strip()}")
+        # useradd locks the password ("!"); with UsePAM no sshd refuses locked
+        # accounts even for key logins.  "*" = no password, not locked.
+        _run(["usermod", "-p", "*", self.user])
+        if not self.remote_home.is_dir():
+            self.remote_home.mkdir(mode=0o755)
+            shutil.chown(self.remote_home, self.user, self.user)
+
+    def _chown_user(self, path: Path) -> None:
+        shutil.chown(path, self.user, self.user)
+
+    def _install_remote_files(self) -> None:
+        ssh = self.remote_home / ".ssh"
+        bin_ = self.remote_home / "bin"
+        for d in (ssh, bin_):
+            d.mkdir(exist_ok=True)
+            self._chown_user(d)
+        os.chmod(ssh, 0o700)
+        env = ssh / "environment"
+        env.write_text(f"PATH={self.remote_home}/bin:/usr/local/bin:/usr/bin:/bin\n")
+        self._chown_user(env)
+        os.chmod(env, 0o600)
+        self.set_gpu("idle")
+
+    def _write_shim(self) -> None:
+        shim = self.shim_dir / "ssh"
+        real = shutil.which("ssh", path="/usr/bin:/bin:/usr/local/bin") or "/usr/bin/ssh"
+        shim.write_text(
+            "#!/bin/sh\n"
+            "# Test wrapper: OpenSSH ignores $HOME, so point it at the fake home's config.\n"
+            f'exec {real} -F "{self.ssh_config}" "$@"\n'
+        )
+        os.chmod(shim, 0o755)
+
+    def _write_sshd_config(self) -> None:
+        lines = [
+            f"Port {self.port}",
+            "ListenAddress 127.0.0.1",
+            f"HostKey {self.host_key}",
+            f"PidFile {self.pid_file}",
+            f"AuthorizedKeysFile {self.authorized_keys}",
+            f"AllowUsers {self.user}",
+            "UsePAM no",
+            "StrictModes no",
+            "PubkeyAuthentication yes",
+            "PasswordAuthentication no",
+            "KbdInteractiveAuthentication no",
+            "PermitRootLogin no",
+            "LogLevel VERBOSE",
+            "PermitUserEnvironment yes",
+            "MaxSessions 50",
+            "MaxStartups 50:30:100",
+            "PrintMotd no",
+            "PrintLastLog no",
+            "UseDNS no",
+            "Subsystem sftp internal-sftp",
+        ]
+        if _openssh_version() >= (9, 8):
+            # newer sshd penalises sources with failed logins; tests fail on purpose
+            lines.append("PerSourcePenalties no")
+        self.sshd_config.write_text("\n".join(lines) + "\n")
+
+    def _host_pubkey(self) -> str:
+        parts = self.host_key.with_suffix(".pub").read_text().split()
+        return f"{parts[0]} {parts[1]}"
+
+    def _write_client_files(self, known_hosts: bool = True) -> None:
+        blocks = []
+        for name, (hostname, port) in self._aliases.items():
+            blocks.append(
+                f"Host {name}\n"
+                f"    HostName {hostname}\n"
+                f"    Port {port}\n"
+                f"    User {self.user}\n"
+                f"    IdentityFile {self.client_key}\n"
+                f"    IdentitiesOnly yes\n"
+                f"    UserKnownHostsFile {self.known_hosts}\n"
+            )
+        self.ssh_config.write_text("\n".join(blocks))
+        if known_hosts:
+            self.trust_host_key()
+
+    # ------------------------------------------------------------- lifecycle
+    def start(self, timeout: float = 5.0) -> "SshServer":
+        """Start sshd (first call: also set everything up); returns self."""
+        if self.proc is not None and self.proc.poll() is None:
+            return self
+        if not self._prepared:
+            self._prepare()
+        fixed_port = self.port is not None
+        attempts = 1 if fixed_port else 3
+        for attempt in range(attempts):
+            if not fixed_port:
+                self.port = _free_port()
+            self._write_sshd_config()
+            err = self._spawn(timeout)
+            if err is None:
+                break
+            if "Address already in use" not in err or attempt == attempts - 1:
+                raise SshServerError(f"sshd did not start on 127.0.0.1:{self.port}:\n{err}")
+        if "l1" not in self._aliases:
+            self._aliases["l1"] = ("127.0.0.1", self.port)
+            self._write_client_files()
+        return self
+
+    def _spawn(self, timeout: float) -> str | None:
+        """Start sshd, wait for its port; None on success, else the log text."""
+        mark = self.mark()
+        self.proc = subprocess.Popen(
+            [SSHD, "-D", "-f", str(self.sshd_config), "-E", str(self.log_path)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE, start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
+                self.proc = None
+                return (err + self.log_text(mark)).strip() or "sshd exited without a message"
+            # sshd logs this right after listen(): the port accepts connections
+            # from then on.  (A probe connection would leave noise in the log,
+            # so it is only the fallback for a log that says nothing.)
+            if "Server listening on" in self.log_text(mark):
+                return None
+            if time.monotonic() > deadline - timeout / 2:
+                try:
+                    with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                        return None
+                except OSError:
+                    pass
+            time.sleep(0.01)
+        text = self.log_text(mark)
+        self._stop_proc(kill_sessions=True)
+        return f"timed out after {timeout} s\n{text}"
+
+    def _stop_proc(self, kill_sessions: bool) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        sessions = _children(proc.pid) if kill_sessions else []
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=3)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if proc.stderr:
+            proc.stderr.close()
+        # per-connection sshd processes (setsid'd, so not in sshd's group)
+        _terminate(sessions)
+
+    def stop(self, kill_sessions: bool = True) -> None:
+        """Stop sshd.  ``kill_sessions`` also ends open connections (else they
+        survive, as with a real ``systemctl restart ssh``)."""
+        self._stop_proc(kill_sessions)
+
+    def restart(self, kill_sessions: bool = False) -> None:
+        """Stop and start again on the same port."""
+        self.stop(kill_sessions=kill_sessions)
+        self.start()
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def close(self) -> None:
+        """Stop sshd and kill leftover ``ssh`` clients (ControlMasters) that
+        belong to this server's fake home.  Safe to call twice."""
+        self.stop(kill_sessions=True)
+        _terminate(self._client_ssh_pids())
+
+    def _client_ssh_pids(self) -> list[int]:
+        marks = (str(self.home).encode(), str(self.root).encode())
+        home_env = b"HOME=" + str(self.home).encode()
+        found = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit() or int(entry) == os.getpid():
+                continue
+            try:
+                with open(f"/proc/{entry}/comm", "rb") as fh:
+                    if fh.read().strip() != b"ssh":
+                        continue
+                with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                    cmdline = fh.read()
+                try:
+                    with open(f"/proc/{entry}/environ", "rb") as fh:
+                        environ = fh.read().split(b"\0")
+                except OSError:
+                    environ = []
+            except OSError:
+                continue
+            if any(m in cmdline for m in marks) or home_env in environ:
+                found.append(int(entry))
+        return found
+
+    def __enter__(self) -> "SshServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ----------------------------------------------------------- client side
+    def add_alias(self, name: str, port: int, hostname: str = "127.0.0.1") -> None:
+        """Add (or re-point) a ``Host name`` block for this server's user and
+        key, e.g. ``add_alias("l1proxy", proxy.port)``, and trust the current
+        host key as ``[hostname]:port`` in known_hosts (paramiko has no
+        ``HostKeyAlias``, so the port-keyed line serves both clients)."""
+        self._aliases[name] = (hostname, int(port))
+        self._write_client_files()
+
+    def trust_host_key(self) -> None:
+        """(Re)write known_hosts so that every alias trusts the current host
+        key, e.g. to undo the effect of ``regenerate_host_key()``."""
+        key = self._host_pubkey()
+        seen, lines = set(), []
+        for hostname, port in self._aliases.values():
+            entry = hostname if port == 22 else f"[{hostname}]:{port}"
+            if entry not in seen:
+                seen.add(entry)
+                lines.append(f"{entry} {key}")
+        self.known_hosts.write_text("".join(line + "\n" for line in lines))
+
+    def ssh_argv(self, alias: str = "l1") -> list[str]:
+        return ["ssh", "-F", str(self.ssh_config), alias]
+
+    def env(self, **extra: object) -> dict[str, str]:
+        """Environment for running the CLI under test against this server:
+        HOME = the fake home, the ``ssh -F`` wrapper first on PATH, and the
+        caller's REMOTE_*/TORCH_*/*_MODULE/... variables, SSH agent and
+        XDG_RUNTIME_DIR removed; then ``extra`` (values str()'d; None = unset)."""
+        env = {}
+        for key, value in os.environ.items():
+            if (key in _DROP_EXACT or key.startswith(_DROP_PREFIXES)
+                    or key.endswith(_DROP_SUFFIXES)):
+                continue
+            env[key] = value
+        env["HOME"] = str(self.home)
+        env["PATH"] = os.pathsep.join([str(self.shim_dir), env.get("PATH", "/usr/bin:/bin")])
+        for key, value in extra.items():
+            if value is None:
+                env.pop(key, None)
+            else:
+                env[key] = str(value)
+        return env
+
+    # ------------------------------------------------------------------- log
+    def log_text(self, since: int = 0) -> str:
+        try:
+            with open(self.log_path, "rb") as fh:
+                fh.seek(since)
+                return fh.read().decode(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def mark(self) -> int:
+        """Current length of the sshd log, for ``count(..., since=mark)``."""
+        try:
+            return self.log_path.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def count(self, pattern: str | re.Pattern, since: int = 0) -> int:
+        """Occurrences of ``pattern`` (substring, or compiled regex) in the
+        log after offset ``since``.  Handshakes: ``"Accepted publickey"``;
+        remote commands/sessions: ``"Starting session:"``."""
+        text = self.log_text(since)
+        if isinstance(pattern, re.Pattern):
+            return len(pattern.findall(text))
+        return text.count(pattern)
+
+    def wait_for_log(self, pattern: str, since: int = 0, n: int = 1,
+                     timeout: float = 5.0) -> int:
+        """Wait until ``pattern`` occurs ``n`` times after ``since``; returns
+        the count (raises TimeoutError with the log if it never does)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            got = self.count(pattern, since)
+            if got >= n:
+                return got
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{pattern!r} seen {got}/{n} times:\n{self.log_text(since)}")
+            time.sleep(0.02)
+
+    # ----------------------------------------------------------- remote side
+    def set_gpu(self, state: str) -> None:
+        """Select what the fake ``nvidia-smi`` reports: one of GPU_STATES.
+        ``absent`` deletes the script (remote shell: command not found, 127)."""
+        if state not in GPU_STATES:
+            raise ValueError(f"unknown GPU state {state!r}; expected one of {GPU_STATES}")
+        script = self.remote_home / "bin" / "nvidia-smi"
+        marker = self.remote_home / ".fake-gpu"
+        if state == "absent":
+            script.unlink(missing_ok=True)
+            marker.unlink(missing_ok=True)
+            return
+        shutil.copyfile(FAKE_NVIDIA_SMI, script)
+        os.chmod(script, 0o755)
+        self._chown_user(script)
+        marker.write_text(state + "\n")
+        self._chown_user(marker)
+
+    def as_user(self, cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
+        """Run ``cmd`` locally as the remote user (``runuser -u rrtest --``),
+        with the remote PATH; text output captured, no check by default."""
+        kwargs.setdefault("capture_output", True)
+        kwargs.setdefault("text", True)
+        kwargs.setdefault("check", False)
+        kwargs.setdefault("cwd", str(self.remote_home))
+        env = {"PATH": REMOTE_PATH.replace(str(REMOTE_HOME), str(self.remote_home)),
+               "HOME": str(self.remote_home), "USER": self.user, "LOGNAME": self.user,
+               "LANG": "C.UTF-8"}
+        env.update(kwargs.pop("env", None) or {})
+        return subprocess.run([RUNUSER, "-u", self.user, "--", *cmd], env=env, **kwargs)
+
+    def cleanup_remote(self, path_prefix: str) -> None:
+        """Remove ``/tmp/<something>*`` paths the tests created, as the remote
+        user (so nothing outside that user's reach can be touched)."""
+        prefix = os.path.normpath(path_prefix)
+        if not prefix.startswith("/tmp/") or len(prefix) <= len("/tmp/") or ".." in prefix.split("/"):
+            raise ValueError(f"refusing to clean {path_prefix!r}: give a prefix under /tmp/")
+        import glob
+
+        paths = glob.glob(glob.escape(prefix) + "*")
+        if paths:
+            self.as_user(["rm", "-rf", "--", *paths], cwd="/")
+
+    def regenerate_host_key(self) -> None:
+        """New host key + restart; known_hosts is NOT updated, so clients now
+        see a changed host key.  ``trust_host_key()`` undoes that."""
+        self._keygen(self.host_key, "rr-test-host")
+        self.restart()
+
+    # ------------------------------------------------------------ convenience
+    def run_ssh(self, command: str, alias: str = "l1", timeout: float = 30,
+                **kwargs) -> subprocess.CompletedProcess:
+        """``ssh -F CONFIG alias command`` with stdin closed; text captured."""
+        kwargs.setdefault("capture_output", True)
+        kwargs.setdefault("text", True)
+        kwargs.setdefault("stdin", subprocess.DEVNULL)
+        kwargs.setdefault("env", self.env())
+        return subprocess.run([*self.ssh_argv(alias), command], timeout=timeout, **kwargs)
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "stopped"
+        return f"<SshServer 127.0.0.1:{self.port} user={self.user} {state} root={self.root}>"
+
+
+def _main() -> None:  # pragma: no cover - manual use
+    """``python tests/sshd.py [DIR]``: start a server and wait (Ctrl+C stops)."""
+    import sys
+    import tempfile
+
+    root = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(tempfile.mkdtemp(prefix="rr-sshd-"))
+    with SshServer(root) as server:
+        print(f"sshd on 127.0.0.1:{server.port}; try: {' '.join(server.ssh_argv())} whoami", flush=True)
+        try:
+            signal.pause()
+        except KeyboardInterrupt:
+            pass
+
+
+if __name__ == "__main__":  # pragma: no cover
+    _main()
