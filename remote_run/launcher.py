@@ -152,6 +152,17 @@ def follow(run_dir, offset, stop_run):
             time.sleep(0.05)
 
 
+def show(run_dir, offset):
+    if not os.path.isdir(run_dir):
+        return fail("no run %s in %s" % (os.path.basename(run_dir), os.getcwd()))
+    out = sys.stdout.buffer if hasattr(sys.stdout, "buffer") else sys.stdout
+    with open(os.path.join(run_dir, "run.log"), "rb") as log:
+        log.seek(offset)
+        out.write(log.read())
+    out.flush()
+    return 0
+
+
 def terminate(run_dir):
     """SIGINT, then SIGTERM, then SIGKILL to the run's process group, each after a grace period."""
     pid = read_int(os.path.join(run_dir, "pid"))
@@ -240,6 +251,8 @@ def main(argv):
         return fail("REMOTE_DIR %s does not exist on this host; run `inv sync` first" % argv[1:2])
     if mode in ("follow", "attach"):
         return follow(argv[2], int(argv[3]), stop_run=mode == "follow")
+    if mode == "cat":
+        return show(argv[2], int(argv[3]))
     if mode == "status":
         return status("runs")
     if mode == "kill":

@@ -3,7 +3,8 @@
 from invoke import Collection
 
 from .machine import bootstrap, gpu_check
+from .runs import kill, logs, status
 from .train import run_, train_david, train_hlb
 from .workspace import clean, pull_logs, sync
 
-ns = Collection(sync, bootstrap, gpu_check, train_hlb, train_david, run_, pull_logs, clean)
+ns = Collection(sync, bootstrap, gpu_check, train_hlb, train_david, run_, pull_logs, clean, logs, status, kill)
