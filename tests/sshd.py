@@ -134,7 +134,8 @@ class SshServer:
 
     Attributes: ``root`` (temp dir), ``home`` (fake client HOME), ``port``,
     ``user`` ("rrtest"), ``remote_home`` (/home/rrtest), ``ssh_config``,
-    ``known_hosts``, ``client_key``, ``host_key``, ``log_path``.
+    ``known_hosts``, ``client_key``, ``host_key``, ``log_path``,
+    ``control_dir`` (for ControlMaster sockets), ``proc`` (the sshd Popen).
     """
 
     def __init__(self, root: Path, user: str = REMOTE_USER):
@@ -153,6 +154,7 @@ class SshServer:
         self.pid_file = self.server_dir / "sshd.pid"
         self.log_path = self.server_dir / "sshd.log"
         self.shim_dir = self.home / "bin"
+        self.control_dir = self.root / "cm"
         self.port: int | None = None
         self.proc: subprocess.Popen | None = None
         self._aliases: dict[str, tuple[str, int]] = {}
@@ -169,6 +171,7 @@ class SshServer:
         self.server_dir.mkdir(parents=True, exist_ok=True)
         self.ssh_dir.mkdir(parents=True, exist_ok=True)
         self.shim_dir.mkdir(parents=True, exist_ok=True)
+        self.control_dir.mkdir(mode=0o700, exist_ok=True)
         os.chmod(self.ssh_dir, 0o700)
         # sshd reads AuthorizedKeysFile as the target user: every directory on
         # the way must be traversable by it (pytest's base dir is 0700; o+x
@@ -310,15 +313,17 @@ class SshServer:
     def _spawn(self, timeout: float) -> str | None:
         """Start sshd, wait for its port; None on success, else the log text."""
         mark = self.mark()
-        self.proc = subprocess.Popen(
-            [SSHD, "-D", "-f", str(self.sshd_config), "-E", str(self.log_path)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE, start_new_session=True,
-        )
+        stderr_path = self.server_dir / "sshd.stderr"
+        with open(stderr_path, "wb") as stderr:  # a file: a pipe nobody reads could fill up
+            self.proc = subprocess.Popen(
+                [SSHD, "-D", "-f", str(self.sshd_config), "-E", str(self.log_path)],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=stderr, start_new_session=True,
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
+                err = stderr_path.read_text(errors="replace")
                 self.proc = None
                 return (err + self.log_text(mark)).strip() or "sshd exited without a message"
             # sshd logs this right after listen(): the port accepts connections
@@ -349,8 +354,6 @@ class SshServer:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        if proc.stderr:
-            proc.stderr.close()
         # per-connection sshd processes (setsid'd, so not in sshd's group)
         _terminate(sessions)
 
@@ -432,7 +435,8 @@ class SshServer:
         """Environment for running the CLI under test against this server:
         HOME = the fake home, the ``ssh -F`` wrapper first on PATH, and the
         caller's REMOTE_*/TORCH_*/*_MODULE/... variables, SSH agent and
-        XDG_RUNTIME_DIR removed; then ``extra`` (values str()'d; None = unset)."""
+        XDG_RUNTIME_DIR removed, REMOTE_RUN_CONTROL_DIR set to ``control_dir``
+        (under ``root``); then ``extra`` (values str()'d; None = unset)."""
         env = {}
         for key, value in os.environ.items():
             if (key in _DROP_EXACT or key.startswith(_DROP_PREFIXES)
@@ -440,6 +444,9 @@ class SshServer:
                 continue
             env[key] = value
         env["HOME"] = str(self.home)
+        # remote-run's ControlMaster socket dir: per server, not the machine-wide
+        # /tmp/remote-run-<uid> (pass REMOTE_RUN_CONTROL_DIR=None to test the default)
+        env["REMOTE_RUN_CONTROL_DIR"] = str(self.control_dir)
         env["PATH"] = os.pathsep.join([str(self.shim_dir), env.get("PATH", "/usr/bin:/bin")])
         for key, value in extra.items():
             if value is None:

@@ -112,6 +112,8 @@ def test_env_makes_plain_ssh_and_rsync_use_the_fake_home(sshd, tmp_path, monkeyp
     env = sshd.env(REMOTE_HOST="l1", EXTRA=1)
     assert env["HOME"] == str(sshd.home)
     assert env["REMOTE_HOST"] == "l1" and env["EXTRA"] == "1"
+    assert env["REMOTE_RUN_CONTROL_DIR"] == str(sshd.control_dir)
+    assert "REMOTE_RUN_CONTROL_DIR" not in sshd.env(REMOTE_RUN_CONTROL_DIR=None)
     assert not {"TORCH_INDEX_URL", "HLB_MODULE", "WORKSPACE", "XDG_RUNTIME_DIR",
                 "SSH_AUTH_SOCK"} & set(env)
     r = subprocess.run(["ssh", "l1", "whoami"], env=env, capture_output=True, text=True,
@@ -215,8 +217,7 @@ def test_close_kills_leftover_control_master(tmp_path_factory):
     masters = []
     try:
         server.start()
-        ctl = server.root / "cm"
-        ctl.mkdir()
+        ctl = server.control_dir
         r = subprocess.run(
             ["ssh", "-o", "ControlMaster=auto", "-o", f"ControlPath={ctl}/%C",
              "-o", "ControlPersist=60", "l1", "true"],

@@ -1,0 +1,125 @@
+"""Pure helpers: quoting, rendering, RESULT parsing, nvidia-smi parsing, records, sync filters."""
+
+import ast
+import json
+import shlex
+import subprocess
+
+import pytest
+
+from remote_run import gpu, records, render, settings, shell, transfer
+from remote_run.errors import Failure
+
+NASTY = ["a b", "it's", '"q"', "$(touch /tmp/canary)", "`id`", "x;y", "new\nline", "-rf", "naïve", "*"]
+
+
+@pytest.mark.parametrize("arg", NASTY)
+def test_join_round_trips_through_a_real_shell(arg):
+    out = subprocess.run(["sh", "-c", shell.join(["printf", "%s", arg])], capture_output=True, text=True)
+    assert out.stdout == arg
+
+
+def test_script_passes_values_as_positional_parameters():
+    argv = shell.script('printf "%s|" "$@"', *NASTY)
+    out = subprocess.run(["sh", "-c", shell.join(argv)], capture_output=True, text=True)
+    assert out.stdout == "|".join(NASTY) + "|"
+
+
+def test_summary_shortens_inline_scripts():
+    assert shell.summary(["sh", "-c", "a\nb\nc", "x y"]) == "sh -c '<3-line script>' 'x y'"
+
+
+def test_render_bakes_literals_into_the_option_block():
+    text = render.template("hlb_workspace.py")
+    out = render.render(text, {"EPOCHS": 2.5, "HLB_MODULE": "pkg.hlb"})
+    tree = ast.parse(out)
+    values = {n.targets[0].id: ast.literal_eval(n.value) for n in tree.body if isinstance(n, ast.Assign) and isinstance(n.targets[0], ast.Name) and n.targets[0].id.isupper()}
+    assert values["EPOCHS"] == 2.5 and values["HLB_MODULE"] == "pkg.hlb"
+
+
+@pytest.mark.parametrize("value", ["x'); import os; os.system('id')  #", float("nan"), "a b", ["list"]])
+def test_render_refuses_anything_but_plain_literals(value):
+    with pytest.raises(Failure):
+        render.render(render.template("hlb_workspace.py"), {"HLB_MODULE": value})
+
+
+def test_render_requires_the_option_to_exist():
+    with pytest.raises(ValueError):
+        render.render(render.template("hlb_workspace.py"), {"NOT_THERE": 1})
+
+
+def test_parse_result_takes_the_last_line_and_types_values():
+    text = "noise\nRESULT_HLB elapsed_seconds=1.0 train_epochs=1 ema_val_acc=0.5\nRESULT_HLB elapsed_seconds=12.34 train_epochs=11.5 ema_val_acc=None\ntrailer\n"
+    assert records.parse_result(text) == {"name": "RESULT_HLB", "metrics": {"elapsed_seconds": 12.34, "train_epochs": 11.5, "ema_val_acc": None}}
+    assert records.parse_result("no result here") is None
+    assert records.parse_result("RESULT_DAVID epochs=12 batch_size=512")["metrics"] == {"epochs": 12, "batch_size": 512}
+
+
+def test_warnings_and_hints_recognise_known_signatures():
+    log = (
+        "/x.py:3: FutureWarning: You are using `torch.load` with `weights_only=False`\n"
+        "DeprecationWarning: `np.float` is a deprecated alias for the builtin `float`\n"
+        "ModuleNotFoundError: No module named 'cvlization'\n"
+        "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB\n"
+        "OSError: [Errno 28] No space left on device\n"
+    )
+    kinds = [w.split(":")[0] for w in records.notable_warnings(log)]
+    assert "torch.load FutureWarning" in kinds and "numpy alias" in kinds
+    found = " ".join(records.hints(log))
+    assert "'cvlization'" in found and "--batch-size" in found and "disk is full" in found
+    assert records.hints("all good") == []
+
+
+IDLE = "0, NVIDIA H100 80GB HBM3, GPU-aaa, 1, 81559, 0\n--- remote-run compute apps ---\n"
+BUSY = ("0, NVIDIA H100 80GB HBM3, GPU-aaa, 12000, 81559, 97\n1, NVIDIA H100 80GB HBM3, GPU-bbb, 1, 81559, 0\n"
+        "--- remote-run compute apps ---\nGPU-aaa, 4242, python train.py, 11990\n")
+
+
+def test_nvidia_smi_parsing_and_busy_detection():
+    gpus = gpu.parse(BUSY)
+    assert [(g.index, g.memory_used, g.utilization) for g in gpus] == [(0, 12000, 97), (1, 1, 0)]
+    assert gpus[0].processes[0].pid == 4242 and gpus[0].processes[0].name == "python train.py"
+    assert [g.index for g in gpu.visible(gpus, "1")] == [1]
+    assert [g.index for g in gpu.visible(gpus, "GPU-bbb")] == [1]
+    assert "4242 python train.py (11990 MiB)" in gpu.table(gpus)
+    assert gpu.parse(IDLE)[0].processes == []
+
+
+def test_nvidia_smi_na_fields_and_commas_in_names():
+    gpus = gpu.parse("0, Tesla T4, rev, A, GPU-x, [N/A], 15360, [Not Supported]\n--- remote-run compute apps ---\n")
+    assert gpus[0].name == "Tesla T4, rev, A" and gpus[0].memory_used is None and gpus[0].utilization is None
+
+
+def test_record_writes_markdown_and_json_without_overwriting_a_log(tmp_path):
+    rec = records.RunRecord(run_id="20260101T000000Z_train-hlb", task="train-hlb", host="l1", options={"epochs": 1.0},
+                            git={"commit": "abc", "dirty": True}, runner="print(1)\n", runner_path="/tmp/x/scripts/run_hlb.py")
+    rec.finish("RESULT_HLB elapsed_seconds=3.5 train_epochs=1 ema_val_acc=0.9\n", 0, 4.0)
+    (tmp_path / "run.log").write_text("older")
+    rec.write(tmp_path, "new text")
+    assert (tmp_path / "run.log").read_text() == "older"
+    data = json.loads((tmp_path / "result.json").read_text())
+    assert data["outcome"] == "finished" and data["result"]["metrics"]["ema_val_acc"] == 0.9
+    md = (tmp_path / "log.md").read_text()
+    assert "abc (dirty" in md and "RESULT_HLB" in md and "print(1)" in md
+
+
+def test_failed_record_carries_hints(tmp_path):
+    rec = records.RunRecord(run_id="r", task="run", host="l1")
+    rec.finish("ModuleNotFoundError: No module named 'foo'\n", 1, 1.0)
+    assert rec.outcome == "failed" and rec.hints
+
+
+def test_run_ids_are_unique(tmp_path):
+    first = records.new_run_id("train-hlb", tmp_path)
+    (tmp_path / first).mkdir()
+    assert records.new_run_id("train-hlb", tmp_path) != first
+
+
+def test_sync_filters_protect_remote_state_and_exclude_secrets(tmp_path):
+    (tmp_path / ".remoteignore").write_text("*.ckpt\n")
+    s = settings.load(environ={"WORKSPACE": str(tmp_path), "SYNC_EXCLUDE": "data/raw,*.bin"})
+    rules = transfer.sync_filters(s)
+    assert rules[:4] == ["P /runs/", "P /.venv/", "P /.remote-run/", "P /data/"]
+    assert rules.index("+ .env.example") < rules.index("- .env") < rules.index("- .env.*")
+    assert "- data/raw" in rules and "- *.bin" in rules and "- /var/runs/" in rules
+    assert rules[-1] == f"merge,- {tmp_path / '.remoteignore'}"
