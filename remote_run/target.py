@@ -159,6 +159,9 @@ def open_connection(host: settings_mod.Host):
 
     config = Config(overrides={"timeouts": {"connect": CONNECT_TIMEOUT}, "load_ssh_configs": True})
     connection = Connection(host.spec, config=config, connect_timeout=CONNECT_TIMEOUT)
+    if connection.ssh_config.get("identitiesonly", "").lower() == "yes":
+        # Fabric ignores IdentitiesOnly; without this paramiko also offers ~/.ssh/id_* and agent keys.
+        connection.connect_kwargs.update(look_for_keys=False, allow_agent=False)
     # Fabric accepts unknown hosts but loads no known_hosts at all; without these a changed
     # host key would go unnoticed.
     files = [Path("~/.ssh/known_hosts").expanduser()]

@@ -14,7 +14,7 @@ from .target import Target, ssh_failure
 
 DEFAULT_EXCLUDES = (".git", "var", ".venv", "__pycache__", ".env", ".env.*")
 # Never deleted from REMOTE_DIR by a sync: run outputs, the venv, our marker, dataset caches.
-PROTECTED = ("/runs/", "/.venv/", "/.remote-run/", "/data/")
+PROTECTED = ("/runs/***", "/.venv/***", "/.remote-run/***", "/data/***")
 MARKER = ".remote-run/owner"
 REFUSED = 97
 

@@ -1,11 +1,12 @@
 #!/usr/bin/python3
 """Test stand-in for the real ``nvidia-smi``; it is NOT the NVIDIA tool.
 
-``tests/sshd.py`` installs this file as ``~rrtest/bin/nvidia-smi`` on the
-loopback SSH server so that code which inspects a remote GPU box can be tested
-on machines without a GPU.  It knows no GPU; it prints what a real
-``nvidia-smi`` prints for a small fixed table, chosen by the word in
-``~/.fake-gpu`` (missing file: ``idle``):
+``tests/sshd.py`` installs this file as ``nvidia-smi`` in a directory on the
+PATH of the loopback SSH server's sessions, so that code which inspects a
+remote GPU box can be tested on machines without a GPU.  It knows no GPU; it
+prints what a real ``nvidia-smi`` prints for a small fixed table, chosen by
+the word in the file named by ``$RR_FAKE_GPU`` (else ``~/.fake-gpu``;
+missing file: ``idle``):
 
   idle      1 GPU, nothing running
   busy      1 GPU, 12000 MiB used, 97 % utilisation, one compute process
@@ -36,7 +37,7 @@ import os
 import sys
 import time
 
-STATE_FILE = os.path.join(os.path.expanduser("~"), ".fake-gpu")
+STATE_FILE = os.environ.get("RR_FAKE_GPU") or os.path.join(os.path.expanduser("~"), ".fake-gpu")
 DRIVER_VERSION = "550.54.15"
 CUDA_VERSION = "12.4"
 

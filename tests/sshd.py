@@ -1,12 +1,24 @@
 """A real OpenSSH server on loopback, for integration tests and benchmarks.
 
 ``SshServer(root)`` runs ``/usr/sbin/sshd`` as a child process, listening on
-127.0.0.1 on a free port, with every file it needs (host key, config, pid
-file, log, authorized_keys) under ``root``.  Remote commands run as the
+127.0.0.1 on a free port, with its files (host key, config, pid file, log)
+under ``root``; what the remote user must read (authorized_keys, the fake
+nvidia-smi and its state) goes to a world-readable ``/tmp/rr-sshd-pub-*`` dir
+(``public_dir``), removed by ``close()``.  Remote commands run as the
 dedicated local user ``rrtest`` (created on first use; never root, whose
 ``.bashrc`` is slow).  A fake client home, ``server.home``, holds a
 ``.ssh/config`` with the alias ``l1`` and a ``known_hosts`` that already trusts
 the server's host key, in a form both OpenSSH and paramiko accept.
+
+Remote side: ``~rrtest/.ssh/environment`` sets ``PATH=/home/rrtest/bin:...``
+(sshd has ``PermitUserEnvironment yes``).  The fake ``nvidia-smi``
+(tests/fake_nvidia_smi.py) and its state are per server, not in the shared
+home: ``<public_dir>/bin/nvidia-smi`` and ``<public_dir>/fake-gpu``, put in
+the session environment by sshd's ``SetEnv`` (which overrides the PATH from
+``~/.ssh/environment``; remote PATH = ``/home/rrtest/bin:<public_dir>/bin:
+/usr/local/bin:/usr/bin:/bin``).  So two test runs on one machine (two
+developers, pytest-xdist, a helper) can use the same ``rrtest`` user without
+changing each other's GPU state.
 
 Must run as root (it creates a user, starts sshd and writes into
 ``/home/rrtest``).  Plain module: no pytest import, so ``bench/`` can use it.
@@ -28,17 +40,16 @@ import re
 import shutil
 import signal
 import socket
-import stat
 import subprocess
+import tempfile
 import time
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Iterable
 
 __all__ = ["SshServer", "SshServerError", "REMOTE_USER", "GPU_STATES"]
 
 REMOTE_USER = "rrtest"
-REMOTE_HOME = Path("/home") / REMOTE_USER
-REMOTE_PATH = f"{REMOTE_HOME}/bin:/usr/local/bin:/usr/bin:/bin"
+SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
 GPU_STATES = ("idle", "busy", "two", "nodriver", "absent")
 SSHD = "/usr/sbin/sshd"
 RUNUSER = shutil.which("runuser", path="/usr/sbin:/usr/bin:/sbin:/bin") or "/usr/sbin/runuser"
@@ -149,12 +160,20 @@ class SshServer:
         self.known_hosts = self.ssh_dir / "known_hosts"
         self.client_key = self.ssh_dir / "id_ed25519"
         self.host_key = self.server_dir / "ssh_host_ed25519_key"
-        self.authorized_keys = self.server_dir / "authorized_keys"
         self.sshd_config = self.server_dir / "sshd_config"
         self.pid_file = self.server_dir / "sshd.pid"
         self.log_path = self.server_dir / "sshd.log"
         self.shim_dir = self.home / "bin"
         self.control_dir = self.root / "cm"
+        # Files the remote user must read (authorized_keys, the fake
+        # nvidia-smi and its state) live in a world-readable dir of their own
+        # under /tmp, made by _prepare(): pytest resets its base temp dir to
+        # 0700 whenever another pytest run starts, which would lock rrtest out
+        # of anything under ``root``.  Nothing secret is in there.
+        self.public_dir: Path | None = None
+        self.authorized_keys: Path | None = None
+        self.remote_bin: Path | None = None
+        self.gpu_state_file: Path | None = None
         self.port: int | None = None
         self.proc: subprocess.Popen | None = None
         self._aliases: dict[str, tuple[str, int]] = {}
@@ -173,14 +192,15 @@ class SshServer:
         self.shim_dir.mkdir(parents=True, exist_ok=True)
         self.control_dir.mkdir(mode=0o700, exist_ok=True)
         os.chmod(self.ssh_dir, 0o700)
-        # sshd reads AuthorizedKeysFile as the target user: every directory on
-        # the way must be traversable by it (pytest's base dir is 0700; o+x
-        # lets others pass through without listing it).
-        for d in [self.server_dir, *self.server_dir.parents]:
-            mode = d.stat().st_mode
-            if not mode & stat.S_IXOTH:
-                os.chmod(d, stat.S_IMODE(mode) | stat.S_IXOTH)
-        os.chmod(self.server_dir, 0o755)
+        # sshd reads AuthorizedKeysFile as the target user, so it (and the
+        # remote-side fakes) go into a 0755 dir outside ``root``.
+        self.public_dir = Path(tempfile.mkdtemp(prefix="rr-sshd-pub-", dir="/tmp"))
+        os.chmod(self.public_dir, 0o755)
+        self.authorized_keys = self.public_dir / "authorized_keys"
+        self.remote_bin = self.public_dir / "bin"
+        self.gpu_state_file = self.public_dir / "fake-gpu"
+        self.remote_bin.mkdir(mode=0o755)
+        os.chmod(self.remote_bin, 0o755)
         if not self.host_key.exists():
             self._keygen(self.host_key, "rr-test-host")
         if not self.client_key.exists():
@@ -224,10 +244,23 @@ class SshServer:
             self._chown_user(d)
         os.chmod(ssh, 0o700)
         env = ssh / "environment"
-        env.write_text(f"PATH={self.remote_home}/bin:/usr/local/bin:/usr/bin:/bin\n")
+        env.write_text(f"PATH={bin_}:{SYSTEM_PATH}\n")
         self._chown_user(env)
         os.chmod(env, 0o600)
+        # An older harness put the fake in ~/bin, shared by all servers; it
+        # would shadow the per-server one (and defeat "absent").
+        stale = bin_ / "nvidia-smi"
+        try:
+            if b"Test stand-in for the real" in stale.read_bytes()[:400]:
+                stale.unlink()
+        except OSError:
+            pass
         self.set_gpu("idle")
+
+    @property
+    def remote_path(self) -> str:
+        """PATH of remote sessions: ~/bin, this server's fake-tool dir, system."""
+        return f"{self.remote_home}/bin:{self.remote_bin}:{SYSTEM_PATH}"
 
     def _write_shim(self) -> None:
         shim = self.shim_dir / "ssh"
@@ -261,6 +294,10 @@ class SshServer:
             "PrintLastLog no",
             "UseDNS no",
             "Subsystem sftp internal-sftp",
+            # Per-server remote environment.  SetEnv overrides PATH from
+            # ~/.ssh/environment, so several servers (concurrent test runs)
+            # share the user but each has its own fake nvidia-smi and state.
+            f"SetEnv PATH={self.remote_path} RR_FAKE_GPU={self.gpu_state_file}",
         ]
         if _openssh_version() >= (9, 8):
             # newer sshd penalises sources with failed logins; tests fail on purpose
@@ -376,6 +413,10 @@ class SshServer:
         belong to this server's fake home.  Safe to call twice."""
         self.stop(kill_sessions=True)
         _terminate(self._client_ssh_pids())
+        if self.public_dir is not None:
+            shutil.rmtree(self.public_dir, ignore_errors=True)
+            self.public_dir = None
+            self._prepared = False
 
     def _client_ssh_pids(self) -> list[int]:
         marks = (str(self.home).encode(), str(self.root).encode())
@@ -495,30 +536,35 @@ class SshServer:
 
     # ----------------------------------------------------------- remote side
     def set_gpu(self, state: str) -> None:
-        """Select what the fake ``nvidia-smi`` reports: one of GPU_STATES.
-        ``absent`` deletes the script (remote shell: command not found, 127)."""
+        """Select what the fake ``nvidia-smi`` of this server reports: one of
+        GPU_STATES.  ``absent`` deletes the script, so the remote shell itself
+        answers "command not found" (exit 127) and ``command -v`` finds nothing.
+
+        The script is ``<public_dir>/bin/nvidia-smi`` (on the remote PATH
+        after ~/bin) and its state file ``<public_dir>/fake-gpu`` (passed as
+        ``RR_FAKE_GPU``): per server, so concurrent test runs do not clash."""
         if state not in GPU_STATES:
             raise ValueError(f"unknown GPU state {state!r}; expected one of {GPU_STATES}")
-        script = self.remote_home / "bin" / "nvidia-smi"
-        marker = self.remote_home / ".fake-gpu"
+        script = self.remote_bin / "nvidia-smi"
         if state == "absent":
             script.unlink(missing_ok=True)
-            marker.unlink(missing_ok=True)
-            return
-        shutil.copyfile(FAKE_NVIDIA_SMI, script)
-        os.chmod(script, 0o755)
-        self._chown_user(script)
-        marker.write_text(state + "\n")
-        self._chown_user(marker)
+        else:
+            tmp = script.with_name(".nvidia-smi.tmp")
+            shutil.copyfile(FAKE_NVIDIA_SMI, tmp)
+            os.chmod(tmp, 0o755)
+            os.replace(tmp, script)
+        self.gpu_state_file.write_text(state + "\n")
+        os.chmod(self.gpu_state_file, 0o644)
 
     def as_user(self, cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
         """Run ``cmd`` locally as the remote user (``runuser -u rrtest --``),
-        with the remote PATH; text output captured, no check by default."""
+        with the remote PATH (and fake-GPU state); text output captured, no
+        check by default."""
         kwargs.setdefault("capture_output", True)
         kwargs.setdefault("text", True)
         kwargs.setdefault("check", False)
         kwargs.setdefault("cwd", str(self.remote_home))
-        env = {"PATH": REMOTE_PATH.replace(str(REMOTE_HOME), str(self.remote_home)),
+        env = {"PATH": self.remote_path, "RR_FAKE_GPU": str(self.gpu_state_file),
                "HOME": str(self.remote_home), "USER": self.user, "LOGNAME": self.user,
                "LANG": "C.UTF-8"}
         env.update(kwargs.pop("env", None) or {})

@@ -119,7 +119,7 @@ def test_sync_filters_protect_remote_state_and_exclude_secrets(tmp_path):
     (tmp_path / ".remoteignore").write_text("*.ckpt\n")
     s = settings.load(environ={"WORKSPACE": str(tmp_path), "SYNC_EXCLUDE": "data/raw,*.bin"})
     rules = transfer.sync_filters(s)
-    assert rules[:4] == ["P /runs/", "P /.venv/", "P /.remote-run/", "P /data/"]
+    assert rules[:4] == ["P /runs/***", "P /.venv/***", "P /.remote-run/***", "P /data/***"]
     assert rules.index("+ .env.example") < rules.index("- .env") < rules.index("- .env.*")
     assert "- data/raw" in rules and "- *.bin" in rules and "- /var/runs/" in rules
     assert rules[-1] == f"merge,- {tmp_path / '.remoteignore'}"

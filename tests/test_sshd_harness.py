@@ -12,7 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 from latency_proxy import LatencyProxy  # noqa: E402
 from sshd import SshServer  # noqa: E402
 
-REMOTE_TMP = "/tmp/rrtest_harness"
+REMOTE_TMP = f"/tmp/rrtest_harness_{os.getpid()}"  # unique: concurrent runs share the user
 GPU_QUERY = ("nvidia-smi --query-gpu=index,name,memory.used,memory.total,utilization.gpu,uuid"
              " --format=csv,noheader,nounits")
 APPS_QUERY = ("nvidia-smi --query-compute-apps=gpu_uuid,pid,process_name,used_memory"
@@ -31,7 +31,8 @@ def test_ssh_logs_in_as_rrtest_with_remote_path(sshd):
     assert r.returncode == 0, r.stderr
     user, path, cwd = r.stdout.splitlines()
     assert user == "rrtest"
-    assert path == "/home/rrtest/bin:/usr/local/bin:/usr/bin:/bin"
+    assert path == f"/home/rrtest/bin:{sshd.remote_bin}:/usr/local/bin:/usr/bin:/bin"
+    assert path == sshd.remote_path
     assert cwd == "/home/rrtest"
 
 
@@ -85,6 +86,20 @@ def test_fake_nvidia_smi_absent(sshd, gpu):
     r = ssh(sshd, GPU_QUERY)
     assert r.returncode == 127
     assert "nvidia-smi: command not found" in r.stderr
+    assert ssh(sshd, "command -v nvidia-smi").returncode == 1
+
+
+def test_gpu_state_is_per_server(sshd, gpu, tmp_path_factory):
+    """A second server (another test run on this machine) has its own fake GPU."""
+    gpu("busy")
+    with SshServer(tmp_path_factory.mktemp("sshd-other")) as other:
+        other.set_gpu("absent")
+        assert ssh(other, "command -v nvidia-smi").returncode == 1
+        r = ssh(sshd, APPS_QUERY)
+        assert r.stdout == f"{UUID0}, 4242, python, 11990\n", r.stderr
+        assert other.as_user(["bash", "-c", "command -v nvidia-smi"]).returncode == 1
+    r = sshd.as_user(["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader"])
+    assert r.stdout == "97 %\n"
 
 
 def test_rsync_over_ssh_config(sshd, tmp_path):

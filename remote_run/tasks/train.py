@@ -137,25 +137,24 @@ def script_in_workspace(workspace: Path, script: str) -> str:
     return relative.as_posix()
 
 
-@task(name="run", positional=["script"], help={
-    "script": "a Python file in the workspace, e.g. scripts/bench.py",
-    "module": "run a module instead (python -m MODULE), e.g. pytest",
+@task(name="run", positional=["target"], help={
+    "target": "a Python file in the workspace (scripts/bench.py), or with --module a module name (pytest)",
+    "module": "run TARGET as a module (python -m TARGET)",
     "args": 'arguments for the script or module, as one quoted string, e.g. "--n 3"',
     **COMMON_HELP,
 })
-def run_(c, script=None, module="", args="", allow_busy=False, cpu_ok=False, detach=False):
+def run_(c, target, module=False, args="", allow_busy=False, cpu_ok=False, detach=False):
     """Run a workspace script or module on the host with the run environment; its exit status is ours."""
     t = current(c)
-    if bool(script) == bool(module):
-        raise Failure("give either a script (inv run scripts/bench.py) or --module NAME (inv run --module pytest)")
     try:
         arguments = shlex.split(args)
     except ValueError as exc:
         raise Failure(f"--args {args!r} cannot be split into arguments ({exc}); check its quotes") from None
     if module:
-        target = ["-m", module_name("--module", module)]
+        program = ["-m", module_name("--module", target)]
     else:
-        target = [script_in_workspace(t.settings.workspace, script)]
+        program = [script_in_workspace(t.settings.workspace, target)]
     prepare(t, allow_busy, cpu_ok)
-    spec = runs.RunSpec(task="run", argv=[t.python, *target, *arguments], options={"script": script or None, "module": module or None, "args": arguments})
+    spec = runs.RunSpec(task="run", argv=[t.python, *program, *arguments],
+                        options={"script": None if module else program[0], "module": target if module else None, "args": arguments})
     _finish(runs.execute(t, spec, detach=detach))
