@@ -5,6 +5,7 @@ from __future__ import annotations
 import codecs
 import getpass
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -18,13 +19,14 @@ from pathlib import Path
 
 from . import records
 from .errors import Failure
+from .runs import INTERRUPTED, report
 from .shell import join, summary
+from .transfer import sync_filters
 
 NOT_INSTALLED = "sky is not installed: pip install 'remote-run[sky]'"
 TARGETS = ("gpu", "tpu")
 LIVE = ("UP", "INIT", "STOPPED")  # cluster states `sky status` shows for a cluster that exists
 LIVE_JOB = ("INIT", "PENDING", "SETTING_UP", "RUNNING")
-INTERRUPTED = 130
 MAX_NAME = 60
 
 # SkyPilot's own rule for cluster names.
@@ -70,7 +72,7 @@ def check_accelerator(accel: str) -> tuple[str, str]:
     """(accelerator, target) for ``NAME[:COUNT]`` (H100:1, A100:8) or a TPU (tpu-v4-8, tpu-v6e-1)."""
     allowed = "give NAME[:COUNT] with a whole COUNT from 1, e.g. H100:1, A100:8, L4:1, or a TPU such as tpu-v4-8 or tpu-v6e-1"
     if not accel:
-        raise Failure(f"give --accel, e.g. --accel H100:1 or --accel tpu-v6e-1")
+        raise Failure("give --accel, e.g. --accel H100:1 or --accel tpu-v6e-1")
     match = ACCELERATOR.match(accel)
     if not match or (match["count"] is not None and int(match["count"]) < 1):
         raise Failure(f"--accel {accel!r} is not valid: {allowed}")
@@ -98,7 +100,7 @@ def cluster_name(experiment: str, accel: str, user: str | None = None) -> str:
             user = getpass.getuser()
         except (KeyError, OSError):
             user = "user"
-    suffix = f"{_slug(accel.replace(':', 'x'))}-{_slug(user)[:16] or 'user'}"
+    suffix = f"{_slug(accel.replace(':', 'x'))}-{_slug(user)[:16].strip('-') or 'user'}"
     head = _slug(experiment) or "run"
     if not head[0].isalpha():
         head = "run-" + head
@@ -140,8 +142,6 @@ def require_name(settings, target: str) -> str:
 
 def _quoted(value: str) -> str:
     """A YAML double-quoted scalar (JSON strings are valid YAML)."""
-    import json
-
     return json.dumps(value)
 
 
@@ -400,8 +400,6 @@ def status_rows(settings) -> list[tuple[str, str, str]]:
 
 def _stage(settings, files: dict) -> Path:
     """A copy of the workspace (same excludes as a sync) with ``files`` written in, outside the checkout."""
-    from .transfer import sync_filters
-
     stage = Path(tempfile.mkdtemp(prefix="remote-run-sky-"))
     argv = ["rsync", "-a", *[f"--filter={rule}" for rule in sync_filters(settings)], f"{settings.workspace}/", f"{stage}/"]
     try:
@@ -461,8 +459,6 @@ def execute(settings, target: str, *, task: str, python_args, workdir: Path, det
     if record.outcome == "detached":
         print(f"remote-run: job {job} runs on {name}; follow it with `sky logs {name} {job}`, stop it with `sky cancel {name} {job} -y`; record: {folder}/log.md", file=sys.stderr, flush=True)
         return 0
-    from .runs import report
-
     report(record, folder, run_id)
     return code
 

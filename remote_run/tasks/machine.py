@@ -13,17 +13,51 @@ from ..target import Target, current
 from .workspace import sync
 
 
-def bootstrap_once(t: Target, force: bool = False) -> None:
+# Both pre-run checks in one round trip: is the environment current, and what do the GPUs say.
+CHECKS_SCRIPT = f"""
+dir=$1 want=$2 py=$3 probe=$4
+if [ -n "$probe" ]; then
+  "$py" -c "$probe" 2>&1; echo "remote-run-env-exit=$?"
+elif [ -x "$dir/.venv/bin/python" ] && [ "$(cat "$dir/{environment.STAMP}" 2>/dev/null)" = "$want" ]; then
+  echo "remote-run-env-exit=0"
+else
+  echo "remote-run-env-exit=1"
+fi
+( {gpu.QUERY_SCRIPT} ) 2>&1; echo "remote-run-gpu-exit=$?"
+"""
+
+
+def uses_venv(t: Target) -> bool:
+    return not (t.settings.remote_python or t.is_local)
+
+
+def run_checks(t: Target) -> tuple[tuple[int, str], tuple[int, str]]:
+    """(environment check, gpu query), each as (exit status, output), from one remote command."""
+    s = t.settings
+    probe = "" if uses_venv(t) else environment.PROBE
+    result = t.run(script(CHECKS_SCRIPT, s.remote_dir, environment.stamp(s), t.python, probe), hide=True)
+    env_text, _, rest = result.stdout.partition("remote-run-env-exit=")
+    env_code, _, gpu_text = rest.partition("\n")
+    gpu_text, _, gpu_code = gpu_text.partition("remote-run-gpu-exit=")
+    if not env_code.strip().isdigit() or not gpu_code.strip().isdigit():
+        raise Failure(f"checking {t.label} failed (exit {result.exited}): {(result.stderr or result.stdout).strip()[-300:]}")
+    return (int(env_code), env_text), (int(gpu_code), gpu_text)
+
+
+def bootstrap_once(t: Target, force: bool = False, checked: tuple[int, str] | None = None) -> None:
+    """Make the environment current, at most once per invocation; ``checked`` is run_checks' answer."""
     if "bootstrap" in t.done:
         return
     s = t.settings
-    if s.remote_python or t.is_local:
-        result = t.run([t.python, "-c", environment.PROBE], hide=True)
-        if result.exited:
+    if not uses_venv(t):
+        code, text = checked or (lambda r: (r.exited, r.stdout + r.stderr))(t.run([t.python, "-c", environment.PROBE], hide=True))
+        if code:
             which = f"REMOTE_PYTHON={s.remote_python}" if s.remote_python else f"the interpreter {t.python}"
-            reason = (result.stderr.strip().splitlines() or ["no output"])[-1]
+            reason = (text.strip().splitlines() or ["no output"])[-1]
             raise Failure(f"{which} does not run on {t.label} ({reason}); fix REMOTE_PYTHON or unset it to create a venv")
-        print("remote-run: using " + "; ".join(result.stdout.strip().splitlines()) + " (no venv is created)")
+        print("remote-run: using " + "; ".join(text.strip().splitlines()) + " (no venv is created)")
+    elif checked and checked[0] == 0 and not force:
+        print(f"remote-run: environment is up to date ({s.remote_dir}/.venv)")
     else:
         result = t.run(script(environment.BOOTSTRAP_SCRIPT, *environment.bootstrap_args(s, force)))
         if result.exited:
@@ -40,25 +74,27 @@ def bootstrap(c, force=False):
     bootstrap_once(current(c), force)
 
 
-def check_gpus(t: Target, allow_busy: bool = False, cpu_ok: bool = False) -> list:
+def check_gpus(t: Target, allow_busy: bool = False, cpu_ok: bool = False, query: tuple[int, str] | None = None) -> list:
     """Query nvidia-smi once per invocation; refuse a missing or busy GPU unless allowed."""
     if "gpus" in t.done:
         return t.done["gpus"]
-    result = t.run(script(gpu.QUERY_SCRIPT), hide=True)
-    text = result.stdout + result.stderr
-    if result.exited:
-        if result.exited == gpu.MISSING:
+    if query is None:
+        result = t.run(script(gpu.QUERY_SCRIPT), hide=True)
+        query = (result.exited, result.stdout + result.stderr)
+    exited, text = query
+    if exited:
+        if exited == gpu.MISSING:
             problem = f"nvidia-smi is not installed on {t.label} (no NVIDIA driver); install the driver, or pick a GPU host with REMOTE_HOST"
         elif "NVIDIA driver" in text or "NVIDIA-SMI has failed" in text:
             problem = f"nvidia-smi on {t.label} cannot talk to the NVIDIA driver; reboot or reinstall the driver (check `nvidia-smi` there)"
         else:
-            problem = f"nvidia-smi failed on {t.label} (exit {result.exited}): {text.strip()[-200:]}"
+            problem = f"nvidia-smi failed on {t.label} (exit {exited}): {text.strip()[-200:]}"
         if cpu_ok:
             print(f"remote-run: {problem.split(';')[0]}; going on without a GPU (--cpu-ok)")
             t.done["gpus"] = []
             return []
         raise Failure(problem + " (or pass --cpu-ok to run on the CPU)")
-    gpus = gpu.parse(result.stdout)
+    gpus = gpu.parse(text)
     print(gpu.table(gpus))
     chosen = gpu.visible(gpus, t.settings.cuda_visible_devices)
     if t.settings.cuda_visible_devices and not chosen:

@@ -78,7 +78,7 @@ def _path_for_module(workspace: Path, path: str) -> str:
     "module": "run python -m MODULE PATH ARGS instead, e.g. --module pytest",
     "detach": "return once the job is submitted; Ctrl+C then cancels nothing",
 })
-def sky_exec(c, path="", args="", target="gpu", module="", detach=False):
+def sky_exec(c, path=None, args="", target="gpu", module="", detach=False):
     """Run a workspace script on the SkyPilot cluster: sky exec NAME --workdir WORKSPACE "uv run ... python PATH ARGS"."""
     settings = current(c).settings
     sky.check_target(target)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+import threading
 from pathlib import Path
 
 from invoke import task
@@ -13,7 +14,7 @@ from ..errors import Failure
 from ..render import render, template
 from ..settings import int_between, module_name, positive_float
 from ..target import Target, current
-from .machine import bootstrap_once, check_gpus
+from .machine import bootstrap_once, check_gpus, run_checks
 from .workspace import sync_once
 
 MAX_BATCH = 50_000  # the CIFAR-10 training set
@@ -54,10 +55,42 @@ def _builtin_options(impl: str, seed: str, synthetic: bool, subset: str, **extra
 
 
 def prepare(t: Target, allow_busy: bool, cpu_ok: bool) -> None:
-    """sync, bootstrap and gpu-check, each at most once per invocation (also when named on the CLI)."""
-    sync_once(t)
-    bootstrap_once(t)
-    check_gpus(t, allow_busy, cpu_ok)
+    """sync, bootstrap and gpu-check, each at most once per invocation (also when named on the CLI).
+
+    The sync runs beside one remote command that checks the environment stamp and queries the
+    GPUs; only a stale environment costs another round trip (after the sync: it needs the
+    synced requirements.txt).
+    """
+    syncing = None
+    if "sync" not in t.done:
+        syncing = Background(sync_once, t)
+    try:
+        checked = run_checks(t) if "bootstrap" not in t.done or "gpus" not in t.done else (None, None)
+    finally:
+        if syncing:
+            syncing.join()
+    bootstrap_once(t, checked=checked[0])
+    check_gpus(t, allow_busy, cpu_ok, query=checked[1])
+
+
+class Background(threading.Thread):
+    """Runs ``fn(*args)`` in a thread; ``join()`` re-raises what it raised."""
+
+    def __init__(self, fn, *args):
+        super().__init__(daemon=True)
+        self.fn, self.args, self.error = fn, args, None
+        self.start()
+
+    def run(self):
+        try:
+            self.fn(*self.args)
+        except BaseException as exc:  # noqa: BLE001 - handed to the joining thread
+            self.error = exc
+
+    def join(self, timeout=None):
+        super().join(timeout)
+        if self.error is not None:
+            raise self.error
 
 
 def _train(c, task_name: str, script_name: str, templates: dict, options: dict, impl: str, allow_busy: bool, cpu_ok: bool, detach: bool) -> None:
