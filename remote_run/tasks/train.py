@@ -19,6 +19,7 @@ from .workspace import sync_once
 
 MAX_BATCH = 50_000  # the CIFAR-10 training set
 
+SKY_HELP = {"sky": "run on the SkyPilot cluster of .cluster_name_gpu (gpu) or .cluster_name_tpu (tpu) instead of REMOTE_HOST"}
 COMMON_HELP = {
     "allow_busy": "run even if another process is using the GPU",
     "cpu_ok": "run without a GPU (e.g. `local` on a laptop)",
@@ -93,9 +94,8 @@ class Background(threading.Thread):
             raise self.error
 
 
-def _train(c, task_name: str, script_name: str, templates: dict, options: dict, impl: str, allow_busy: bool, cpu_ok: bool, detach: bool) -> None:
+def _train(c, task_name: str, script_name: str, templates: dict, options: dict, impl: str, allow_busy: bool, cpu_ok: bool, detach: bool, cluster: str) -> None:
     t = current(c)
-    prepare(t, allow_busy, cpu_ok)
     main_template, extra_files = templates[impl]
     path = f"scripts/{script_name}"
     files = {path: render(template(main_template), options)}
@@ -103,6 +103,12 @@ def _train(c, task_name: str, script_name: str, templates: dict, options: dict, 
         files[f"scripts/{name}"] = template(name)
     spec = runs.RunSpec(task=task_name, argv=[t.python, path], files=files, runner_path=path,
                         options={"impl": impl, **{k.lower(): v for k, v in options.items()}})
+    if cluster:
+        from .. import sky
+
+        _finish(sky.train_on_cluster(t.settings, cluster, spec, detach=detach))
+        return
+    prepare(t, allow_busy, cpu_ok)
     _finish(runs.execute(t, spec, detach=detach))
 
 
@@ -119,9 +125,9 @@ DAVID_TEMPLATES = {"workspace": ("david_workspace.py", ()), "builtin": ("david_c
     "epochs": "training epochs, a number above 0; fractions allowed (default 11.5)",
     "batch_size": "batch size (builtin trainer; default 1024)",
     "compile": "use torch.compile (builtin trainer)",
-    **TRAINER_HELP, **COMMON_HELP,
+    **TRAINER_HELP, **COMMON_HELP, **SKY_HELP,
 })
-def train_hlb(c, epochs="11.5", impl="", batch_size="", seed="", compile=False, synthetic=False, subset="", allow_busy=False, cpu_ok=False, detach=False):
+def train_hlb(c, epochs="11.5", impl="", batch_size="", seed="", compile=False, synthetic=False, subset="", allow_busy=False, cpu_ok=False, detach=False, sky=""):
     """Train the hlb CIFAR-10 speedrun on the host and print its RESULT_HLB line."""
     t = current(c)
     impl = _impl(t, impl)
@@ -133,15 +139,15 @@ def train_hlb(c, epochs="11.5", impl="", batch_size="", seed="", compile=False, 
         options["COMPILE"] = bool(compile)
         if batch_size != "":
             options["BATCH_SIZE"] = int_between("--batch-size", batch_size, 1, MAX_BATCH)
-    _train(c, "train-hlb", "run_hlb.py", HLB_TEMPLATES, options, impl, allow_busy, cpu_ok, detach)
+    _train(c, "train-hlb", "run_hlb.py", HLB_TEMPLATES, options, impl, allow_busy, cpu_ok, detach, sky)
 
 
 @task(name="train-david", help={
     "epochs": "training epochs, a whole number from 1 (default 12)",
     "batch_size": "batch size, 1 to 50000 (default 512)",
-    **TRAINER_HELP, **COMMON_HELP,
+    **TRAINER_HELP, **COMMON_HELP, **SKY_HELP,
 })
-def train_david(c, epochs="12", batch_size="512", impl="", seed="", synthetic=False, subset="", allow_busy=False, cpu_ok=False, detach=False):
+def train_david(c, epochs="12", batch_size="512", impl="", seed="", synthetic=False, subset="", allow_busy=False, cpu_ok=False, detach=False, sky=""):
     """Train the DavidNet (ResNet-9) CIFAR-10 speedrun on the host and print its RESULT_DAVID line."""
     t = current(c)
     impl = _impl(t, impl)
@@ -153,7 +159,7 @@ def train_david(c, epochs="12", batch_size="512", impl="", seed="", synthetic=Fa
     if impl == "workspace":
         options["DAVID_NET_MODULE"] = t.settings.david_net_module
         options["DAVID_TRAINER_MODULE"] = t.settings.david_trainer_module
-    _train(c, "train-david", "run_david_trainer.py", DAVID_TEMPLATES, options, impl, allow_busy, cpu_ok, detach)
+    _train(c, "train-david", "run_david_trainer.py", DAVID_TEMPLATES, options, impl, allow_busy, cpu_ok, detach, sky)
 
 
 def script_in_workspace(workspace: Path, script: str) -> str:
