@@ -23,6 +23,8 @@ from .shell import join, summary
 CONNECT_TIMEOUT = 10
 KEEPALIVE = 15
 CONTROL_PERSIST = "10m"
+# Seconds for quick looks (GPU query, environment stamp, run listing); runs never time out.
+CHECK_TIMEOUT = float(os.environ.get("REMOTE_RUN_CHECK_TIMEOUT", "60"))
 
 # Flags given on the command line of the `remote-run` program (--env-file, --host).
 cli_overrides: dict = {}
@@ -76,6 +78,10 @@ class Target:
         try:
             return self.connection.run(command, **kwargs)
         except Exception as exc:  # noqa: BLE001 - mapped to one line, re-raised otherwise
+            from invoke.exceptions import CommandTimedOut
+
+            if isinstance(exc, CommandTimedOut):
+                raise Failure(f"`{summary(argv)[:80]}` did not finish within {timeout} s on {self.label}; the host may be overloaded or a tool (nvidia-smi, a full disk) may hang: check it with ssh") from None
             raise connection_failure(self.host, exc) from None
 
     def local(self, argv, *, hide=False, stream=None, timeout=None):

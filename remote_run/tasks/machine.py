@@ -9,7 +9,7 @@ from invoke import task
 from .. import environment, gpu
 from ..errors import Failure
 from ..shell import script
-from ..target import Target, current
+from ..target import CHECK_TIMEOUT, Target, current
 from .workspace import sync
 
 
@@ -35,7 +35,7 @@ def run_checks(t: Target) -> tuple[tuple[int, str], tuple[int, str]]:
     """(environment check, gpu query), each as (exit status, output), from one remote command."""
     s = t.settings
     probe = "" if uses_venv(t) else environment.PROBE
-    result = t.run(script(CHECKS_SCRIPT, s.remote_dir, environment.stamp(s), t.python, probe), hide=True)
+    result = t.run(script(CHECKS_SCRIPT, s.remote_dir, environment.stamp(s), t.python, probe), hide=True, timeout=CHECK_TIMEOUT)
     env_text, _, rest = result.stdout.partition("remote-run-env-exit=")
     env_code, _, gpu_text = rest.partition("\n")
     gpu_text, _, gpu_code = gpu_text.partition("remote-run-gpu-exit=")
@@ -79,7 +79,7 @@ def check_gpus(t: Target, allow_busy: bool = False, cpu_ok: bool = False, query:
     if "gpus" in t.done:
         return t.done["gpus"]
     if query is None:
-        result = t.run(script(gpu.QUERY_SCRIPT), hide=True)
+        result = t.run(script(gpu.QUERY_SCRIPT), hide=True, timeout=CHECK_TIMEOUT)
         query = (result.exited, result.stdout + result.stderr)
     exited, text = query
     if exited:

@@ -11,14 +11,14 @@ from invoke import task
 
 from .. import records, runs
 from ..errors import Failure
-from ..target import Target, current
+from ..target import CHECK_TIMEOUT, Target, current
 from .train import _finish
 from .workspace import check_run_id
 
 
 def remote_runs(t: Target) -> list[dict]:
     """Every run under REMOTE_DIR/runs on the host, oldest first, as the launcher reports them."""
-    result = t.run(runs.launcher(t, "status", t.settings.remote_dir), hide=True)
+    result = t.run(runs.launcher(t, "status", t.settings.remote_dir), hide=True, timeout=CHECK_TIMEOUT)
     if result.exited:
         lines = [l for l in result.stderr.splitlines() if l.startswith("remote-run: ")]
         raise Failure(lines[-1][len("remote-run: "):] if lines else f"cannot list runs on {t.label}: {result.stderr.strip()[-200:]}")
