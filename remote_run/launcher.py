@@ -106,8 +106,15 @@ def supervise(run_dir, argv, env):
         write_atomic(os.path.join(run_dir, "exit_code"), "127\n")
         os._exit(0)
     write_atomic(os.path.join(run_dir, "pid"), "%d\n" % proc.pid)
+    # Room for the exit status is taken now: the run may fill the disk before it ends.
+    pending = os.path.join(run_dir, "exit_code.pending")
+    with open(pending, "w") as handle:
+        handle.write(" " * 16)
     code = proc.wait()
-    write_atomic(os.path.join(run_dir, "exit_code"), "%d\n" % (128 - code if code < 0 else code))
+    code = 128 - code if code < 0 else code
+    with open(pending, "r+") as handle:
+        handle.write(("%d\n" % code).ljust(16))
+    os.replace(pending, os.path.join(run_dir, "exit_code"))
     os._exit(0)
 
 
@@ -144,6 +151,8 @@ def follow(run_dir, offset, stop_run):
                 if rest:
                     out.write(rest)
                     out.flush()
+                if code and disk_full("."):
+                    fail("the disk is full on this host (%s has no free space left); free space or choose another REMOTE_DIR" % os.getcwd())
                 return code
             if not alive(read_int(os.path.join(run_dir, "pid"))):
                 lost_since = lost_since or time.time()
@@ -161,6 +170,13 @@ def show(run_dir, offset):
         out.write(log.read())
     out.flush()
     return 0
+
+
+def disk_full(path):
+    try:
+        return os.statvfs(path).f_bavail == 0
+    except OSError:
+        return False
 
 
 def terminate(run_dir):

@@ -100,13 +100,25 @@ def utc_stamp(moment: datetime | None = None) -> str:
 
 
 def new_run_id(task: str, runs_dir: Path) -> str:
-    """``<UTC timestamp>_<task>``, unique among the local records."""
+    """``<UTC timestamp>_<task>``, not yet used among the local records."""
     base = f"{utc_stamp()}_{task}"
     run_id, n = base, 1
     while (runs_dir / run_id).exists():
         n += 1
         run_id = f"{base}-{n}"
     return run_id
+
+
+def claim_run_id(task: str, runs_dir: Path) -> str:
+    """A new run id whose record folder this process has created (concurrent runs never share one)."""
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    while True:
+        run_id = new_run_id(task, runs_dir)
+        try:
+            (runs_dir / run_id).mkdir()
+            return run_id
+        except FileExistsError:
+            continue
 
 
 @dataclass

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import io
 import json
+import signal
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -25,8 +27,36 @@ def launcher_source() -> str:
 
 
 def launcher(t: Target, mode: str, *args: str) -> list[str]:
-    """argv running the launcher in ``mode`` with the run's interpreter."""
-    return [t.python, "-c", launcher_source(), mode, *args]
+    """argv running the launcher in ``mode``: stdlib only, so any python3 on the host will do."""
+    python = t.settings.remote_python or (t.python if t.is_local else "python3")
+    return [python, "-c", launcher_source(), mode, *args]
+
+
+class StopOnInterrupt:
+    """While following a run, the first Ctrl+C stops the run on the host and keeps following
+    until it has ended; a second Ctrl+C stops following at once.
+
+    The stop goes over a second channel: invoke only returns from the following command once
+    the remote side closes it, so it cannot be interrupted from the inside.
+    """
+
+    def __init__(self, t: Target, run_id: str, run_dir: str):
+        self.t, self.run_id, self.run_dir = t, run_id, run_dir
+        self.requested = False
+
+    def __enter__(self):
+        self.previous = signal.signal(signal.SIGINT, self.handle)
+        return self
+
+    def __exit__(self, *exc):
+        signal.signal(signal.SIGINT, self.previous)
+
+    def handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print(f"\nremote-run: Ctrl+C: stopping run {self.run_id} on {self.t.label} (Ctrl+C again to stop waiting)", file=sys.stderr, flush=True)
+        threading.Thread(target=self.t.run, args=(launcher(self.t, "kill", self.t.settings.remote_dir, self.run_dir),), kwargs={"hide": True}, daemon=True).start()
 
 
 @dataclass
@@ -53,7 +83,7 @@ def execute(t: Target, spec: RunSpec, *, detach: bool = False) -> int:
     """Start ``spec`` detached from the connection, follow it, write the record; returns its exit status."""
     s = t.settings
     env = {"CUDA_VISIBLE_DEVICES": s.cuda_visible_devices, **s.forwarded_env()}
-    run_id = records.new_run_id(spec.task, s.runs_dir)
+    run_id = records.claim_run_id(spec.task, s.runs_dir)
     run_dir = f"runs/{run_id}"
     files = dict(spec.files)
     files[".remote-run/site/sitecustomize.py"] = template("numpy_aliases.py")
@@ -85,15 +115,13 @@ def execute(t: Target, spec: RunSpec, *, detach: bool = False) -> int:
     output = _Tee()
     started = time.perf_counter()
     killed = False
+    interrupt = StopOnInterrupt(t, run_id, run_dir)
     try:
-        result = t.run(launcher(t, "start"), stream=output, stdin=json.dumps(payload))
+        with interrupt:
+            result = t.run(launcher(t, "start"), stream=output, stdin=json.dumps(payload))
         code = result.exited
+        killed = interrupt.requested
     except KeyboardInterrupt:
-        if detach:
-            raise
-        if not t.is_local:
-            print(f"\nremote-run: Ctrl+C: stopping run {run_id} on {t.label}", file=sys.stderr, flush=True)
-            t.run(launcher(t, "kill", s.remote_dir, run_dir), hide=True)
         code, killed = INTERRUPTED, True
     except Failure as exc:
         # The connection dropped: the run goes on remotely, detached from us.

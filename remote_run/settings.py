@@ -86,7 +86,7 @@ def check_remote_dir(value: str) -> str:
     parts = [p for p in value.split("/") if p]
     if not parts or ".." in parts or any(p == "." for p in parts) or value.startswith("~"):
         raise bad("REMOTE_DIR", value, allowed)
-    if not re.fullmatch(r"[A-Za-z0-9._+@%=:,/ -]+", value):
+    if not re.fullmatch(r"[A-Za-z0-9._+@%=,/ -]+", value):  # no ':' (PYTHONPATH separator)
         raise bad("REMOTE_DIR", value, allowed)
     return "/" + "/".join(parts)
 
@@ -118,13 +118,7 @@ class Settings:
     variables: dict = field(default_factory=dict, repr=False, compare=False)
 
     def forwarded_env(self) -> dict[str, str]:
-        """Values of the REMOTE_ENV names; a name with no value is an error, not a silent skip."""
-        missing = [name for name in self.remote_env if name not in self.variables]
-        if missing:
-            raise Failure(
-                f"REMOTE_ENV names {','.join(missing)} but it has no value here: "
-                "set it in the environment or .env, or remove it from REMOTE_ENV"
-            )
+        """Values of the REMOTE_ENV names (load() made sure each has one)."""
         return {name: self.variables[name] for name in self.remote_env}
 
     def describe(self) -> dict:
@@ -254,6 +248,9 @@ def load(environ=None, env_file: str | None = None, overrides: dict | None = Non
     for name in names:
         if not _NAME.match(name):
             raise bad("REMOTE_ENV", name, "give variable names (letters, digits, _), comma separated, e.g. WANDB_API_KEY,HF_TOKEN")
+    missing = [name for name in names if name not in merged]
+    if missing:
+        raise bad("REMOTE_ENV", raw["REMOTE_ENV"], f"{', '.join(missing)} has no value here; set it in the environment or .env, or drop it from REMOTE_ENV")
 
     runs_dir = Path(raw["RUNS_DIR"]).expanduser()
     runs_dir = (runs_dir if runs_dir.is_absolute() else workspace / runs_dir).resolve()

@@ -76,13 +76,17 @@ class Target:
         if stdin is not None:
             kwargs["in_stream"] = _WholeInput(stdin)
         try:
-            return self.connection.run(command, **kwargs)
+            result = self.connection.run(command, **kwargs)
         except Exception as exc:  # noqa: BLE001 - mapped to one line, re-raised otherwise
             from invoke.exceptions import CommandTimedOut
 
             if isinstance(exc, CommandTimedOut):
                 raise Failure(f"`{summary(argv)[:80]}` did not finish within {timeout} s on {self.label}; the host may be overloaded or a tool (nvidia-smi, a full disk) may hang: check it with ssh") from None
             raise connection_failure(self.host, exc) from None
+        if result.exited == -1 and not self.is_local:
+            # paramiko's way of saying the channel closed without an exit status
+            raise Failure(f"the connection to {self.label} dropped")
+        return result
 
     def local(self, argv, *, hide=False, stream=None, timeout=None):
         """Run ``argv`` on this machine (rsync, git); recorded like remote commands."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
 import time
 from datetime import datetime, timezone
@@ -55,9 +57,20 @@ def logs(c, run="", follow=False):
     mode = "attach" if follow else "cat"
     if mode == "cat" and row["state"] == "running":
         print(f"remote-run: run {row['id']} is still running; add --follow to wait for it", file=sys.stderr)
-    result = t.run(runs.launcher(t, mode, t.settings.remote_dir, f"runs/{row['id']}", str(len(seen))), stream=output)
     if mode == "cat":
+        t.run(runs.launcher(t, mode, t.settings.remote_dir, f"runs/{row['id']}", str(len(seen))), stream=output)
         return
+
+    def stop_following(signum, frame):
+        # Ctrl+C here means "stop watching", never "stop the run" (that is `inv kill`).
+        print(f"\nremote-run: stopped following; run {row['id']} goes on (`inv logs --follow --run {row['id']}`)", file=sys.stderr, flush=True)
+        os._exit(130)
+
+    previous = signal.signal(signal.SIGINT, stop_following)
+    try:
+        result = t.run(runs.launcher(t, mode, t.settings.remote_dir, f"runs/{row['id']}", str(len(seen))), stream=output)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     text = seen.decode("utf-8", "replace") + output.getvalue()
     record = _load_record(folder, row, t)
     elapsed = time.time() - row["started"] if row.get("started") else time.perf_counter() - started
