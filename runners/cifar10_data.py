@@ -11,7 +11,6 @@ points the download at a mirror. Failures raise DatasetError: one line, no trace
 import hashlib
 import os
 import pickle
-import sys
 import tarfile
 import tempfile
 import urllib.request
@@ -74,7 +73,8 @@ def _load_real(data_dir, url, md5, timeout):
             d = torch.load(cache, weights_only=True)
             return d["train_images"], d["train_labels"], d["test_images"], d["test_labels"]
         except Exception as e:
-            raise DatasetError(f"cifar10: cannot read the cache {cache} ({type(e).__name__}); delete it and run again") from None
+            raise DatasetError(f"cifar10: cannot read the cache {cache} ({type(e).__name__}); "
+                               "delete it and run again") from None
     tarball = os.path.join(data_dir, TARBALL)
     try:
         os.makedirs(data_dir, exist_ok=True)
@@ -89,7 +89,7 @@ def _load_real(data_dir, url, md5, timeout):
 
 
 def _download(url, dest, timeout):
-    print(f"cifar10: downloading {url} -> {dest}", file=sys.stderr, flush=True)
+    print(f"cifar10: downloading {url} -> {dest}", flush=True)
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(dest), prefix=f".{TARBALL}.", suffix=".part")
     try:
         with os.fdopen(fd, "wb") as f, urllib.request.urlopen(url, timeout=timeout) as response:

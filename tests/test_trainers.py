@@ -1,0 +1,224 @@
+"""The CIFAR-10 trainers in runners/, on the CPU, small: synthetic or fake data, no internet."""
+import ast
+import importlib.util
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+RUNNERS = Path(__file__).resolve().parent.parent / "runners"
+sys.path.insert(0, str(RUNNERS))
+import cifar10_data  # noqa: E402
+import david_cifar  # noqa: E402
+import hlb_cifar  # noqa: E402
+
+BLOCK = re.compile(r"^# --- options \(remote-run renders these\) ---\n((?:.*\n)*?)# --- end options ---\n", re.M)
+OPTION = re.compile(r"^([A-Z][A-Z0-9_]*) = (.+)$")
+EXPECTED_OPTIONS = {
+    "hlb_cifar.py": {"EPOCHS": 11.5, "BATCH_SIZE": 1024, "SEED": 0, "COMPILE": False, "SYNTHETIC": False,
+                     "SUBSET": None, "DATA_DIR": None},
+    "david_cifar.py": {"EPOCHS": 12, "BATCH_SIZE": 512, "SEED": 0, "SYNTHETIC": False, "SUBSET": None,
+                       "DATA_DIR": None},
+}
+RESULT_KEYS = {
+    "RESULT_HLB": {"elapsed_seconds": float, "train_epochs": float, "ema_val_acc": float,
+                   "images_per_second": float, "device": str},
+    "RESULT_DAVID": {"elapsed_seconds": float, "epochs": int, "batch_size": int, "val_acc": float,
+                     "images_per_second": float, "device": str},
+}
+
+
+def option_block(text):
+    """{NAME: value} of the contracted block; fails on anything but `NAME = <literal>` lines."""
+    match = BLOCK.search(text)
+    assert match, "option block markers missing"
+    options = {}
+    for line in match.group(1).splitlines():
+        m = OPTION.match(line)
+        assert m, f"not NAME = <literal> at column 0: {line!r}"
+        options[m.group(1)] = ast.literal_eval(m.group(2))
+    return options
+
+
+def render(text, **values):
+    """What remote-run does: swap each literal in the block for repr() of the new value."""
+    for name, value in values.items():
+        text, n = re.subn(rf"^{name} = .*$", f"{name} = {value!r}", text, count=1, flags=re.M)
+        assert n == 1, name
+    return text
+
+
+def parse_result(stdout, tag):
+    lines = stdout.strip().splitlines()
+    assert lines[-1].startswith(tag + " "), f"last line is not {tag}: {lines[-1]!r}"
+    assert sum(line.startswith(tag) for line in lines) == 1
+    pairs = dict(item.split("=", 1) for item in lines[-1].split()[1:])
+    assert set(pairs) == set(RESULT_KEYS[tag])
+    return {key: RESULT_KEYS[tag][key](value) for key, value in pairs.items()}
+
+
+# One thread everywhere: on 2 cores shared with other work, torch's 2-thread barriers stall badly
+# (a toy run took 5x longer); one thread keeps this file's time steady.
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def run(args, cwd):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=120)
+
+
+@pytest.mark.parametrize("script", sorted(EXPECTED_OPTIONS))
+def test_option_block_is_in_the_contracted_format(script):
+    text = (RUNNERS / script).read_text()
+    options = option_block(text)
+    assert options == EXPECTED_OPTIONS[script]
+    assert all(type(options[k]) is type(v) for k, v in EXPECTED_OPTIONS[script].items())
+    assert text.index("# --- options") < 2000  # near the top
+    # rendered values become the argparse defaults of the rendered file
+    rendered = render(text, EPOCHS=3, BATCH_SIZE=256, SEED=7, SYNTHETIC=True, SUBSET=1000, DATA_DIR="/d/c")
+    assert option_block(rendered)["SUBSET"] == 1000
+    spec = importlib.util.spec_from_loader(f"rendered_{script[:-3]}", loader=None)
+    module = importlib.util.module_from_spec(spec)
+    exec(compile(rendered, script, "exec"), module.__dict__)
+    args = module.parse_args([])
+    assert (args.epochs, args.batch_size, args.seed, args.synthetic, args.subset, args.data_dir) == \
+        (3, 256, 7, True, 1000, "/d/c")
+    assert module.parse_args(["--epochs", "2", "--no-synthetic"]).synthetic is False
+
+
+def test_hlb_runs_and_prints_a_result_line(tmp_path):
+    proc = run([RUNNERS / "hlb_cifar.py", "--synthetic", "--subset", 512, "--batch-size", 128, "--epochs", 0.5],
+               cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("device: cpu") and "train_loss" in proc.stdout
+    result = parse_result(proc.stdout, "RESULT_HLB")
+    assert result["train_epochs"] == 0.5 and result["device"] == "cpu"  # 4 steps per epoch -> 2 steps
+    assert result["elapsed_seconds"] > 0 and result["images_per_second"] > 0 and 0 <= result["ema_val_acc"] <= 1
+
+
+def test_rendered_david_runs_with_no_arguments_on_the_default_data_dir(tmp_path):
+    """As remote-run lays it out: REMOTE_DIR/scripts/run_david_trainer.py + cifar10_data.py, cwd
+    REMOTE_DIR, data from the cache in REMOTE_DIR/data/cifar10 (here a small fake one)."""
+    (tmp_path / "scripts").mkdir()
+    text = render((RUNNERS / "david_cifar.py").read_text(), EPOCHS=1, BATCH_SIZE=32, SUBSET=128)
+    (tmp_path / "scripts" / "run_david_trainer.py").write_text(text)
+    shutil.copy(RUNNERS / "cifar10_data.py", tmp_path / "scripts")
+    data_dir = tmp_path / "data" / "cifar10"
+    data_dir.mkdir(parents=True)
+    train_x, train_y, test_x, test_y = cifar10_data.synthetic_cifar10(300, 60, seed=3)
+    torch.save({"train_images": train_x, "train_labels": train_y, "test_images": test_x, "test_labels": test_y,
+                "classes": cifar10_data.CLASSES}, data_dir / cifar10_data.CACHE)
+    proc = run(["scripts/run_david_trainer.py"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    result = parse_result(proc.stdout, "RESULT_DAVID")
+    assert (result["epochs"], result["batch_size"], result["device"]) == (1, 32, "cpu")
+    assert result["elapsed_seconds"] > 0 and result["images_per_second"] > 0 and 0 <= result["val_acc"] <= 1
+
+
+@pytest.mark.parametrize("epochs, per_epoch, steps", [
+    (0.5, 10, 5), (11.5, 48, 552), (0.1, 30, 3), (0.3, 10, 3), (0.25, 10, 3), (1e-9, 10, 1), (2, 4, 8)])
+def test_total_steps_rule(epochs, per_epoch, steps):
+    assert hlb_cifar.total_steps(epochs, per_epoch) == steps
+
+
+def test_fractional_epochs_stop_at_the_right_step(monkeypatch, capsys):
+    steps = []
+    real_step = hlb_cifar.train_step
+
+    def counting(*args):
+        steps.append(args[-1])  # the lr factor
+        return real_step(*args)
+
+    monkeypatch.setattr(hlb_cifar, "train_step", counting)
+    # 64 images / 16 per batch = 4 steps per epoch; 1.25 epochs = 5 steps: one full epoch + one step
+    hlb_cifar.main(["--synthetic", "--subset", "64", "--batch-size", "16", "--epochs", "1.25"])
+    out = capsys.readouterr().out
+    assert len(steps) == 5 and steps[0] == pytest.approx(0.2)
+    assert parse_result(out, "RESULT_HLB")["train_epochs"] == 1.25
+    assert [line.split()[0] for line in out.splitlines()[2:4]] == ["1.00", "1.25"]
+
+
+def test_lr_schedules():
+    assert hlb_cifar.lr_factor(0, 100) == pytest.approx(0.2) and hlb_cifar.lr_factor(23, 100) == 1.0
+    assert hlb_cifar.lr_factor(99, 100) == pytest.approx(1 - 0.93 * 76 / 77)
+    assert david_cifar.lr_at(0, 12) == 0 and david_cifar.lr_at(5, 12) == 0.4 and david_cifar.lr_at(12, 12) == 0
+    assert david_cifar.lr_at(1, 2) == 0.4 and david_cifar.lr_at(0.5, 2) == 0.2  # short runs peak half way
+
+
+def toy_set(n=64, seed=0):
+    """Label = the colour of the image (plus noise): learnable in a few steps."""
+    gen = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, 10, (n,), generator=gen)
+    palette = torch.rand(10, 3, generator=gen) * 3 - 1.5
+    images = palette[labels][:, :, None, None] + 0.5 * torch.randn(n, 3, 32, 32, generator=gen)
+    return images.contiguous(memory_format=torch.channels_last), labels
+
+
+@pytest.mark.parametrize("trainer, lr", [("hlb", 4.0), ("david", 0.05)])  # hlb: lr factor; david: lr
+def test_loss_decreases_on_a_learnable_toy_set(trainer, lr):
+    torch.manual_seed(0)
+    images, labels = toy_set()
+    module = hlb_cifar if trainer == "hlb" else david_cifar
+    model = module.make_model()
+    if trainer == "hlb":
+        hlb_cifar.init_whitening(model[0], images)
+    model = model.to(memory_format=torch.channels_last)
+    batch = 8
+    optimizer = module.make_optimizer(model, batch)
+    losses = []
+    for step in range(20):
+        idx = torch.arange(step * batch, (step + 1) * batch) % len(labels)
+        loss, correct = module.train_step(model, optimizer, images[idx], labels[idx], lr)
+        assert 0 <= int(correct) <= batch
+        losses.append(loss.item() / batch)
+    assert all(math.isfinite(v) for v in losses)
+    first, last = sum(losses[:3]) / 3, sum(losses[-5:]) / 5
+    assert last < 0.75 * first, losses  # about 0.5 x here
+
+
+@pytest.mark.parametrize("script", ["hlb_cifar.py", "david_cifar.py"])
+@pytest.mark.parametrize("argv", [["--epochs", "0"], ["--epochs", "-1"], ["--epochs", "nan"], ["--batch-size", "0"],
+                                  ["--epochs", "inf"], ["--subset", "0"], ["--epochs", "abc"]])
+def test_bad_options_are_one_line_and_exit_2(script, argv, capsys):
+    module = hlb_cifar if script == "hlb_cifar.py" else david_cifar
+    with pytest.raises(SystemExit) as exc:
+        module.parse_args(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "error:" in err
+
+
+@pytest.mark.parametrize("script, argv", [("hlb_cifar.py", ["--epochs", "nan"]),
+                                          ("david_cifar.py", ["--batch-size", "0"])])
+def test_bad_options_in_a_real_process(script, argv, tmp_path):
+    proc = run([RUNNERS / script, *argv], cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_default_data_dir_is_beside_the_scripts_directory():
+    assert cifar10_data.default_data_dir("/r/scripts/run_hlb.py") == "/r/data/cifar10"
+    assert hlb_cifar.parse_args([]).data_dir == str(RUNNERS.parent / "data" / "cifar10")
+
+
+def test_random_crop_and_alternating_flip_pieces():
+    gen = torch.Generator().manual_seed(0)
+    padded = torch.arange(2 * 1 * 6 * 6, dtype=torch.float32).reshape(2, 1, 6, 6)
+    crops = hlb_cifar.random_crop(padded, 4, gen)
+    assert crops.shape == (2, 1, 4, 4)
+    for i in range(2):  # every crop is a contiguous window of its own image
+        assert any(torch.equal(crops[i, 0], padded[i, 0, y:y + 4, x:x + 4]) for y in range(3) for x in range(3))
+    cut = david_cifar.augment(torch.ones(3, 3, 40, 40), gen)
+    assert cut.shape == (3, 3, 32, 32) and all(int((img == 0).sum()) == 3 * 64 for img in cut)  # one 8x8 hole
