@@ -67,6 +67,16 @@ def sshd(tmp_path_factory):
         server.close()
 
 
+@pytest.fixture(scope="module")
+def offline_pip(sshd):
+    """The host's pip never goes to the network (a realistic offline GPU box)."""
+    conf = sshd.remote_home / ".config" / "pip" / "pip.conf"
+    sshd.as_user(["mkdir", "-p", str(conf.parent)])
+    sshd.as_user(["sh", "-c", f"printf '[global]\\nno-index = true\\n' > {conf}"])
+    yield
+    sshd.as_user(["rm", "-f", str(conf)])
+
+
 @pytest.fixture
 def gpu(sshd):
     """``gpu("busy")`` sets the fake nvidia-smi state; back to idle afterwards."""

@@ -145,16 +145,6 @@ def fill(value, **names):
     return value
 
 
-@pytest.fixture(scope="module")
-def offline_pip(sshd):
-    """The host's pip never goes to the network (a realistic offline GPU box)."""
-    conf = sshd.remote_home / ".config" / "pip" / "pip.conf"
-    sshd.as_user(["mkdir", "-p", str(conf.parent)])
-    sshd.as_user(["sh", "-c", f"printf '[global]\\nno-index = true\\n' > {conf}"])
-    yield
-    sshd.as_user(["rm", "-f", str(conf)])
-
-
 @pytest.fixture
 def fresh(sshd, offline_pip, tmp_path):
     ws = make_workspace(tmp_path)

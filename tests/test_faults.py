@@ -75,16 +75,6 @@ print("RESULT_FILL wrote=3")
 """
 
 
-@pytest.fixture(scope="module")
-def offline_pip(sshd):
-    """The host's pip never goes to the network (a realistic offline GPU box)."""
-    conf = sshd.remote_home / ".config" / "pip" / "pip.conf"
-    sshd.as_user(["mkdir", "-p", str(conf.parent)])
-    sshd.as_user(["sh", "-c", f"printf '[global]\\nno-index = true\\n' > {conf}"])
-    yield
-    sshd.as_user(["rm", "-f", str(conf)])
-
-
 @pytest.fixture
 def box(sshd, offline_pip, tmp_path):
     """A fresh workspace with the test scripts, and a REMOTE_DIR that is cleaned up (runs killed)."""

@@ -13,16 +13,6 @@ from integration import latest_record, cli, make_workspace, no_secret_files, one
 
 
 @pytest.fixture(scope="module")
-def offline_pip(sshd):
-    """The host's pip never goes to the network (a realistic offline GPU box)."""
-    conf = sshd.remote_home / ".config" / "pip" / "pip.conf"
-    sshd.as_user(["mkdir", "-p", str(conf.parent)])
-    sshd.as_user(["sh", "-c", f"printf '[global]\\nno-index = true\\n' > {conf}"])
-    yield
-    sshd.as_user(["rm", "-f", str(conf)])
-
-
-@pytest.fixture(scope="module")
 def shared(sshd, offline_pip, tmp_path_factory):
     """One workspace and REMOTE_DIR for the happy-path tests (bootstrapped once)."""
     ws = make_workspace(tmp_path_factory.mktemp("ws"))
