@@ -70,7 +70,7 @@ class RunSpec:
     runner_path: str | None = None
 
 
-class _Tee(io.StringIO):
+class Tee(io.StringIO):
     """Shows the run's output live and keeps a copy for the record."""
 
     def write(self, text):
@@ -112,7 +112,7 @@ def execute(t: Target, spec: RunSpec, *, detach: bool = False) -> int:
         started=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
     print(f"remote-run: {spec.task} on {t.label}: {' '.join(spec.argv)}  [run {run_id}]", file=sys.stderr, flush=True)
-    output = _Tee()
+    output = Tee()
     started = time.perf_counter()
     killed = False
     interrupt = StopOnInterrupt(t, run_id, run_dir)

@@ -424,7 +424,7 @@ def execute(settings, target: str, *, task: str, python_args, workdir: Path, det
     sky_binary()
     command = playbook_command(settings, target, python_args)
     argv = exec_argv(name, workdir, command, detach=detach)
-    run_id = records.new_run_id(task, settings.runs_dir)
+    run_id = records.claim_run_id(task, settings.runs_dir)
     host = f"sky:{name}"
     record = records.RunRecord(
         run_id=run_id, task=task, host=host, git=records.git_state(settings.workspace), options=options or {},

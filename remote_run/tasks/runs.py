@@ -52,7 +52,7 @@ def logs(c, run="", follow=False):
     seen = log_path.read_bytes() if log_path.exists() else b""
     if seen:
         print(f"remote-run: {len(seen)} bytes of run {row['id']} were already recorded in {log_path}; showing the rest", file=sys.stderr)
-    output = runs._Tee()
+    output = runs.Tee()
     started = time.perf_counter()
     mode = "attach" if follow else "cat"
     if mode == "cat" and row["state"] == "running":
