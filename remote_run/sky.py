@@ -216,9 +216,9 @@ def stream(argv) -> tuple[int, str]:
             if not chunk:
                 break
             text = decoder.decode(chunk)
+            parts.append(text)  # before echoing: a Ctrl+C right after must still see the job id
             sys.stdout.write(text)
             sys.stdout.flush()
-            parts.append(text)
         return proc.wait(), "".join(parts)
     except KeyboardInterrupt:
         if proc.poll() is None:
