@@ -74,9 +74,10 @@ class Tee(io.StringIO):
     """Shows the run's output live and keeps a copy for the record."""
 
     def write(self, text):
+        written = super().write(text)
         sys.stdout.write(text)
         sys.stdout.flush()
-        return super().write(text)
+        return written
 
 
 def execute(t: Target, spec: RunSpec, *, detach: bool = False) -> int:

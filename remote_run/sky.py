@@ -190,8 +190,10 @@ def playbook_command(settings, target: str, python_args) -> str:
     return command
 
 
-def exec_argv(name: str, workdir: Path, command: str, *, detach: bool = False) -> list[str]:
-    return ["sky", "exec", name, "--workdir", str(workdir), *(["-d"] if detach else []), command]
+def exec_argv(name: str, workdir: Path, command: str, *, detach: bool = False, forward=()) -> list[str]:
+    """`sky exec`; each forwarded variable is named with ``--env NAME`` so its value never is on a command line."""
+    env = [arg for variable in forward for arg in ("--env", variable)]
+    return ["sky", "exec", name, "--workdir", str(workdir), *env, *(["-d"] if detach else []), command]
 
 
 class Interrupted(Exception):
@@ -202,10 +204,11 @@ class Interrupted(Exception):
         self.text = text
 
 
-def stream(argv) -> tuple[int, str]:
+def stream(argv, env: dict | None = None) -> tuple[int, str]:
     """Run ``argv`` showing its output live; (exit status, output). Ctrl+C stops it and raises Interrupted."""
     try:
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env={**os.environ, **env} if env else None)
     except FileNotFoundError:
         raise Failure(NOT_INSTALLED) from None
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
@@ -423,7 +426,7 @@ def execute(settings, target: str, *, task: str, python_args, workdir: Path, det
     name = require_name(settings, target)
     sky_binary()
     command = playbook_command(settings, target, python_args)
-    argv = exec_argv(name, workdir, command, detach=detach)
+    argv = exec_argv(name, workdir, command, detach=detach, forward=settings.remote_env)
     run_id = records.claim_run_id(task, settings.runs_dir)
     host = f"sky:{name}"
     record = records.RunRecord(
@@ -436,7 +439,7 @@ def execute(settings, target: str, *, task: str, python_args, workdir: Path, det
     started = time.perf_counter()
     killed = False
     try:
-        code, text = stream(argv)
+        code, text = stream(argv, env=settings.forwarded_env())
     except Interrupted as stop:
         text, code, killed = stop.text, INTERRUPTED, not detach
         if detach:

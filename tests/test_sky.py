@@ -1,6 +1,7 @@
 """SkyPilot clusters: the remote-run program against a fake `sky` (tests/fake_sky/sky), which
 records every command line it is given. No network, no cloud, no SkyPilot API server."""
 
+import hashlib
 import json
 import os
 import signal
@@ -505,3 +506,14 @@ def test_train_hlb_with_sky_runs_the_rendered_trainer_on_the_cluster(gpu_cluster
     assert record["task"] == "train-hlb" and record["options"]["epochs"] == 2.5 and "EPOCHS = 2.5" in record["runner"]
     assert record["result"]["metrics"]["ema_val_acc"] == 0.94
     assert not (fake.workspace / ".remote-run").exists()  # no sync to REMOTE_HOST happened
+
+
+def test_forwarded_variables_are_named_not_valued_on_the_sky_command_line(gpu_cluster):
+    fake = gpu_cluster
+    (fake.workspace / ".env").write_text("WANDB_API_KEY=wb-s3cret\n")
+    result = fake.run("sky-exec", "scripts/bench.py", REMOTE_ENV="WANDB_API_KEY")
+    assert result.returncode == 0, result.stderr
+    [call] = fake.calls()
+    assert call[:6] == ["exec", GPU, "--workdir", str(fake.workspace), "--env", "WANDB_API_KEY"]
+    assert "wb-s3cret" not in json.dumps(call) and "wb-s3cret" not in result.stdout + result.stderr
+    assert f"env WANDB_API_KEY sha {hashlib.sha256(b'wb-s3cret').hexdigest()[:12]}" in result.stdout
