@@ -4,17 +4,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .target import CHECK_TIMEOUT
+
 GPU_FIELDS = "index,name,uuid,memory.used,memory.total,utilization.gpu"
 APP_FIELDS = "gpu_uuid,pid,process_name,used_memory"
 SEPARATOR = "--- remote-run compute apps ---"
 MISSING = 127
+HUNG = 124  # coreutils timeout's status
+# A wedged driver can hang nvidia-smi for good: the host ends it before our own check timeout.
+HOST_LIMIT = max(1, int(CHECK_TIMEOUT * 0.75))
 
 # Both queries in one remote command; "command not found" is told apart from a driver failure.
 QUERY_SCRIPT = f"""
 command -v nvidia-smi >/dev/null 2>&1 || exit {MISSING}
-nvidia-smi --query-gpu={GPU_FIELDS} --format=csv,noheader,nounits || exit $?
+limit() {{ if command -v timeout >/dev/null 2>&1; then timeout -k 2 {HOST_LIMIT} "$@"; else "$@"; fi; }}
+limit nvidia-smi --query-gpu={GPU_FIELDS} --format=csv,noheader,nounits || exit $?
 echo '{SEPARATOR}'
-nvidia-smi --query-compute-apps={APP_FIELDS} --format=csv,noheader,nounits
+limit nvidia-smi --query-compute-apps={APP_FIELDS} --format=csv,noheader,nounits
 """
 
 

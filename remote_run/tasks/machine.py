@@ -83,6 +83,8 @@ def check_gpus(t: Target, allow_busy: bool = False, cpu_ok: bool = False, query:
         query = (result.exited, result.stdout + result.stderr)
     exited, text = query
     if exited:
+        if exited == gpu.HUNG:
+            raise Failure(f"nvidia-smi on {t.label} did not answer within {gpu.HOST_LIMIT} s (a hung driver?); check `nvidia-smi` there, the GPU may need a reset")
         if exited == gpu.MISSING:
             problem = f"nvidia-smi is not installed on {t.label} (no NVIDIA driver); install the driver, or pick a GPU host with REMOTE_HOST"
         elif "NVIDIA driver" in text or "NVIDIA-SMI has failed" in text:
