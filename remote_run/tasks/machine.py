@@ -50,7 +50,10 @@ def bootstrap_once(t: Target, force: bool = False, checked: tuple[int, str] | No
         return
     s = t.settings
     if not uses_venv(t):
-        code, text = checked or (lambda r: (r.exited, r.stdout + r.stderr))(t.run([t.python, "-c", environment.PROBE], hide=True))
+        if checked is None:
+            probe = t.run([t.python, "-c", environment.PROBE], hide=True, timeout=CHECK_TIMEOUT)
+            checked = (probe.exited, probe.stdout + probe.stderr)
+        code, text = checked
         if code:
             which = f"REMOTE_PYTHON={s.remote_python}" if s.remote_python else f"the interpreter {t.python}"
             reason = (text.strip().splitlines() or ["no output"])[-1]
