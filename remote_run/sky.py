@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import codecs
+import fnmatch
 import getpass
 import hashlib
 import json
@@ -399,6 +400,30 @@ def status_rows(settings) -> list[tuple[str, str, str]]:
     sky_binary()
     found = statuses(name for _, name in named)
     return [(target, name, found.get(name, "not found")) for target, name in named]
+
+
+def unignored_env_files(workspace: Path) -> list[str]:
+    """`.env`/`.env.*` files (not `.env.example`) that `sky exec --workdir` would upload.
+
+    SkyPilot leaves out what `.skyignore` names, or, without one, what git ignores.
+    """
+    found = []
+    for path in workspace.rglob(".env*"):
+        relative = path.relative_to(workspace)
+        if not path.is_file() or path.name == ".env.example" or not (path.name == ".env" or path.name.startswith(".env.")):
+            continue
+        if {".git", ".venv"} & set(relative.parts):
+            continue
+        found.append(relative.as_posix())
+    if not found:
+        return []
+    skyignore = workspace / ".skyignore"
+    if skyignore.is_file():
+        patterns = [line.strip().lstrip("/") for line in skyignore.read_text(errors="replace").splitlines() if line.strip() and not line.startswith("#")]
+        return [f for f in found if not any(fnmatch.fnmatch(f, p) or fnmatch.fnmatch(Path(f).name, p) for p in patterns)]
+    done = subprocess.run(["git", "-C", str(workspace), "check-ignore", "--stdin"], input="\n".join(found), capture_output=True, text=True)
+    ignored = set(done.stdout.split("\n")) if done.returncode in (0, 1) else set()
+    return [f for f in found if f not in ignored]
 
 
 def _stage(settings, files: dict) -> Path:

@@ -511,9 +511,24 @@ def test_train_hlb_with_sky_runs_the_rendered_trainer_on_the_cluster(gpu_cluster
 def test_forwarded_variables_are_named_not_valued_on_the_sky_command_line(gpu_cluster):
     fake = gpu_cluster
     (fake.workspace / ".env").write_text("WANDB_API_KEY=wb-s3cret\n")
+    (fake.workspace / ".skyignore").write_text(".env\n")
     result = fake.run("sky-exec", "scripts/bench.py", REMOTE_ENV="WANDB_API_KEY")
     assert result.returncode == 0, result.stderr
     [call] = fake.calls()
     assert call[:6] == ["exec", GPU, "--workdir", str(fake.workspace), "--env", "WANDB_API_KEY"]
     assert "wb-s3cret" not in json.dumps(call) and "wb-s3cret" not in result.stdout + result.stderr
     assert f"env WANDB_API_KEY sha {hashlib.sha256(b'wb-s3cret').hexdigest()[:12]}" in result.stdout
+
+
+def test_sky_exec_refuses_to_upload_env_files_that_sky_would_not_ignore(gpu_cluster):
+    fake = gpu_cluster
+    (fake.workspace / ".env").write_text("WANDB_API_KEY=wb-s3cret\n")
+    (fake.workspace / ".env.example").write_text("WANDB_API_KEY=\n")
+    one_line_error(fake.run("sky-exec", "scripts/bench.py"), ".env", ".gitignore")
+    assert fake.calls() == []
+    (fake.workspace / ".skyignore").write_text("# ours\n.env\n")
+    assert fake.run("sky-exec", "scripts/bench.py").returncode == 0
+    (fake.workspace / ".skyignore").unlink()
+    subprocess.run(["git", "init", "-q", str(fake.workspace)], check=True)
+    (fake.workspace / ".gitignore").write_text(".env\n")
+    assert fake.run("sky-exec", "scripts/bench.py").returncode == 0
