@@ -336,6 +336,7 @@ def up(settings, *, accel: str, experiment: str | None, idle_minutes: int, down:
     if infra is not None and not INFRA.match(infra):
         raise Failure(f"--infra {infra!r} is not valid: give a SkyPilot infra such as aws, gcp/us-central1 or k8s")
     sky_binary()
+    refuse_env_upload(settings.workspace)
     path = name_file(settings, target)
     old = read_name(settings, target)
     name = cluster_name(experiment, accel)
@@ -424,6 +425,14 @@ def unignored_env_files(workspace: Path) -> list[str]:
     done = subprocess.run(["git", "-C", str(workspace), "check-ignore", "--stdin"], input="\n".join(found), capture_output=True, text=True)
     ignored = set(done.stdout.split("\n")) if done.returncode in (0, 1) else set()
     return [f for f in found if f not in ignored]
+
+
+def refuse_env_upload(workspace: Path) -> None:
+    """SkyPilot uploads the workdir as it is: stop before a secrets file goes with it."""
+    leaking = unignored_env_files(workspace)
+    if leaking:
+        raise Failure(f"SkyPilot would upload {', '.join(leaking)} (secrets) from {workspace} to the cluster: add them to "
+                      ".gitignore (or .skyignore), or use REMOTE_ENV to forward single variables")
 
 
 def _stage(settings, files: dict) -> Path:

@@ -532,3 +532,10 @@ def test_sky_exec_refuses_to_upload_env_files_that_sky_would_not_ignore(gpu_clus
     subprocess.run(["git", "init", "-q", str(fake.workspace)], check=True)
     (fake.workspace / ".gitignore").write_text(".env\n")
     assert fake.run("sky-exec", "scripts/bench.py").returncode == 0
+
+
+def test_sky_up_refuses_to_upload_env_files(fake):
+    (fake.workspace / "sub").mkdir()
+    (fake.workspace / "sub" / ".env.production").write_text("TOKEN=x\n")
+    one_line_error(fake.run("sky-up", "--accel", "H100:1"), "sub/.env.production")
+    assert fake.calls() == [] and not fake.name_file().exists()

@@ -92,10 +92,7 @@ def sky_exec(c, path=None, args="", target="gpu", module="", detach=False):
         python_args = [script_in_workspace(settings.workspace, path)]
     else:
         raise Failure("give a script (inv sky-exec scripts/bench.py) or --module NAME (inv sky-exec --module pytest tests/)")
-    leaking = sky.unignored_env_files(settings.workspace)
-    if leaking:
-        raise Failure(f"sky exec --workdir would upload {', '.join(leaking)} (secrets) to the cluster: add them to .gitignore "
-                      "(or .skyignore), or use REMOTE_ENV to forward single variables")
+    sky.refuse_env_upload(settings.workspace)
     code = sky.execute(settings, target, task="sky-exec", python_args=[*python_args, *arguments], workdir=settings.workspace,
                        detach=detach, options={"path": path or None, "module": module or None, "args": arguments, "target": target})
     if code:
