@@ -1,44 +1,30 @@
 """Benchmark the remote-run CLI end to end, as a user runs it, against the loopback test sshd.
 
-Starts ``tests/sshd.py``'s ``SshServer`` (needs root) and a ``LatencyProxy``
-in front of it (alias ``l1proxy``, ``2 * --delay`` of added round trip), builds
-a fixture workspace (``tests/integration.py``'s ``make_workspace``) with a
-trivial ``scripts/noop.py``, and reports medians over ``--reps`` repetitions,
-for both the direct loopback alias ``l1`` and ``l1proxy`` (the two paths are
-interleaved rep by rep, so that load from elsewhere hits both alike):
+Starts the test-support sshd (tests/support/sshd.py) and a LatencyProxy in front of it (alias
+``l1proxy``, ``2 * --delay`` of added round trip), builds a fixture workspace with a trivial
+``scripts/noop.py``, and reports medians over ``--reps`` repetitions for the direct alias ``l1``
+and for ``l1proxy`` (the two paths interleaved rep by rep, so load from elsewhere hits both):
 
-  ssh HOST true       plain OpenSSH, a fresh connection each time (the floor)
-  inv run (warm)      ``inv run scripts/noop.py`` after one warm-up invocation
-                      (sync + venv bootstrap); the ControlMaster persists
-                      between invocations as in real use.  Wall time, SSH
-                      handshakes ("Accepted publickey" in the sshd log),
-                      remote commands ("Starting session:") and the ratio to
-                      ``ssh HOST true``
-  inv sync (no change)
-  by hand             the user's playbook without remote-run: rsync, ssh
-                      nvidia-smi, ssh ... python scripts/noop.py > run.log,
-                      rsync the log back; one connection per step (in a
-                      directory of its own, whose .venv links to the one
-                      remote-run built)
-  inv -l, inv --version   local startup only (no host)
+  ssh HOST true        plain OpenSSH, a fresh connection each time: the floor
+  run, warm            ``inv run scripts/noop.py``, nothing changed, ControlMaster alive
+  run, 1 file changed  the same after rewriting one workspace file
+  run, no master       the same after ending the ControlMaster (what the first command of
+                       the day pays: a handshake)
+  sync, no change      ``inv sync``
+  by hand              the playbook without remote-run: rsync, ssh nvidia-smi, ssh python > log,
+                       rsync the log back; one connection each
+  inv -l, inv --version, python3 -c pass   local start-up, no host
 
-plus a timeline of one warm ``inv run`` and one ``inv sync`` per path (where
-the time goes: Python startup, imports, settings, rsync, the paramiko
-handshake, each remote command), taken by running the same CLI under a small
-wrapper that timestamps remote_run's own functions, with ``-X importtime``.
+Handshakes and remote commands per invocation come from the sshd log ("Accepted publickey",
+"Starting session:"). Every invocation is a whole process, interpreter start included, with byte
+code as an installed tool has it: remote_run is compiled once into a private cache first.
 
-The CLI runs as a subprocess with cwd = the workspace and
-env = ``server.env(REMOTE_HOST=..., REMOTE_DIR=..., TORCH_PACKAGES="",
-TRAIN_IMPL="workspace")``; ``inv`` finds the task collection with
-``--search-root`` (the workspace has no tasks.py of its own).  Byte code is
-left as the environment has it: inv never writes any (invoke sets
-``sys.dont_write_bytecode`` unless ``--write-pyc``), so an editable install
-of remote_run is compiled on every invocation; the startup rows show what
-that costs.
+``--repo PATH`` times another checkout of remote-run (an older commit) with the same harness and
+workspace, for before/after figures; it must take the same settings (REMOTE_HOST, REMOTE_DIR...).
 
-Usage (as root, like the tests)::
+Usage (sshd as the invoking user, or as root with a dedicated user)::
 
-    python3 bench/bench_cli.py [--reps 5] [--delay 0.025] [--json]
+    python3 bench/bench_cli.py [--reps 5] [--delay 0.025] [--repo PATH] [--json]
 """
 
 from __future__ import annotations
@@ -58,487 +44,250 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(REPO / "tests"))
 
-_BYTECODE_ENV = os.environ.get("PYTHONDONTWRITEBYTECODE")
-from latency_proxy import LatencyProxy  # noqa: E402
-from sshd import SshServer  # noqa: E402
-import integration  # noqa: E402  (sets PYTHONDONTWRITEBYTECODE=1 on import; undone below)
+from support.cli import OFFLINE_PIP, write_pip_conf  # noqa: E402
+from support.latency_proxy import LatencyProxy  # noqa: E402
+from support.sshd import SshServer  # noqa: E402
+from support.workspace import make_workspace  # noqa: E402
 
-if _BYTECODE_ENV is None:
-    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
-
-INV = str(Path(sys.executable).parent / "inv")
 HANDSHAKE = "Accepted publickey"
 SESSION = "Starting session:"
 TIMEOUT = 120
-
 NOOP = 'print("RESULT_NOOP ok=1")\n'
 
-# Targets printed next to the figures.
+# The targets of the transport issue, checked against the figures (ratios are to `ssh HOST true`
+# on the same path; the sync and list targets are absolute).
 TARGETS = {
-    "run_handshakes": 1,
-    "run_commands": 4,
-    "run_ratio_50ms": 2.0,
-    "run_ratio_stretch": 1.2,
-    "sync_wall_loopback": 0.15,
-    "list_wall": 0.4,
+    "run_warm": ("ratio", 0.6), "run_changed": ("ratio", 1.0), "run_no_master": ("ratio", 1.3),
+    "sync_loopback_s": ("seconds", 0.15), "list_s": ("seconds", 0.15),
+    "run_warm_handshakes": ("count", 0), "run_warm_commands": ("count", 2),
 }
-
-# Runs the CLI exactly as the `inv` entry point does, after wrapping a few of
-# remote_run's functions to timestamp them; the timeline goes to $BENCH_TIMELINE.
-TIMELINE_WRAPPER = r'''
-import atexit, json, os, sys, threading, time
-T0 = time.perf_counter()
-EVENTS = [("wrapper: first line (interpreter up)", 0.0)]
-def ev(name):
-    if threading.current_thread() is not threading.main_thread():
-        name = "[thread] " + name
-    EVENTS.append((name, time.perf_counter() - T0))
-from invoke.main import program
-ev("imported invoke")
-import remote_run.records as records, remote_run.settings as settings_mod, remote_run.target as target
-ev("imported remote_run.target/settings/records")
-_load = settings_mod.load
-def load(*a, **k):
-    ev("tasks collection loaded + CLI parsed")
-    result = _load(*a, **k)
-    ev("settings loaded (.env, environment)")
-    return result
-settings_mod.load = load
-_open = target.open_connection
-def open_connection(host):
-    ev("connect: start")
-    import fabric, paramiko  # noqa: F401
-    ev("connect: fabric + paramiko imported")
-    result = _open(host)
-    ev("connect: paramiko handshake + auth done")
-    return result
-target.open_connection = open_connection
-_git = records.git_state
-def git_state(*a, **k):
-    ev("git_state start")
-    result = _git(*a, **k)
-    ev("git_state done")
-    return result
-records.git_state = git_state
-def label(argv):
-    argv = [str(a) for a in argv]
-    if argv[:2] == ["sh", "-c"]:
-        body = argv[2]
-        if "nvidia-smi" in body and "stamp" in body:
-            return "env check + gpu query (one command)"
-        if "nvidia-smi" in body:
-            return "gpu query"
-        if "venv" in body:
-            return "bootstrap"
-        return "sh script"
-    if len(argv) > 3 and argv[1] == "-c":
-        return "launcher " + argv[3] + " (start + follow the run)"
-    return os.path.basename(argv[0])
-for kind in ("run", "local"):
-    original = getattr(target.Target, kind)
-    def wrapped(self, argv, *a, _original=original, _kind=kind, **k):
-        name = ("remote " if _kind == "run" else "local ") + label(argv)
-        ev(name + ": start")
-        result = _original(self, argv, *a, **k)
-        ev(name + ": done")
-        return result
-    setattr(target.Target, kind, wrapped)
-def dump():
-    ev("exit (atexit)")
-    with open(os.environ["BENCH_TIMELINE"], "w") as fh:
-        json.dump(EVENTS, fh)
-atexit.register(dump)
-sys.argv[0] = "inv"
-sys.exit(program.run())
-'''
 
 
 class BenchError(RuntimeError):
     pass
 
 
-# ------------------------------------------------------------------ helpers
-def timed(argv, *, cwd, env, expect_stdout: str | None = None):
-    """Run argv; return (wall seconds, CompletedProcess). Fails loudly on a non-zero exit."""
-    t0 = time.perf_counter()
+def timed(argv, *, cwd, env, expect: str | None = None):
+    """Run argv; (wall seconds, CompletedProcess). A non-zero exit stops the bench, loudly."""
+    started = time.perf_counter()
     try:
-        done = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True,
-                              stdin=subprocess.DEVNULL, timeout=TIMEOUT)
-    except subprocess.TimeoutExpired as exc:
-        raise BenchError(f"command timed out after {TIMEOUT} s: {' '.join(map(str, argv))}\n"
-                         f"--- stderr ---\n{(exc.stderr or b'')[-3000:]!r}") from None
-    wall = time.perf_counter() - t0
-    if done.returncode != 0:
-        raise BenchError(f"command failed (exit {done.returncode}): {' '.join(map(str, argv))}\n"
-                         f"cwd: {cwd}\n--- stdout ---\n{done.stdout[-3000:]}\n--- stderr ---\n{done.stderr[-3000:]}")
-    if expect_stdout is not None and expect_stdout not in done.stdout:
-        raise BenchError(f"{' '.join(map(str, argv))}: {expect_stdout!r} missing from its output\n"
-                         f"--- stdout ---\n{done.stdout[-3000:]}\n--- stderr ---\n{done.stderr[-3000:]}")
+        done = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        raise BenchError(f"timed out after {TIMEOUT} s: {' '.join(map(str, argv))}") from None
+    wall = time.perf_counter() - started
+    if done.returncode or (expect and expect not in done.stdout + done.stderr):
+        raise BenchError(f"{' '.join(map(str, argv))} (exit {done.returncode}) in {cwd}\n--- stdout ---\n{done.stdout[-3000:]}\n--- stderr ---\n{done.stderr[-3000:]}")
     return wall, done
 
 
-def once(server, fn):
-    """Call fn(); (wall seconds, handshakes, remote sessions) it caused, from the sshd log."""
+def once(server, fn) -> tuple[float, int, int]:
+    """fn()'s wall time and the handshakes and remote commands it caused (from the sshd log)."""
     mark = server.mark()
-    t0 = time.perf_counter()
+    started = time.perf_counter()
     fn()
-    wall = time.perf_counter() - t0
+    wall = time.perf_counter() - started
     time.sleep(0.05)  # sshd may log a line a moment after the client has gone
     return wall, server.count(HANDSHAKE, mark), server.count(SESSION, mark)
 
 
-def summarize(samples) -> dict:
+def summary(samples) -> dict:
     walls = [w for w, _, _ in samples]
-    return {
-        "wall_s": statistics.median(walls),
-        "min_s": min(walls),
-        "max_s": max(walls),
-        "handshakes": statistics.median([h for _, h, _ in samples]),
-        "commands": statistics.median([c for _, _, c in samples]),
-        "handshakes_max": max(h for _, h, _ in samples),
-        "commands_max": max(c for _, _, c in samples),
-        "walls_s": [round(w, 4) for w in walls],
-    }
+    return {"wall_s": statistics.median(walls), "min_s": min(walls), "max_s": max(walls), "walls_s": [round(w, 4) for w in walls],
+            "handshakes": statistics.median(h for _, h, _ in samples), "handshakes_max": max(h for _, h, _ in samples),
+            "commands": statistics.median(c for _, _, c in samples), "commands_max": max(c for _, _, c in samples)}
 
 
-def measure(server, reps, fn):
-    """Call fn(i) reps times; medians of wall time, handshakes and sessions per call."""
-    return summarize([once(server, lambda: fn(i)) for i in range(reps)])
-
-
-def tool_version(argv, pattern):
+def version(argv, pattern) -> str:
     try:
         out = subprocess.run(argv, capture_output=True, text=True, timeout=10)
     except OSError:
         return "?"
-    m = re.search(pattern, out.stdout + out.stderr)
-    return m.group(0) if m else "?"
+    found = re.search(pattern, out.stdout + out.stderr)
+    return found.group(0) if found else "?"
 
 
-def machine_info() -> dict:
-    return {
-        "nproc": os.cpu_count(),
-        "loadavg_at_start": os.getloadavg()[0],
-        "python": platform.python_version(),
-        "python_executable": sys.executable,
-        "openssh": tool_version(["ssh", "-V"], r"OpenSSH_[^\s,]+"),
-        "rsync": tool_version(["rsync", "--version"], r"version\s+\S+"),
-        "kernel": platform.release(),
-    }
-
-
-def ensure_offline_pip(server) -> bool:
-    """Like tests/test_ssh_tasks.py's offline_pip: bootstrap's `pip install --upgrade pip`
-    never goes to the network. Returns True if we wrote the file (and must remove it)."""
-    conf = server.remote_home / ".config" / "pip" / "pip.conf"
-    if conf.exists():
-        return False
-    server.as_user(["mkdir", "-p", str(conf.parent)])
-    done = server.as_user(["sh", "-c", f"printf '[global]\\nno-index = true\\n' > {conf}"])
-    if done.returncode != 0:
-        raise BenchError(f"cannot write {conf}: {done.stderr}")
-    return True
-
-
-# -------------------------------------------------------------- one path
 class Path_:
-    """One way to reach the host (alias l1 or l1proxy): its workspace, REMOTE_DIR and commands."""
+    """One way to reach the host (l1 or l1proxy): its workspace, REMOTE_DIR and measurements."""
 
-    def __init__(self, server, alias, ws, remote_dir, base_env):
-        self.server, self.alias, self.ws, self.remote_dir = server, alias, ws, remote_dir
-        self.env = server.env(REMOTE_HOST=alias, REMOTE_DIR=remote_dir, TORCH_PACKAGES="",
-                              TRAIN_IMPL="workspace", **base_env)
-        self.hand_env = server.env(**base_env)  # plain ssh/rsync: the -F wrapper is first on PATH
-        inv = [INV, "--search-root", str(REPO)]
-        self.run_argv = [*inv, "run", "scripts/noop.py"]
-        self.sync_argv = [*inv, "sync"]
-        self.ssh_true_argv = ["ssh", "-F", str(server.ssh_config), "-o", "ControlMaster=no",
-                              "-o", "ControlPath=none", alias, "true"]
-        # The by-hand playbook gets a REMOTE_DIR of its own: its rsync --delete would remove
-        # remote-run's runs/ and ownership marker, and remote-run would then (rightly) refuse
-        # the directory.
+    def __init__(self, server, alias: str, repo: Path, root: Path, remote_dir: str, cli_env: dict):
+        self.server, self.alias, self.remote_dir = server, alias, remote_dir
+        self.ws = make_workspace(root)
+        (self.ws / "scripts" / "noop.py").write_text(NOOP)
+        self.env = server.env(REMOTE_HOST=alias, REMOTE_DIR=remote_dir, TORCH_PACKAGES="", TRAIN_IMPL="workspace", **cli_env)
+        self.hand_env = server.env()
+        inv = [sys.executable, "-m", "invoke", "--search-root", str(repo)]
+        self.run_argv, self.sync_argv = [*inv, "run", "scripts/noop.py"], [*inv, "sync"]
+        self.ssh_true = ["ssh", "-F", str(server.ssh_config), "-o", "ControlMaster=no", "-o", "ControlPath=none", alias, "true"]
+        # The by-hand playbook has a REMOTE_DIR of its own: its rsync --delete would remove
+        # remote-run's runs/ and ownership marker.
         self.hand_dir = remote_dir + "_byhand"
-        self.samples = {k: [] for k in ("ssh_true", "inv_run", "inv_sync", "by_hand")}
-        self.result: dict = {"remote_dir": remote_dir}
+        self.samples = {key: [] for key in ("ssh_true", "run_warm", "run_changed", "run_no_master", "sync", "by_hand")}
+
+    def inv_run(self):
+        timed(self.run_argv, cwd=self.ws, env=self.env, expect="RESULT_NOOP ok=1")
 
     def setup(self):
-        """Untimed: first ssh, and the warm-up `inv run` (sync + venv bootstrap + ControlMaster)."""
-        timed(self.ssh_true_argv, cwd=self.ws, env=self.env)
-        warm = once(self.server, lambda: timed(self.run_argv, cwd=self.ws, env=self.env,
-                                               expect_stdout="RESULT_NOOP ok=1"))
-        self.result["warmup_run"] = {"wall_s": warm[0], "handshakes": warm[1], "commands": warm[2]}
-        # The user's own one-time setup for the by-hand playbook: a venv in the by-hand dir.
-        # A link to the venv remote-run built: the same interpreter, without a second
-        # `python3 -m venv` (seconds).
-        timed(["ssh", self.alias, f"mkdir -p {self.hand_dir} && ln -sfn {self.remote_dir}/.venv {self.hand_dir}/.venv"],
-              cwd=self.ws, env=self.hand_env)
+        """Untimed: the first ssh, the first run (full sync, venv), the by-hand directory."""
+        timed(self.ssh_true, cwd=self.ws, env=self.env)
+        self.inv_run()
+        self.inv_run()
+        timed(["ssh", self.alias, f"mkdir -p {self.hand_dir} && ln -sfn {self.remote_dir}/.venv {self.hand_dir}/.venv"], cwd=self.ws, env=self.hand_env)
         (self.ws / "remote_runs").mkdir(exist_ok=True)
 
     def by_hand(self, i):
         alias, d = self.alias, self.hand_dir
-        steps = [
-            ["rsync", "-az", "--delete", "--exclude=.git", "--exclude=var", "--exclude=.venv",
-             "--exclude=__pycache__", "./", f"{alias}:{d}/"],
-            ["ssh", alias, "nvidia-smi"],
-            ["ssh", alias, f"cd {d} && CUDA_VISIBLE_DEVICES=0 .venv/bin/python scripts/noop.py > run.log 2>&1"],
-        ]
-        for argv in steps:
+        for argv in (["rsync", "-az", "--delete", "--exclude=.git", "--exclude=var", "--exclude=.venv", "--exclude=__pycache__",
+                      "--exclude=remote_runs", "./", f"{alias}:{d}/"],
+                     ["ssh", alias, "nvidia-smi"],
+                     ["ssh", alias, f"cd {d} && CUDA_VISIBLE_DEVICES=0 .venv/bin/python scripts/noop.py > run.log 2>&1"]):
             timed(argv, cwd=self.ws, env=self.hand_env)
-        local = f"./remote_runs/{time.strftime('%Y%m%dT%H%M%S')}_{i}_noop.log"
+        local = f"./remote_runs/{i}_{time.monotonic_ns()}_noop.log"
         timed(["rsync", "-az", f"{alias}:{d}/run.log", local], cwd=self.ws, env=self.hand_env)
         if "RESULT_NOOP ok=1" not in (self.ws / local).read_text():
-            raise BenchError(f"by hand: {local} lacks the RESULT line: {(self.ws / local).read_text()!r}")
+            raise BenchError(f"by hand: {local} lacks the RESULT line")
 
     def rep(self, i):
-        """One repetition of every measurement on this path."""
-        s, ws, env = self.server, self.ws, self.env
-        self.samples["ssh_true"].append(once(s, lambda: timed(self.ssh_true_argv, cwd=ws, env=env)))
-        self.samples["inv_run"].append(once(s, lambda: timed(
-            self.run_argv, cwd=ws, env=env, expect_stdout="RESULT_NOOP ok=1")))
-        self.samples["inv_sync"].append(once(s, lambda: timed(
-            self.sync_argv, cwd=ws, env=env, expect_stdout="remote-run: synced")))
+        s = self.server
+        self.samples["ssh_true"].append(once(s, lambda: timed(self.ssh_true, cwd=self.ws, env=self.env)))
+        self.samples["run_warm"].append(once(s, self.inv_run))
+        (self.ws / "scripts" / "edited.py").write_text(f"# edit {i} {time.monotonic_ns()}\n")
+        self.samples["run_changed"].append(once(s, self.inv_run))
+        s.end_masters()
+        self.samples["run_no_master"].append(once(s, self.inv_run))
+        self.samples["sync"].append(once(s, lambda: timed(self.sync_argv, cwd=self.ws, env=self.env, expect="synced")))
         self.samples["by_hand"].append(once(s, lambda: self.by_hand(i)))
 
-    def timeline(self, tmp: Path, task: str, *args: str, expect: str):
-        """One more warm invocation, timestamped (see TIMELINE_WRAPPER) and with -X importtime."""
-        timeline_file = tmp / f"timeline-{self.alias}-{task}.json"
-        env = dict(self.env, BENCH_TIMELINE=str(timeline_file))
-        wall, done = timed([sys.executable, "-X", "importtime", "-c", TIMELINE_WRAPPER,
-                            "--search-root", str(REPO), task, *args],
-                           cwd=self.ws, env=env, expect_stdout=expect)
-        self.result.setdefault("timelines", {})[" ".join(("inv", task, *args))] = {
-            "wall_s": wall, "events": json.loads(timeline_file.read_text()),
-            "imports_s": parse_importtime(done.stderr)}
-
-    def finish(self) -> dict:
-        for key, samples in self.samples.items():
-            self.result[key] = summarize(samples)
-        r = self.result
-        r["inv_run"]["ratio_to_ssh_true"] = r["inv_run"]["wall_s"] / r["ssh_true"]["wall_s"]
-        # the same ratio from the per-rep pairs (ssh true and inv run measured back to back)
-        r["inv_run"]["ratio_per_rep_median"] = statistics.median(
-            run[0] / ssh[0] for run, ssh in zip(self.samples["inv_run"], self.samples["ssh_true"]))
-        return r
+    def result(self) -> dict:
+        out = {key: summary(samples) for key, samples in self.samples.items()}
+        for key in ("run_warm", "run_changed", "run_no_master", "sync", "by_hand"):
+            out[key]["ratio"] = out[key]["wall_s"] / out["ssh_true"]["wall_s"]
+            out[key]["ratio_per_rep"] = statistics.median(a[0] / b[0] for a, b in zip(self.samples[key], self.samples["ssh_true"]))
+        return out
 
 
-IMPORTS = ("invoke", "remote_run.tasks", "fabric", "paramiko", "cryptography.hazmat.bindings._rust")
-
-
-def parse_importtime(stderr: str) -> dict:
-    """Cumulative import time of a few packages, and the total, from -X importtime output.
-    Nested imports are part of the enclosing one (paramiko is inside fabric)."""
-    found, total = {}, 0
-    for line in stderr.splitlines():
-        parts = line.split("|")
-        if not line.startswith("import time:") or len(parts) != 3 or not parts[1].strip().isdigit():
-            continue
-        self_us = parts[0].rsplit(":", 1)[1].strip()
-        total += int(self_us) if self_us.isdigit() else 0
-        name = parts[2].strip()
-        if name in IMPORTS and name not in found:
-            found[name] = int(parts[1]) / 1e6
-    found["all imports"] = total / 1e6
-    return found
-
-
-# ------------------------------------------------------------ local startup
-def bench_startup(server, reps, base_env, tmp: Path) -> dict:
-    """Local startup costs, no host contacted.  The import rows split a warm run's local
-    Python cost: invoke, remote_run (with and without byte code), fabric + paramiko."""
-    env = server.env(**base_env)
-    # Everything byte-compiled, remote_run included: a private cache filled by one plain
-    # python run (inv itself never writes byte code: invoke sets sys.dont_write_bytecode).
-    cached = dict(env, PYTHONPYCACHEPREFIX=str(tmp / "pycache"))
-    cached.pop("PYTHONDONTWRITEBYTECODE", None)
-    imports = "import invoke.main, remote_run.tasks"
+def startup(server, reps: int, repo: Path, env: dict) -> dict:
     cases = {
-        "python_c_pass": ([sys.executable, "-c", "pass"], env),
-        "inv_version": ([INV, "--version"], env),
-        "inv_list": ([INV, "-l"], env),
-        "import_invoke_remote_run": ([sys.executable, "-c", imports], env),
-        "import_invoke_remote_run_all_pyc": ([sys.executable, "-c", imports], cached),
-        "import_invoke_remote_run_fabric": ([sys.executable, "-c", imports + ", fabric"], env),
+        "python3 -c pass": [sys.executable, "-c", "pass"],
+        "inv --version": [sys.executable, "-m", "invoke", "--version"],
+        "inv -l": [sys.executable, "-m", "invoke", "--search-root", str(repo), "-l"],
     }
     out = {}
-    for name, (argv, e) in cases.items():
-        timed(argv, cwd=REPO, env=e)  # warm the page cache (and fill the private byte-code cache)
-        out[name] = measure(server, reps, lambda i, a=argv, ee=e: timed(a, cwd=REPO, env=ee))
+    for name, argv in cases.items():
+        timed(argv, cwd=repo, env=env)
+        out[name] = summary([once(server, lambda a=argv: timed(a, cwd=repo, env=env)) for _ in range(reps)])
     return out
 
 
-# ------------------------------------------------------------------ report
-def timeline_rows(events):
-    rows, prev = [], 0.0
-    for name, t in events:
-        rows.append((t, t - prev, name))
-        prev = t
-    return rows
-
-
-def ok(value, limit):
-    return "ok" if value <= limit + 1e-9 else "MISS"
-
-
-def render(report) -> str:
-    info, paths, st = report["machine"], report["paths"], report["startup"]
-    d = report["delay_s"]
-    L = []
-    L.append("remote-run CLI benchmark (bench/bench_cli.py)")
-    L.append(f"  machine: {info['nproc']} CPUs (load avg {info['loadavg_at_start']:.2f} at start), "
-             f"Python {info['python']}, {info['openssh']}, rsync {info['rsync'].split()[-1]}, kernel {info['kernel']}")
-    L.append(f"  sshd: loopback OpenSSH (tests/sshd.py); l1 = direct, l1proxy = through LatencyProxy "
-             f"(+{2 * d * 1000:.0f} ms RTT)")
-    L.append(f"  {report['reps']} reps each, the two paths interleaved; wall = median (min); handshakes/commands = "
-             f"median per invocation from the sshd log; fixture workspace + scripts/noop.py")
-    L.append(f"  byte code: {report['bytecode']}")
-    L.append("")
-    hdr = f"{'measurement':<34}{'l1 (loopback)':>18}{'l1proxy (+' + format(2 * d * 1000, '.0f') + ' ms)':>20}   target"
-    L.append(hdr)
-    L.append("-" * (len(hdr) + 30))
-
-    def wall(r):
-        return f"{r['wall_s']:.3f} s" + (f" ({r['min_s']:.3f})" if "min_s" in r else "")
-
-    def row(label, a, b, target=""):
-        L.append(f"{label:<34}{a:>18}{b:>20}   {target}")
-
-    p1, p2 = paths["l1"], paths["l1proxy"]
-    row("1 ssh HOST true (fresh conn)", wall(p1["ssh_true"]), wall(p2["ssh_true"]))
-    row("  handshakes / commands", f"{p1['ssh_true']['handshakes']:g} / {p1['ssh_true']['commands']:g}",
-        f"{p2['ssh_true']['handshakes']:g} / {p2['ssh_true']['commands']:g}")
-    row("2 inv run noop (warm)  wall", wall(p1["inv_run"]), wall(p2["inv_run"]))
-    def count(r, key):
-        med, top = r[key], r[key + "_max"]
-        return f"{med:g}" + ("" if top == med else f" (max {top:g})")
-
-    def verdict(key, limit):
-        return f"[{ok(p1['inv_run'][key + '_max'], limit)} / {ok(p2['inv_run'][key + '_max'], limit)}]"
-
-    row("  handshakes", count(p1["inv_run"], "handshakes"), count(p2["inv_run"], "handshakes"),
-        f"<= {TARGETS['run_handshakes']}  {verdict('handshakes', TARGETS['run_handshakes'])} (every rep)")
-    row("  remote commands", count(p1["inv_run"], "commands"), count(p2["inv_run"], "commands"),
-        f"<= {TARGETS['run_commands']}  {verdict('commands', TARGETS['run_commands'])} (every rep)")
-    r1, r2 = p1["inv_run"]["ratio_to_ssh_true"], p2["inv_run"]["ratio_to_ssh_true"]
-    stretch = "ok" if r2 <= TARGETS["run_ratio_stretch"] else "MISS"
-    q1, q2 = p1["inv_run"]["ratio_per_rep_median"], p2["inv_run"]["ratio_per_rep_median"]
-    row("  ratio wall / ssh true", f"{r1:.2f}x ({q1:.2f}x)", f"{r2:.2f}x ({q2:.2f}x)",
-        f"<= {TARGETS['run_ratio_50ms']:.1f}x at 50 ms RTT [{ok(r2, TARGETS['run_ratio_50ms'])}], "
-        f"stretch {TARGETS['run_ratio_stretch']}x [{stretch}]")
-    row("  (warm-up: sync+bootstrap) wall", wall(p1["warmup_run"]), wall(p2["warmup_run"]),
-        f"hs {p1['warmup_run']['handshakes']}/{p2['warmup_run']['handshakes']}, "
-        f"cmds {p1['warmup_run']['commands']}/{p2['warmup_run']['commands']}")
-    row("3 inv sync (no change)  wall", wall(p1["inv_sync"]), wall(p2["inv_sync"]),
-        f"<= {TARGETS['sync_wall_loopback']} s on loopback [{ok(p1['inv_sync']['wall_s'], TARGETS['sync_wall_loopback'])}]")
-    row("  handshakes / commands", f"{p1['inv_sync']['handshakes']:g} / {p1['inv_sync']['commands']:g}",
-        f"{p2['inv_sync']['handshakes']:g} / {p2['inv_sync']['commands']:g}")
-    row("5 by hand (rsync, ssh x2, rsync)", wall(p1["by_hand"]), wall(p2["by_hand"]))
-    row("  handshakes / commands", f"{p1['by_hand']['handshakes']:g} / {p1['by_hand']['commands']:g}",
-        f"{p2['by_hand']['handshakes']:g} / {p2['by_hand']['commands']:g}")
-    row("  inv run (warm) / by hand", f"{p1['inv_run']['wall_s'] / p1['by_hand']['wall_s']:.2f}x",
-        f"{p2['inv_run']['wall_s'] / p2['by_hand']['wall_s']:.2f}x")
-    L.append("  (ratio: of the medians; in brackets the median of per-rep ratios, ssh true and inv run back to back)")
-    L.append("")
-    L.append("local startup (no host contacted), run from the repo root; median (min-max)")
-    names = {
-        "python_c_pass": "python3 -c pass",
-        "inv_version": "inv --version",
-        "inv_list": "4 inv -l",
-        "import_invoke_remote_run": "python3 -c 'import invoke.main, remote_run.tasks'",
-        "import_invoke_remote_run_all_pyc": "  the same, remote_run byte code cached",
-        "import_invoke_remote_run_fabric": "  the same + fabric (+ paramiko)",
-    }
-    for key, r in st.items():
-        target = ""
-        if key == "inv_list":
-            target = f"<= {TARGETS['list_wall']} s [{ok(r['wall_s'], TARGETS['list_wall'])}]"
-        L.append(f"  {names.get(key, key):<52}{r['wall_s']:.3f} s  ({r['min_s']:.3f}-{r['max_s']:.3f}) {target}")
-    for alias in ("l1", "l1proxy"):
-        for what, tl in paths[alias]["timelines"].items():
-            L.append("")
-            L.append(f"where one warm `{what}` goes, {alias} (timestamped run, wall {tl['wall_s']:.3f} s; "
-                     f"interpreter start before t=0 ~ python3 -c pass = {st['python_c_pass']['wall_s']:.3f} s)")
-            L.append(f"  {'t (s)':>7} {'step (s)':>9}  event (step = time since the previous event)")
-            for t, step, name in timeline_rows(tl["events"]):
-                L.append(f"  {t:7.3f} {step:9.3f}  {name}")
-            L.append("  imports in that process (-X importtime, cumulative; fabric includes paramiko): "
-                     + ", ".join(f"{k} {v:.3f} s" for k, v in tl["imports_s"].items()))
-    return "\n".join(L)
-
-
-# -------------------------------------------------------------------- main
-def bench(reps: int, delay: float) -> dict:
-    if os.geteuid() != 0:
-        raise BenchError("run as root (like the tests): the loopback sshd creates a user and starts sshd")
-    report: dict = {"reps": reps, "delay_s": delay, "round_trip_added_s": 2 * delay,
-                    "machine": machine_info(), "paths": {}}
+def bench(reps: int, delay: float, repo: Path) -> dict:
+    report = {"reps": reps, "delay_s": delay, "repo": str(repo), "machine": {
+        "cpus": os.cpu_count(), "load": os.getloadavg()[0], "python": platform.python_version(),
+        "openssh": version(["ssh", "-V"], r"OpenSSH_[^\s,]+"), "rsync": version(["rsync", "--version"], r"version\s+\S+")}}
     tag = f"/tmp/rrbench_{uuid.uuid4().hex[:10]}"
-    with tempfile.TemporaryDirectory(prefix="rr-bench-cli-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="rr-bench-") as tmp:
         tmp = Path(tmp)
-        base_env: dict = {}
-        pyc = any((REPO / "remote_run").rglob("*.pyc"))
-        report["bytecode"] = (f"as this environment has it (PYTHONDONTWRITEBYTECODE={_BYTECODE_ENV!r}); "
-                              f"site-packages pre-compiled by pip; remote_run (editable) "
-                              f"{'has' if pyc else 'has no'} byte code, and inv never writes any")
+        # Byte code as an installed tool has it (pip compiles on install; `inv` itself writes none).
+        cache = tmp / "pycache"
+        cli_env = {"PYTHONPYCACHEPREFIX": str(cache), "PYTHONDONTWRITEBYTECODE": None}
+        subprocess.run([sys.executable, "-m", "compileall", "-q", str(repo / "remote_run")], env={**os.environ, "PYTHONPYCACHEPREFIX": str(cache)},
+                       check=True)
         server = SshServer(tmp / "sshd")
-        proxy = None
-        wrote_pip_conf = False
+        proxy, remove_pip_conf = None, None
         try:
             server.start()
             proxy = LatencyProxy(target=("127.0.0.1", server.port), delay=delay).start()
             server.add_alias("l1proxy", proxy.port)
-            wrote_pip_conf = ensure_offline_pip(server)
-            paths = []
-            for alias in ("l1", "l1proxy"):
-                root = tmp / f"ws-{alias}"
-                root.mkdir()
-                ws = integration.make_workspace(root)
-                (ws / "scripts" / "noop.py").write_text(NOOP)
-                paths.append(Path_(server, alias, ws, f"{tag}_{alias}", base_env))
-            for p in paths:
-                p.setup()
-            # interleaved, so that load from elsewhere on the machine hits both paths alike
+            remove_pip_conf = write_pip_conf(server, OFFLINE_PIP)  # bootstrap's pip never goes to the network
+            paths = [Path_(server, alias, repo, tmp / f"ws-{alias}", f"{tag}_{alias}", cli_env) for alias in ("l1", "l1proxy")]
+            for path in paths:
+                path.setup()
             for i in range(reps):
-                for p in paths:
-                    p.rep(i)
-            for p in paths:
-                p.timeline(tmp, "run", "scripts/noop.py", expect="RESULT_NOOP ok=1")
-                p.timeline(tmp, "sync", expect="remote-run: synced")
-                report["paths"][p.alias] = p.finish()
-            report["startup"] = bench_startup(server, reps, base_env, tmp)
+                for path in paths:
+                    path.rep(i)
+            report["paths"] = {path.alias: path.result() for path in paths}
+            report["startup"] = startup(server, reps, repo, server.env(**cli_env))
         finally:
             if proxy is not None:
                 proxy.stop()
             try:
+                if remove_pip_conf:
+                    remove_pip_conf()
                 server.cleanup_remote(tag)
-                if wrote_pip_conf:
-                    server.as_user(["rm", "-f", str(server.remote_home / ".config" / "pip" / "pip.conf")])
             finally:
                 server.close()
     return report
 
 
+def verdict(kind: str, value: float, limit: float) -> str:
+    return "ok" if value <= limit + 1e-9 else "MISS"
+
+
+def render(report: dict) -> str:
+    m, d = report["machine"], report["delay_s"]
+    p1, p2 = report["paths"]["l1"], report["paths"]["l1proxy"]
+    lines = [
+        f"remote-run CLI benchmark (bench/bench_cli.py), checkout {report['repo']}",
+        f"  {m['cpus']} CPUs (load {m['load']:.2f} at start), Python {m['python']}, {m['openssh']}, rsync {m['rsync'].split()[-1]}",
+        f"  l1 = loopback sshd; l1proxy = the same through a proxy adding {2 * d * 1000:.0f} ms of round trip",
+        f"  {report['reps']} reps, paths interleaved; wall = median (min-max) of whole processes; hs/cmds = SSH handshakes /",
+        "  remote commands per invocation (sshd log, max over reps); ratio = median wall / median `ssh HOST true` on that path",
+        "",
+        f"{'':34}{'l1 (loopback)':>30}{'l1proxy':>30}   target",
+    ]
+
+    def cell(r, ratio=True):
+        text = f"{r['wall_s']:.3f} s ({r['min_s']:.3f}-{r['max_s']:.3f})"
+        if ratio and "ratio" in r:
+            text += f" {r['ratio']:.2f}x"
+        return text
+
+    def counts(r):
+        return f"hs {r['handshakes_max']:g}, cmds {r['commands_max']:g}"
+
+    rows = [("ssh HOST true (fresh connection)", "ssh_true", ""),
+            ("inv run, nothing changed", "run_warm", "run_warm"),
+            ("inv run, one file changed", "run_changed", "run_changed"),
+            ("inv run, no ControlMaster", "run_no_master", "run_no_master"),
+            ("inv sync, nothing changed", "sync", "sync_loopback_s"),
+            ("by hand (rsync, ssh x2, rsync)", "by_hand", "")]
+    for label, key, target in rows:
+        goal = ""
+        if target in ("run_warm", "run_changed", "run_no_master"):
+            limit = TARGETS[target][1]
+            goal = f"<= {limit}x at +{2 * d * 1000:.0f} ms [{verdict('ratio', p2[key]['ratio'], limit)}]"
+        elif target == "sync_loopback_s":
+            limit = TARGETS[target][1]
+            goal = f"<= {limit} s on loopback [{verdict('seconds', p1[key]['wall_s'], limit)}]"
+        lines.append(f"{label:34}{cell(p1[key], key != 'ssh_true'):>30}{cell(p2[key], key != 'ssh_true'):>30}   {goal}")
+        lines.append(f"{'':34}{counts(p1[key]):>30}{counts(p2[key]):>30}")
+    warm = p2["run_warm"]
+    lines.append(f"{'':34}{'':>30}{'':>30}   warm run: 0 handshakes [{verdict('count', warm['handshakes_max'], 0)}], "
+                 f"<= 2 commands [{verdict('count', warm['commands_max'], 2)}]")
+    lines += ["", "local start-up (no host), median (min-max)"]
+    for name, r in report["startup"].items():
+        goal = f"   <= {TARGETS['list_s'][1]} s [{verdict('seconds', r['wall_s'], TARGETS['list_s'][1])}]" if name == "inv -l" else ""
+        lines.append(f"  {name:32}{r['wall_s']:.3f} s ({r['min_s']:.3f}-{r['max_s']:.3f}){goal}")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description="Time the remote-run CLI (inv run/sync/-l) against the loopback sshd, "
-                                             "directly and through a latency proxy, and the same job done by hand.")
-    ap.add_argument("--reps", type=int, default=5, help="repetitions per measurement (median reported); default 5")
-    ap.add_argument("--delay", type=float, default=0.025,
-                    help="one-way delay of the proxy path in seconds (round trip = 2x); default 0.025")
-    ap.add_argument("--json", action="store_true", help="also print the full results as JSON")
-    args = ap.parse_args(argv)
+    parser = argparse.ArgumentParser(description="Time the remote-run CLI against the loopback sshd, directly and through a latency proxy.")
+    parser.add_argument("--reps", type=int, default=5, help="repetitions per measurement (median reported); default 5")
+    parser.add_argument("--delay", type=float, default=0.025, help="one-way delay of the proxy path in seconds; default 0.025 (50 ms RTT)")
+    parser.add_argument("--repo", type=Path, default=REPO, help="the remote-run checkout to time (default: this one)")
+    parser.add_argument("--json", action="store_true", help="also print the full results as JSON")
+    args = parser.parse_args(argv)
     if args.reps < 1 or args.delay <= 0:
-        ap.error("--reps must be >= 1 and --delay > 0")
+        parser.error("--reps must be >= 1 and --delay > 0")
     started = time.perf_counter()
     try:
-        report = bench(args.reps, args.delay)
+        report = bench(args.reps, args.delay, args.repo.resolve())
     except BenchError as exc:
         print(f"bench_cli: {exc}", file=sys.stderr)
         return 1
-    report["bench_wall_s"] = time.perf_counter() - started
     print(render(report))
-    print(f"\n(bench took {report['bench_wall_s']:.0f} s)")
+    print(f"\n(bench took {time.perf_counter() - started:.0f} s)")
     if args.json:
         print(json.dumps(report, indent=2))
     return 0

@@ -17,7 +17,7 @@ the sshd log shows per repetition:
 
 Usage::
 
-    sudo python bench/ssh_bench.py [--delay 0.025] [--reps 5] [--json]
+    python3 bench/ssh_bench.py [--delay 0.025] [--reps 5] [--json]   (the paramiko rows need paramiko installed)
 """
 
 from __future__ import annotations
@@ -32,11 +32,10 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
 
-from latency_proxy import LatencyProxy  # noqa: E402
-from sshd import SshServer  # noqa: E402
+from support.latency_proxy import LatencyProxy  # noqa: E402
+from support.sshd import SshServer  # noqa: E402
 
 REMOTE_DIR = "/tmp/rrtest_bench"
 
@@ -79,7 +78,7 @@ def bench(delay: float, reps: int) -> dict:
                 alias, port = "l1proxy", proxy.port
             env = server.env()
             ssh = ["ssh", alias]
-            ctl = tmp / "cm"
+            ctl = server.control_dir
             ctl.mkdir()
             cm_opts = ["-o", "ControlMaster=auto", "-o", f"ControlPath={ctl}/%C",
                        "-o", "ControlPersist=60"]

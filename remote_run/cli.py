@@ -2,7 +2,7 @@
 
 from invoke import Argument, Program
 
-from . import __version__, target
+from . import __version__
 
 
 class RemoteRun(Program):
@@ -12,17 +12,19 @@ class RemoteRun(Program):
             Argument(names=("host", "H"), help="REMOTE_HOST for this invocation: an ssh_config alias, user@host[:port] or local"),
         ]
 
-    def execute(self):
-        target.cli_overrides["env_file"] = self.args["env-file"].value or None
-        host = self.args.host.value
-        target.cli_overrides["settings"] = {"REMOTE_HOST": host} if host else {}
-        return super().execute()
+    def update_config(self, merge=True):
+        super().update_config(merge=False)
+        # The highest layer, like every other flag: remote_run.session reads these.
+        self.config.remote_run = {"env_file": self.args["env-file"].value or None, "host": self.args.host.value or None}
+        if merge:
+            self.config.merge()
 
 
 def program() -> RemoteRun:
+    from .chain import Chain
     from .tasks import ns
 
-    return RemoteRun(namespace=ns, version=__version__, name="remote-run", binary="remote-run")
+    return RemoteRun(namespace=ns, version=__version__, name="remote-run", binary="remote-run", executor_class=Chain)
 
 
 def main() -> None:

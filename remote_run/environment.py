@@ -1,4 +1,5 @@
-"""The remote Python environment: one command that builds REMOTE_DIR/.venv or proves it current."""
+"""The remote Python environment: one command that builds REMOTE_DIR/.venv or proves it current,
+and the check the launcher folds into a run's command."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import json
 
 from .settings import Settings
 
-STAMP = ".venv/.remote-run-stamp"
 FORMAT = 1  # bump when the bootstrap script changes what it builds
 
 # $1 REMOTE_DIR, $2 wanted stamp, $3 force (0/1), $4 torch index URL, $5 torch packages,
@@ -17,7 +17,7 @@ set -eu
 dir=$1 want=$2 force=$3 index=$4 torch=$5 extra=$6
 cd "$dir" || { echo "remote-run: REMOTE_DIR $dir is missing; run inv sync first" >&2; exit 3; }
 if [ "$force" = 0 ] && [ -x .venv/bin/python ] && [ "$(cat .venv/.remote-run-stamp 2>/dev/null)" = "$want" ]; then
-  echo "remote-run: environment is up to date ($dir/.venv)"; exit 0
+  echo "remote-run: environment is up to date ($dir/.venv)" >&2; exit 0
 fi
 [ "$force" = 0 ] || rm -rf .venv
 rm -f .venv/.remote-run-stamp
@@ -33,27 +33,14 @@ else
   install() { .venv/bin/python -m pip install --quiet "$@"; }
 fi
 if [ -n "$torch" ]; then
-  echo "remote-run: installing $torch${index:+ from $index}"
+  echo "remote-run: installing $torch${index:+ from $index}" >&2
   if [ -n "$index" ]; then install --index-url "$index" $torch; else install $torch; fi
 fi
-if [ -n "$extra" ]; then echo "remote-run: installing $extra"; install $extra; fi
-if [ -f requirements.txt ]; then echo "remote-run: installing requirements.txt"; install -r requirements.txt; fi
+if [ -n "$extra" ]; then echo "remote-run: installing $extra" >&2; install $extra; fi
+if [ -f requirements.txt ]; then echo "remote-run: installing requirements.txt" >&2; install -r requirements.txt; fi
 echo "$want" > .venv/.remote-run-stamp
-echo "remote-run: environment ready ($dir/.venv)"
+echo "remote-run: environment ready ($dir/.venv)" >&2
 """
-
-# Reports the interpreter's version and whether torch is importable, without importing it
-# (importing torch takes seconds; this runs on every invocation).
-PROBE = (
-    "import importlib.util, platform, sys\n"
-    "print('python', platform.python_version(), sys.executable)\n"
-    "if importlib.util.find_spec('torch') is None:\n"
-    "    print('torch is not installed')\n"
-    "else:\n"
-    "    from importlib.metadata import version\n"
-    "    print('torch', version('torch'))\n"
-)
-
 
 def stamp(settings: Settings) -> str:
     """A hash of everything that determines the environment."""
@@ -66,6 +53,13 @@ def stamp(settings: Settings) -> str:
         "requirements": requirements.read_bytes().hex() if requirements.is_file() else None,
     }
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def check(host) -> dict:
+    """The launcher's "env" check: the venv's stamp, or (REMOTE_PYTHON, `local`) the interpreter itself."""
+    if host.uses_venv:
+        return {"kind": "venv", "stamp": stamp(host.settings)}
+    return {"kind": "probe"}
 
 
 def bootstrap_args(settings: Settings, force: bool) -> list[str]:

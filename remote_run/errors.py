@@ -2,6 +2,8 @@
 
 from invoke.exceptions import Exit
 
+from . import exits
+
 
 class Failure(Exit):
     """An expected failure: bad input, an unreachable host, a refused sync, a failed run.
@@ -9,6 +11,6 @@ class Failure(Exit):
     Invoke prints the message on stderr and exits with ``code``, without a traceback.
     """
 
-    def __init__(self, message: str, code: int = 2):
+    def __init__(self, message: str, code: int = exits.USAGE):
         line = " ".join(str(message).split())
         super().__init__(f"remote-run: {line}", code=code)

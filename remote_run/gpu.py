@@ -1,96 +1,61 @@
-"""GPU checks: one nvidia-smi round trip, parsed into GPUs and the processes using them."""
+"""What the host's GPU check found (remote_run.launcher.check_gpu), as a table and as one line."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
-from .target import CHECK_TIMEOUT
-
-GPU_FIELDS = "index,name,uuid,memory.used,memory.total,utilization.gpu"
-APP_FIELDS = "gpu_uuid,pid,process_name,used_memory"
-SEPARATOR = "--- remote-run compute apps ---"
-MISSING = 127
-HUNG = 124  # coreutils timeout's status
-# A wedged driver can hang nvidia-smi for good: the host ends it before our own check timeout.
-HOST_LIMIT = max(1, int(CHECK_TIMEOUT * 0.75))
-
-# Both queries in one remote command; "command not found" is told apart from a driver failure.
-QUERY_SCRIPT = f"""
-command -v nvidia-smi >/dev/null 2>&1 || exit {MISSING}
-limit() {{ if command -v timeout >/dev/null 2>&1; then timeout -k 2 {HOST_LIMIT} "$@"; else "$@"; fi; }}
-limit nvidia-smi --query-gpu={GPU_FIELDS} --format=csv,noheader,nounits || exit $?
-echo '{SEPARATOR}'
-limit nvidia-smi --query-compute-apps={APP_FIELDS} --format=csv,noheader,nounits
-"""
+from .output import table
 
 
-@dataclass
-class Gpu:
-    index: int
-    name: str
-    uuid: str
-    memory_used: int | None
-    memory_total: int | None
-    utilization: int | None
-    processes: list = field(default_factory=list)
-
-
-@dataclass
-class Process:
-    gpu_uuid: str
-    pid: int
-    name: str
-    memory: int | None
-
-
-def _number(text: str) -> int | None:
-    text = text.strip()
-    try:
-        return int(float(text))
-    except ValueError:
-        return None  # "[N/A]", "[Not Supported]"
-
-
-def parse(output: str) -> list[Gpu]:
-    """Parse QUERY_SCRIPT's output (``--format=csv,noheader,nounits``)."""
-    gpu_part, _, app_part = output.partition(SEPARATOR)
-    gpus = []
-    for line in gpu_part.strip().splitlines():
-        cells = [c.strip() for c in line.split(",")]
-        if len(cells) < 6 or not cells[0].isdigit():
-            continue
-        # A GPU name may itself contain commas: the fixed fields are at both ends.
-        index, uuid, used, total, util = cells[0], cells[-4], cells[-3], cells[-2], cells[-1]
-        gpus.append(Gpu(int(index), ", ".join(cells[1:-4]), uuid, _number(used), _number(total), _number(util)))
-    by_uuid = {g.uuid: g for g in gpus}
-    for line in app_part.strip().splitlines():
-        cells = [c.strip() for c in line.split(",")]
-        if len(cells) < 4 or not cells[1].isdigit():
-            continue
-        process = Process(cells[0], int(cells[1]), ", ".join(cells[2:-1]), _number(cells[-1]))
-        if process.gpu_uuid in by_uuid:
-            by_uuid[process.gpu_uuid].processes.append(process)
-    return gpus
-
-
-def visible(gpus: list[Gpu], cuda_visible_devices: str) -> list[Gpu]:
-    """The GPUs a run may use under CUDA_VISIBLE_DEVICES (indices or UUID prefixes)."""
-    if not cuda_visible_devices:
-        return list(gpus)
-    chosen = []
-    for item in cuda_visible_devices.split(","):
-        for gpu in gpus:
-            if (item.isdigit() and gpu.index == int(item)) or (not item.isdigit() and gpu.uuid.startswith(item)):
-                chosen.append(gpu)
-    return chosen
-
-
-def table(gpus: list[Gpu]) -> str:
+def show_table(gpus: list) -> str:
     rows = [("GPU", "name", "memory used / total", "util", "other processes")]
     for g in gpus:
-        memory = f"{g.memory_used if g.memory_used is not None else '?'} / {g.memory_total if g.memory_total is not None else '?'} MiB"
-        util = f"{g.utilization} %" if g.utilization is not None else "?"
-        procs = "; ".join(f"{p.pid} {p.name} ({p.memory} MiB)" for p in g.processes) or "none"
-        rows.append((str(g.index), g.name, memory, util, procs))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
+        used = g["memory_used"] if g["memory_used"] is not None else "?"
+        total = g["memory_total"] if g["memory_total"] is not None else "?"
+        util = f"{g['utilization']} %" if g["utilization"] is not None else "?"
+        procs = "; ".join(f"{p['pid']} {p['name']} ({p['memory']} MiB)" for p in g["processes"]) or "none"
+        rows.append((str(g["index"]), g["name"], f"{used} / {total} MiB", util, procs))
+    return table(rows)
+
+
+def problem(report: dict, label: str, devices: str, limit: float) -> str:
+    """One line for a GPU check that did not pass (or passed only because of --cpu-ok/--allow-busy)."""
+    state = report["state"]
+    if state == "missing":
+        return f"nvidia-smi is not installed on {label} (no NVIDIA driver); install the driver, or pick a GPU host with REMOTE_HOST"
+    if state == "hung":
+        return f"nvidia-smi on {label} did not answer within {limit:g} s (a hung driver?); check `nvidia-smi` there, the GPU may need a reset"
+    if state == "nodriver":
+        return f"nvidia-smi on {label} cannot talk to the NVIDIA driver; reboot or reinstall the driver (check `nvidia-smi` there)"
+    if state == "failed":
+        return f"nvidia-smi failed on {label} ({report['text']})"
+    if state == "none":
+        return f"nvidia-smi on {label} lists no GPU; check the driver"
+    if state == "nomatch":
+        found = ", ".join(str(g["index"]) for g in report["gpus"]) or "none"
+        return f"CUDA_VISIBLE_DEVICES={devices} matches none of the GPUs on {label} ({found}); set it to one of them"
+    if state == "busy":
+        by_index = {g["index"]: g for g in report["gpus"]}
+        listing = "; ".join(f"GPU {i}: " + ", ".join(f"pid {p['pid']} {p['name']} ({p['memory']} MiB)" for p in by_index[i]["processes"])
+                            for i in report["busy"])
+        busy = ", ".join(str(i) for i in report["busy"])
+        return f"GPU {busy} on {label} is in use by another job ({listing}); wait for it, pick another GPU with CUDA_VISIBLE_DEVICES, or pass --allow-busy"
+    return ""
+
+
+def refusal(report: dict, label: str, devices: str, limit: float) -> str:
+    """The error line for a check that says no, with the flag that would let it pass."""
+    line = problem(report, label, devices, limit)
+    if report["state"] in ("missing", "hung", "nodriver", "failed", "none"):
+        line += " (or pass --cpu-ok to run on the CPU)"
+    return line
+
+
+def host_limit(check_timeout: float) -> float:
+    """How long the host lets nvidia-smi take: a wedged driver can hang it for good, and the host
+    ends it before our own check timeout so the answer still arrives."""
+    return max(1.0, int(check_timeout * 0.75))
+
+
+def spec(settings, *, cpu_ok: bool, allow_busy: bool) -> dict:
+    """The launcher's "gpu" check."""
+    return {"devices": settings.cuda_visible_devices, "require": not cpu_ok, "allow_busy": allow_busy,
+            "limit": host_limit(settings.check_timeout)}

@@ -1,8 +1,15 @@
-"""Runs on the target (sent as `python -c`): starts runs detached from SSH, follows, lists, kills.
+"""The host side of remote-run, sent as `python -S -c` together with exits.py and tree.py.
 
-Standard library only, Python 3.6+. A run lives in REMOTE_DIR/runs/<run-id>/: run.log (all
-output), meta.json (what ran; variable names, never values), pid (the program's process group),
-exit_code (written when it ends) and killed (when it was stopped on request).
+Standard library only, Python 3.6+. One invocation does what would otherwise take several round
+trips: it checks that REMOTE_DIR holds the workspace as last synced (and applies a small delta),
+that the environment is current and what the GPUs say, and then starts the run detached from
+SSH and follows it. A run lives in REMOTE_DIR/runs/<run-id>/: run.log (all output), meta.json
+(what ran; variable names, never values), pid (the program's process group), exit_code (written
+when it ends) and killed (when it was stopped on request).
+
+Control lines start with CONTROL: the report of the checks is the first line on stdout, before
+the run's output; the exit status is the last line on stderr. A command that ends without that
+last line lost its connection.
 """
 
 import json
@@ -12,23 +19,36 @@ import subprocess
 import sys
 import time
 
-GRACE_SECONDS = float(os.environ.get("REMOTE_RUN_KILL_GRACE", "3"))
+if __package__:  # imported on this machine as remote_run.launcher
+    from . import exits, tree
+# On the host, the program that transport.host_program() builds defines `exits` and `tree` first.
+
+CONTROL = "\x1e"
+GRACE_SECONDS = 3.0
+GPU_FIELDS = "index,name,uuid,memory.used,memory.total,utilization.gpu"
+APP_FIELDS = "gpu_uuid,pid,process_name,used_memory"
 
 
-def fail(message, code=2):
+def say(message):
     sys.stderr.write("remote-run: " + message + "\n")
     sys.stderr.flush()
+
+
+def fail(message, code=exits.USAGE):
+    say(message)
     return code
 
 
-def write_atomic(path, text):
+def control(stream, data):
+    stream.write(CONTROL + json.dumps(data) + "\n")
+    stream.flush()
+
+
+def write_text(path, text):
     folder = os.path.dirname(path)
     if folder:
         os.makedirs(folder, exist_ok=True)
-    temp = "%s.tmp%d" % (path, os.getpid())
-    with open(temp, "w") as handle:
-        handle.write(text)
-    os.replace(temp, path)
+    tree.write_atomic(path, text.encode("utf-8"))
 
 
 def read_int(path):
@@ -51,39 +71,225 @@ def alive(pid):
     return True
 
 
+# ----------------------------------------------------------------------------- the checks
+
+def check_sync(root, spec):
+    """Is REMOTE_DIR the tree the workspace last synced (spec["expect"])? Then apply spec["delta"]."""
+    if not os.path.isfile(os.path.join(root, ".remote-run", "owner")):
+        return {"state": "stale", "detail": "REMOTE_DIR is not set up by remote-run yet"}
+    try:
+        with open(os.path.join(root, tree.STAMP)) as handle:
+            stamp = handle.read().strip()
+    except OSError:
+        stamp = None
+    rules = tree.compile_rules(spec["rules"])
+    if stamp != spec["expect"] or tree.host_fingerprint(root, rules, spec.get("protected", {})) != spec["expect"]:
+        return {"state": "stale", "detail": "REMOTE_DIR differs from the last sync"}
+    delta = spec.get("delta")
+    if not delta:
+        return {"state": "ok"}
+    try:
+        os.unlink(os.path.join(root, tree.STAMP))  # a delta cut short must not look synced
+        tree.apply_delta(root, delta)
+    except OSError as exc:
+        return {"state": "stale", "detail": "applying the changes failed: %s" % (exc.strerror or exc)}
+    if tree.host_fingerprint(root, rules, delta.get("protected", {})) != delta["target"]:
+        return {"state": "stale", "detail": "the tree differs after applying the changes"}
+    write_text(os.path.join(root, tree.STAMP), delta["target"] + "\n")
+    return {"state": "applied"}
+
+
+def check_env(root, spec):
+    if spec["kind"] == "venv":
+        try:
+            with open(os.path.join(root, ".venv", ".remote-run-stamp")) as handle:
+                current = handle.read().strip() == spec["stamp"]
+        except OSError:
+            current = False
+        current = current and os.access(os.path.join(root, ".venv", "bin", "python"), os.X_OK)
+        return {"state": "ok" if current else "stale"}
+    # REMOTE_PYTHON (or this machine's interpreter): the one running this program. Whether torch
+    # is importable, without importing it (that takes seconds); -S left site-packages out.
+    import importlib.util
+    import platform
+    import site
+
+    site.main()
+    text = "python %s %s; " % (platform.python_version(), sys.executable)
+    if importlib.util.find_spec("torch") is None:
+        text += "torch is not installed"
+    else:
+        from importlib.metadata import version
+
+        text += "torch " + version("torch")
+    return {"state": "ok", "text": text}
+
+
+def _number(text):
+    try:
+        return int(float(text.strip()))
+    except ValueError:
+        return None  # "[N/A]", "[Not Supported]"
+
+
+def parse_gpus(gpu_text, app_text):
+    """GPUs and their processes from nvidia-smi's ``--format=csv,noheader,nounits`` output."""
+    gpus = []
+    for line in gpu_text.strip().splitlines():
+        cells = [c.strip() for c in line.split(",")]
+        if len(cells) < 6 or not cells[0].isdigit():
+            continue
+        # A GPU name may itself contain commas: the fixed fields are at both ends.
+        gpus.append({"index": int(cells[0]), "name": ", ".join(cells[1:-4]), "uuid": cells[-4],
+                     "memory_used": _number(cells[-3]), "memory_total": _number(cells[-2]),
+                     "utilization": _number(cells[-1]), "processes": []})
+    by_uuid = {g["uuid"]: g for g in gpus}
+    for line in app_text.strip().splitlines():
+        cells = [c.strip() for c in line.split(",")]
+        if len(cells) < 4 or not cells[1].isdigit():
+            continue
+        if cells[0] in by_uuid:
+            by_uuid[cells[0]]["processes"].append(
+                {"pid": int(cells[1]), "name": ", ".join(cells[2:-1]), "memory": _number(cells[-1])})
+    return gpus
+
+
+def visible(gpus, devices):
+    """The GPUs a run may use under CUDA_VISIBLE_DEVICES (indices or UUID prefixes)."""
+    if not devices:
+        return list(gpus)
+    chosen = []
+    for item in devices.split(","):
+        for gpu in gpus:
+            if (item.isdigit() and gpu["index"] == int(item)) or (not item.isdigit() and gpu["uuid"].startswith(item)):
+                chosen.append(gpu)
+    return chosen
+
+
+def query_gpus(limit):
+    """(state, gpus, text): both nvidia-smi queries at once, each ended after ``limit`` seconds."""
+    commands = [["nvidia-smi", "--query-gpu=" + GPU_FIELDS, "--format=csv,noheader,nounits"],
+                ["nvidia-smi", "--query-compute-apps=" + APP_FIELDS, "--format=csv,noheader,nounits"]]
+    try:
+        procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                 for argv in commands]
+    except OSError:
+        return "missing", [], "nvidia-smi is not installed"
+    outputs, deadline = [], time.time() + limit
+    for proc in procs:
+        try:
+            outputs.append(proc.communicate(timeout=max(0.1, deadline - time.time()))[0].decode("utf-8", "replace"))
+        except subprocess.TimeoutExpired:
+            for each in procs:
+                each.kill()
+                each.wait()
+            return "hung", [], ""
+    if procs[0].returncode:
+        text = outputs[0]
+        state = "nodriver" if ("NVIDIA driver" in text or "NVIDIA-SMI has failed" in text) else "failed"
+        return state, [], "exit %d: %s" % (procs[0].returncode, text.strip()[-300:])
+    return "ok", parse_gpus(outputs[0], outputs[1] if procs[1].returncode == 0 else ""), ""
+
+
+def check_gpu(spec):
+    """What the GPUs say, and whether a run may start under ``spec`` (devices, require, allow_busy)."""
+    state, gpus, text = query_gpus(spec["limit"])
+    report = {"state": state, "gpus": gpus, "chosen": [], "busy": [], "text": text}
+    if state != "ok":
+        report["go"] = not spec["require"]
+        return report
+    if not gpus:
+        report.update(state="none", go=not spec["require"])
+        return report
+    chosen = visible(gpus, spec["devices"])
+    report["chosen"] = [g["index"] for g in chosen]
+    if spec["devices"] and not chosen:
+        report.update(state="nomatch", go=False)
+        return report
+    report["busy"] = [g["index"] for g in chosen if g["processes"]]
+    if report["busy"]:
+        report.update(state="busy", go=spec["allow_busy"])
+        return report
+    report["go"] = True
+    return report
+
+
+def checks(root, payload):
+    """The report of every check the payload asks for; ``ok`` when a run may start."""
+    report = {}
+    if payload.get("sync"):
+        report["sync"] = check_sync(root, payload["sync"])
+    if payload.get("env"):
+        report["env"] = check_env(root, payload["env"])
+    if payload.get("gpu"):
+        report["gpu"] = check_gpu(payload["gpu"])
+    report["ok"] = (report.get("sync", {}).get("state", "ok") in ("ok", "applied")
+                    and report.get("env", {}).get("state", "ok") == "ok"
+                    and report.get("gpu", {}).get("go", True))
+    return report
+
+
+def check(payload):
+    report = checks(payload["root"], payload)
+    sys.stdout.write(json.dumps(report) + "\n")
+    return exits.OK if report["ok"] else exits.PREFLIGHT
+
+
+# ------------------------------------------------------------------------------------- runs
+
 def start(payload):
     root = payload["root"]
+    report = checks(root, payload)
+    if report["ok"] and not os.path.isdir(root):
+        report.update(ok=False, missing=True)
+    control(sys.stdout, report)
+    if not report["ok"]:
+        return exits.PREFLIGHT
+    run_dir = os.path.join(root, payload["run_dir"])
     try:
-        os.chdir(root)
-    except OSError:
-        return fail("REMOTE_DIR %s does not exist on this host; run `inv sync` first" % root)
-    try:
-        for rel, text in payload.get("files", {}).items():
-            write_atomic(rel, text)
-        run_dir = payload["run_dir"]
-        os.makedirs(run_dir)
+        render(root, payload.get("files", {}))
+        os.makedirs(os.path.dirname(run_dir), exist_ok=True)
+        os.mkdir(run_dir)
         meta = dict(payload.get("meta", {}), argv=payload["argv"], started=time.time())
-        write_atomic(os.path.join(run_dir, "meta.json"), json.dumps(meta, indent=1))
+        write_text(os.path.join(run_dir, "meta.json"), json.dumps(meta, indent=1))
         open(os.path.join(run_dir, "run.log"), "ab").close()
     except OSError as exc:
         return fail("cannot prepare the run in %s: %s" % (root, exc.strerror or exc))
+    os.chdir(root)
     child = os.fork()
     if child == 0:
         os.setsid()
         if os.fork():
             os._exit(0)
-        supervise(run_dir, payload["argv"], payload.get("env", {}))
+        supervise(run_dir, payload["argv"], payload.get("variables", {}))
     os.waitpid(child, 0)
     pid_path = os.path.join(run_dir, "pid")
     for _ in range(200):
         if os.path.exists(pid_path) or os.path.exists(os.path.join(run_dir, "exit_code")):
             break
         time.sleep(0.01)
-    sys.stderr.write("remote-run: run %s started (pid %s)\n" % (os.path.basename(run_dir), read_int(pid_path)))
-    sys.stderr.flush()
+    say("run %s started (pid %s)" % (os.path.basename(run_dir), read_int(pid_path)))
     if payload.get("detach"):
-        return 0
-    return follow(run_dir, 0, stop_run=True)
+        return exits.OK
+    return follow(run_dir, 0, stop_run=True, grace=payload.get("grace", GRACE_SECONDS))
+
+
+def render(root, files):
+    """Write the rendered runners; remember them (and the folders made for them) in tree.RENDERED."""
+    made = []
+    for rel, text in files.items():
+        path = os.path.join(root, rel)
+        folder, parts = os.path.dirname(rel), []
+        while folder and not os.path.isdir(os.path.join(root, folder)):
+            parts.append(folder)
+            folder = os.path.dirname(folder)
+        made.extend(parts)
+        write_text(path, text)
+        made.append(rel)
+    if made:
+        known = tree.read_rendered(root)
+        names = known + [rel for rel in made if rel not in known]
+        write_text(os.path.join(root, tree.RENDERED), "\0".join(names))
 
 
 def supervise(run_dir, argv, env):
@@ -103,9 +309,9 @@ def supervise(run_dir, argv, env):
         proc = subprocess.Popen(argv, env=environment, stdin=null, stdout=log, stderr=log, start_new_session=True)
     except OSError as exc:
         os.write(log, ("remote-run: cannot start %s: %s\n" % (argv[0], exc.strerror or exc)).encode())
-        write_atomic(os.path.join(run_dir, "exit_code"), "127\n")
+        write_text(os.path.join(run_dir, "exit_code"), "%d\n" % exits.MISSING)
         os._exit(0)
-    write_atomic(os.path.join(run_dir, "pid"), "%d\n" % proc.pid)
+    write_text(os.path.join(run_dir, "pid"), "%d\n" % proc.pid)
     # Room for the exit status is taken now: the run may fill the disk before it ends.
     pending = os.path.join(run_dir, "exit_code.pending")
     with open(pending, "w") as handle:
@@ -118,21 +324,19 @@ def supervise(run_dir, argv, env):
     os._exit(0)
 
 
-def follow(run_dir, offset, stop_run):
-    """Copy the run's log to stdout from ``offset`` until it ends; exit with its status."""
+def follow(run_dir, offset, stop_run, grace=GRACE_SECONDS):
+    """Copy the run's log to stdout from ``offset`` until it ends; returns its exit status."""
     if not os.path.isdir(run_dir):
-        return fail("no run %s in %s" % (os.path.basename(run_dir), os.getcwd()))
-    out = sys.stdout.buffer if hasattr(sys.stdout, "buffer") else sys.stdout
+        return fail("no run %s in %s" % (os.path.basename(run_dir), os.path.dirname(os.path.dirname(run_dir))))
+    out = sys.stdout.buffer
 
     def on_interrupt(signum, frame):
+        # Only on this machine (`local`): over SSH no signal reaches the host.
         if stop_run:
-            sys.stderr.write("\nremote-run: stopping run %s (Ctrl+C)\n" % os.path.basename(run_dir))
-            sys.stderr.flush()
-            terminate(run_dir)
+            say("stopping run %s (Ctrl+C)" % os.path.basename(run_dir))
+            terminate(run_dir, grace)
         else:
-            sys.stderr.write("\nremote-run: stopped following; the run goes on\n")
-            sys.stderr.flush()
-            os._exit(130)
+            os._exit(exits.INTERRUPTED)
 
     signal.signal(signal.SIGINT, on_interrupt)
     exit_path = os.path.join(run_dir, "exit_code")
@@ -151,25 +355,26 @@ def follow(run_dir, offset, stop_run):
                 if rest:
                     out.write(rest)
                     out.flush()
-                if code and disk_full("."):
-                    fail("the disk is full on this host (%s has no free space left); free space or choose another REMOTE_DIR" % os.getcwd())
+                if code and disk_full(run_dir):
+                    say("the disk is full on this host (%s has no free space left); free space or choose another REMOTE_DIR"
+                        % os.path.dirname(os.path.dirname(run_dir)))
                 return code
             if not alive(read_int(os.path.join(run_dir, "pid"))):
                 lost_since = lost_since or time.time()
                 if time.time() - lost_since > 5:
-                    return fail("run %s ended without recording an exit status (was its supervisor killed?)" % os.path.basename(run_dir), 255)
+                    return fail("run %s ended without recording an exit status (was its supervisor killed?)"
+                                % os.path.basename(run_dir), exits.VANISHED)
             time.sleep(0.05)
 
 
 def show(run_dir, offset):
     if not os.path.isdir(run_dir):
-        return fail("no run %s in %s" % (os.path.basename(run_dir), os.getcwd()))
-    out = sys.stdout.buffer if hasattr(sys.stdout, "buffer") else sys.stdout
+        return fail("no run %s in %s" % (os.path.basename(run_dir), os.path.dirname(os.path.dirname(run_dir))))
     with open(os.path.join(run_dir, "run.log"), "rb") as log:
         log.seek(offset)
-        out.write(log.read())
-    out.flush()
-    return 0
+        sys.stdout.buffer.write(log.read())
+    sys.stdout.buffer.flush()
+    return exits.OK
 
 
 def disk_full(path):
@@ -179,18 +384,18 @@ def disk_full(path):
         return False
 
 
-def terminate(run_dir):
-    """SIGINT, then SIGTERM, then SIGKILL to the run's process group, each after a grace period."""
+def terminate(run_dir, grace):
+    """SIGINT, then SIGTERM, then SIGKILL to the run's process group, each after ``grace`` seconds."""
     pid = read_int(os.path.join(run_dir, "pid"))
     if not pid:
         return False
-    write_atomic(os.path.join(run_dir, "killed"), "%f\n" % time.time())
+    write_text(os.path.join(run_dir, "killed"), "%f\n" % time.time())
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
         try:
             os.killpg(pid, sig)
         except ProcessLookupError:
             return True
-        deadline = time.time() + GRACE_SECONDS
+        deadline = time.time() + grace
         while time.time() < deadline:
             try:
                 os.killpg(pid, 0)
@@ -203,7 +408,7 @@ def terminate(run_dir):
 def state_of(run_dir):
     code = read_int(os.path.join(run_dir, "exit_code"))
     if os.path.exists(os.path.join(run_dir, "killed")):
-        return "killed" if code is not None or not alive(read_int(os.path.join(run_dir, "pid"))) else "stopping", code
+        return ("killed" if code is not None or not alive(read_int(os.path.join(run_dir, "pid"))) else "stopping"), code
     if code is not None:
         return ("finished" if code == 0 else "failed"), code
     return ("running" if alive(read_int(os.path.join(run_dir, "pid"))) else "lost"), None
@@ -243,36 +448,56 @@ def status(runs):
                 "log_bytes": os.path.getsize(log) if os.path.exists(log) else 0,
             })
     sys.stdout.write(json.dumps(rows) + "\n")
-    return 0
+    return exits.OK
 
 
-def kill(run_dir):
+def kill(run_dir, grace, offset):
+    """Stop a run; with ``offset``, then print its log from there and return its exit status."""
     if not os.path.isdir(run_dir):
-        return fail("no run %s in %s" % (os.path.basename(run_dir), os.getcwd()))
+        return fail("no run %s in %s" % (os.path.basename(run_dir), os.path.dirname(os.path.dirname(run_dir))))
     state, _ = state_of(run_dir)
-    if state != "running":
-        return fail("run %s is not running (%s)" % (os.path.basename(run_dir), state), 3)
-    terminate(run_dir)
-    sys.stdout.write("remote-run: run %s stopped\n" % os.path.basename(run_dir))
-    return 0
+    if state not in ("running", "stopping"):
+        return fail("run %s is not running (%s)" % (os.path.basename(run_dir), state), exits.NOT_RUNNING)
+    terminate(run_dir, grace)
+    say("run %s stopped" % os.path.basename(run_dir))
+    if offset is None:
+        return exits.OK
+    return follow(run_dir, offset, stop_run=False)
 
 
 def main(argv):
     mode = argv[0] if argv else ""
+    if mode == "check":
+        return check(json.loads(sys.stdin.readline()))
     if mode == "start":
-        return start(json.loads(sys.stdin.read()))
-    try:
-        os.chdir(argv[1])
-    except (IndexError, OSError):
-        return fail("REMOTE_DIR %s does not exist on this host; run `inv sync` first" % argv[1:2])
-    if mode in ("follow", "attach"):
-        return follow(argv[2], int(argv[3]), stop_run=mode == "follow")
-    if mode == "cat":
-        return show(argv[2], int(argv[3]))
+        payload = json.loads(sys.stdin.readline())
+        run_dir = os.path.join(payload["root"], payload["run_dir"])
+        code = start(payload)
+    else:
+        root = argv[1] if len(argv) > 1 else ""
+        run_dir = os.path.join(root, "runs", argv[2]) if len(argv) > 2 else None
+        code = run_mode(mode, root, run_dir, argv[3:])
+    # The last line on stderr: the command ended on its own (see CONTROL), and how the run stands.
+    trailer = {"exit": code}
+    if run_dir and os.path.isfile(os.path.join(run_dir, "meta.json")):
+        trailer["state"] = state_of(run_dir)[0]
+    control(sys.stderr, trailer)
+    return code
+
+
+def run_mode(mode, root, run_dir, args):
+    if not os.path.isdir(root):
+        return fail("REMOTE_DIR %s does not exist on this host; run `inv sync` first" % root)
     if mode == "status":
-        return status("runs")
+        return status(os.path.join(root, "runs"))
+    if run_dir is None:
+        return fail("launcher mode %s needs a run id" % mode)
+    if mode in ("follow", "attach"):
+        return follow(run_dir, int(args[0]), stop_run=mode == "follow")
+    if mode == "cat":
+        return show(run_dir, int(args[0]))
     if mode == "kill":
-        return kill(argv[2])
+        return kill(run_dir, float(args[0]), int(args[1]) if len(args) > 1 else None)
     return fail("unknown launcher mode %r" % mode)
 
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
 import re
-import subprocess
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -81,18 +81,31 @@ def hints(text: str) -> list[str]:
     return out
 
 
-def git_state(workspace: Path) -> dict:
+def git_state(run, workspace: Path) -> dict:
+    """The workspace's commit and whether it has uncommitted changes; ``run`` is a Host.local-like runner."""
     def git(*args):
-        try:
-            done = subprocess.run(["git", "-C", str(workspace), *args], capture_output=True, text=True, timeout=10)
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-        return done.stdout.strip() if done.returncode == 0 else None
+        done = run(["git", "-C", str(workspace), *args], hide=True, timeout=10)
+        return done.stdout.strip() if done.exited == 0 else None
 
-    commit = git("rev-parse", "HEAD")
+    try:
+        commit = git("rev-parse", "HEAD")
+    except Exception:  # noqa: BLE001 - no git, or it hung: the record says "not a git checkout"
+        commit = None
     if commit is None:
         return {"commit": None, "dirty": None}
     return {"commit": commit, "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+
+
+RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\Z")
+
+
+def check_run_id(run: str) -> str:
+    """A run id given with --run ("" for none); refuses anything that is not one."""
+    from .errors import Failure
+
+    if run and not RUN_ID.match(run):
+        raise Failure(f"--run {run!r} is not a run id; run ids look like 20261122T101500Z_train-hlb (see `inv status`)")
+    return run
 
 
 def utc_stamp(moment: datetime | None = None) -> str:
@@ -144,30 +157,43 @@ class RunRecord:
     warnings: list = field(default_factory=list)
     hints: list = field(default_factory=list)
 
-    def finish(self, log_text: str, exit_status: int | None, elapsed: float, killed: bool = False) -> None:
+    def finish(self, log_text: str, exit_status: int | None, elapsed: float, outcome: str) -> None:
+        """Fill in how the run ended; ``outcome`` comes from remote_run.pipeline.outcome()."""
         self.ended = datetime.now(timezone.utc).isoformat(timespec="seconds")
         self.elapsed_seconds = round(elapsed, 3)
         self.exit_status = exit_status
+        self.outcome = outcome
         self.result = parse_result(log_text)
         self.warnings = notable_warnings(log_text)
         self.hints = hints(log_text) if exit_status else []
-        if killed:
-            self.outcome = "killed"
-        elif exit_status is None:
-            self.outcome = "detached"
-        else:
-            self.outcome = "finished" if exit_status == 0 else "failed"
 
     def write(self, folder: Path, log_text: str | None = None) -> Path:
-        """Write result.json, log.md and (if given) run.log; never replaces an existing run.log."""
+        """Write result.json, log.md and (if given) run.log; never replaces an existing run.log.
+
+        Each file is written under a temporary name and renamed: a reader (another terminal
+        completing the same record) never sees half of one.
+        """
         folder.mkdir(parents=True, exist_ok=True)
         if log_text is not None:
             log_path = folder / "run.log"
             if not log_path.exists():
-                log_path.write_text(log_text, encoding="utf-8")
-        (folder / "result.json").write_text(json.dumps(asdict(self), indent=2, default=str) + "\n", encoding="utf-8")
-        (folder / "log.md").write_text(self.markdown(), encoding="utf-8")
+                log_path.write_text(log_text, encoding="utf-8", errors="surrogateescape")
+        _write(folder / "result.json", json.dumps(asdict(self), indent=2, default=str) + "\n")
+        _write(folder / "log.md", self.markdown())
         return folder
+
+    @classmethod
+    def load(cls, folder: Path) -> "RunRecord | None":
+        """The record in ``folder``, or None when there is none (or it cannot be read)."""
+        try:
+            data = json.loads((folder / "result.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        known = set(cls.__dataclass_fields__)
+        try:
+            return cls(**{k: v for k, v in data.items() if k in known})
+        except TypeError:
+            return None
 
     def markdown(self) -> str:
         metrics = (self.result or {}).get("metrics", {})
@@ -209,6 +235,12 @@ class RunRecord:
         if self.runner:
             lines += [f"## Runner ({self.runner_path})", "", "```python", self.runner.rstrip(), "```", ""]
         return "\n".join(lines)
+
+
+def _write(path: Path, text: str) -> None:
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temp.write_text(text, encoding="utf-8", errors="surrogateescape")
+    os.replace(temp, path)
 
 
 def _short(command: str, limit: int = 300) -> str:

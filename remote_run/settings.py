@@ -1,35 +1,22 @@
-"""The one settings object: built-in defaults < .env < process environment < command-line flags."""
+"""The one settings object, from one table: built-in defaults < .env < process environment < flags.
+
+Every key is a row of KEYS (name, default, parser, help); loading, validation, `describe()`, the
+README's table and `.env.example` all come from it (tests/fast/test_settings.py checks the last two).
+`python -m remote_run.settings readme|env-example` prints them.
+"""
 
 from __future__ import annotations
 
 import math
 import os
 import re
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Callable
 
 from .errors import Failure
 
 ENV_FILE_VARIABLE = "REMOTE_RUN_ENV_FILE"
-
-# name: (default, help). The default may be a callable of the values read so far.
-KEYS = {
-    "REMOTE_HOST": ("local", "ssh_config alias or user@host[:port]; `local` runs on this machine"),
-    "WORKSPACE": (".", "the local checkout to sync and run (default: the current directory)"),
-    "REMOTE_DIR": ("", "absolute remote directory owned by remote-run (default /tmp/<workspace name>_remote)"),
-    "SYNC_EXCLUDE": ("", "extra rsync exclude patterns, comma or space separated"),
-    "REMOTE_PYTHON": ("", "use this existing remote interpreter instead of creating REMOTE_DIR/.venv"),
-    "TORCH_INDEX_URL": ("https://download.pytorch.org/whl/cu121", "index for TORCH_PACKAGES; empty = the default index"),
-    "TORCH_PACKAGES": ("torch torchvision", "what bootstrap installs from TORCH_INDEX_URL; empty = nothing"),
-    "PIP_PACKAGES": ("", "extra packages bootstrap installs from the default index"),
-    "CUDA_VISIBLE_DEVICES": ("0", "GPUs a run may use: indices or UUIDs, comma separated"),
-    "REMOTE_ENV": ("", "names of local variables forwarded to remote runs, e.g. WANDB_API_KEY,HF_TOKEN"),
-    "RUNS_DIR": ("var/runs", "local run records and pulled logs; relative paths are inside WORKSPACE"),
-    "TRAIN_IMPL": ("builtin", "train-hlb/train-david runner: `builtin` (self-contained) or `workspace` (CVlization modules)"),
-    "HLB_MODULE": ("cvlization.torch.training_pipeline.image_classification.hlb", "workspace module train-hlb calls"),
-    "DAVID_NET_MODULE": ("cvlization.torch.net.image_classification.davidnet.dawn_utils", "workspace module with net() and Network"),
-    "DAVID_TRAINER_MODULE": ("cvlization.torch.trainer.david_trainer", "workspace module with DavidTrainer"),
-}
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _MODULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*\Z")
@@ -37,6 +24,7 @@ _HOST = re.compile(r"(?:(?P<user>[A-Za-z0-9_][A-Za-z0-9._-]*)@)?(?P<host>[A-Za-z
 _PACKAGE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+\-\[\],<>=!~*]*\Z")
 _DEVICES = re.compile(r"(?:-1|[0-9]+|(?:GPU|MIG)-[A-Za-z0-9/-]+)(?:,(?:[0-9]+|(?:GPU|MIG)-[A-Za-z0-9/-]+))*\Z")
 _URL = re.compile(r"(?:https?|file)://[^\s'\"`$\\;|&<>]+\Z")
+_PATH = re.compile(r"[A-Za-z0-9._+@%=,/ -]+\Z")  # no ':' (the PYTHONPATH separator) and no shell characters
 
 
 def bad(key: str, value, allowed: str) -> Failure:
@@ -67,7 +55,10 @@ class Host:
         return f"{self.user}@{self.name}" if self.user else self.name
 
 
-def parse_host(value: str) -> Host:
+# ------------------------------------------------------------------------------- parsers
+# Each takes the raw text and the Loading in progress (values parsed so far, where each came from).
+
+def parse_host(value: str, loading=None) -> Host:
     if value == "local":
         return Host("local", name="local")
     match = _HOST.match(value)
@@ -79,16 +70,17 @@ def parse_host(value: str) -> Host:
     return Host(value, match["user"], match["host"], int(port) if port else None)
 
 
-def check_remote_dir(value: str) -> str:
-    allowed = "use an absolute path without `..`, `~` or shell characters, below /, e.g. /tmp/myproject_remote"
-    if not value.startswith("/") or "\0" in value or "\n" in value:
-        raise bad("REMOTE_DIR", value, allowed)
-    parts = [p for p in value.split("/") if p]
-    if not parts or ".." in parts or any(p == "." for p in parts) or value.startswith("~"):
-        raise bad("REMOTE_DIR", value, allowed)
-    if not re.fullmatch(r"[A-Za-z0-9._+@%=,/ -]+", value):  # no ':' (PYTHONPATH separator)
-        raise bad("REMOTE_DIR", value, allowed)
-    return "/" + "/".join(parts)
+def _workspace(value: str, loading) -> Path:
+    workspace = Path(value).expanduser()
+    if not workspace.is_absolute():
+        base = loading.env_file.parent if loading.origin("WORKSPACE") == "file" else Path.cwd()
+        workspace = base / workspace
+    workspace = workspace.resolve()
+    if not workspace.exists():
+        raise bad("WORKSPACE", value, "it does not exist; point it at your checkout")
+    if not workspace.is_dir():
+        raise bad("WORKSPACE", value, "it is not a directory; point it at your checkout")
+    return workspace
 
 
 def default_remote_dir(workspace: Path) -> str:
@@ -96,73 +88,93 @@ def default_remote_dir(workspace: Path) -> str:
     return f"/tmp/{name}_remote"
 
 
-@dataclass(frozen=True)
-class Settings:
-    host: Host
-    workspace: Path
-    remote_dir: str
-    sync_exclude: tuple[str, ...]
-    remote_python: str
-    torch_index_url: str
-    torch_packages: tuple[str, ...]
-    pip_packages: tuple[str, ...]
-    cuda_visible_devices: str
-    remote_env: tuple[str, ...]
-    runs_dir: Path
-    train_impl: str
-    hlb_module: str
-    david_net_module: str
-    david_trainer_module: str
-    env_file: Path | None = None
-    # Everything read from .env and the process environment, for forwarding REMOTE_ENV names.
-    variables: dict = field(default_factory=dict, repr=False, compare=False)
-
-    def forwarded_env(self) -> dict[str, str]:
-        """Values of the REMOTE_ENV names (load() made sure each has one)."""
-        return {name: self.variables[name] for name in self.remote_env}
-
-    def describe(self) -> dict:
-        """The settings as plain values, without forwarded secrets (for records and --help)."""
-        out = {}
-        for f in fields(self):
-            if f.name == "variables":
-                continue
-            value = getattr(self, f.name)
-            out[f.name] = value.spec if isinstance(value, Host) else str(value) if isinstance(value, Path) else list(value) if isinstance(value, tuple) else value
-        return out
+def check_remote_dir(value: str, loading=None) -> str:
+    allowed = "use an absolute path without `..`, `~` or shell characters, below /, e.g. /tmp/myproject_remote"
+    if not value and loading is not None:
+        value = default_remote_dir(loading.values["WORKSPACE"])
+    if not value.startswith("/") or "\0" in value or "\n" in value:
+        raise bad("REMOTE_DIR", value, allowed)
+    parts = [p for p in value.split("/") if p]
+    if not parts or ".." in parts or any(p == "." for p in parts) or not _PATH.match(value):
+        raise bad("REMOTE_DIR", value, allowed)
+    return "/" + "/".join(parts)
 
 
-def read_env_file(path: Path) -> dict[str, str]:
-    """Parse a .env file with python-dotenv; a line it cannot parse is an error naming the line."""
-    from dotenv.main import DotEnv
-    from dotenv.parser import parse_stream
-
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise Failure(f"cannot read env file {path}: {exc.strerror}; fix the path given by --env-file or {ENV_FILE_VARIABLE}") from None
-    except UnicodeDecodeError:
-        raise Failure(f"env file {path} is not UTF-8 text; save it as UTF-8") from None
-    import io
-
-    for binding in parse_stream(io.StringIO(text)):
-        if binding.error:
-            lineno = binding.original.line
-            raw = binding.original.string.strip().splitlines()[0] if binding.original.string.strip() else ""
-            raise Failure(f"{path} line {lineno}: cannot parse {raw!r}; write KEY=VALUE (quote values with spaces)")
-    values = DotEnv(path, interpolate=True).dict()
-    return {k: v for k, v in values.items() if v is not None}
+def _excludes(value: str, loading) -> tuple[str, ...]:
+    patterns = tuple(split_list(value))
+    for pattern in patterns:
+        if pattern.startswith("-") or any(ch in pattern for ch in "\n\0"):
+            raise bad("SYNC_EXCLUDE", pattern, "give rsync patterns such as data/ or *.ckpt, not options")
+    return patterns
 
 
-def find_env_file(environ, explicit: str | None) -> Path | None:
-    given = explicit or environ.get(ENV_FILE_VARIABLE)
-    if given:
-        path = Path(given).expanduser()
-        if not path.is_file():
-            raise Failure(f"env file {given!r} does not exist; fix --env-file or {ENV_FILE_VARIABLE}")
-        return path
-    path = Path.cwd() / ".env"
-    return path if path.is_file() else None
+def _python(value: str, loading) -> str:
+    value = value.strip()
+    if value and (not re.fullmatch(r"[A-Za-z0-9._+/-]+", value) or value.startswith("-")):
+        raise bad("REMOTE_PYTHON", value, "give an interpreter path or name such as /usr/bin/python3")
+    return value
+
+
+def _url(value: str, loading) -> str:
+    value = value.strip()
+    if value and not _URL.match(value):
+        raise bad("TORCH_INDEX_URL", value, "give an http(s):// or file:// URL, or leave it empty for the default index")
+    return value
+
+
+def _packages(key: str):
+    def parse(value: str, loading) -> tuple[str, ...]:
+        items = tuple(split_list(value))
+        for item in items:
+            if not _PACKAGE.match(item):
+                raise bad(key, item, "give pip requirement names such as torch or numpy<2, space separated")
+        return items
+    return parse
+
+
+def _devices(value: str, loading) -> str:
+    devices = value.strip().replace(" ", "")
+    if devices and not _DEVICES.match(devices):
+        raise bad("CUDA_VISIBLE_DEVICES", value, "give GPU indices or UUIDs, comma separated, e.g. 0 or 0,1")
+    return devices
+
+
+def _forwarded(value: str, loading) -> tuple[str, ...]:
+    names = tuple(split_list(value))
+    for name in names:
+        if not _NAME.match(name):
+            raise bad("REMOTE_ENV", name, "give variable names (letters, digits, _), comma separated, e.g. WANDB_API_KEY,HF_TOKEN")
+    missing = [name for name in names if name not in loading.variables]
+    if missing:
+        raise bad("REMOTE_ENV", value, f"{', '.join(missing)} has no value here; set it in the environment or .env, or drop it from REMOTE_ENV")
+    return names
+
+
+def _runs_dir(value: str, loading) -> Path:
+    runs_dir = Path(value).expanduser()
+    runs_dir = (runs_dir if runs_dir.is_absolute() else loading.values["WORKSPACE"] / runs_dir).resolve()
+    if runs_dir.exists() and not runs_dir.is_dir():
+        raise bad("RUNS_DIR", value, "it exists and is not a directory")
+    return runs_dir
+
+
+def _choice(key: str, choices: tuple[str, ...]):
+    def parse(value: str, loading) -> str:
+        value = value.strip()
+        if value not in choices:
+            raise bad(key, value, "use " + " or ".join(f"`{c}`" for c in choices))
+        return value
+    return parse
+
+
+def module_name(key: str, value: str, loading=None) -> str:
+    if not _MODULE.match(value or ""):
+        raise bad(key, value, "give a dotted Python module name, e.g. package.module")
+    return value
+
+
+def _module(key: str):
+    return lambda value, loading: module_name(key, value)
 
 
 def _number(key: str, text, kind, low, high, allowed: str):
@@ -183,100 +195,199 @@ def positive_float(key: str, text, high: float = 10_000.0) -> float:
 
 
 def int_between(key: str, text, low: int, high: int) -> int:
+    allowed = f"give a whole number from {low} to {high}"
     if isinstance(text, float) and not text.is_integer():
-        raise bad(key, text, f"give a whole number from {low} to {high}")
+        raise bad(key, text, allowed)
     if isinstance(text, str) and not re.fullmatch(r"\s*[0-9]+\s*", text):
-        raise bad(key, text, f"give a whole number from {low} to {high}")
-    return _number(key, text, int, low, high, f"give a whole number from {low} to {high}")
+        raise bad(key, text, allowed)
+    return _number(key, text, int, low, high, allowed)
 
 
-def module_name(key: str, value: str) -> str:
-    if not _MODULE.match(value or ""):
-        raise bad(key, value, "give a dotted Python module name, e.g. package.module")
+def _seconds(key: str, high: float):
+    return lambda value, loading: positive_float(key, value, high)
+
+
+def _control_dir(value: str, loading) -> Path:
+    path = Path(value or f"/tmp/remote-run-{os.getuid()}")
+    # ssh appends the master's socket name (%C, 40 characters) and a temporary suffix; a Unix
+    # socket path holds at most 107 bytes.
+    if not path.is_absolute() or len(str(path)) > 48 or not _PATH.match(str(path)):
+        raise bad("REMOTE_RUN_CONTROL_DIR", value, "give an absolute directory of at most 48 characters without shell characters, e.g. /tmp/rr-me")
+    return path
+
+
+# ---------------------------------------------------------------------------------- the table
+
+@dataclass(frozen=True)
+class Key:
+    name: str  # also the name in .env and the environment
+    default: str  # raw text, parsed like any other value
+    parse: Callable[[str, Any], Any]
+    help: str
+    shown_default: str = ""  # how the docs show the default, when not the raw text
+    example: str = ""  # a commented-out example line in .env.example, for keys with an empty default
+    field: str = ""  # the Settings attribute, when not the lower-case name without REMOTE_RUN_
+
+    @property
+    def attribute(self) -> str:
+        return self.field or self.name.lower().removeprefix("remote_run_")
+
+
+KEYS = (
+    Key("REMOTE_HOST", "local", parse_host, "ssh_config alias (`l1`), `user@host[:port]`, or `local` for this machine", field="host"),
+    Key("WORKSPACE", ".", _workspace, "the checkout to sync and run; relative to the `.env` it is written in", shown_default="current directory"),
+    Key("REMOTE_DIR", "", check_remote_dir, "absolute directory remote-run owns on the host (`/tmp/cvlization_remote` for a CVlization checkout)",
+        shown_default="`/tmp/<workspace name>_remote`", example="/tmp/cvlization_remote"),
+    Key("SYNC_EXCLUDE", "", _excludes, "extra rsync exclude patterns, comma/space separated, added to `.git var .venv __pycache__ .env .env.*` (but `.env.example` is synced) and `RUNS_DIR`",
+        example="data/raw,*.ckpt"),
+    Key("REMOTE_PYTHON", "", _python, "use this interpreter on the host instead of creating `REMOTE_DIR/.venv`",
+        shown_default="— (on `local`: the Python running remote-run)", example="/usr/bin/python3"),
+    Key("TORCH_INDEX_URL", "https://download.pytorch.org/whl/cu121", _url, "index for `TORCH_PACKAGES`; empty = the default index"),
+    Key("TORCH_PACKAGES", "torch torchvision", _packages("TORCH_PACKAGES"), "what bootstrap installs from `TORCH_INDEX_URL`; empty = nothing"),
+    Key("PIP_PACKAGES", "", _packages("PIP_PACKAGES"), "extra packages bootstrap installs", example="numpy tqdm"),
+    Key("CUDA_VISIBLE_DEVICES", "0", _devices, "GPUs a run may use (indices or UUIDs); gpu-check checks these"),
+    Key("REMOTE_ENV", "", _forwarded, "names of local variables (environment or `.env`) forwarded to runs, e.g. `WANDB_API_KEY,HF_TOKEN`",
+        example="WANDB_API_KEY,HF_TOKEN"),
+    Key("RUNS_DIR", "var/runs", _runs_dir, "local run records and pulled logs; relative = inside `WORKSPACE`"),
+    Key("TRAIN_IMPL", "builtin", _choice("TRAIN_IMPL", ("builtin", "workspace")), "`builtin`: self-contained trainers; `workspace`: the workspace's (CVlization) modules"),
+    Key("HLB_MODULE", "cvlization.torch.training_pipeline.image_classification.hlb", _module("HLB_MODULE"), "module train-hlb calls with `--impl workspace`"),
+    Key("DAVID_NET_MODULE", "cvlization.torch.net.image_classification.davidnet.dawn_utils", _module("DAVID_NET_MODULE"), "module with `net()` and `Network`"),
+    Key("DAVID_TRAINER_MODULE", "cvlization.torch.trainer.david_trainer", _module("DAVID_TRAINER_MODULE"), "module with `DavidTrainer`"),
+    Key("REMOTE_RUN_CHECK_TIMEOUT", "60", _seconds("REMOTE_RUN_CHECK_TIMEOUT", 3600), "seconds the quick remote checks (GPU query, run listing) may take, so a hung `nvidia-smi` cannot hang the tool; runs never time out"),
+    Key("REMOTE_RUN_CONTROL_DIR", "", _control_dir, "private directory (yours, mode 700) for the SSH ControlMaster sockets",
+        shown_default="`/tmp/remote-run-<uid>`", example="/tmp/remote-run-me"),
+    Key("REMOTE_RUN_KILL_GRACE", "3", _seconds("REMOTE_RUN_KILL_GRACE", 600), "seconds between SIGINT, SIGTERM and SIGKILL when a run is stopped"),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: Host
+    workspace: Path
+    remote_dir: str
+    sync_exclude: tuple[str, ...]
+    remote_python: str
+    torch_index_url: str
+    torch_packages: tuple[str, ...]
+    pip_packages: tuple[str, ...]
+    cuda_visible_devices: str
+    remote_env: tuple[str, ...]
+    runs_dir: Path
+    train_impl: str
+    hlb_module: str
+    david_net_module: str
+    david_trainer_module: str
+    check_timeout: float
+    control_dir: Path
+    kill_grace: float
+    env_file: Path | None = None
+    # Everything read from .env and the process environment, for forwarding REMOTE_ENV names.
+    variables: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def forwarded_env(self) -> dict[str, str]:
+        """Values of the REMOTE_ENV names (load() made sure each has one)."""
+        return {name: self.variables[name] for name in self.remote_env}
+
+    def describe(self) -> dict:
+        """Every key and its value as plain data, without forwarded values (for records)."""
+        return {key.name: _plain(getattr(self, key.attribute)) for key in KEYS}
+
+
+def _plain(value):
+    if isinstance(value, Host):
+        return value.spec
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, tuple):
+        return list(value)
     return value
+
+
+class Loading:
+    """A load in progress: raw texts, where each came from, and the values parsed so far."""
+
+    def __init__(self, env_file: Path | None, file_values: dict, environ: dict, overrides: dict):
+        self.env_file = env_file
+        self.variables = {**file_values, **environ}
+        self.values: dict[str, Any] = {}
+        self._origin, self.raw = {}, {}
+        for key in KEYS:
+            for origin, source in (("flag", overrides), ("environment", environ), ("file", file_values)):
+                if source.get(key.name) is not None:
+                    self.raw[key.name], self._origin[key.name] = source[key.name], origin
+                    break
+            else:
+                self.raw[key.name], self._origin[key.name] = key.default, "default"
+
+    def origin(self, name: str) -> str:
+        return self._origin[name]
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """Parse a .env file with python-dotenv; a line it cannot parse is an error naming the line."""
+    import io
+
+    from dotenv.main import DotEnv
+    from dotenv.parser import parse_stream
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise Failure(f"cannot read env file {path}: {exc.strerror}; fix the path given by --env-file or {ENV_FILE_VARIABLE}") from None
+    except UnicodeDecodeError:
+        raise Failure(f"env file {path} is not UTF-8 text; save it as UTF-8") from None
+    for binding in parse_stream(io.StringIO(text)):
+        if binding.error:
+            lineno = binding.original.line
+            raw = binding.original.string.strip().splitlines()[0] if binding.original.string.strip() else ""
+            raise Failure(f"{path} line {lineno}: cannot parse {raw!r}; write KEY=VALUE (quote values with spaces)")
+    values = DotEnv(path, interpolate=True).dict()
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def find_env_file(environ, explicit: str | None) -> Path | None:
+    given = explicit or environ.get(ENV_FILE_VARIABLE)
+    if given:
+        path = Path(given).expanduser()
+        if not path.is_file():
+            raise Failure(f"env file {given!r} does not exist; fix --env-file or {ENV_FILE_VARIABLE}")
+        return path
+    path = Path.cwd() / ".env"
+    return path if path.is_file() else None
 
 
 def load(environ=None, env_file: str | None = None, overrides: dict | None = None) -> Settings:
     """Build the settings from defaults, the .env file, the environment and ``overrides`` (flags)."""
     environ = dict(os.environ if environ is None else environ)
     path = find_env_file(environ, env_file)
-    file_values = read_env_file(path) if path else {}
-    merged = {**file_values, **environ}
-    raw = {key: merged.get(key, default) for key, (default, _) in KEYS.items()}
-    raw.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    loading = Loading(path, read_env_file(path) if path else {}, environ, overrides or {})
+    for key in KEYS:
+        loading.values[key.name] = key.parse(loading.raw[key.name], loading)
+    return Settings(**{key.attribute: loading.values[key.name] for key in KEYS}, env_file=path, variables=loading.variables)
 
-    workspace = Path(raw["WORKSPACE"]).expanduser()
-    if not workspace.is_absolute():
-        base = path.parent if path and "WORKSPACE" in file_values and "WORKSPACE" not in environ else Path.cwd()
-        workspace = base / workspace
-    workspace = workspace.resolve()
-    if not workspace.exists():
-        raise bad("WORKSPACE", raw["WORKSPACE"], "it does not exist; point it at your checkout")
-    if not workspace.is_dir():
-        raise bad("WORKSPACE", raw["WORKSPACE"], "it is not a directory; point it at your checkout")
 
-    host = parse_host(raw["REMOTE_HOST"])
-    remote_dir = check_remote_dir(raw["REMOTE_DIR"] or default_remote_dir(workspace))
+# ------------------------------------------------------------------------------------ the docs
 
-    excludes = tuple(split_list(raw["SYNC_EXCLUDE"]))
-    for pattern in excludes:
-        if pattern.startswith("-") or any(ch in pattern for ch in "\n\0"):
-            raise bad("SYNC_EXCLUDE", pattern, "give rsync patterns such as data/ or *.ckpt, not options")
+def readme_table() -> str:
+    """The README's configuration table."""
+    rows = ["| key | default | meaning |", "| --- | --- | --- |"]
+    for key in KEYS:
+        default = key.shown_default or (f"`{key.default}`" if key.default else "—")
+        rows.append(f"| `{key.name}` | {default} | {key.help} |")
+    return "\n".join(rows) + "\n"
 
-    remote_python = raw["REMOTE_PYTHON"].strip()
-    if remote_python and not re.fullmatch(r"[A-Za-z0-9._+/-]+", remote_python):
-        raise bad("REMOTE_PYTHON", remote_python, "give an interpreter path or name such as /usr/bin/python3")
-    if remote_python.startswith("-"):
-        raise bad("REMOTE_PYTHON", remote_python, "give an interpreter path or name such as /usr/bin/python3")
 
-    index_url = raw["TORCH_INDEX_URL"].strip()
-    if index_url and not _URL.match(index_url):
-        raise bad("TORCH_INDEX_URL", index_url, "give an http(s):// or file:// URL, or leave it empty for the default index")
+def env_example() -> str:
+    """The text of `.env.example`."""
+    lines = ["# remote-run settings. Copy to .env (never synced, never committed) and edit.",
+             "# Order of precedence: built-in defaults < this file < the process environment < flags.", ""]
+    for key in KEYS:
+        lines.append("# " + key.help.replace("`", ""))
+        lines.append(f"#{key.name}={key.example}" if key.example else f"{key.name}={key.default}")
+    return "\n".join(lines) + "\n"
 
-    def packages(key):
-        items = tuple(split_list(raw[key]))
-        for item in items:
-            if not _PACKAGE.match(item):
-                raise bad(key, item, "give pip requirement names such as torch or numpy<2, space separated")
-        return items
 
-    devices = raw["CUDA_VISIBLE_DEVICES"].strip().replace(" ", "")
-    if devices and not _DEVICES.match(devices):
-        raise bad("CUDA_VISIBLE_DEVICES", raw["CUDA_VISIBLE_DEVICES"], "give GPU indices or UUIDs, comma separated, e.g. 0 or 0,1")
+if __name__ == "__main__":
+    import sys
 
-    names = tuple(split_list(raw["REMOTE_ENV"]))
-    for name in names:
-        if not _NAME.match(name):
-            raise bad("REMOTE_ENV", name, "give variable names (letters, digits, _), comma separated, e.g. WANDB_API_KEY,HF_TOKEN")
-    missing = [name for name in names if name not in merged]
-    if missing:
-        raise bad("REMOTE_ENV", raw["REMOTE_ENV"], f"{', '.join(missing)} has no value here; set it in the environment or .env, or drop it from REMOTE_ENV")
-
-    runs_dir = Path(raw["RUNS_DIR"]).expanduser()
-    runs_dir = (runs_dir if runs_dir.is_absolute() else workspace / runs_dir).resolve()
-    if runs_dir.exists() and not runs_dir.is_dir():
-        raise bad("RUNS_DIR", raw["RUNS_DIR"], "it exists and is not a directory")
-
-    impl = raw["TRAIN_IMPL"].strip()
-    if impl not in ("builtin", "workspace"):
-        raise bad("TRAIN_IMPL", impl, "use `builtin` or `workspace`")
-
-    return Settings(
-        host=host,
-        workspace=workspace,
-        remote_dir=remote_dir,
-        sync_exclude=excludes,
-        remote_python=remote_python,
-        torch_index_url=index_url,
-        torch_packages=packages("TORCH_PACKAGES"),
-        pip_packages=packages("PIP_PACKAGES"),
-        cuda_visible_devices=devices,
-        remote_env=names,
-        runs_dir=runs_dir,
-        train_impl=impl,
-        hlb_module=module_name("HLB_MODULE", raw["HLB_MODULE"]),
-        david_net_module=module_name("DAVID_NET_MODULE", raw["DAVID_NET_MODULE"]),
-        david_trainer_module=module_name("DAVID_TRAINER_MODULE", raw["DAVID_TRAINER_MODULE"]),
-        env_file=path,
-        variables=merged,
-    )
+    print(readme_table() if sys.argv[1:] == ["readme"] else env_example(), end="")

@@ -1,24 +1,21 @@
-"""Shared fixtures: a loopback sshd for integration tests, and isolation of
-every test from the developer's own HOME, environment and working directory."""
+"""Shared fixtures: a loopback sshd for the integration tier, and isolation of every test from the
+developer's own HOME, environment and working directory."""
 
 import os
 import shutil
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sshd import SshServer  # noqa: E402
+from remote_run.settings import ENV_FILE_VARIABLE, KEYS
+from support.cli import OFFLINE_PIP, write_pip_conf
+from support.sshd import ROOT_MODE, SshServer
 
-# Settings the CLI under test reads from the environment; a developer's own
-# values must never reach a test.
-ISOLATED_ENV_VARS = (
-    "REMOTE_HOST", "REMOTE_DIR", "WORKSPACE", "REMOTE_RUN_ENV_FILE", "RUNS_DIR",
-    "REMOTE_ENV", "REMOTE_PYTHON", "TORCH_INDEX_URL", "TORCH_PACKAGES",
-    "PIP_PACKAGES", "CUDA_VISIBLE_DEVICES", "SYNC_EXCLUDE", "TRAIN_IMPL",
-    "HLB_MODULE", "DAVID_NET_MODULE", "DAVID_TRAINER_MODULE", "SSH_AUTH_SOCK",
-)
+# Settings the CLI under test reads from the environment: a developer's own values must never
+# reach a test.
+ISOLATED_ENV_VARS = (*(key.name for key in KEYS), ENV_FILE_VARIABLE, "SSH_AUTH_SOCK", "XDG_CACHE_HOME")
+
+# Tests start many short-lived interpreters on the checkout; none of them writes byte code into it.
+os.environ.setdefault("PYTHONDONTWRITEBYTECODE", "1")
 
 
 @pytest.fixture(autouse=True)
@@ -34,11 +31,10 @@ def _isolate(tmp_path, monkeypatch):
 
 def _missing_requirements():
     problems = []
-    if os.geteuid() != 0:
-        problems.append("not running as root (the sshd harness creates a user and starts sshd)")
     if not os.access("/usr/sbin/sshd", os.X_OK):
         problems.append("/usr/sbin/sshd missing")
-    for tool in ("ssh", "ssh-keygen", "rsync", "runuser", "useradd"):
+    tools = ("ssh", "ssh-keygen", "rsync", *(("runuser", "useradd") if ROOT_MODE else ()))
+    for tool in tools:
         if shutil.which(tool) is None:
             problems.append(f"{tool} missing")
     return problems
@@ -48,14 +44,13 @@ def _missing_requirements():
 def sshd(tmp_path_factory):
     """A running loopback ``SshServer`` shared by the whole session.
 
-    Integration tests fail (never skip) when the machine cannot run it: CI
-    must not pass by silently skipping them.
+    Integration tests fail (never skip) when the machine cannot run it: CI must not pass by
+    silently skipping them.
     """
     problems = _missing_requirements()
     if problems:
         pytest.fail(
-            "integration tests need root, OpenSSH server and rsync: "
-            + "; ".join(problems)
+            "integration tests need OpenSSH server (sshd) and rsync: " + "; ".join(problems)
             + " -- .ci/run installs them with `apt-get install -y openssh-server rsync`",
             pytrace=False,
         )
@@ -70,11 +65,9 @@ def sshd(tmp_path_factory):
 @pytest.fixture(scope="module")
 def offline_pip(sshd):
     """The host's pip never goes to the network (a realistic offline GPU box)."""
-    conf = sshd.remote_home / ".config" / "pip" / "pip.conf"
-    sshd.as_user(["mkdir", "-p", str(conf.parent)])
-    sshd.as_user(["sh", "-c", f"printf '[global]\\nno-index = true\\n' > {conf}"])
+    remove = write_pip_conf(sshd, OFFLINE_PIP)
     yield
-    sshd.as_user(["rm", "-f", str(conf)])
+    remove()
 
 
 @pytest.fixture

@@ -1,12 +1,20 @@
-"""The remote-run task collection, shared by `inv` (tasks.py) and the `remote-run` program."""
+"""The remote-run task collection, shared by `inv` (tasks.py) and the `remote-run` program.
+
+Each module of this package ends in its own Collection; they are composed here with their task
+names unchanged (`sync`, `sky-up`, ...), and with the settings invoke needs for them.
+"""
 
 from invoke import Collection
 
-from .machine import bootstrap, gpu_check
-from .runs import kill, logs, status
-from .sky import sky_down, sky_exec, sky_status, sky_up
-from .train import run_, train_david, train_hlb
-from .workspace import clean, pull_logs, sync
+from ..transport import QuickLocal
+from . import machine, runs, sky, train, workspace
 
-ns = Collection(sync, bootstrap, gpu_check, train_hlb, train_david, run_, pull_logs, clean, logs, status, kill,
-                sky_up, sky_exec, sky_status, sky_down)
+ns = Collection()
+for module in (workspace, machine, train, runs, sky):
+    for name, task in module.ns.tasks.items():
+        ns.add_task(task, name)
+ns.configure({
+    # Flags of the `remote-run` program (remote_run.cli); `inv` users set REMOTE_RUN_ENV_FILE/REMOTE_HOST.
+    "remote_run": {"env_file": None, "host": None},
+    "runners": {"local": QuickLocal},
+})

@@ -1,18 +1,14 @@
 """Tasks for SkyPilot clusters: sky-up, sky-exec, sky-status, sky-down."""
 
-from __future__ import annotations
-
-import shlex
-from pathlib import Path
-
-from invoke import task
+from invoke import Collection, task
 from invoke.exceptions import Exit
 
-from .. import sky
+from .. import pipeline, trainers
 from ..errors import Failure
+from ..output import say, show, table
+from ..session import session
 from ..settings import int_between, module_name
-from ..target import current
-from .train import script_in_workspace
+from ..sky import backend, clusters, names
 
 TARGET_HELP = "which cluster: gpu (.cluster_name_gpu, the default) or tpu (.cluster_name_tpu)"
 
@@ -28,47 +24,30 @@ TARGET_HELP = "which cluster: gpu (.cluster_name_gpu, the default) or tpu (.clus
 })
 def sky_up(c, accel="", name=None, idle_minutes="30", down=True, infra=None, nodes="1", replace=False):
     """Launch a SkyPilot cluster with uv set up, and write its name to .cluster_name_gpu or .cluster_name_tpu."""
-    settings = current(c).settings
-    sky.up(settings, accel=accel, experiment=name, idle_minutes=int_between("--idle-minutes", idle_minutes, 1, 7 * 24 * 60),
-           down=down, infra=infra, nodes=int_between("--nodes", nodes, 1, 512), replace=replace)
+    sess = session(c)
+    clusters.up(sess.host, sess.settings, accel=accel, experiment=name, idle_minutes=int_between("--idle-minutes", idle_minutes, 1, 7 * 24 * 60),
+                down=down, infra=infra, nodes=int_between("--nodes", nodes, 1, 512), replace=replace)
 
 
 @task(name="sky-down", help={"target": "gpu (default), tpu or all"})
 def sky_down(c, target="gpu"):
     """Tear down the cluster named in .cluster_name_<target> (sky down NAME -y) and remove the file."""
-    settings = current(c).settings
-    if target not in (*sky.TARGETS, "all"):
+    sess = session(c)
+    if target not in (*names.TARGETS, "all"):
         raise Failure(f"--target {target!r} is not valid: use gpu, tpu or all")
-    for each in sky.TARGETS if target == "all" else (target,):
-        sky.down(settings, each)
+    for each in names.TARGETS if target == "all" else (target,):
+        clusters.down(sess.host, sess.settings, each)
 
 
 @task(name="sky-status")
 def sky_status(c):
     """Show the clusters named in .cluster_name_gpu/.cluster_name_tpu with their SkyPilot status."""
-    rows = sky.status_rows(current(c).settings)
+    sess = session(c)
+    rows = clusters.status_rows(sess.host, sess.settings)
     if not rows:
-        print("remote-run: no cluster names in .cluster_name_gpu or .cluster_name_tpu; start one with `inv sky-up --accel H100:1`")
+        say("no cluster names in .cluster_name_gpu or .cluster_name_tpu; start one with `inv sky-up --accel H100:1`")
         return
-    table = [("target", "name", "status"), *rows]
-    widths = [max(len(row[i]) for row in table) for i in range(3)]
-    for row in table:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
-
-
-def _path_for_module(workspace: Path, path: str) -> str:
-    """A file or directory inside the workspace, optionally with a pytest node id (tests/test_x.py::test_y)."""
-    head = path.split("::", 1)[0]
-    if not head or head.startswith("-") or "\0" in path:
-        raise Failure(f"path {path!r} is not a path; give a file or directory inside the workspace such as tests/")
-    resolved = (workspace / head).resolve()
-    try:
-        relative = resolved.relative_to(workspace).as_posix()
-    except ValueError:
-        raise Failure(f"path {path!r} is outside the workspace {workspace}; only workspace files reach the cluster") from None
-    if not resolved.exists():
-        raise Failure(f"path {path!r} does not exist in the workspace {workspace}")
-    return relative + path[len(head):]
+    show(table([("target", "name", "status"), *rows]))
 
 
 @task(name="sky-exec", positional=["path"], help={
@@ -80,20 +59,21 @@ def _path_for_module(workspace: Path, path: str) -> str:
 })
 def sky_exec(c, path=None, args="", target="gpu", module="", detach=False):
     """Run a workspace script on the SkyPilot cluster: sky exec NAME --workdir WORKSPACE "uv run ... python PATH ARGS"."""
-    settings = current(c).settings
-    sky.check_target(target)
-    try:
-        arguments = shlex.split(args)
-    except ValueError as exc:
-        raise Failure(f"--args {args!r} cannot be split into arguments ({exc}); check its quotes") from None
+    sess = session(c)
+    workspace = sess.settings.workspace
+    names.check_target(target)
+    arguments = trainers.split_args(args)
     if module:
-        python_args = ["-m", module_name("--module", module), *([_path_for_module(settings.workspace, path)] if path else [])]
+        python_args = ["-m", module_name("--module", module), *([trainers.path_in_workspace(workspace, path)] if path else [])]
     elif path:
-        python_args = [script_in_workspace(settings.workspace, path)]
+        python_args = [trainers.script_in_workspace(workspace, path)]
     else:
         raise Failure("give a script (inv sky-exec scripts/bench.py) or --module NAME (inv sky-exec --module pytest tests/)")
-    sky.refuse_env_upload(settings.workspace)
-    code = sky.execute(settings, target, task="sky-exec", python_args=[*python_args, *arguments], workdir=settings.workspace,
-                       detach=detach, options={"path": path or None, "module": module or None, "args": arguments, "target": target})
+    spec = pipeline.RunSpec(task="sky-exec", argv=["python", *python_args, *arguments],
+                            options={"path": path or None, "module": module or None, "args": arguments, "target": target})
+    code = pipeline.execute(backend.ClusterRuns(sess, target), sess.settings, spec, detach=detach)
     if code:
         raise Exit(code=code)
+
+
+ns = Collection(sky_up, sky_exec, sky_status, sky_down)

@@ -1,4 +1,4 @@
-"""Self-test of bench/latency_proxy.py: an echo server behind the proxy."""
+"""Self-test of tests/support/latency_proxy.py: an echo server behind the proxy."""
 
 import socket
 import subprocess
@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-from latency_proxy import LatencyProxy  # noqa: E402
+from support.latency_proxy import LatencyProxy
 
 DELAY = 0.02
 
@@ -153,7 +152,7 @@ def test_unreachable_target_closes_client():
 
 
 def test_cli_prints_port_and_forwards(echo_server):
-    script = Path(__file__).resolve().parents[1] / "bench" / "latency_proxy.py"
+    script = Path(__file__).resolve().parents[1] / "support" / "latency_proxy.py"
     proc = subprocess.Popen(
         [sys.executable, str(script), "--target", f"127.0.0.1:{echo_server}",
          "--delay", str(DELAY), "--port", "0"],

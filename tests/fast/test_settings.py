@@ -135,3 +135,48 @@ def test_positive_float_rejects(text):
 def test_int_between_rejects(text):
     with pytest.raises(Failure, match="--batch-size"):
         settings.int_between("--batch-size", text, 1, 50000)
+
+
+def test_the_readme_table_and_env_example_come_from_the_one_table():
+    repo = Path(settings.__file__).resolve().parents[1]
+    readme = (repo / "README.md").read_text()
+    assert settings.readme_table() in readme, "README's configuration table is stale: paste `python -m remote_run.settings readme`"
+    assert (repo / ".env.example").read_text() == settings.env_example(), "regenerate with `python -m remote_run.settings env-example > .env.example`"
+    for key in settings.KEYS:
+        assert f"`{key.name}`" in readme and f"{key.name}=" in settings.env_example()
+
+
+def test_describe_names_every_key_with_plain_values(tmp_path):
+    s = load(tmp_path, environ={"REMOTE_ENV": "TOKEN", "TOKEN": "tok-s3cret"})
+    described = s.describe()
+    assert list(described) == [key.name for key in settings.KEYS]
+    assert described["REMOTE_HOST"] == "local" and described["REMOTE_ENV"] == ["TOKEN"] and described["RUNS_DIR"] == str(tmp_path / "var" / "runs")
+    assert "tok-s3cret" not in repr(described)
+
+
+def test_former_environment_only_knobs_are_settings_read_from_the_env_file(tmp_path):
+    s = load(tmp_path, env_text="REMOTE_RUN_CHECK_TIMEOUT=7.5\nREMOTE_RUN_KILL_GRACE=0.5\nREMOTE_RUN_CONTROL_DIR=/tmp/rr-mine\n")
+    assert (s.check_timeout, s.kill_grace, s.control_dir) == (7.5, 0.5, Path("/tmp/rr-mine"))
+    assert load(tmp_path, environ={"REMOTE_RUN_CHECK_TIMEOUT": "2"}).check_timeout == 2.0  # the environment wins
+
+
+def test_defaults_of_the_former_environment_knobs(tmp_path):
+    import os
+
+    s = load(tmp_path)
+    assert (s.check_timeout, s.kill_grace, s.control_dir) == (60.0, 3.0, Path(f"/tmp/remote-run-{os.getuid()}"))
+
+
+SETTINGS_ROWS = [row for row in __import__("support.badinput", fromlist=["ROWS"]).ROWS
+                 if row.needle in {key.name for key in settings.KEYS} and row.env and not row.dotenv and not row.setup
+                 and all("{" not in str(v) for v in row.env.values()) and row.where == "local"]
+
+
+@pytest.mark.parametrize("row", SETTINGS_ROWS, ids=[row.id for row in SETTINGS_ROWS])
+def test_every_settings_row_of_the_bad_input_table_is_refused_in_process(tmp_path, row):
+    """The same rows the CLI tests drive end to end, here against settings.load alone."""
+    (tmp_path / "README.md").write_text("the fixture workspace has one\n")
+    environ = {"WORKSPACE": str(tmp_path), "REMOTE_HOST": "local", **{k: v for k, v in row.env.items() if v is not None}}
+    with pytest.raises(Failure) as info:
+        settings.load(environ=environ)
+    assert row.needle in info.value.message and "\n" not in info.value.message

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-RUNNERS = Path(__file__).resolve().parent.parent / "runners"
+RUNNERS = Path(__file__).resolve().parents[2] / "runners"
 sys.path.insert(0, str(RUNNERS))
 import cifar10_data  # noqa: E402
 import david_cifar  # noqa: E402

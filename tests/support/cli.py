@@ -1,9 +1,5 @@
-"""Helpers for the fault and adversarial tests (test_faults.py, test_adversarial.py).
-
-The loopback sshd runs on this machine, so "the host" is this machine as the user ``rrtest``:
-the tests look at REMOTE_DIR, run logs and the process list directly (as root) where that is
-faster than a round trip through ``runuser``.
-"""
+"""Driving the real CLI as a user does (`inv` or `remote-run`), against the loopback sshd, and
+looking at what it left on the host: runs, processes, files."""
 
 from __future__ import annotations
 
@@ -15,18 +11,10 @@ import sys
 import time
 from pathlib import Path
 
-from integration import REPO
-
-# Runs use the host's system interpreter: no venv to build (bootstrap then only probes it),
-# which keeps these tests fast; everything about starting, following and stopping runs is the same.
-REMOTE_PY = "/usr/bin/python3"
-
-
-def settings_env(sshd, **env) -> dict:
-    """The CLI's environment, as integration.cli builds it (None = unset)."""
-    settings = {"REMOTE_HOST": "l1", "TORCH_PACKAGES": "", "TRAIN_IMPL": "workspace", "REMOTE_PYTHON": REMOTE_PY}
-    settings.update(env)
-    return sshd.env(**settings)
+REPO = Path(__file__).resolve().parents[2]
+# The host's own interpreter: runs need no venv, so bootstrap only looks at it (fast tests).
+HOST_PYTHON = "/usr/bin/python3"
+SETTINGS = {"REMOTE_HOST": "l1", "TORCH_PACKAGES": "", "TRAIN_IMPL": "workspace"}
 
 
 def argv(*args: str, program: str = "inv") -> list[str]:
@@ -35,24 +23,69 @@ def argv(*args: str, program: str = "inv") -> list[str]:
     return [sys.executable, "-m", "remote_run", *args]
 
 
-def cli(sshd, workspace: Path, *args: str, program: str = "inv", timeout: float = 120, **env) -> subprocess.CompletedProcess:
-    """integration.cli, with REMOTE_PYTHON set unless given (None unsets it)."""
-    return subprocess.run(argv(*args, program=program), cwd=workspace, env=settings_env(sshd, **env),
-                          capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+def environment(sshd, venv: bool = True, **env) -> dict:
+    """The CLI's environment: the harness's (fake home, ssh wrapper) and the settings (None = unset).
+
+    ``venv=False`` runs with the host's own Python (REMOTE_PYTHON, unless given): no venv to build.
+    """
+    defaults = SETTINGS if venv else {**SETTINGS, "REMOTE_PYTHON": HOST_PYTHON}
+    return sshd.env(**{**defaults, **env})
+
+
+def cli(sshd, workspace: Path, *args: str, program: str = "inv", timeout: float = 180, venv: bool = True, **env) -> subprocess.CompletedProcess:
+    """Run `inv ARGS` (or `remote-run ARGS`) in ``workspace`` against the loopback sshd."""
+    return subprocess.run(argv(*args, program=program), cwd=workspace, env=environment(sshd, venv, **env), capture_output=True, text=True,
+                          timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def one_line_error(result: subprocess.CompletedProcess) -> str:
+    """The failure a user sees: non-zero exit, no traceback, a `remote-run: ...` line last on stderr."""
+    assert result.returncode != 0, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr + result.stdout, result.stderr
+    lines = remote_run_lines(result.stderr)
+    assert lines, result.stderr
+    return lines[-1]
+
+
+def remote_run_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("remote-run: ")]
+
+
+def no_traceback(done) -> None:
+    text = (done.stdout or "") + (done.stderr or "")
+    assert "Traceback" not in text, text[-3000:]
+
+
+def latest_record(workspace: Path, task: str) -> Path:
+    found = [p for p in (workspace / "var" / "runs").glob(f"*_{task}*") if (p / "result.json").exists()]
+    return max(found, key=lambda p: (p / "result.json").stat().st_mtime)
+
+
+def remote_exists(sshd, path: str) -> bool:
+    return sshd.as_user(["test", "-e", path]).returncode == 0
+
+
+def remote_read(sshd, path: str) -> str:
+    done = sshd.as_user(["cat", path])
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def no_secret_files(sshd, root: str, secret: str) -> bool:
+    return sshd.as_user(["grep", "-rqs", "--", secret, root]).returncode != 0
 
 
 class Background:
     """The real CLI started in the background, in its own session (like a terminal's foreground job)."""
 
-    def __init__(self, sshd, workspace: Path, logdir: Path, *args: str, **env):
+    def __init__(self, sshd, workspace: Path, logdir: Path, *args: str, venv: bool = True, **env):
         logdir.mkdir(parents=True, exist_ok=True)
         stamp = f"{time.monotonic_ns()}"
         self.out_path = logdir / f"bg-{stamp}.out"
         self.err_path = logdir / f"bg-{stamp}.err"
         with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
-            self.proc = subprocess.Popen(argv(*args), cwd=workspace, env=settings_env(sshd, **env), stdout=out, stderr=err,
+            self.proc = subprocess.Popen(argv(*args), cwd=workspace, env=environment(sshd, venv, **env), stdout=out, stderr=err,
                                          stdin=subprocess.DEVNULL, start_new_session=True)
-        self.started = time.monotonic()
 
     @property
     def pid(self) -> int:
@@ -127,7 +160,7 @@ def read_pid(run: Path) -> int:
 
 
 def processes() -> list[tuple[int, int, str, str, str]]:
-    """Every process on the host: (pid, pgid, stat, user, args), from ``ps -eo``."""
+    """Every process on this machine: (pid, pgid, stat, user, args), from ``ps -eo``."""
     out = subprocess.run(["ps", "-ww", "-eo", "pid=,pgid=,stat=,user=,args="], capture_output=True, text=True, check=True).stdout
     rows = []
     for line in out.splitlines():
@@ -143,7 +176,7 @@ def group_alive(pgid: int) -> list[tuple[int, int, str, str, str]]:
 
 
 def stop_runs(sshd, remote: str) -> None:
-    """Kill whatever is left of the runs under ``remote`` (as rrtest: nothing else can be touched)."""
+    """Kill whatever is left of the runs under ``remote`` (as the remote user: nothing else can be touched)."""
     for run in run_dirs(remote):
         try:
             pgid = read_pid(run)
@@ -177,10 +210,16 @@ def tree(root: Path, skip=(".remote-run",)) -> dict:
     return found
 
 
-def no_traceback(done) -> None:
-    text = (done.stdout or "") + (done.stderr or "")
-    assert "Traceback" not in text, text[-3000:]
+def write_pip_conf(sshd, text: str):
+    """Give the host's pip this configuration (e.g. no index: a realistic offline GPU box); returns
+    a function that removes it."""
+    conf = sshd.remote_home / ".config" / "pip" / "pip.conf"
+    sshd.as_user(["mkdir", "-p", str(conf.parent)])
+    done = sshd.as_user(["sh", "-c", 'cat > "$1"', "sh", str(conf)], input=text)
+    assert done.returncode == 0, done.stderr
+    return lambda: sshd.as_user(["rm", "-f", str(conf)])
 
 
-def remote_run_lines(stderr: str) -> list[str]:
-    return [line for line in stderr.splitlines() if line.startswith("remote-run: ")]
+OFFLINE_PIP = "[global]\nno-index = true\n"
+# torch from this machine's local package indexes (the machines this project is built on have them).
+LOCAL_INDEX_PIP = "[global]\nindex-url = file:///opt/pypi/simple\nextra-index-url = file:///opt/pypi-more/simple\nfind-links = /opt/wheels\n"

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-RUNNERS = Path(__file__).resolve().parent.parent / "runners"
+RUNNERS = Path(__file__).resolve().parents[2] / "runners"
 sys.path.insert(0, str(RUNNERS))
 import cifar10_data as cd  # noqa: E402
 

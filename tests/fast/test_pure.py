@@ -1,4 +1,4 @@
-"""Pure helpers: quoting, rendering, RESULT parsing, nvidia-smi parsing, records, sync filters."""
+"""Pure helpers: quoting, rendering, RESULT parsing, nvidia-smi parsing, records, sync rules."""
 
 import ast
 import json
@@ -7,7 +7,9 @@ import subprocess
 
 import pytest
 
-from remote_run import gpu, records, render, settings, shell, transfer
+import threading
+
+from remote_run import gpu, launcher, records, render, settings, shell, sync
 from remote_run.errors import Failure
 
 NASTY = ["a b", "it's", '"q"', "$(touch /tmp/canary)", "`id`", "x;y", "new\nline", "-rf", "naïve", "*"]
@@ -70,30 +72,30 @@ def test_warnings_and_hints_recognise_known_signatures():
     assert records.hints("all good") == []
 
 
-IDLE = "0, NVIDIA H100 80GB HBM3, GPU-aaa, 1, 81559, 0\n--- remote-run compute apps ---\n"
-BUSY = ("0, NVIDIA H100 80GB HBM3, GPU-aaa, 12000, 81559, 97\n1, NVIDIA H100 80GB HBM3, GPU-bbb, 1, 81559, 0\n"
-        "--- remote-run compute apps ---\nGPU-aaa, 4242, python train.py, 11990\n")
+GPUS = "0, NVIDIA H100 80GB HBM3, GPU-aaa, 12000, 81559, 97\n1, NVIDIA H100 80GB HBM3, GPU-bbb, 1, 81559, 0\n"
+APPS = "GPU-aaa, 4242, python train.py, 11990\n"
 
 
 def test_nvidia_smi_parsing_and_busy_detection():
-    gpus = gpu.parse(BUSY)
-    assert [(g.index, g.memory_used, g.utilization) for g in gpus] == [(0, 12000, 97), (1, 1, 0)]
-    assert gpus[0].processes[0].pid == 4242 and gpus[0].processes[0].name == "python train.py"
-    assert [g.index for g in gpu.visible(gpus, "1")] == [1]
-    assert [g.index for g in gpu.visible(gpus, "GPU-bbb")] == [1]
-    assert "4242 python train.py (11990 MiB)" in gpu.table(gpus)
-    assert gpu.parse(IDLE)[0].processes == []
+    gpus = launcher.parse_gpus(GPUS, APPS)
+    assert [(g["index"], g["memory_used"], g["utilization"]) for g in gpus] == [(0, 12000, 97), (1, 1, 0)]
+    assert gpus[0]["processes"] == [{"pid": 4242, "name": "python train.py", "memory": 11990}]
+    assert gpus[1]["processes"] == []
+    assert [g["index"] for g in launcher.visible(gpus, "1")] == [1]
+    assert [g["index"] for g in launcher.visible(gpus, "GPU-bbb")] == [1]
+    assert [g["index"] for g in launcher.visible(gpus, "")] == [0, 1]
+    assert "4242 python train.py (11990 MiB)" in gpu.show_table(gpus)
 
 
 def test_nvidia_smi_na_fields_and_commas_in_names():
-    gpus = gpu.parse("0, Tesla T4, rev, A, GPU-x, [N/A], 15360, [Not Supported]\n--- remote-run compute apps ---\n")
-    assert gpus[0].name == "Tesla T4, rev, A" and gpus[0].memory_used is None and gpus[0].utilization is None
+    [one] = launcher.parse_gpus("0, Tesla T4, rev, A, GPU-x, [N/A], 15360, [Not Supported]\n", "")
+    assert one["name"] == "Tesla T4, rev, A" and one["memory_used"] is None and one["utilization"] is None
 
 
 def test_record_writes_markdown_and_json_without_overwriting_a_log(tmp_path):
     rec = records.RunRecord(run_id="20260101T000000Z_train-hlb", task="train-hlb", host="l1", options={"epochs": 1.0},
                             git={"commit": "abc", "dirty": True}, runner="print(1)\n", runner_path="/tmp/x/scripts/run_hlb.py")
-    rec.finish("RESULT_HLB elapsed_seconds=3.5 train_epochs=1 ema_val_acc=0.9\n", 0, 4.0)
+    rec.finish("RESULT_HLB elapsed_seconds=3.5 train_epochs=1 ema_val_acc=0.9\n", 0, 4.0, "finished")
     (tmp_path / "run.log").write_text("older")
     rec.write(tmp_path, "new text")
     assert (tmp_path / "run.log").read_text() == "older"
@@ -101,25 +103,35 @@ def test_record_writes_markdown_and_json_without_overwriting_a_log(tmp_path):
     assert data["outcome"] == "finished" and data["result"]["metrics"]["ema_val_acc"] == 0.9
     md = (tmp_path / "log.md").read_text()
     assert "abc (dirty" in md and "RESULT_HLB" in md and "print(1)" in md
+    assert records.RunRecord.load(tmp_path) == rec
 
 
-def test_failed_record_carries_hints(tmp_path):
+def test_a_failed_record_names_the_fix_and_a_finished_one_has_no_hints(tmp_path):
     rec = records.RunRecord(run_id="r", task="run", host="l1")
-    rec.finish("ModuleNotFoundError: No module named 'foo'\n", 1, 1.0)
-    assert rec.outcome == "failed" and rec.hints
+    rec.finish("Traceback ...\nModuleNotFoundError: No module named 'foo'\n", 1, 1.0, "failed")
+    assert rec.outcome == "failed"
+    assert rec.hints == [records.HINTS[0][1].format("foo")]
+    rec.finish("ModuleNotFoundError: No module named 'foo'\n", 0, 1.0, "finished")
+    assert rec.hints == []  # a run that succeeded needs no fix, whatever it printed
 
 
-def test_run_ids_are_unique(tmp_path):
-    first = records.new_run_id("train-hlb", tmp_path)
-    (tmp_path / first).mkdir()
-    assert records.new_run_id("train-hlb", tmp_path) != first
+def test_concurrent_claims_never_share_a_run_id(tmp_path):
+    runs = tmp_path / "runs"
+    claimed = []
+    threads = [threading.Thread(target=lambda: claimed.append(records.claim_run_id("train-hlb", runs))) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(set(claimed)) == 8 and all((runs / run_id).is_dir() for run_id in claimed)
+    assert sorted(p.name for p in runs.iterdir()) == sorted(claimed)
 
 
-def test_sync_filters_protect_remote_state_and_exclude_secrets(tmp_path):
-    (tmp_path / ".remoteignore").write_text("*.ckpt\n")
+def test_sync_rules_protect_remote_state_and_exclude_secrets_in_rsync_order(tmp_path):
+    (tmp_path / ".remoteignore").write_text("# comment\n; also a comment\n*.ckpt\n  data/raw/  \n\n")
     s = settings.load(environ={"WORKSPACE": str(tmp_path), "SYNC_EXCLUDE": "data/raw,*.bin"})
-    rules = transfer.sync_filters(s)
+    rules = sync.rsync_filters(s)
     assert rules[:4] == ["P /runs/***", "P /.venv/***", "P /.remote-run/***", "P /data/***"]
     assert rules.index("+ .env.example") < rules.index("- .env") < rules.index("- .env.*")
-    assert "- data/raw" in rules and "- *.bin" in rules and "- /var/runs/" in rules
-    assert rules[-1] == f"merge,- {tmp_path / '.remoteignore'}"
+    assert rules[-4:] == ["- *.bin", "- /var/runs/", "- *.ckpt", "- data/raw/"]
+    assert "- data/raw" in rules

@@ -1,41 +1,33 @@
 """A real OpenSSH server on loopback, for integration tests and benchmarks.
 
-``SshServer(root)`` runs ``/usr/sbin/sshd`` as a child process, listening on
-127.0.0.1 on a free port, with its files (host key, config, pid file, log)
-under ``root``; what the remote user must read (authorized_keys, the fake
-nvidia-smi and its state) goes to a world-readable ``/tmp/rr-sshd-pub-*`` dir
-(``public_dir``), removed by ``close()``.  Remote commands run as the
-dedicated local user ``rrtest`` (created on first use; never root, whose
-``.bashrc`` is slow).  A fake client home, ``server.home``, holds a
-``.ssh/config`` with the alias ``l1`` and a ``known_hosts`` that already trusts
-the server's host key, in a form both OpenSSH and paramiko accept.
+``SshServer(root)`` runs ``/usr/sbin/sshd`` as a child process, listening on 127.0.0.1 on a free
+port, with its host key, config, pid file and log under ``root``. Two modes:
 
-Remote side: ``~rrtest/.ssh/environment`` sets ``PATH=/home/rrtest/bin:...``
-(sshd has ``PermitUserEnvironment yes``).  The fake ``nvidia-smi``
-(tests/fake_nvidia_smi.py) and its state are per server, not in the shared
-home: ``<public_dir>/bin/nvidia-smi`` and ``<public_dir>/fake-gpu``, put in
-the session environment by sshd's ``SetEnv`` (which overrides the PATH from
-``~/.ssh/environment``; remote PATH = ``/home/rrtest/bin:<public_dir>/bin:
-/usr/local/bin:/usr/bin:/bin``).  So two test runs on one machine (two
-developers, pytest-xdist, a helper) can use the same ``rrtest`` user without
-changing each other's GPU state.
+- as a normal user, sshd runs as you and lets only you in (that is all an unprivileged sshd
+  can do; ``UsePAM no`` and ``StrictModes no`` make it work without any system file);
+- as root, remote commands run as the dedicated local user ``rrtest`` (created on first use;
+  never root itself, whose ``.bashrc`` is slow), and ``as_user()`` uses ``runuser``.
 
-Must run as root (it creates a user, starts sshd and writes into
-``/home/rrtest``).  Plain module: no pytest import, so ``bench/`` can use it.
+Either way the remote session gets a home of its own (``remote_home``, under /tmp, set with
+sshd's ``SetEnv HOME=...``), so nothing is ever written into a real home directory, and a PATH
+that puts this server's fake ``nvidia-smi`` (tests/support/fake_nvidia_smi.py) first: its state
+file is per server, so concurrent test runs on one machine do not change each other's GPUs.
+What the remote user must read (authorized_keys, the fake nvidia-smi and its state) lives in a
+world-readable ``/tmp/rr-sshd-pub-*`` directory (``public_dir``), removed by ``close()``.
 
-Note on ``HOME``: OpenSSH's ``ssh`` ignores ``$HOME``; it takes ``~`` (and so
-``~/.ssh/config`` and ``~/.ssh/known_hosts``) from the passwd entry.  Setting
-``HOME=server.home`` alone therefore reaches paramiko/fabric but not ``ssh``
-or ``rsync``.  ``env()`` also puts a tiny ``ssh`` wrapper first on ``PATH``
-that adds ``-F <home>/.ssh/config``, so a program under test that runs plain
-``ssh l1 ...`` (or ``rsync -e ssh``) sees the fake config, as it would see the
-user's own ``~/.ssh/config`` on a workstation.  An explicit ``-F`` given by the
-program under test still wins (ssh uses the last ``-F``).
+A fake client home, ``server.home``, holds a ``.ssh/config`` with the alias ``l1`` and a
+``known_hosts`` that already trusts the server's host key. OpenSSH's ``ssh`` ignores ``$HOME``
+(it takes ``~`` from the passwd entry), so ``env()`` also puts a tiny ``ssh`` wrapper first on
+``PATH`` that adds ``-F <home>/.ssh/config``: a program under test that runs plain ``ssh l1 ...``
+(or ``rsync -e ssh``) sees the fake config, as it would see the user's own ``~/.ssh/config``.
+
+Plain module: no pytest import, so ``bench/`` can use it.
 """
 
 from __future__ import annotations
 
 import os
+import pwd
 import re
 import shutil
 import signal
@@ -46,14 +38,17 @@ import time
 from pathlib import Path
 from typing import Iterable
 
+from .net import free_port
+
 __all__ = ["SshServer", "SshServerError", "REMOTE_USER", "GPU_STATES"]
 
-REMOTE_USER = "rrtest"
+REMOTE_USER = "rrtest"  # the remote user when the harness runs as root
 SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
 GPU_STATES = ("idle", "busy", "two", "nodriver", "absent")
 SSHD = "/usr/sbin/sshd"
 RUNUSER = shutil.which("runuser", path="/usr/sbin:/usr/bin:/sbin:/bin") or "/usr/sbin/runuser"
 FAKE_NVIDIA_SMI = Path(__file__).with_name("fake_nvidia_smi.py")
+ROOT_MODE = os.geteuid() == 0
 
 # Variables of the CLI under test (and of the developer's shell) that must not
 # leak from the outer environment into a test run.
@@ -75,12 +70,6 @@ def _run(argv: list[str], **kwargs) -> subprocess.CompletedProcess:
     kwargs.setdefault("capture_output", True)
     kwargs.setdefault("text", True)
     return subprocess.run(argv, **kwargs)
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _openssh_version() -> tuple[int, int]:
@@ -143,16 +132,15 @@ def _terminate(pids: Iterable[int], timeout: float = 2.0) -> None:
 class SshServer:
     """Loopback sshd plus a fake client home; see the module docstring.
 
-    Attributes: ``root`` (temp dir), ``home`` (fake client HOME), ``port``,
-    ``user`` ("rrtest"), ``remote_home`` (/home/rrtest), ``ssh_config``,
-    ``known_hosts``, ``client_key``, ``host_key``, ``log_path``,
-    ``control_dir`` (for ControlMaster sockets), ``proc`` (the sshd Popen).
+    Attributes: ``root`` (temp dir), ``home`` (fake client HOME), ``port``, ``user`` (rrtest as
+    root, else you), ``remote_home`` (the remote sessions' HOME), ``ssh_config``, ``known_hosts``,
+    ``client_key``, ``host_key``, ``log_path``, ``control_dir`` (for ControlMaster sockets, a short
+    path: a socket path holds at most 107 bytes), ``proc`` (the sshd Popen).
     """
 
-    def __init__(self, root: Path, user: str = REMOTE_USER):
+    def __init__(self, root: Path, user: str | None = None):
         self.root = Path(root).resolve()
-        self.user = user
-        self.remote_home = Path("/home") / user
+        self.user = user or (REMOTE_USER if ROOT_MODE else pwd.getpwuid(os.getuid()).pw_name)
         self.server_dir = self.root / "server"
         self.home = self.root / "home"
         self.ssh_dir = self.home / ".ssh"
@@ -164,12 +152,12 @@ class SshServer:
         self.pid_file = self.server_dir / "sshd.pid"
         self.log_path = self.server_dir / "sshd.log"
         self.shim_dir = self.home / "bin"
-        self.control_dir = self.root / "cm"
-        # Files the remote user must read (authorized_keys, the fake
-        # nvidia-smi and its state) live in a world-readable dir of their own
-        # under /tmp, made by _prepare(): pytest resets its base temp dir to
-        # 0700 whenever another pytest run starts, which would lock rrtest out
-        # of anything under ``root``.  Nothing secret is in there.
+        # Made by _prepare(), under /tmp: pytest resets its base temp dir to 0700 whenever another
+        # pytest run starts, which would lock the remote user out of anything under ``root``.
+        # public_dir holds what the remote user must read (authorized_keys, the fake nvidia-smi
+        # and its state); nothing secret is in there.
+        self.control_dir: Path | None = None
+        self.remote_home: Path | None = None
         self.public_dir: Path | None = None
         self.authorized_keys: Path | None = None
         self.remote_bin: Path | None = None
@@ -179,19 +167,23 @@ class SshServer:
         self._aliases: dict[str, tuple[str, int]] = {}
         self._prepared = False
 
+    @property
+    def is_root_mode(self) -> bool:
+        """Whether remote commands run as a dedicated user (the harness runs as root)."""
+        return ROOT_MODE
+
     # ------------------------------------------------------------------ setup
     def _prepare(self) -> None:
-        if os.geteuid() != 0:
-            raise SshServerError("SshServer must run as root (it creates a user and starts sshd)")
         if not os.access(SSHD, os.X_OK) or shutil.which("ssh") is None:
             raise SshServerError(f"{SSHD} or ssh missing: apt-get install -y openssh-server rsync")
-        os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
-        self._ensure_user()
+        if ROOT_MODE:
+            os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # sshd's privilege separation directory
+            self._ensure_user()
         self.server_dir.mkdir(parents=True, exist_ok=True)
         self.ssh_dir.mkdir(parents=True, exist_ok=True)
         self.shim_dir.mkdir(parents=True, exist_ok=True)
-        self.control_dir.mkdir(mode=0o700, exist_ok=True)
         os.chmod(self.ssh_dir, 0o700)
+        self.control_dir = Path(tempfile.mkdtemp(prefix="rr-cm-", dir="/tmp"))
         # sshd reads AuthorizedKeysFile as the target user, so it (and the
         # remote-side fakes) go into a 0755 dir outside ``root``.
         self.public_dir = Path(tempfile.mkdtemp(prefix="rr-sshd-pub-", dir="/tmp"))
@@ -201,6 +193,12 @@ class SshServer:
         self.gpu_state_file = self.public_dir / "fake-gpu"
         self.remote_bin.mkdir(mode=0o755)
         os.chmod(self.remote_bin, 0o755)
+        self.remote_home = Path(tempfile.mkdtemp(prefix="rr-remote-home-", dir="/tmp"))
+        os.chmod(self.remote_home, 0o755)
+        (self.remote_home / "bin").mkdir()
+        if ROOT_MODE:
+            for path in (self.remote_home, self.remote_home / "bin"):
+                self._chown_user(path)
         if not self.host_key.exists():
             self._keygen(self.host_key, "rr-test-host")
         if not self.client_key.exists():
@@ -209,7 +207,7 @@ class SshServer:
         self.authorized_keys.write_text(pub)
         os.chmod(self.authorized_keys, 0o644)
         self._write_shim()
-        self._install_remote_files()
+        self.set_gpu("idle")
         self._prepared = True
 
     @staticmethod
@@ -229,33 +227,9 @@ class SshServer:
         # useradd locks the password ("!"); with UsePAM no sshd refuses locked
         # accounts even for key logins.  "*" = no password, not locked.
         _run(["usermod", "-p", "*", self.user])
-        if not self.remote_home.is_dir():
-            self.remote_home.mkdir(mode=0o755)
-            shutil.chown(self.remote_home, self.user, self.user)
 
     def _chown_user(self, path: Path) -> None:
         shutil.chown(path, self.user, self.user)
-
-    def _install_remote_files(self) -> None:
-        ssh = self.remote_home / ".ssh"
-        bin_ = self.remote_home / "bin"
-        for d in (ssh, bin_):
-            d.mkdir(exist_ok=True)
-            self._chown_user(d)
-        os.chmod(ssh, 0o700)
-        env = ssh / "environment"
-        env.write_text(f"PATH={bin_}:{SYSTEM_PATH}\n")
-        self._chown_user(env)
-        os.chmod(env, 0o600)
-        # An older harness put the fake in ~/bin, shared by all servers; it
-        # would shadow the per-server one (and defeat "absent").
-        stale = bin_ / "nvidia-smi"
-        try:
-            if b"Test stand-in for the real" in stale.read_bytes()[:400]:
-                stale.unlink()
-        except OSError:
-            pass
-        self.set_gpu("idle")
 
     @property
     def remote_path(self) -> str:
@@ -287,17 +261,15 @@ class SshServer:
             "KbdInteractiveAuthentication no",
             "PermitRootLogin no",
             "LogLevel VERBOSE",
-            "PermitUserEnvironment yes",
             "MaxSessions 50",
             "MaxStartups 50:30:100",
             "PrintMotd no",
             "PrintLastLog no",
             "UseDNS no",
             "Subsystem sftp internal-sftp",
-            # Per-server remote environment.  SetEnv overrides PATH from
-            # ~/.ssh/environment, so several servers (concurrent test runs)
-            # share the user but each has its own fake nvidia-smi and state.
-            f"SetEnv PATH={self.remote_path} RR_FAKE_GPU={self.gpu_state_file}",
+            # Per-server remote environment: a home of its own (never a real one) and this
+            # server's fake nvidia-smi first on PATH, so concurrent servers do not clash.
+            f"SetEnv HOME={self.remote_home} PATH={self.remote_path} RR_FAKE_GPU={self.gpu_state_file}",
         ]
         if _openssh_version() >= (9, 8):
             # newer sshd penalises sources with failed logins; tests fail on purpose
@@ -335,7 +307,7 @@ class SshServer:
         attempts = 1 if fixed_port else 3
         for attempt in range(attempts):
             if not fixed_port:
-                self.port = _free_port()
+                self.port = free_port()
             self._write_sshd_config()
             err = self._spawn(timeout)
             if err is None:
@@ -412,14 +384,22 @@ class SshServer:
         """Stop sshd and kill leftover ``ssh`` clients (ControlMasters) that
         belong to this server's fake home.  Safe to call twice."""
         self.stop(kill_sessions=True)
-        _terminate(self._client_ssh_pids())
+        self.end_masters()
         if self.public_dir is not None:
-            shutil.rmtree(self.public_dir, ignore_errors=True)
+            if ROOT_MODE:  # what runs left in the remote home belongs to the remote user
+                self.as_user(["rm", "-rf", "--", str(self.remote_home)], cwd="/")
+            for path in (self.public_dir, self.remote_home, self.control_dir):
+                shutil.rmtree(path, ignore_errors=True)
             self.public_dir = None
             self._prepared = False
 
+    def end_masters(self) -> None:
+        """End the OpenSSH clients of this server's fake home, ControlMasters included: the next
+        command makes a fresh connection (and checks the host key again)."""
+        _terminate(self._client_ssh_pids())
+
     def _client_ssh_pids(self) -> list[int]:
-        marks = (str(self.home).encode(), str(self.root).encode())
+        marks = tuple(str(p).encode() for p in (self.home, self.root, self.control_dir) if p)
         home_env = b"HOME=" + str(self.home).encode()
         found = []
         for entry in os.listdir("/proc"):
@@ -476,8 +456,8 @@ class SshServer:
         """Environment for running the CLI under test against this server:
         HOME = the fake home, the ``ssh -F`` wrapper first on PATH, and the
         caller's REMOTE_*/TORCH_*/*_MODULE/... variables, SSH agent and
-        XDG_RUNTIME_DIR removed, REMOTE_RUN_CONTROL_DIR set to ``control_dir``
-        (under ``root``); then ``extra`` (values str()'d; None = unset)."""
+        XDG_RUNTIME_DIR removed, REMOTE_RUN_CONTROL_DIR set to ``control_dir``;
+        then ``extra`` (values str()'d; None = unset)."""
         env = {}
         for key, value in os.environ.items():
             if (key in _DROP_EXACT or key.startswith(_DROP_PREFIXES)
@@ -557,9 +537,8 @@ class SshServer:
         os.chmod(self.gpu_state_file, 0o644)
 
     def as_user(self, cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
-        """Run ``cmd`` locally as the remote user (``runuser -u rrtest --``),
-        with the remote PATH (and fake-GPU state); text output captured, no
-        check by default."""
+        """Run ``cmd`` on this machine as the remote user (as root: ``runuser -u rrtest --``; else
+        you), with the remote HOME, PATH and fake-GPU state; output captured, no check by default."""
         kwargs.setdefault("capture_output", True)
         kwargs.setdefault("text", True)
         kwargs.setdefault("check", False)
@@ -568,7 +547,9 @@ class SshServer:
                "HOME": str(self.remote_home), "USER": self.user, "LOGNAME": self.user,
                "LANG": "C.UTF-8"}
         env.update(kwargs.pop("env", None) or {})
-        return subprocess.run([RUNUSER, "-u", self.user, "--", *cmd], env=env, **kwargs)
+        # runuser sets HOME (and USER, LOGNAME) from passwd: set ours again after it.
+        argv = [RUNUSER, "-u", self.user, "--", "env", *(f"{k}={v}" for k, v in env.items()), *cmd] if ROOT_MODE else list(cmd)
+        return subprocess.run(argv, env=env, **kwargs)
 
     def cleanup_remote(self, path_prefix: str) -> None:
         """Remove ``/tmp/<something>*`` paths the tests created, as the remote

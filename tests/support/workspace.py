@@ -1,14 +1,9 @@
-"""Helpers for integration tests: a fixture workspace and the real CLI run as a user would."""
+"""Fixture workspaces: a CVlization-shaped checkout with stand-in modules, scripts and secrets."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import uuid
 from pathlib import Path
-
-REPO = Path(__file__).resolve().parents[1]
 
 HLB_STANDIN = '''"""Stand-in for CVlization's hlb module: same interface, no training."""
 hyp = {"misc": {"train_epochs": None}}
@@ -98,45 +93,3 @@ def make_workspace(root: Path, name: str = "CVlization") -> Path:
 
 def unique_remote_dir(tag: str = "rrt") -> str:
     return f"/tmp/{tag}_{uuid.uuid4().hex[:10]}"
-
-
-def cli(sshd, workspace: Path, *args: str, program: str = "inv", timeout: float = 180, **env) -> subprocess.CompletedProcess:
-    """Run `inv ARGS` (or `remote-run ARGS`) in ``workspace`` against the loopback sshd."""
-    settings = {"REMOTE_HOST": "l1", "TORCH_PACKAGES": "", "TRAIN_IMPL": "workspace"}
-    settings.update(env)
-    if program == "inv":
-        argv = [sys.executable, "-m", "invoke", "--search-root", str(REPO), *args]
-    else:
-        argv = [sys.executable, "-m", "remote_run", *args]
-    return subprocess.run(argv, cwd=workspace, env=sshd.env(**settings), capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
-
-
-def one_line_error(result: subprocess.CompletedProcess) -> str:
-    """The failure a user sees: non-zero exit, no traceback, a single remote-run line on stderr."""
-    assert result.returncode != 0, result.stdout + result.stderr
-    assert "Traceback" not in result.stderr + result.stdout, result.stderr
-    lines = [l for l in result.stderr.splitlines() if l.startswith("remote-run: ")]
-    assert len(lines) >= 1, result.stderr
-    return lines[-1]
-
-
-def latest_record(workspace: Path, task: str) -> Path:
-    found = [p for p in (workspace / "var" / "runs").glob(f"*_{task}*") if (p / "result.json").exists()]
-    return max(found, key=lambda p: (p / "result.json").stat().st_mtime)
-
-
-def remote_exists(sshd, path: str) -> bool:
-    return sshd.as_user(["test", "-e", path]).returncode == 0
-
-
-def remote_read(sshd, path: str) -> str:
-    done = sshd.as_user(["cat", path])
-    assert done.returncode == 0, done.stderr
-    return done.stdout
-
-
-def no_secret_files(sshd, root: str, secret: str) -> bool:
-    return sshd.as_user(["grep", "-rqs", "--", secret, root]).returncode != 0
-
-
-os.environ.setdefault("PYTHONDONTWRITEBYTECODE", "1")

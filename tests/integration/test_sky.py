@@ -12,10 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from remote_run import runs, settings as settings_mod, sky
-from remote_run.errors import Failure
+from invoke import Context
 
-FAKE = Path(__file__).resolve().parent / "fake_sky"
+from remote_run import pipeline, session as session_mod, settings as settings_mod
+from remote_run.errors import Failure
+from remote_run.sky import backend, cli as sky_cli, names
+from support.cli import one_line_error as cli_error
+
+FAKE = Path(__file__).resolve().parents[1] / "support" / "fake_sky"
 GPU = "cifar-h100x1-alice"  # <workspace name>-<accelerator>-<user>
 TPU = "cifar-tpu-v6e-1-alice"
 PYPROJECT = """\
@@ -95,13 +99,11 @@ def fake(tmp_path, monkeypatch):
 
 
 def one_line_error(result, *fragments):
-    """A failure is one `remote-run: ...` line on stderr, no traceback, exit status not 0."""
-    assert result.returncode != 0, result.stdout + result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("remote-run: "), result.stderr
+    """A failure is a `remote-run: ...` line on stderr, no traceback, exit status not 0."""
+    line = cli_error(result)
     for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
+        assert fragment in line, line
+    return line
 
 
 def launched_yaml(call) -> Path:
@@ -157,7 +159,7 @@ def test_a_live_cluster_in_the_name_file_is_reused(fake):
     result = fake.run("sky-up", "--accel", "H100:1")
     assert result.returncode == 0, result.stderr
     assert fake.calls() == [["status", "older-cluster"]]
-    assert "reusing cluster older-cluster (UP)" in result.stdout
+    assert "reusing cluster older-cluster (UP)" in result.stderr
     assert fake.name_file().read_text() == "older-cluster\n"
 
 
@@ -197,20 +199,20 @@ def test_replace_tears_the_old_cluster_down_and_launches_a_new_one(fake):
 @pytest.mark.parametrize("accel", ["H100:0", "H100:x", ";rm", "", "H100:1;ls", "-H100", "H100 :1", "tpu-", "tpu-v4", "A100:-1"])
 def test_a_bad_accelerator_is_refused_in_one_line(accel):
     with pytest.raises(Failure) as caught:
-        sky.check_accelerator(accel)
+        names.check_accelerator(accel)
     assert "\n" not in caught.value.message and "accel" in caught.value.message
 
 
 @pytest.mark.parametrize("accel, target", [("H100:1", "gpu"), ("A100", "gpu"), ("L4:8", "gpu"), ("tpu-v4-8", "tpu"),
                                            ("tpu-v6e-1", "tpu"), ("tpu-v5litepod-16", "tpu")])
 def test_accelerators_choose_the_target(accel, target):
-    assert sky.check_accelerator(accel) == (accel, target)
+    assert names.check_accelerator(accel) == (accel, target)
 
 
 @pytest.mark.parametrize("name", ["a/b", "a;b", "a b", "", "-x", "x" * 41, "$(id)"])
 def test_a_bad_experiment_name_is_refused_in_one_line(name):
     with pytest.raises(Failure) as caught:
-        sky.check_experiment(name)
+        names.check_experiment(name)
     assert "\n" not in caught.value.message and "--name" in caught.value.message
 
 
@@ -228,11 +230,11 @@ def test_a_workspace_without_the_extra_is_refused_before_launching(fake):
 
 
 def test_cluster_names_follow_skypilot_rules():
-    assert sky.cluster_name("cifar", "H100:1", "alice") == GPU
-    assert sky.cluster_name("2024 run", "L4:1", "Bob.Smith") == "run-2024-run-l4x1-bob-smith"
-    long = sky.cluster_name("e" * 40, "tpu-v5litepod-256", "a-very-long-user-name-indeed")
-    assert len(long) <= sky.MAX_NAME and sky.CLUSTER_NAME.match(long)
-    assert sky.cluster_name("e" * 40 + "1", "H100:1", "u") != sky.cluster_name("e" * 40 + "2", "H100:1", "u")
+    assert names.cluster_name("cifar", "H100:1", "alice") == GPU
+    assert names.cluster_name("2024 run", "L4:1", "Bob.Smith") == "run-2024-run-l4x1-bob-smith"
+    long = names.cluster_name("e" * 40, "tpu-v5litepod-256", "a-very-long-user-name-indeed")
+    assert len(long) <= names.MAX_NAME and names.CLUSTER_NAME.match(long)
+    assert names.cluster_name("e" * 40 + "1", "H100:1", "u") != names.cluster_name("e" * 40 + "2", "H100:1", "u")
 
 
 def test_job_output_loses_skypilots_colours_and_line_prefixes():
@@ -241,8 +243,8 @@ def test_job_output_loses_skypilots_colours_and_line_prefixes():
             "(head, rank=0, pid=12) RESULT_HLB ema_val_acc=0.94\n"
             "(worker1, rank=1, pid=3, ip=10.0.0.2) from a worker\n"
             "(setup pid=9) setting up\n")
-    assert sky.plain(text).splitlines()[1:] == ["epoch 1", "RESULT_HLB ema_val_acc=0.94", "from a worker", "setting up"]
-    assert sky.job_id(text) == "42"
+    assert sky_cli.plain(text).splitlines()[1:] == ["epoch 1", "RESULT_HLB ema_val_acc=0.94", "from a worker", "setting up"]
+    assert sky_cli.job_id(text) == "42"
 
 
 # --- sky-exec -------------------------------------------------------------------------------
@@ -400,7 +402,7 @@ def test_sky_down_all(gpu_cluster):
 def test_sky_down_with_nothing_to_tear_down_says_so(fake):
     result = fake.run("sky-down")
     assert result.returncode == 0
-    assert "nothing to tear down for gpu" in result.stdout
+    assert "nothing to tear down for gpu" in result.stderr
     assert fake.calls() == []
 
 
@@ -421,7 +423,7 @@ def test_sky_status_shows_each_named_cluster(gpu_cluster):
 
 def test_sky_status_without_clusters_says_how_to_start_one(fake):
     result = fake.run("sky-status")
-    assert result.returncode == 0 and "inv sky-up --accel" in result.stdout
+    assert result.returncode == 0 and "inv sky-up --accel" in result.stderr
     assert fake.calls() == []
 
 
@@ -429,8 +431,14 @@ def test_sky_status_without_clusters_says_how_to_start_one(fake):
 
 def spec():
     files = {"scripts/run_hlb.py": "print('RESULT_HLB elapsed_seconds=3.5 ema_val_acc=0.94')\n", "scripts/cifar10_data.py": "# data\n"}
-    return runs.RunSpec(task="train-hlb", argv=["/tmp/x_remote/.venv/bin/python", "scripts/run_hlb.py", "--epochs", "2"], files=files,
+    return pipeline.RunSpec(task="train-hlb", argv=["/tmp/x_remote/.venv/bin/python", "scripts/run_hlb.py", "--epochs", "2"], files=files,
                         options={"impl": "builtin", "epochs": 2}, runner_path="scripts/run_hlb.py")
+
+
+def on_cluster(settings, target, *, detach):
+    """A trainer's RunSpec through the one pipeline, on the cluster backend, in-process."""
+    sess = session_mod.Session(settings, Context())
+    return pipeline.execute(backend.ClusterRuns(sess, target), settings, spec(), detach=detach)
 
 
 def test_train_on_cluster_stages_a_copy_and_records_the_run(gpu_cluster, tmp_path, monkeypatch):
@@ -443,7 +451,7 @@ def test_train_on_cluster_stages_a_copy_and_records_the_run(gpu_cluster, tmp_pat
     monkeypatch.setenv("FAKE_SKY_OUTPUT", "epoch 2\nRESULT_HLB elapsed_seconds=3.5 ema_val_acc=0.94")
     s = settings_mod.load(overrides={"WORKSPACE": str(fake.workspace)})
 
-    assert sky.train_on_cluster(s, "gpu", spec(), detach=False) == 0
+    assert on_cluster(s, "gpu", detach=False) == 0
 
     [call] = fake.calls()
     stage = Path(call[3])
@@ -458,13 +466,14 @@ def test_train_on_cluster_stages_a_copy_and_records_the_run(gpu_cluster, tmp_pat
     assert record["task"] == "train-hlb" and record["host"] == f"sky:{GPU}" and record["outcome"] == "finished"
     assert record["result"] == {"name": "RESULT_HLB", "metrics": {"elapsed_seconds": 3.5, "ema_val_acc": 0.94}}
     assert record["runner"] == spec().files["scripts/run_hlb.py"]
+    assert [c.split()[0] for c in record["commands"]] == ["rsync", "sky"]  # the staging copy went through the one rsync helper
     log = (fake.workspace / "var" / "runs" / record["run_id"] / "run.log").read_text()
     assert "RESULT_HLB elapsed_seconds=3.5" in log and "pid=4242" not in log
 
 
 def test_train_on_cluster_detached(gpu_cluster):
     s = settings_mod.load(overrides={"WORKSPACE": str(gpu_cluster.workspace)})
-    assert sky.train_on_cluster(s, "tpu", spec(), detach=True) == 0
+    assert on_cluster(s, "tpu", detach=True) == 0
     [call] = gpu_cluster.calls()
     assert call[:2] == ["exec", TPU] and call[4] == "-d"
     assert call[5] == "uv run --extra tpu python scripts/run_hlb.py --epochs 2"

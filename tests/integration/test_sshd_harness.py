@@ -1,6 +1,7 @@
-"""The loopback sshd harness itself (tests/sshd.py) works as the other tests assume."""
+"""The loopback sshd harness itself (tests/support/sshd.py) works as the other tests assume, as root and as a normal user."""
 
 import os
+import pwd
 import subprocess
 import sys
 import time
@@ -8,9 +9,8 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-from latency_proxy import LatencyProxy  # noqa: E402
-from sshd import SshServer  # noqa: E402
+from support.latency_proxy import LatencyProxy
+from support.sshd import SshServer
 
 REMOTE_TMP = f"/tmp/rrtest_harness_{os.getpid()}"  # unique: concurrent runs share the user
 GPU_QUERY = ("nvidia-smi --query-gpu=index,name,memory.used,memory.total,utilization.gpu,uuid"
@@ -26,14 +26,14 @@ def ssh(sshd, command, alias="l1", **kw):
                           stdin=subprocess.DEVNULL, timeout=30, **kw)
 
 
-def test_ssh_logs_in_as_rrtest_with_remote_path(sshd):
-    r = ssh(sshd, "whoami; echo $PATH; pwd")
+def test_ssh_logs_in_as_the_remote_user_in_a_home_of_its_own(sshd):
+    r = ssh(sshd, "whoami; echo $PATH; cd ~ && pwd; echo $HOME")
     assert r.returncode == 0, r.stderr
-    user, path, cwd = r.stdout.splitlines()
-    assert user == "rrtest"
-    assert path == f"/home/rrtest/bin:{sshd.remote_bin}:/usr/local/bin:/usr/bin:/bin"
-    assert path == sshd.remote_path
-    assert cwd == "/home/rrtest"
+    user, path, cwd, home = r.stdout.splitlines()  # (sshd still starts the session in the passwd home)
+    assert user == sshd.user == ("rrtest" if os.geteuid() == 0 else pwd.getpwuid(os.getuid()).pw_name)
+    assert path == f"{sshd.remote_home}/bin:{sshd.remote_bin}:/usr/local/bin:/usr/bin:/bin" == sshd.remote_path
+    assert cwd == home == str(sshd.remote_home)
+    assert str(sshd.remote_home).startswith("/tmp/rr-remote-home-")  # never a real home directory
 
 
 def test_each_plain_ssh_is_one_handshake_and_one_session(sshd):
@@ -113,8 +113,8 @@ def test_rsync_over_ssh_config(sshd, tmp_path):
             capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=30)
         assert r.returncode == 0, r.stderr
         r = sshd.as_user(["stat", "-c", "%U %n", f"{REMOTE_TMP}/pkg/a.py", f"{REMOTE_TMP}/top.txt"])
-        assert r.stdout.split("\n")[:2] == [f"rrtest {REMOTE_TMP}/pkg/a.py",
-                                            f"rrtest {REMOTE_TMP}/top.txt"]
+        assert r.stdout.split("\n")[:2] == [f"{sshd.user} {REMOTE_TMP}/pkg/a.py",
+                                            f"{sshd.user} {REMOTE_TMP}/top.txt"]
     finally:
         sshd.cleanup_remote(REMOTE_TMP)
     assert not os.path.exists(REMOTE_TMP)
@@ -133,7 +133,7 @@ def test_env_makes_plain_ssh_and_rsync_use_the_fake_home(sshd, tmp_path, monkeyp
                 "SSH_AUTH_SOCK"} & set(env)
     r = subprocess.run(["ssh", "l1", "whoami"], env=env, capture_output=True, text=True,
                        stdin=subprocess.DEVNULL, timeout=30)
-    assert (r.returncode, r.stdout) == (0, "rrtest\n"), r.stderr
+    assert (r.returncode, r.stdout) == (0, f"{sshd.user}\n"), r.stderr
     (tmp_path / "f.txt").write_text("x")
     try:
         r = subprocess.run(["rsync", "-a", "f.txt", f"l1:{REMOTE_TMP}_env/"], env=env,
@@ -144,45 +144,15 @@ def test_env_makes_plain_ssh_and_rsync_use_the_fake_home(sshd, tmp_path, monkeyp
         sshd.cleanup_remote(REMOTE_TMP + "_env")
 
 
-def test_as_user_runs_locally_as_rrtest(sshd):
-    r = sshd.as_user(["sh", "-c", "id -un; echo $HOME"])
-    assert r.stdout.split() == ["rrtest", "/home/rrtest"]
+def test_as_user_runs_locally_as_the_remote_user_in_its_home(sshd):
+    r = sshd.as_user(["sh", "-c", "id -un; echo $HOME; pwd"])
+    assert r.stdout.split() == [sshd.user, str(sshd.remote_home), str(sshd.remote_home)]
 
 
-def test_paramiko_accepts_the_known_hosts_file(sshd):
-    import paramiko
-
-    client = paramiko.SSHClient()
-    client.load_host_keys(str(sshd.known_hosts))
-    client.set_missing_host_key_policy(paramiko.RejectPolicy())
-    mark = sshd.mark()
-    try:
-        client.connect("127.0.0.1", port=sshd.port, username="rrtest",
-                       key_filename=str(sshd.client_key), allow_agent=False,
-                       look_for_keys=False, timeout=10)
-        _, out, _ = client.exec_command("whoami && " + GPU_QUERY)
-        assert out.read().decode().splitlines()[0] == "rrtest"
-        assert out.channel.recv_exit_status() == 0
-    finally:
-        client.close()
-    assert sshd.count("Accepted publickey", mark) == 1
-
-
-def test_fabric_connection_from_the_ssh_config(sshd, monkeypatch):
-    import fabric
-    import paramiko
-
-    monkeypatch.setenv("HOME", str(sshd.home))
-    c = fabric.Connection("l1", config=fabric.Config(runtime_ssh_path=str(sshd.ssh_config)))
-    assert (c.host, c.port, c.user) == ("127.0.0.1", sshd.port, "rrtest")
-    # fabric itself loads no known_hosts and auto-adds unknown keys: be strict here
-    c.client.load_host_keys(str(sshd.known_hosts))
-    c.client.set_missing_host_key_policy(paramiko.RejectPolicy())
-    try:
-        r = c.run("whoami", hide=True, in_stream=False)
-        assert r.stdout == "rrtest\n"
-    finally:
-        c.close()
+def test_the_control_dir_is_short_and_private(sshd):
+    # ssh appends a 40-character hash and a 17-character temporary suffix; a socket path holds 107 bytes.
+    assert len(str(sshd.control_dir)) <= 40
+    assert os.stat(sshd.control_dir).st_mode & 0o777 == 0o700
 
 
 def test_alias_through_latency_proxy(sshd):
@@ -191,29 +161,19 @@ def test_alias_through_latency_proxy(sshd):
         assert f"[127.0.0.1]:{proxy.port} ssh-ed25519 " in sshd.known_hosts.read_text()
         t0 = time.perf_counter()
         r = ssh(sshd, "whoami", alias="l1proxy")
-        assert (r.returncode, r.stdout) == (0, "rrtest\n"), r.stderr
+        assert (r.returncode, r.stdout) == (0, f"{sshd.user}\n"), r.stderr
         assert time.perf_counter() - t0 > 4 * 2 * 0.01  # several round trips, each >= 20 ms
         assert proxy.connections == 1
 
 
 def test_changed_host_key_is_refused_then_trusted_again(sshd):
-    import paramiko
-
     port = sshd.port
     sshd.regenerate_host_key()
     try:
         assert sshd.port == port and sshd.running
         r = ssh(sshd, "true")
         assert r.returncode == 255
-        assert ("REMOTE HOST IDENTIFICATION HAS CHANGED" in r.stderr
-                or "Host key verification failed" in r.stderr), r.stderr
-        client = paramiko.SSHClient()
-        client.load_host_keys(str(sshd.known_hosts))
-        with pytest.raises(paramiko.BadHostKeyException):
-            client.connect("127.0.0.1", port=port, username="rrtest",
-                           key_filename=str(sshd.client_key), allow_agent=False,
-                           look_for_keys=False, timeout=10)
-        client.close()
+        assert "REMOTE HOST IDENTIFICATION HAS CHANGED" in r.stderr, r.stderr
     finally:
         sshd.trust_host_key()
     assert ssh(sshd, "true").returncode == 0
@@ -227,7 +187,7 @@ def _alive(pid):
         return False
 
 
-def test_close_kills_leftover_control_master(tmp_path_factory):
+def test_end_masters_and_close_kill_leftover_control_masters(tmp_path_factory):
     server = SshServer(tmp_path_factory.mktemp("sshd-close"))
     masters = []
     try:
@@ -241,6 +201,14 @@ def test_close_kills_leftover_control_master(tmp_path_factory):
         assert r.returncode == 0, r.stderr
         masters = server._client_ssh_pids()
         assert masters, "the ControlPersist master should be running"
+        server.end_masters()
+        assert not server._client_ssh_pids()
+        assert subprocess.run(["ssh", "-o", f"ControlPath={ctl}/%C", "-O", "check", "l1"], env=server.env(),
+                              capture_output=True, timeout=30).returncode != 0
+        r = subprocess.run(["ssh", "-o", "ControlMaster=auto", "-o", f"ControlPath={ctl}/%C", "-o", "ControlPersist=60", "l1", "true"],
+                           env=server.env(), capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=30)
+        assert r.returncode == 0, r.stderr
+        masters = server._client_ssh_pids()
     finally:
         server.close()
     deadline = time.monotonic() + 3

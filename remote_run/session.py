@@ -1,0 +1,40 @@
+"""One invocation's shared state: the settings, the host, and where the chain's steps stand."""
+
+from __future__ import annotations
+
+from . import settings as settings_mod
+from .transport import Host
+
+CONFIG_KEY = "remote_run_session"
+
+
+class Session:
+    """Everything the tasks of one `inv`/`remote-run` invocation share.
+
+    ``done`` maps a step (sync, bootstrap, gpu) to what it found, so each runs once however many
+    tasks ask for it. ``wanted`` holds steps that a later run task will carry out inside its own
+    remote command (``run_follows``, set by remote_run.chain.Chain), with the flags they were given.
+    """
+
+    def __init__(self, settings: settings_mod.Settings, context):
+        self.settings = settings
+        self.host = Host(settings, context)
+        self.done: dict[str, object] = {}
+        self.wanted: dict[str, dict] = {}
+        self.run_follows: bool | None = None  # None: no Chain executor, so nobody knows
+
+    def __copy__(self):
+        # invoke copies config values whenever it merges its layers; an invocation has one session.
+        return self
+
+
+def session(c) -> Session:
+    """The session of the invocation ``c`` belongs to, made (settings loaded) on first use."""
+    found = c.config.get(CONFIG_KEY)
+    if found is None:
+        options = c.config.get("remote_run") or {}
+        host = options.get("host")
+        loaded = settings_mod.load(env_file=options.get("env_file"), overrides={"REMOTE_HOST": host} if host else None)
+        found = Session(loaded, c)
+        c.config[CONFIG_KEY] = found
+    return found

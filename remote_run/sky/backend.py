@@ -1,0 +1,95 @@
+"""Runs on a SkyPilot cluster, for remote_run.pipeline: `sky exec` starts and streams the job, and
+Ctrl+C cancels it (SkyPilot's own Ctrl+C only stops the stream while the job keeps the GPU)."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+
+from .. import exits
+from ..errors import Failure
+from ..output import say
+from ..pipeline import Ending, RunSpec, Tee
+from ..settings import parse_host
+from ..shell import summary
+from ..transport import Host
+from . import cli, names, staging
+
+
+class ClusterRuns:
+    """Runs on the cluster named in .cluster_name_<target>.
+
+    A spec with files (a rendered trainer) runs from a staged copy of the workspace with the files
+    written in; one without (`sky-exec`) runs from the workspace itself, as the playbook does.
+    """
+
+    def __init__(self, sess, target: str):
+        self.settings = sess.settings
+        self.target = names.check_target(target)
+        self.name = names.require_name(self.settings, self.target)
+        cli.require_sky()
+        # `sky` and the staging rsync run here, through the one transport and its record of commands.
+        self.local = Host(dataclasses.replace(self.settings, host=parse_host("local")), sess.host.context)
+        self.workdir = None
+
+    @property
+    def label(self) -> str:
+        return f"sky:{self.name}"
+
+    @property
+    def commands(self) -> list:
+        return self.local.commands
+
+    def run_local(self, argv, **kwargs):
+        return self.local.local(argv, **kwargs)
+
+    def runner_path(self, path: str) -> str:
+        return f"~/sky_workdir/{path}"
+
+    def dropped(self) -> str:
+        return f"the connection to {self.label} dropped"
+
+    def prepare(self, spec: RunSpec) -> None:
+        if spec.files:
+            self.workdir = staging.stage(self.local, self.settings, spec.files)
+        else:
+            staging.refuse_env_upload(self.local, self.settings.workspace)
+            self.workdir = self.settings.workspace
+
+    def launch(self, run_id: str, spec: RunSpec, output: Tee, *, detach: bool, ctrl_c=None) -> Ending:
+        command = cli.playbook_command(self.settings, self.target, spec.argv[1:])
+        argv = cli.exec_argv(self.name, self.workdir, command, detach=detach, forward=self.settings.remote_env)
+        say(f"{spec.task} on {self.label}: {command}  [run {run_id}]")
+        self.commands.append(summary(argv))
+        try:
+            result = self.local.local(argv, stream=output, err_stream=output, env=self.settings.forwarded_env())
+        finally:
+            if self.workdir != self.settings.workspace:
+                shutil.rmtree(self.workdir, ignore_errors=True)
+        text = output.getvalue()
+        job = cli.job_id(text)
+        interrupted = False
+        stop_requested = bool(ctrl_c and ctrl_c.requested)  # set by the signal handler itself, before sky ends
+        if stop_requested:
+            if detach:
+                say(f"Ctrl+C with --detach: nothing cancelled; see `sky queue {self.name}`")
+                interrupted = True
+            else:
+                cli.cancel(self.local, self.name, text, self.commands)
+        code = result.exited
+        if code and not job and ("ClusterDoesNotExist" in text or "does not exist" in text):
+            raise Failure(f"cluster {self.name} (from {names.name_file(self.settings, self.target).name}) does not exist any more; run `inv sky-up --accel …` again", code=code)
+        if code and not job and "ClusterNotUpError" in text:
+            raise Failure(f"cluster {self.name} is not up (stopped?); run `inv sky-up --accel …` to bring it back", code=code)
+        if interrupted:
+            code = exits.INTERRUPTED
+        elif stop_requested and not code:
+            code = exits.INTERRUPTED
+        remote_log = f"sky logs {self.name} {job}" if job else f"sky queue {self.name}"
+        return Ending(code, detached=detach and not interrupted and code == 0, interrupted=interrupted, remote_log=remote_log,
+                      log=cli.plain(text), detached_hint=f"job {job} runs on {self.name}; follow it with `sky logs {self.name} {job}`, "
+                                                         f"stop it with `sky cancel {self.name} {job} -y`")
+
+    def stop(self, run_id: str, first_ctrl_c: bool = False) -> None:
+        """Nothing to do at once: the terminal's Ctrl+C reaches `sky` too and ends its stream, and
+        launch() then cancels the job."""

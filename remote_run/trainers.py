@@ -1,0 +1,126 @@
+"""What train-hlb, train-david and run start: validated options, rendered runners, the argv."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+from .errors import Failure
+from .pipeline import RunSpec
+from .render import render, template
+from .settings import int_between, module_name, positive_float
+
+MAX_BATCH = 50_000  # the CIFAR-10 training set
+CLUSTERS = ("gpu", "tpu")
+
+# impl: (template rendered as the runner, files copied beside it)
+HLB = {"workspace": ("hlb_workspace.py", ()), "builtin": ("hlb_cifar.py", ("cifar10_data.py",))}
+DAVID = {"workspace": ("david_workspace.py", ()), "builtin": ("david_cifar.py", ("cifar10_data.py",))}
+
+
+def check_cluster(sky: str) -> str:
+    if sky and sky not in CLUSTERS:
+        raise Failure(f"--sky {sky!r} is not valid: use gpu or tpu")
+    return sky
+
+
+def choose_impl(settings, impl: str) -> str:
+    chosen = impl or settings.train_impl
+    if chosen not in ("builtin", "workspace"):
+        raise Failure(f"--impl {chosen!r} is not valid: use builtin or workspace")
+    return chosen
+
+
+def _builtin_options(impl: str, seed: str, synthetic: bool, subset: str, **extra) -> dict:
+    given = {"--seed": seed, "--synthetic": synthetic, "--subset": subset, **extra}
+    if impl == "workspace":
+        used = [flag for flag, value in given.items() if value not in ("", False, None)]
+        if used:
+            raise Failure(f"{', '.join(used)} only apply to the builtin trainer; drop them or use --impl builtin")
+        return {}
+    options = {"SYNTHETIC": bool(synthetic)}
+    if seed != "":
+        options["SEED"] = int_between("--seed", seed, 0, 2**31 - 1)
+    if subset != "":
+        options["SUBSET"] = int_between("--subset", subset, 1, MAX_BATCH)
+    return options
+
+
+def hlb(settings, python: str, *, epochs, impl="", batch_size="", seed="", compile=False, synthetic=False, subset="") -> RunSpec:
+    impl = choose_impl(settings, impl)
+    options = {"EPOCHS": positive_float("--epochs", epochs)}
+    options.update(_builtin_options(impl, seed, synthetic, subset, **{"--batch-size": batch_size, "--compile": compile}))
+    if impl == "workspace":
+        options["HLB_MODULE"] = settings.hlb_module
+    else:
+        options["COMPILE"] = bool(compile)
+        if batch_size != "":
+            options["BATCH_SIZE"] = int_between("--batch-size", batch_size, 1, MAX_BATCH)
+    return _trainer("train-hlb", "run_hlb.py", HLB[impl], options, impl, python)
+
+
+def david(settings, python: str, *, epochs="12", batch_size="512", impl="", seed="", synthetic=False, subset="") -> RunSpec:
+    impl = choose_impl(settings, impl)
+    options = {
+        "EPOCHS": int_between("--epochs", epochs, 1, 10_000),
+        "BATCH_SIZE": int_between("--batch-size", batch_size, 1, MAX_BATCH),
+    }
+    options.update(_builtin_options(impl, seed, synthetic, subset))
+    if impl == "workspace":
+        options["DAVID_NET_MODULE"] = settings.david_net_module
+        options["DAVID_TRAINER_MODULE"] = settings.david_trainer_module
+    return _trainer("train-david", "run_david_trainer.py", DAVID[impl], options, impl, python)
+
+
+def _trainer(task: str, script_name: str, templates: tuple, options: dict, impl: str, python: str) -> RunSpec:
+    main_template, extra_files = templates
+    path = f"scripts/{script_name}"
+    files = {path: render(template(main_template), options)}
+    for name in extra_files:
+        files[f"scripts/{name}"] = template(name)
+    return RunSpec(task=task, argv=[python, path], files=files, runner_path=path,
+                   options={"impl": impl, **{k.lower(): v for k, v in options.items()}})
+
+
+def split_args(args: str, flag: str = "--args") -> list[str]:
+    try:
+        return shlex.split(args)
+    except ValueError as exc:
+        raise Failure(f"{flag} {args!r} cannot be split into arguments ({exc}); check its quotes") from None
+
+
+def script_in_workspace(workspace: Path, script: str) -> str:
+    """The script's path relative to the workspace; it must exist inside it."""
+    if not script or script.startswith("-") or "\0" in script:
+        raise Failure(f"script {script!r} is not a file path; give a path inside the workspace such as scripts/bench.py")
+    path = (workspace / script).resolve() if not Path(script).is_absolute() else Path(script).resolve()
+    try:
+        relative = path.relative_to(workspace)
+    except ValueError:
+        raise Failure(f"script {script!r} is outside the workspace {workspace}; only workspace files are synced, so move it there") from None
+    if not path.is_file():
+        raise Failure(f"script {script!r} does not exist in the workspace {workspace}")
+    return relative.as_posix()
+
+
+def path_in_workspace(workspace: Path, path: str) -> str:
+    """A file or directory inside the workspace, optionally with a pytest node id (tests/test_x.py::test_y)."""
+    head = path.split("::", 1)[0]
+    if not head or head.startswith("-") or "\0" in path:
+        raise Failure(f"path {path!r} is not a path; give a file or directory inside the workspace such as tests/")
+    resolved = (workspace / head).resolve()
+    try:
+        relative = resolved.relative_to(workspace).as_posix()
+    except ValueError:
+        raise Failure(f"path {path!r} is outside the workspace {workspace}; only workspace files reach the cluster") from None
+    if not resolved.exists():
+        raise Failure(f"path {path!r} does not exist in the workspace {workspace}")
+    return relative + path[len(head):]
+
+
+def script(settings, python: str, target: str, *, module: bool, args: str) -> RunSpec:
+    """`inv run`: a workspace script, or with ``module`` a module, with the run environment."""
+    arguments = split_args(args)
+    program = ["-m", module_name("--module", target)] if module else [script_in_workspace(settings.workspace, target)]
+    return RunSpec(task="run", argv=[python, *program, *arguments],
+                   options={"script": None if module else program[0], "module": target if module else None, "args": arguments})

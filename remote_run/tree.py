@@ -1,0 +1,271 @@
+"""The synced tree, as rsync sees it: filter rules, a walk, a fingerprint, and applying a delta.
+
+Standard library only, Python 3.6+: this module runs on this machine and, sent with the
+launcher, on the host, so both sides judge "is the tree the same?" with one implementation.
+
+Rules are rsync filter rules, ``("+" | "-", pattern)``, first match wins, and follow rsync's
+pattern semantics (man rsync, "INCLUDE/EXCLUDE PATTERN RULES"): a leading ``/`` anchors at the
+root of the transfer, a trailing ``/`` matches directories only, ``*`` stops at ``/``, ``**``
+does not, ``dir/***`` matches a directory and everything in it, and a pattern without ``/`` or
+``**`` is matched against the last path component. An excluded directory is not descended into.
+"""
+
+import hashlib
+import os
+import re
+import stat
+
+# Top-level names in REMOTE_DIR that a sync never deletes (rsync ``P`` rules): run outputs, the
+# venv, our own state and the dataset cache. On the host they hold more than the workspace sent,
+# so the fingerprint leaves them out and checks the workspace's own files there one by one.
+PROTECTED = ("runs", ".venv", ".remote-run", "data")
+# Paths the launcher wrote into REMOTE_DIR (rendered runners, the folders it made for them): the
+# host's walk skips them, so a rendered runner does not make the tree look changed.
+RENDERED = ".remote-run/rendered"
+STAMP = ".remote-run/synced"
+FILE, DIR, LINK, OTHER = "f", "d", "l", "o"
+
+
+def _pattern_regex(pattern):
+    """The regex for an rsync wildcard pattern (without anchoring or a trailing slash)."""
+    out, i = [], 0
+    while i < len(pattern):
+        ch = pattern[i]
+        if ch == "\\" and i + 1 < len(pattern):
+            out.append(re.escape(pattern[i + 1]))
+            i += 2
+            continue
+        if ch == "*":
+            if pattern.startswith("**", i):
+                out.append(".*")
+                i += 2
+                continue
+            out.append("[^/]*")
+        elif ch == "?":
+            out.append("[^/]")
+        elif ch == "[":
+            first = i + 2 if pattern[i + 1:i + 2] in ("!", "^") else i + 1
+            end = pattern.find("]", first + 1)  # a "]" right after "[" or "[!" is a member
+            if end < 0:
+                out.append(re.escape(ch))
+            else:
+                body = pattern[first:end].replace("\\", "\\\\").replace("[", "\\[")
+                out.append(("[^" if first == i + 2 else "[") + body + "]")
+                i = end + 1
+                continue
+        else:
+            out.append(re.escape(ch))
+        i += 1
+    return "".join(out)
+
+
+class Rule:
+    """One rsync filter rule: ``include`` or not, and whether it matches a path."""
+
+    def __init__(self, kind, pattern):
+        if kind not in ("+", "-"):
+            raise ValueError("rule kind must be + or -")
+        self.kind, self.pattern = kind, pattern
+        self.include = kind == "+"
+        text = pattern
+        everything_below = text.endswith("/***")
+        if everything_below:
+            text = text[:-4]
+        self.everything_below = everything_below
+        self.dir_only = text.endswith("/") and not everything_below
+        text = text.rstrip("/") if self.dir_only else text
+        anchored = text.startswith("/")
+        text = text.lstrip("/") if anchored else text
+        whole_path = anchored or "/" in text or "**" in text or everything_below
+        if not anchored and text.startswith("**/"):
+            body = "(?:.*/)?" + _pattern_regex(text[3:])  # rsync: a leading **/ may match no folder
+        else:
+            body = _pattern_regex(text)
+        if everything_below:
+            body += "(?P<below>/.*)?"
+        if not whole_path:
+            self._regex = re.compile(body + r"\Z", re.S)
+            self._basename = True
+        else:
+            self._regex = re.compile((r"\A" if anchored else r"(?:\A|.*/)") + body + r"\Z", re.S)
+            self._basename = False
+
+    def matches(self, rel, is_dir):
+        if self.dir_only and not is_dir:
+            return False
+        subject = rel.rsplit("/", 1)[-1] if self._basename else rel
+        match = self._regex.match(subject)
+        if match and self.everything_below and not is_dir and match.group("below") is None:
+            return False  # "dir/***" names the directory itself, not a file of that name
+        return match is not None
+
+    def as_rsync(self):
+        return "%s %s" % (self.kind, self.pattern)
+
+
+def compile_rules(rules):
+    return [Rule(kind, pattern) for kind, pattern in rules]
+
+
+def included(rules, rel, is_dir):
+    """rsync's verdict for ``rel`` (relative, ``/``-separated): the first matching rule decides."""
+    for rule in rules:
+        if rule.matches(rel, is_dir):
+            return rule.include
+    return True
+
+
+def _entry(st, path):
+    mode = st.st_mode
+    if stat.S_ISREG(mode):
+        return (FILE, st.st_size, st.st_mtime_ns, stat.S_IMODE(mode), "")
+    if stat.S_ISDIR(mode):
+        return (DIR, 0, st.st_mtime_ns, stat.S_IMODE(mode), "")
+    if stat.S_ISLNK(mode):
+        return (LINK, 0, st.st_mtime_ns, 0, os.readlink(path))
+    return (OTHER, 0, st.st_mtime_ns, stat.S_IMODE(mode), "")
+
+
+def walk(root, rules, skip=()):
+    """{relative path: (type, size, mtime_ns, mode, link target)} of what rsync would send from ``root``.
+
+    ``rules`` are compiled Rules; ``skip`` is a set of relative paths left out (and not descended).
+    Symlinks are entries of their own, never followed.
+    """
+    entries = {}
+    pending = [""]
+    while pending:
+        folder = pending.pop()
+        try:
+            listing = os.scandir(os.path.join(root, folder) if folder else root)
+        except OSError:
+            continue
+        with listing:
+            for item in listing:
+                rel = folder + "/" + item.name if folder else item.name
+                if rel in skip:
+                    continue
+                try:
+                    st = item.stat(follow_symlinks=False)
+                    entry = _entry(st, item.path)
+                except OSError:
+                    continue
+                is_dir = entry[0] == DIR
+                if not included(rules, rel, is_dir):
+                    continue
+                entries[rel] = entry
+                if is_dir:
+                    pending.append(rel)
+    return entries
+
+
+def split_protected(entries):
+    """(entries outside PROTECTED top-level names, entries inside them)."""
+    outside, inside = {}, {}
+    for rel, entry in entries.items():
+        (inside if rel.split("/", 1)[0] in PROTECTED else outside)[rel] = entry
+    return outside, inside
+
+
+def _line(rel, entry):
+    kind, size, mtime_ns, mode, target = entry
+    # Seconds, not nanoseconds: an rsync older than protocol 31 keeps whole seconds, and the host
+    # side of this comparison must not depend on that. Directories: existence and mode only
+    # (their mtime changes whenever a run writes __pycache__ or outputs into them).
+    if kind == DIR:
+        fields = (kind, rel, "", "", "%o" % mode, "")
+    elif kind == LINK:
+        fields = (kind, rel, "", "", "", target)
+    else:
+        fields = (kind, rel, str(size), str(mtime_ns // 1000000000), "%o" % mode, "")
+    return "\0".join(fields).encode("utf-8", "surrogateescape") + b"\n"
+
+
+def fingerprint(entries):
+    """A hash of the tree as rsync's quick check sees it (type, path, size, mtime in s, mode, link)."""
+    digest = hashlib.sha256()
+    for rel in sorted(entries):
+        digest.update(_line(rel, entries[rel]))
+    return digest.hexdigest()[:32]
+
+
+def same_entry(a, b):
+    """Whether two entries are equal for the fingerprint (see _line)."""
+    return _line("", a) == _line("", b)
+
+
+def host_fingerprint(root, rules, protected):
+    """The host's view: the fingerprint of REMOTE_DIR without PROTECTED top-level names and rendered
+    paths, or None when one of ``protected`` ({rel: entry} the workspace has there) differs."""
+    skip = set(read_rendered(root)) | set(PROTECTED)
+    for rel, entry in protected.items():
+        try:
+            there = _entry(os.lstat(os.path.join(root, rel)), os.path.join(root, rel))
+        except OSError:
+            return None
+        if not same_entry(there, entry):
+            return None
+    return fingerprint(walk(root, rules, skip))
+
+
+def read_rendered(root):
+    try:
+        with open(os.path.join(root, RENDERED), encoding="utf-8", errors="surrogateescape") as handle:
+            return [line for line in handle.read().split("\0") if line]
+    except OSError:
+        return []
+
+
+def write_atomic(path, data, mode=None):
+    """Write ``data`` (bytes) to ``path`` through a temporary name, as rsync does: a reader sees
+    the old file or the new one, and a hardlinked copy of the old one keeps its contents."""
+    folder = os.path.dirname(path) or "."
+    temp = os.path.join(folder, ".%s.rr%d" % (os.path.basename(path), os.getpid()))
+    with open(temp, "wb") as handle:
+        handle.write(data)
+    if mode is not None:
+        os.chmod(temp, mode)
+    os.replace(temp, path)
+    return path
+
+
+def apply_delta(root, delta):
+    """Apply a delta built by remote_run.sync (deletions, folders, files, links) below ``root``.
+
+    Nothing is deleted inside PROTECTED top-level names, exactly as rsync's ``P`` rules do.
+    """
+    import base64
+    import shutil
+
+    for rel in sorted(delta.get("delete", []), key=lambda r: -r.count("/")):
+        if rel.split("/", 1)[0] in PROTECTED:
+            continue
+        path = os.path.join(root, rel)
+        try:
+            st = os.lstat(path)
+        except OSError:
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            shutil.rmtree(path)
+        else:
+            os.unlink(path)
+    for rel, mode in delta.get("dirs", []):
+        path = os.path.join(root, rel)
+        if not os.path.isdir(path) or os.path.islink(path):
+            if os.path.lexists(path):
+                os.unlink(path)
+            os.makedirs(path)
+        os.chmod(path, mode)
+    for rel, data, mode, mtime_ns in delta.get("files", []):
+        path = os.path.join(root, rel)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        write_atomic(path, base64.b64decode(data), mode)
+        os.utime(path, ns=(mtime_ns, mtime_ns))
+    for rel, target in delta.get("links", []):
+        path = os.path.join(root, rel)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        temp = os.path.join(os.path.dirname(path), ".%s.rr%d" % (os.path.basename(path), os.getpid()))
+        os.symlink(target, temp)
+        os.replace(temp, path)

@@ -1,0 +1,210 @@
+"""Task and pipeline logic in-process: invoke's MockContext for the commands a task sends, and a
+fake host for the run pipeline. No network, no root, no processes."""
+
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+
+import pytest
+from invoke import Config, MockContext
+from invoke.runners import Result
+
+from remote_run import exits, launcher, pipeline, session as session_mod, settings, steps
+from remote_run.errors import Failure
+from remote_run.launcher import CONTROL
+from remote_run.tasks import machine, workspace
+from support.fakehost import FakeHost, mode
+
+H100 = "0, NVIDIA H100 80GB HBM3, GPU-aaa, {used}, 81559, {util}\n"
+CHECK = re.compile(r".* check'?$", re.S)  # the launcher's `check` mode, however ssh quotes it
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    ws = tmp_path / "ws"
+    (ws / "scripts").mkdir(parents=True)
+    (ws / "scripts" / "hello.py").write_text("print('RESULT_HELLO answer=42')\n")
+    monkeypatch.chdir(ws)
+    monkeypatch.setenv("REMOTE_HOST", "l1")
+    monkeypatch.setenv("REMOTE_DIR", "/tmp/rrt_fast_remote")
+    monkeypatch.setenv("REMOTE_RUN_CONTROL_DIR", tempfile.mkdtemp(prefix="rr-cm-", dir="/tmp"))
+    return ws
+
+
+def gpu_report(busy: bool, allow_busy=False, require=True) -> dict:
+    gpus = launcher.parse_gpus(H100.format(used=12000 if busy else 1, util=97 if busy else 0),
+                               "GPU-aaa, 4242, python train.py, 11990\n" if busy else "")
+    report = {"state": "busy" if busy else "ok", "gpus": gpus, "chosen": [0], "busy": [0] if busy else [], "text": ""}
+    report["go"] = allow_busy if busy else True
+    return report
+
+
+def mock(run=None) -> MockContext:
+    return MockContext(config=Config(), run=run or {})
+
+
+# --------------------------------------------------------------------------- with MockContext
+
+def test_gpu_check_refuses_a_busy_gpu_naming_the_job_and_the_flag(env, capsys):
+    c = mock({CHECK: Result(json.dumps({"gpu": gpu_report(busy=True), "ok": False}), exited=exits.PREFLIGHT)})
+    with pytest.raises(Failure) as info:
+        machine.gpu_check(c)
+    assert "in use by another job" in info.value.message and "pid 4242" in info.value.message and "--allow-busy" in info.value.message
+    assert "4242 python train.py (11990 MiB)" in capsys.readouterr().out  # the table, before the refusal
+    [call] = c.run.call_args_list
+    command = call.args[0]
+    assert command.startswith("ssh -o BatchMode=yes") and " -- l1 " in command and "ControlPath=/tmp/rr-cm-" in command
+    assert call.kwargs["timeout"] == 60.0 and call.kwargs["hide"] is True  # bounded by REMOTE_RUN_CHECK_TIMEOUT
+    assert json.loads(call.kwargs["in_stream"].read())["gpu"] == {"devices": "0", "require": True, "allow_busy": False, "limit": 45}
+
+
+def test_gpu_check_allows_a_busy_gpu_when_asked(env, capsys):
+    c = mock({CHECK: Result(json.dumps({"gpu": gpu_report(busy=True, allow_busy=True), "ok": True}))})
+    machine.gpu_check(c, allow_busy=True)
+    out, err = capsys.readouterr()
+    assert "NVIDIA H100" in out and "GPU 0 is busy; going on (--allow-busy)" in err
+    assert json.loads(c.run.call_args.kwargs["in_stream"].read())["gpu"]["allow_busy"] is True
+
+
+def test_each_step_runs_once_per_invocation(env, capsys):
+    c = mock({CHECK: Result(json.dumps({"gpu": gpu_report(busy=False), "ok": True}))})
+    machine.gpu_check(c)
+    machine.gpu_check(c, allow_busy=True)
+    assert c.run.call_count == 1
+
+
+def test_clean_without_yes_says_what_it_would_delete_and_sends_nothing(env):
+    c = mock()
+    with pytest.raises(Failure) as info:
+        workspace.clean(c)
+    assert info.value.code == 1 and "l1:/tmp/rrt_fast_remote" in info.value.message and "--yes" in info.value.message
+    assert c.run.call_count == 0
+
+
+def test_an_unknown_alias_is_one_line_from_ssh_s_own_message(env):
+    c = mock({CHECK: Result(stderr="ssh: Could not resolve hostname l1: Name or service not known\n", exited=255)})
+    with pytest.raises(Failure) as info:
+        machine.gpu_check(c)
+    assert "cannot resolve host 'l1'" in info.value.message
+
+
+def test_a_step_followed_by_a_run_only_notes_what_is_wanted(env):
+    c = mock()
+    sess = session_mod.session(c)
+    sess.run_follows = True
+    workspace.sync(c)
+    machine.bootstrap(c, force=True)
+    machine.gpu_check(c, cpu_ok=True)
+    assert c.run.call_count == 0
+    assert sess.wanted == {"sync": {}, "bootstrap": {"force": True}, "gpu": {"allow_busy": False, "cpu_ok": True}}
+
+
+# ------------------------------------------------------------------------ with a fake host
+
+class Machine:
+    """Answers launcher commands like a host whose checks say ``report``; records rsync calls."""
+
+    def __init__(self, report: dict, trailer=True, run_output="hello\nRESULT_HELLO answer=42\n", exit_status=0):
+        self.report, self.trailer, self.run_output, self.exit_status = report, trailer, run_output, exit_status
+        self.payloads = []
+
+    def __call__(self, argv, stdin):
+        which = mode(argv)
+        if which == "start":
+            self.payloads.append(json.loads(stdin))
+            report = self.report if len(self.payloads) == 1 else {"ok": True}
+            if not report.get("ok"):
+                return CONTROL + json.dumps(report) + "\n", CONTROL + json.dumps({"exit": exits.PREFLIGHT}) + "\n", exits.PREFLIGHT
+            err = "remote-run: run X started (pid 7)\n" + (CONTROL + json.dumps({"exit": self.exit_status, "state": "finished"}) + "\n" if self.trailer else "")
+            return CONTROL + json.dumps(report) + "\n" + self.run_output, err, self.exit_status if self.trailer else 255
+        if which == "kill":
+            return "", "", 0
+        if argv[0] == "git":
+            return "", "", 128
+        raise AssertionError(f"unexpected command {argv}")
+
+
+def host_session(env, respond):
+    sess = session_mod.Session(settings.load(), context=None)
+    sess.host = FakeHost(sess.settings, respond)
+    sess.done["sync"] = sess.done["bootstrap"] = True  # steps are tested above; here: the run itself
+    return sess
+
+
+def spec():
+    return pipeline.RunSpec(task="run", argv=["python3", "scripts/hello.py"], options={"script": "scripts/hello.py"})
+
+
+def test_a_warm_run_is_one_command_carrying_the_checks(env, capsys):
+    machine_ = Machine({"ok": True, "gpu": gpu_report(busy=False)})
+    sess = host_session(env, machine_)
+    code = pipeline.execute(pipeline.HostRuns(sess), sess.settings, spec())
+    out, err = capsys.readouterr()
+    assert code == 0 and "RESULT_HELLO answer=42" in out and "NVIDIA H100" in out
+    assert [mode(a) for a in sess.host.seen if mode(a)] == ["start"]
+    payload = machine_.payloads[0]
+    assert payload["gpu"]["require"] is True and payload["argv"] == ["python3", "scripts/hello.py"]
+    record = json.loads(next((env / "var" / "runs").glob("*_run/result.json")).read_text())
+    assert record["outcome"] == "finished" and record["result"]["metrics"] == {"answer": 42} and record["gpu"][0]["index"] == 0
+
+
+def test_a_busy_gpu_refuses_before_anything_starts_and_leaves_no_record(env):
+    sess = host_session(env, Machine({"ok": False, "gpu": gpu_report(busy=True)}))
+    with pytest.raises(Failure) as info:
+        pipeline.execute(pipeline.HostRuns(sess), sess.settings, spec())
+    assert "in use by another job" in info.value.message
+    assert not any((env / "var" / "runs").iterdir())
+
+
+def test_a_connection_lost_mid_run_is_recorded_and_says_how_to_reattach(env):
+    sess = host_session(env, Machine({"ok": True, "gpu": gpu_report(busy=False)}, trailer=False))
+    with pytest.raises(Failure) as info:
+        pipeline.execute(pipeline.HostRuns(sess), sess.settings, spec())
+    [folder] = (env / "var" / "runs").iterdir()
+    assert "dropped; the run goes on" in info.value.message and f"inv logs --follow --run {folder.name}" in info.value.message
+    assert json.loads((folder / "result.json").read_text())["outcome"] == "connection lost"
+
+
+def test_a_run_that_fails_passes_its_exit_status_on(env):
+    sess = host_session(env, Machine({"ok": True, "gpu": gpu_report(busy=False)}, exit_status=3, run_output="RESULT_EXIT code=3\n"))
+    assert pipeline.execute(pipeline.HostRuns(sess), sess.settings, spec()) == 3
+    record = json.loads(next((env / "var" / "runs").glob("*_run/result.json")).read_text())
+    assert (record["outcome"], record["exit_status"]) == ("failed", 3)
+
+
+@pytest.mark.parametrize("ending, stop_requested, expected", [
+    (pipeline.Ending(0), False, "finished"),
+    (pipeline.Ending(2), False, "failed"),
+    (pipeline.Ending(0, detached=True), False, "detached"),
+    (pipeline.Ending(None, lost=True), True, "connection lost"),
+    (pipeline.Ending(130, interrupted=True), True, "interrupted"),
+    (pipeline.Ending(143), True, "killed"),
+    (pipeline.Ending(1, state="killed"), False, "killed"),
+    (pipeline.Ending(130), False, "killed"),
+], ids=["finished", "failed", "detached", "lost", "interrupted", "ctrl-c", "killed-elsewhere", "exit-130"])
+def test_the_one_place_that_decides_an_outcome(ending, stop_requested, expected):
+    assert pipeline.outcome(ending, stop_requested) == expected
+
+
+def test_the_header_is_taken_before_any_output_is_shown(capsys):
+    seen = []
+    output = pipeline.Tee()
+    demux = pipeline.Demux(output, lambda header: seen.append((header, output.getvalue())))
+    for piece in (CONTROL + '{"ok": tr', 'ue}\nfirst line\n', "second\n"):
+        demux.write(piece)
+    assert seen == [({"ok": True}, "")] and output.getvalue() == "first line\nsecond\n"
+    errors = pipeline.Stderr(show=False)
+    errors.write("remote-run: run X started\n" + CONTROL + '{"exit": 3, "sta')
+    errors.write('te": "failed"}\n')
+    assert errors.trailer == {"exit": 3, "state": "failed"}
+
+
+def test_steps_prepare_folds_every_check_into_the_run_when_the_tree_is_unchanged(env, monkeypatch):
+    sess = session_mod.Session(settings.load(), context=None)
+    sess.host = FakeHost(sess.settings, lambda argv, stdin: (_ for _ in ()).throw(AssertionError(argv)))
+    monkeypatch.setattr(steps.syncing, "plan", lambda s: steps.syncing.Plan("clean", [], {}, "f" * 32, {}))
+    folded = steps.prepare(sess, allow_busy=True, cpu_ok=False)
+    assert sorted(folded) == ["env", "gpu", "sync"] and folded["gpu"]["allow_busy"] is True
+    assert sess.host.seen == []  # nothing sent yet: it all rides with the run's command
