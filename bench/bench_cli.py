@@ -136,6 +136,11 @@ class Path_:
         timed(["ssh", self.alias, f"mkdir -p {self.hand_dir} && ln -sfn {self.remote_dir}/.venv {self.hand_dir}/.venv"], cwd=self.ws, env=self.hand_env)
         (self.ws / "remote_runs").mkdir(exist_ok=True)
 
+    def end_master(self):
+        """End this path's ControlMaster only (the other path's stays up)."""
+        subprocess.run(["ssh", "-o", f"ControlPath={self.server.control_dir}/%C", "-O", "exit", self.alias], env=self.hand_env,
+                       capture_output=True, timeout=30)
+
     def by_hand(self, i):
         alias, d = self.alias, self.hand_dir
         for argv in (["rsync", "-az", "--delete", "--exclude=.git", "--exclude=var", "--exclude=.venv", "--exclude=__pycache__",
@@ -154,7 +159,7 @@ class Path_:
         self.samples["run_warm"].append(once(s, self.inv_run))
         (self.ws / "scripts" / "edited.py").write_text(f"# edit {i} {time.monotonic_ns()}\n")
         self.samples["run_changed"].append(once(s, self.inv_run))
-        s.end_masters()
+        self.end_master()
         self.samples["run_no_master"].append(once(s, self.inv_run))
         self.samples["sync"].append(once(s, lambda: timed(self.sync_argv, cwd=self.ws, env=self.env, expect="synced")))
         self.samples["by_hand"].append(once(s, lambda: self.by_hand(i)))

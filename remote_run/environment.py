@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 
+from . import exits
 from .settings import Settings
 
 FORMAT = 1  # bump when the bootstrap script changes what it builds
@@ -15,7 +16,7 @@ FORMAT = 1  # bump when the bootstrap script changes what it builds
 BOOTSTRAP_SCRIPT = r"""
 set -eu
 dir=$1 want=$2 force=$3 index=$4 torch=$5 extra=$6
-cd "$dir" || { echo "remote-run: REMOTE_DIR $dir is missing; run inv sync first" >&2; exit 3; }
+cd "$dir" || { echo "remote-run: REMOTE_DIR $dir is missing; run inv sync first" >&2; exit USAGE; }
 if [ "$force" = 0 ] && [ -x .venv/bin/python ] && [ "$(cat .venv/.remote-run-stamp 2>/dev/null)" = "$want" ]; then
   echo "remote-run: environment is up to date ($dir/.venv)" >&2; exit 0
 fi
@@ -27,7 +28,7 @@ if command -v uv >/dev/null 2>&1; then
   install() { uv pip install --python .venv/bin/python "$@"; }
 else
   if [ ! -x .venv/bin/python ]; then
-    python3 -m venv .venv || { echo "remote-run: python3 -m venv failed; install python3-venv on the host or set REMOTE_PYTHON" >&2; exit 4; }
+    python3 -m venv .venv || { echo "remote-run: python3 -m venv failed; install python3-venv on the host or set REMOTE_PYTHON" >&2; exit USAGE; }
   fi
   .venv/bin/python -m pip install --quiet --upgrade pip
   install() { .venv/bin/python -m pip install --quiet "$@"; }
@@ -40,7 +41,7 @@ if [ -n "$extra" ]; then echo "remote-run: installing $extra" >&2; install $extr
 if [ -f requirements.txt ]; then echo "remote-run: installing requirements.txt" >&2; install -r requirements.txt; fi
 echo "$want" > .venv/.remote-run-stamp
 echo "remote-run: environment ready ($dir/.venv)" >&2
-"""
+""".replace("USAGE", str(exits.USAGE))
 
 def stamp(settings: Settings) -> str:
     """A hash of everything that determines the environment."""

@@ -166,14 +166,20 @@ def visible(gpus, devices):
     return chosen
 
 
-def query_gpus(limit):
-    """(state, gpus, text): both nvidia-smi queries at once, each ended after ``limit`` seconds."""
+def start_gpu_query():
+    """Both nvidia-smi queries, started at once: the slowest check runs while the others do."""
     commands = [["nvidia-smi", "--query-gpu=" + GPU_FIELDS, "--format=csv,noheader,nounits"],
                 ["nvidia-smi", "--query-compute-apps=" + APP_FIELDS, "--format=csv,noheader,nounits"]]
     try:
-        procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-                 for argv in commands]
+        return [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                for argv in commands]
     except OSError:
+        return None
+
+
+def gpu_answer(procs, limit):
+    """(state, gpus, text) from start_gpu_query(); a query still running after ``limit`` seconds is ended."""
+    if procs is None:
         return "missing", [], "nvidia-smi is not installed"
     outputs, deadline = [], time.time() + limit
     for proc in procs:
@@ -191,9 +197,9 @@ def query_gpus(limit):
     return "ok", parse_gpus(outputs[0], outputs[1] if procs[1].returncode == 0 else ""), ""
 
 
-def check_gpu(spec):
+def check_gpu(spec, procs):
     """What the GPUs say, and whether a run may start under ``spec`` (devices, require, allow_busy)."""
-    state, gpus, text = query_gpus(spec["limit"])
+    state, gpus, text = gpu_answer(procs, spec["limit"])
     report = {"state": state, "gpus": gpus, "chosen": [], "busy": [], "text": text}
     if state != "ok":
         report["go"] = not spec["require"]
@@ -217,12 +223,13 @@ def check_gpu(spec):
 def checks(root, payload):
     """The report of every check the payload asks for; ``ok`` when a run may start."""
     report = {}
+    gpu_query = start_gpu_query() if payload.get("gpu") else None
     if payload.get("sync"):
         report["sync"] = check_sync(root, payload["sync"])
     if payload.get("env"):
         report["env"] = check_env(root, payload["env"])
     if payload.get("gpu"):
-        report["gpu"] = check_gpu(payload["gpu"])
+        report["gpu"] = check_gpu(payload["gpu"], gpu_query)
     report["ok"] = (report.get("sync", {}).get("state", "ok") in ("ok", "applied")
                     and report.get("env", {}).get("state", "ok") == "ok"
                     and report.get("gpu", {}).get("go", True))
@@ -256,19 +263,19 @@ def start(payload):
     except OSError as exc:
         return fail("cannot prepare the run in %s: %s" % (root, exc.strerror or exc))
     os.chdir(root)
+    started, told = os.pipe()  # the supervisor says the run's pid on it (or closes it when it cannot start)
     child = os.fork()
     if child == 0:
+        os.close(started)
         os.setsid()
         if os.fork():
             os._exit(0)
-        supervise(run_dir, payload["argv"], payload.get("variables", {}))
+        supervise(run_dir, payload["argv"], payload.get("variables", {}), told)
+    os.close(told)
     os.waitpid(child, 0)
-    pid_path = os.path.join(run_dir, "pid")
-    for _ in range(200):
-        if os.path.exists(pid_path) or os.path.exists(os.path.join(run_dir, "exit_code")):
-            break
-        time.sleep(0.01)
-    say("run %s started (pid %s)" % (os.path.basename(run_dir), read_int(pid_path)))
+    with os.fdopen(started) as pipe:
+        pid = pipe.read().strip()
+    say("run %s started (pid %s)" % (os.path.basename(run_dir), pid or None))
     if payload.get("detach"):
         return exits.OK
     return follow(run_dir, 0, stop_run=True, grace=payload.get("grace", GRACE_SECONDS))
@@ -292,7 +299,7 @@ def render(root, files):
         write_text(os.path.join(root, tree.RENDERED), "\0".join(names))
 
 
-def supervise(run_dir, argv, env):
+def supervise(run_dir, argv, env, told):
     """The detached parent of the run: owns its log, records its pid and exit status."""
     log = os.open(os.path.join(run_dir, "run.log"), os.O_WRONLY | os.O_APPEND)
     null = os.open(os.devnull, os.O_RDONLY)
@@ -312,6 +319,8 @@ def supervise(run_dir, argv, env):
         write_text(os.path.join(run_dir, "exit_code"), "%d\n" % exits.MISSING)
         os._exit(0)
     write_text(os.path.join(run_dir, "pid"), "%d\n" % proc.pid)
+    os.write(told, b"%d\n" % proc.pid)
+    os.close(told)
     # Room for the exit status is taken now: the run may fill the disk before it ends.
     pending = os.path.join(run_dir, "exit_code.pending")
     with open(pending, "w") as handle:
@@ -340,7 +349,7 @@ def follow(run_dir, offset, stop_run, grace=GRACE_SECONDS):
 
     signal.signal(signal.SIGINT, on_interrupt)
     exit_path = os.path.join(run_dir, "exit_code")
-    lost_since = None
+    lost_since, nap = None, 0.001
     with open(os.path.join(run_dir, "run.log"), "rb") as log:
         log.seek(offset)
         while True:
@@ -348,6 +357,7 @@ def follow(run_dir, offset, stop_run, grace=GRACE_SECONDS):
             if chunk:
                 out.write(chunk)
                 out.flush()
+                nap = 0.001
                 continue
             code = read_int(exit_path)
             if code is not None:
@@ -364,7 +374,10 @@ def follow(run_dir, offset, stop_run, grace=GRACE_SECONDS):
                 if time.time() - lost_since > 5:
                     return fail("run %s ended without recording an exit status (was its supervisor killed?)"
                                 % os.path.basename(run_dir), exits.VANISHED)
-            time.sleep(0.05)
+            # Short naps while output flows or the run just started (a quick run ends sooner),
+            # backing off to a tenth of a second for a long quiet one.
+            time.sleep(nap)
+            nap = min(nap * 1.5, 0.1)
 
 
 def show(run_dir, offset):
@@ -467,10 +480,11 @@ def kill(run_dir, grace, offset):
 
 def main(argv):
     mode = argv[0] if argv else ""
+    if mode in ("check", "start"):  # the payload: on the command line, or on stdin when private
+        payload = json.loads(argv[1] if len(argv) > 1 else sys.stdin.readline())
     if mode == "check":
-        return check(json.loads(sys.stdin.readline()))
+        return check(payload)
     if mode == "start":
-        payload = json.loads(sys.stdin.readline())
         run_dir = os.path.join(payload["root"], payload["run_dir"])
         code = start(payload)
     else:

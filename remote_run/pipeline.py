@@ -19,13 +19,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import exits, records
+from . import exits, records, steps, transport
 from .errors import Failure
 from .launcher import CONTROL
 from .output import say
 from .render import template
 from .session import Session
-from . import steps
 
 
 @dataclass
@@ -235,12 +234,11 @@ def report(record: records.RunRecord, folder: Path) -> None:
 
 # ------------------------------------------------------------------------------ on REMOTE_HOST
 
-class HostRuns:
-    """The backend for REMOTE_HOST: the launcher starts, follows, lists and stops runs there."""
+class Backend:
+    """What execute() needs of a backend besides prepare/launch/stop: the Host its commands run
+    through (their record), where it is (``label``) and where the runner lands."""
 
-    def __init__(self, sess: Session, *, allow_busy: bool = False, cpu_ok: bool = False):
-        self.sess, self.host = sess, sess.host
-        self.allow_busy, self.cpu_ok = allow_busy, cpu_ok
+    host = None  # a transport.Host
 
     @property
     def label(self) -> str:
@@ -253,11 +251,19 @@ class HostRuns:
     def run_local(self, argv, **kwargs):
         return self.host.local(argv, **kwargs)
 
+    def dropped(self) -> str:
+        return transport.dropped(self.label)
+
+
+class HostRuns(Backend):
+    """The backend for REMOTE_HOST: the launcher starts, follows, lists and stops runs there."""
+
+    def __init__(self, sess: Session, *, allow_busy: bool = False, cpu_ok: bool = False):
+        self.sess, self.host = sess, sess.host
+        self.allow_busy, self.cpu_ok = allow_busy, cpu_ok
+
     def runner_path(self, path: str) -> str:
         return f"{self.host.settings.remote_dir}/{path}"
-
-    def dropped(self) -> str:
-        return f"the connection to {self.label} dropped"
 
     def remote_log(self, run_id: str) -> str:
         return f"{self.label}:{self.host.settings.remote_dir}/runs/{run_id}/run.log"
@@ -283,7 +289,8 @@ class HostRuns:
             }
             demux = Demux(output, lambda header: header.get("ok") and steps.settle(sess, header, folded))
             errors = Stderr()
-            result = host.run(host.launcher("start"), stream=demux, err_stream=errors, stdin=json.dumps(payload), own_session=True)
+            argv, stdin = host.launcher_with("start", payload, private=bool(s.remote_env) or "delta" in payload.get("sync", {}))
+            result = host.run(argv, stream=demux, err_stream=errors, stdin=stdin, own_session=True)
             header = demux.header
             if header is None:
                 if errors.trailer is None and result.exited == exits.SSH:

@@ -17,5 +17,10 @@ def script(body: str, *args: str, name: str = "remote-run") -> list[str]:
 
 
 def summary(argv: Sequence[str]) -> str:
-    """``join(argv)`` with inline scripts shortened, for logs and run records."""
-    return join(f"<{len(a.splitlines())}-line script>" if "\n" in a else a for a in argv)
+    """``join(argv)`` with inline scripts and long arguments shortened, for logs and run records."""
+    def short(arg: str) -> str:
+        if "\n" in arg:
+            return f"<{len(arg.splitlines())}-line script>"
+        return f"<{len(arg)}-character argument>" if len(arg) > 200 else arg
+
+    return join(short(str(a)) for a in argv)

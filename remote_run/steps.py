@@ -104,7 +104,8 @@ def checks(sess: Session, **wanted) -> dict:
     """One launcher `check` command on the host: the report of each check in ``wanted``."""
     host = sess.host
     payload = {"root": host.settings.remote_dir, **wanted}
-    result = host.quick(host.launcher("check"), stdin=json.dumps(payload))
+    argv, stdin = host.launcher_with("check", payload, private="delta" in wanted.get("sync", {}))
+    result = host.quick(argv, stdin=stdin)
     try:
         return json.loads(result.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):

@@ -19,9 +19,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import tree
+from . import exits, tree
 from .errors import Failure
-from .output import say
 from .shell import join, script
 from .transport import Host, failure
 
@@ -38,7 +37,7 @@ MANIFEST_FORMAT = 1
 # $1 is REMOTE_DIR, $2 the stamp ("" for none).
 CLAIM_SCRIPT = r"""
 dir=$1 stamp=$2; shift 2
-refuse() { echo "remote-run: $*" >&2; exit 97; }
+refuse() { echo "remote-run: $*" >&2; exit REFUSED; }
 home=$(cd ~ 2>/dev/null && pwd -P) || home=$HOME
 real=$(realpath -m -- "$dir" 2>/dev/null) || real=$dir
 case "$home/" in "$real"/*) refuse "REMOTE_DIR=$dir is the remote home directory ($home) or a parent of it; use a directory of its own such as /tmp/<project>_remote";; esac
@@ -59,7 +58,7 @@ if [ $status -eq 0 ]; then
   [ -z "$stamp" ] || { printf '%s\n' "$stamp" > "$dir/.remote-run/synced.tmp" && mv -f "$dir/.remote-run/synced.tmp" "$dir/.remote-run/synced"; }
 fi
 exit $status
-"""
+""".replace("REFUSED", str(exits.REFUSED))
 
 
 def rules(settings) -> list[tuple[str, str]]:

@@ -11,6 +11,7 @@ into one line here and nowhere else.
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import stat
@@ -28,6 +29,7 @@ from .launcher import CONTROL
 from .shell import join, summary
 
 CONNECT_TIMEOUT = 10
+ARGUMENT_LIMIT = 96 * 1024
 KEEPALIVE = 15
 CONTROL_PERSIST = "10m"
 
@@ -110,6 +112,19 @@ class Host:
         """argv running the launcher in ``mode``: standard library only, so any python3 will do."""
         python = self.settings.remote_python or (sys.executable if self.is_local else "python3")
         return [python, "-S", "-c", host_program(), mode, *args]
+
+    def launcher_with(self, mode: str, payload: dict, *, private: bool = False) -> tuple[list[str], str | None]:
+        """(argv, stdin) of a launcher command that takes ``payload``.
+
+        On the command line when it can be: ssh spends a round trip before it sends stdin. On
+        stdin when it is private (forwarded values, workspace files: the host's process list is
+        public) or too long for one argument (128 KiB on Linux, quoted twice on the way).
+        """
+        text = json.dumps(payload)
+        argv = self.launcher(mode, text)
+        if private or len(join(self.full_argv(argv))) > ARGUMENT_LIMIT:
+            return self.launcher(mode), text + "\n"
+        return argv, None
 
     def ssh_argv(self) -> list[str]:
         """OpenSSH with our options; the user's ssh_config decides the rest."""
@@ -197,24 +212,24 @@ def control_dir(settings: Settings) -> Path:
     return path
 
 
-# OpenSSH's messages, first match wins. A dropped link through a master says nothing at all:
+# OpenSSH's messages (regular expressions), first match wins. A dropped link through a master says nothing at all:
 # callers that stream (the launcher) treat a missing end-of-command line as a dropped link.
 _SSH_ERRORS = [
-    (re.compile(r"Could not resolve hostname|Name or service not known|nodename nor servname"),
+    (r"Could not resolve hostname|Name or service not known|nodename nor servname",
      "cannot resolve host {name!r} (REMOTE_HOST): it is neither a Host alias in ~/.ssh/config nor a known hostname; add a Host entry or fix REMOTE_HOST"),
-    (re.compile(r"REMOTE HOST IDENTIFICATION HAS CHANGED"),
+    (r"REMOTE HOST IDENTIFICATION HAS CHANGED",
      "the host key of {name} has CHANGED since it was recorded in known_hosts; if the machine was really reinstalled, remove the old key with `ssh-keygen -R` and connect once with `ssh {name}`, otherwise do not connect"),
-    (re.compile(r"Host key verification failed|No ED25519 host key is known|host key is not known"),
+    (r"Host key verification failed|No ED25519 host key is known|host key is not known",
      "the host key of {name} is not trusted (unknown or changed); connect once with `ssh {name}` to check and accept it"),
-    (re.compile(r"Permission denied \((publickey|password|keyboard|gssapi|hostbased)"),
+    (r"Permission denied \((publickey|password|keyboard|gssapi|hostbased)",
      "{name} refused our SSH key (authentication failed); check IdentityFile in ~/.ssh/config or load the key into ssh-agent, then try `ssh {name}`"),
-    (re.compile(r"Connection refused"),
+    (r"Connection refused",
      "cannot reach {name}: connection refused; check that the machine is up and its SSH port is right (`ssh {name}`)"),
-    (re.compile(r"timed out|No route to host|Network is unreachable"),
+    (r"timed out|No route to host|Network is unreachable",
      "cannot reach {name}: the connection timed out or has no route; check the network, VPN or ProxyJump (`ssh {name}`)"),
-    (re.compile(r"Connection (closed|reset)|Broken pipe|connection unexpectedly closed|Control master terminated"),
+    (r"Connection (closed|reset)|Broken pipe|connection unexpectedly closed|Control master terminated",
      "the connection to {name} dropped"),
-    (re.compile(r"Bad configuration option|Unsupported option|Bad key types|Can't open user config|Too many authentication failures"),
+    (r"Bad configuration option|Unsupported option|Bad key types|Can't open user config|Too many authentication failures",
      "ssh cannot use its configuration for {name} ({detail}); fix ~/.ssh/config and check with `ssh {name}`"),
 ]
 
@@ -222,7 +237,7 @@ _SSH_ERRORS = [
 def failure(name: str, stderr: str) -> str | None:
     """OpenSSH's error text (or rsync's, which passes it on) as our one line; None if it is not one."""
     for pattern, message in _SSH_ERRORS:
-        match = pattern.search(stderr or "")
+        match = re.search(pattern, stderr or "")  # compiled only when something failed
         if match:
             line = next((l for l in stderr.splitlines() if match.group(0) in l), "")
             return message.format(name=name, detail=line.strip()[:120])

@@ -10,7 +10,6 @@ does not, ``dir/***`` matches a directory and everything in it, and a pattern wi
 ``**`` is matched against the last path component. An excluded directory is not descended into.
 """
 
-import hashlib
 import os
 import re
 import stat
@@ -99,9 +98,6 @@ class Rule:
             return False  # "dir/***" names the directory itself, not a file of that name
         return match is not None
 
-    def as_rsync(self):
-        return "%s %s" % (self.kind, self.pattern)
-
 
 def compile_rules(rules):
     return [Rule(kind, pattern) for kind, pattern in rules]
@@ -183,6 +179,8 @@ def _line(rel, entry):
 
 def fingerprint(entries):
     """A hash of the tree as rsync's quick check sees it (type, path, size, mtime in s, mode, link)."""
+    import hashlib  # here: most launcher commands need no fingerprint
+
     digest = hashlib.sha256()
     for rel in sorted(entries):
         digest.update(_line(rel, entries[rel]))

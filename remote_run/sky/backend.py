@@ -9,14 +9,14 @@ import shutil
 from .. import exits
 from ..errors import Failure
 from ..output import say
-from ..pipeline import Ending, RunSpec, Tee
+from ..pipeline import Backend, Ending, RunSpec, Tee
 from ..settings import parse_host
 from ..shell import summary
 from ..transport import Host
 from . import cli, names, staging
 
 
-class ClusterRuns:
+class ClusterRuns(Backend):
     """Runs on the cluster named in .cluster_name_<target>.
 
     A spec with files (a rendered trainer) runs from a staged copy of the workspace with the files
@@ -29,31 +29,21 @@ class ClusterRuns:
         self.name = names.require_name(self.settings, self.target)
         cli.require_sky()
         # `sky` and the staging rsync run here, through the one transport and its record of commands.
-        self.local = Host(dataclasses.replace(self.settings, host=parse_host("local")), sess.host.context)
+        self.host = Host(dataclasses.replace(self.settings, host=parse_host("local")), sess.host.context)
         self.workdir = None
 
     @property
     def label(self) -> str:
         return f"sky:{self.name}"
 
-    @property
-    def commands(self) -> list:
-        return self.local.commands
-
-    def run_local(self, argv, **kwargs):
-        return self.local.local(argv, **kwargs)
-
     def runner_path(self, path: str) -> str:
         return f"~/sky_workdir/{path}"
 
-    def dropped(self) -> str:
-        return f"the connection to {self.label} dropped"
-
     def prepare(self, spec: RunSpec) -> None:
         if spec.files:
-            self.workdir = staging.stage(self.local, self.settings, spec.files)
+            self.workdir = staging.stage(self.host, self.settings, spec.files)
         else:
-            staging.refuse_env_upload(self.local, self.settings.workspace)
+            staging.refuse_env_upload(self.host, self.settings.workspace)
             self.workdir = self.settings.workspace
 
     def launch(self, run_id: str, spec: RunSpec, output: Tee, *, detach: bool, ctrl_c=None) -> Ending:
@@ -62,7 +52,7 @@ class ClusterRuns:
         say(f"{spec.task} on {self.label}: {command}  [run {run_id}]")
         self.commands.append(summary(argv))
         try:
-            result = self.local.local(argv, stream=output, err_stream=output, env=self.settings.forwarded_env())
+            result = self.host.local(argv, stream=output, err_stream=output, env=self.settings.forwarded_env())
         finally:
             if self.workdir != self.settings.workspace:
                 shutil.rmtree(self.workdir, ignore_errors=True)
@@ -75,7 +65,7 @@ class ClusterRuns:
                 say(f"Ctrl+C with --detach: nothing cancelled; see `sky queue {self.name}`")
                 interrupted = True
             else:
-                cli.cancel(self.local, self.name, text, self.commands)
+                cli.cancel(self.host, self.name, text, self.commands)
         code = result.exited
         if code and not job and ("ClusterDoesNotExist" in text or "does not exist" in text):
             raise Failure(f"cluster {self.name} (from {names.name_file(self.settings, self.target).name}) does not exist any more; run `inv sky-up --accel …` again", code=code)

@@ -8,8 +8,8 @@ from ..errors import Failure
 from ..output import say, show, table
 from ..session import session
 from ..settings import int_between, module_name
-from ..sky import backend, clusters, names
 
+# remote_run.sky is imported by the tasks that use it: listing tasks and SSH runs never need it.
 TARGET_HELP = "which cluster: gpu (.cluster_name_gpu, the default) or tpu (.cluster_name_tpu)"
 
 
@@ -24,6 +24,8 @@ TARGET_HELP = "which cluster: gpu (.cluster_name_gpu, the default) or tpu (.clus
 })
 def sky_up(c, accel="", name=None, idle_minutes="30", down=True, infra=None, nodes="1", replace=False):
     """Launch a SkyPilot cluster with uv set up, and write its name to .cluster_name_gpu or .cluster_name_tpu."""
+    from ..sky import clusters
+
     sess = session(c)
     clusters.up(sess.host, sess.settings, accel=accel, experiment=name, idle_minutes=int_between("--idle-minutes", idle_minutes, 1, 7 * 24 * 60),
                 down=down, infra=infra, nodes=int_between("--nodes", nodes, 1, 512), replace=replace)
@@ -32,6 +34,8 @@ def sky_up(c, accel="", name=None, idle_minutes="30", down=True, infra=None, nod
 @task(name="sky-down", help={"target": "gpu (default), tpu or all"})
 def sky_down(c, target="gpu"):
     """Tear down the cluster named in .cluster_name_<target> (sky down NAME -y) and remove the file."""
+    from ..sky import clusters, names
+
     sess = session(c)
     if target not in (*names.TARGETS, "all"):
         raise Failure(f"--target {target!r} is not valid: use gpu, tpu or all")
@@ -42,6 +46,8 @@ def sky_down(c, target="gpu"):
 @task(name="sky-status")
 def sky_status(c):
     """Show the clusters named in .cluster_name_gpu/.cluster_name_tpu with their SkyPilot status."""
+    from ..sky import clusters
+
     sess = session(c)
     rows = clusters.status_rows(sess.host, sess.settings)
     if not rows:
@@ -59,6 +65,8 @@ def sky_status(c):
 })
 def sky_exec(c, path=None, args="", target="gpu", module="", detach=False):
     """Run a workspace script on the SkyPilot cluster: sky exec NAME --workdir WORKSPACE "uv run ... python PATH ARGS"."""
+    from ..sky import backend, names
+
     sess = session(c)
     workspace = sess.settings.workspace
     names.check_target(target)

@@ -2,7 +2,7 @@
 
 from invoke import Collection, task
 
-from .. import cleanup, records, steps, sync as syncing
+from .. import cleanup, exits, records, steps, sync as syncing
 from ..errors import Failure
 from ..output import say
 from ..session import session
@@ -29,7 +29,7 @@ def clean(c, yes=False, data=False):
     sess = session(c)
     what = f"{sess.host.label}:{sess.settings.remote_dir}" + ("" if data else " (keeping its data/ dataset cache)")
     if not yes:
-        raise Failure(f"this would delete {what}; run again with --yes to do it", code=1)
+        raise Failure(f"this would delete {what}; run again with --yes to do it", code=exits.FAILED)
     say(cleanup.clean(sess.host, data=data))
 
 

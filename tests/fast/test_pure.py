@@ -2,7 +2,6 @@
 
 import ast
 import json
-import shlex
 import subprocess
 
 import pytest

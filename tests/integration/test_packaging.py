@@ -27,10 +27,19 @@ def wheel(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def installed(wheel, tmp_path_factory):
     env_dir = tmp_path_factory.mktemp("venv")
-    # System site-packages provide invoke and dotenv without a network; the wheel itself is
-    # installed into the venv, which shadows the editable checkout.
-    venv.EnvBuilder(system_site_packages=True, with_pip=True).create(env_dir)
-    subprocess.run([str(env_dir / "bin" / "python"), "-m", "pip", "install", "--quiet", "--no-deps", "--no-index", str(wheel)],
+    venv.EnvBuilder(with_pip=True).create(env_dir)
+    python = str(env_dir / "bin" / "python")
+    # invoke and python-dotenv come from the environment running the tests (no network here): their
+    # directories go on the new venv's path after its own site-packages, so the wheel's remote_run
+    # wins over this checkout, and no .pth file of that environment (the editable install) runs.
+    import dotenv
+    import invoke
+
+    purelib = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             check=True, capture_output=True, text=True).stdout.strip()
+    outer = {str(Path(module.__file__).resolve().parents[1]) for module in (invoke, dotenv)}
+    Path(purelib, "outer_site.pth").write_text("".join(f"{path}\n" for path in sorted(outer)))
+    subprocess.run([python, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index", str(wheel)],
                    check=True, capture_output=True, text=True)
     return env_dir
 

@@ -3,9 +3,7 @@
 import os
 import pwd
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
