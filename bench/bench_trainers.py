@@ -5,9 +5,10 @@
     python bench/bench_trainers.py --real --data-dir data/cifar10 --only hlb
 
 Each trainer runs in its own process; the numbers come from its final RESULT_* line. "train s"
-is the trainer's own elapsed_seconds: training steps and on-device augmentation only (no data
-loading, evaluation or torch.compile warm-up). Synthetic data by default: throughput is the same,
-accuracy is meaningless.
+is the trainer's own elapsed_seconds: training steps and on-device augmentation only, after an
+untimed warm-up (no data loading, model set-up, warm-up, torch.compile or evaluation); "eval s"
+is its eval_seconds, the final evaluation alone (hlb: with 6-view test-time augmentation).
+Synthetic data by default: throughput is the same, accuracy is meaningless.
 """
 import argparse
 import ast
@@ -99,13 +100,14 @@ def result_row(label, args, lines):
         return None
     r = dict(item.split("=", 1) for item in found[-1].split()[1:])
     seconds, ips, epochs = float(r["elapsed_seconds"]), float(r["images_per_second"]), float(r[epochs_key])
+    evals = f"{float(r['eval_seconds']):.2f}" if "eval_seconds" in r else "-"
     return [label, r["device"], f"{epochs:g}", str(images_trained(name, epochs, args)), f"{seconds:.2f}",
-            f"{seconds / epochs:.2f}", f"{ips:.1f}", r[acc_key]]
+            f"{seconds / epochs:.2f}", f"{ips:.1f}", evals, r[acc_key]]
 
 
 def main(argv=None):
     args = parse_args(argv)
-    header = ["trainer", "device", "epochs", "images", "train s", "s/epoch", "images/s", "val acc"]
+    header = ["trainer", "device", "epochs", "images", "train s", "s/epoch", "images/s", "eval s", "val acc"]
     rows, failed = [], []
     for label, cmd in commands(args):
         code, lines = run_one(label, cmd, args.quiet)

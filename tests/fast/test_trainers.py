@@ -28,10 +28,11 @@ EXPECTED_OPTIONS = {
 }
 RESULT_KEYS = {
     "RESULT_HLB": {"elapsed_seconds": float, "train_epochs": float, "ema_val_acc": float,
-                   "images_per_second": float, "device": str},
+                   "images_per_second": float, "device": str, "val_acc": float, "eval_seconds": float},
     "RESULT_DAVID": {"elapsed_seconds": float, "epochs": int, "batch_size": int, "val_acc": float,
-                     "images_per_second": float, "device": str},
+                     "images_per_second": float, "device": str, "eval_seconds": float},
 }
+HEADER = f"{'epoch':>7} {'train_loss':>10} {'train_acc':>9} {'val_acc':>8} {'time_s':>7}"  # parsed by records.py
 
 
 def option_block(text):
@@ -59,8 +60,17 @@ def parse_result(stdout, tag):
     assert lines[-1].startswith(tag + " "), f"last line is not {tag}: {lines[-1]!r}"
     assert sum(line.startswith(tag) for line in lines) == 1
     pairs = dict(item.split("=", 1) for item in lines[-1].split()[1:])
+    assert list(pairs)[:len(RESULT_KEYS[tag]) - 2] == list(RESULT_KEYS[tag])[:-2]  # the old keys, first, in order
     assert set(pairs) == set(RESULT_KEYS[tag])
     return {key: RESULT_KEYS[tag][key](value) for key, value in pairs.items()}
+
+
+def table_rows(stdout):
+    """The per-epoch rows under the header, as lists of strings."""
+    lines = stdout.splitlines()
+    start = lines.index(HEADER) + 1
+    end = next(i for i in range(start, len(lines)) if lines[i].startswith("RESULT_"))
+    return [line.split() for line in lines[start:end]]
 
 
 # One thread everywhere: on 2 cores shared with other work, torch's 2-thread barriers stall badly
@@ -85,7 +95,7 @@ def test_option_block_is_in_the_contracted_format(script):
     options = option_block(text)
     assert options == EXPECTED_OPTIONS[script]
     assert all(type(options[k]) is type(v) for k, v in EXPECTED_OPTIONS[script].items())
-    assert text.index("# --- options") < 2000  # near the top
+    assert text.index("# --- options") < 2500  # near the top, after the docstring (which says what is timed)
     # rendered values become the argparse defaults of the rendered file
     rendered = render(text, EPOCHS=3, BATCH_SIZE=256, SEED=7, SYNTHETIC=True, SUBSET=1000, DATA_DIR="/d/c")
     assert option_block(rendered)["SUBSET"] == 1000
@@ -99,32 +109,38 @@ def test_option_block_is_in_the_contracted_format(script):
 
 
 def test_hlb_runs_and_prints_a_result_line(tmp_path):
-    proc = run([RUNNERS / "hlb_cifar.py", "--synthetic", "--subset", 512, "--batch-size", 128, "--epochs", 0.5],
+    proc = run([RUNNERS / "hlb_cifar.py", "--synthetic", "--subset", 128, "--batch-size", 32, "--epochs", 0.5],
                cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.startswith("device: cpu") and "train_loss" in proc.stdout
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "device: cpu" and lines[1].startswith("warm-up: 2 steps") and lines[2] == HEADER
+    assert len(table_rows(proc.stdout)) == 1
     result = parse_result(proc.stdout, "RESULT_HLB")
     assert result["train_epochs"] == 0.5 and result["device"] == "cpu"  # 4 steps per epoch -> 2 steps
-    assert result["elapsed_seconds"] > 0 and result["images_per_second"] > 0 and 0 <= result["ema_val_acc"] <= 1
+    assert result["elapsed_seconds"] > 0 and result["images_per_second"] > 0 and result["eval_seconds"] > 0
+    assert 0 <= result["ema_val_acc"] <= 1 and 0 <= result["val_acc"] <= 1
 
 
 def test_rendered_david_runs_with_no_arguments_on_the_default_data_dir(tmp_path):
     """As remote-run lays it out: REMOTE_DIR/scripts/run_david_trainer.py + cifar10_data.py, cwd
     REMOTE_DIR, data from the cache in REMOTE_DIR/data/cifar10 (here a small fake one)."""
     (tmp_path / "scripts").mkdir()
-    text = render((RUNNERS / "david_cifar.py").read_text(), EPOCHS=1, BATCH_SIZE=32, SUBSET=128)
+    text = render((RUNNERS / "david_cifar.py").read_text(), EPOCHS=1, BATCH_SIZE=16, SUBSET=64)
     (tmp_path / "scripts" / "run_david_trainer.py").write_text(text)
     shutil.copy(RUNNERS / "cifar10_data.py", tmp_path / "scripts")
     data_dir = tmp_path / "data" / "cifar10"
     data_dir.mkdir(parents=True)
-    train_x, train_y, test_x, test_y = cifar10_data.synthetic_cifar10(300, 60, seed=3)
-    torch.save({"train_images": train_x, "train_labels": train_y, "test_images": test_x, "test_labels": test_y,
-                "classes": cifar10_data.CLASSES}, data_dir / cifar10_data.CACHE)
+    # The cache must look like all of CIFAR-10 (the loader checks); SUBSET is taken after loading.
+    # 100 copies of a small synthetic set: the right sizes, generated in a fraction of the time.
+    small = cifar10_data.synthetic_cifar10(500, 100, seed=3)
+    data = {k: t.repeat(100, *[1] * (t.dim() - 1)) for k, t in zip(cifar10_data.TENSORS, small)}
+    cifar10_data.write_cache(data_dir / cifar10_data.CACHE, {**data, "classes": cifar10_data.CLASSES})
     proc = run(["scripts/run_david_trainer.py"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     result = parse_result(proc.stdout, "RESULT_DAVID")
-    assert (result["epochs"], result["batch_size"], result["device"]) == (1, 32, "cpu")
-    assert result["elapsed_seconds"] > 0 and result["images_per_second"] > 0 and 0 <= result["val_acc"] <= 1
+    assert (result["epochs"], result["batch_size"], result["device"]) == (1, 16, "cpu")
+    assert result["elapsed_seconds"] > 0 and result["images_per_second"] > 0 and result["eval_seconds"] > 0
+    assert 0 <= result["val_acc"] <= 1 and len(table_rows(proc.stdout)) == 1
 
 
 @pytest.mark.parametrize("epochs, per_epoch, steps", [
@@ -145,9 +161,145 @@ def test_fractional_epochs_stop_at_the_right_step(monkeypatch, capsys):
     # 64 images / 16 per batch = 4 steps per epoch; 1.25 epochs = 5 steps: one full epoch + one step
     hlb_cifar.main(["--synthetic", "--subset", "64", "--batch-size", "16", "--epochs", "1.25"])
     out = capsys.readouterr().out
-    assert len(steps) == 5 and steps[0] == pytest.approx(0.2)
+    warmup = hlb_cifar.WARMUP_STEPS
+    assert warmup >= 1 and steps[:warmup] == [1.0] * warmup  # the untimed warm-up steps come first
+    assert len(steps) == warmup + 5 and steps[warmup] == pytest.approx(0.2)
     assert parse_result(out, "RESULT_HLB")["train_epochs"] == 1.25
-    assert [line.split()[0] for line in out.splitlines()[2:4]] == ["1.00", "1.25"]
+    assert [row[0] for row in table_rows(out)] == ["1.00", "1.25"]
+
+
+def run_main(module, argv, capsys, warmup_steps, monkeypatch):
+    monkeypatch.setattr(module, "WARMUP_STEPS", warmup_steps)
+    model = module.main(argv)
+    out = capsys.readouterr().out
+    return model.state_dict(), out
+
+
+@pytest.mark.parametrize("module, argv", [
+    # 15 steps: Lookahead at 5, 10, 15, the whitening bias frozen after 12
+    (hlb_cifar, ["--synthetic", "--subset", "32", "--batch-size", "8", "--epochs", "3.75", "--seed", "3"]),
+    (david_cifar, ["--synthetic", "--subset", "48", "--batch-size", "8", "--epochs", "1", "--seed", "3"]),
+])
+def test_the_warm_up_does_not_change_what_the_run_computes(module, argv, capsys, monkeypatch):
+    """Same seed, with and without the warm-up: the same weights, losses and accuracies, bit for bit."""
+    initial = module.make_model().state_dict()
+    cold_state, cold = run_main(module, argv, capsys, 0, monkeypatch)
+    warm_state, warm = run_main(module, argv, capsys, 2, monkeypatch)
+    assert "warm-up:" not in cold and "warm-up: 2 steps" in warm
+    tag = "RESULT_HLB" if module is hlb_cifar else "RESULT_DAVID"
+    timings = {"elapsed_seconds", "images_per_second", "eval_seconds"}
+    cold_result, warm_result = parse_result(cold, tag), parse_result(warm, tag)
+    assert {k: v for k, v in cold_result.items() if k not in timings} == \
+        {k: v for k, v in warm_result.items() if k not in timings}
+    assert [row[:-1] for row in table_rows(cold)] == [row[:-1] for row in table_rows(warm)]  # all but time_s
+    assert cold_state.keys() == warm_state.keys() == initial.keys()
+    assert all(torch.equal(cold_state[k], warm_state[k]) for k in cold_state)
+    assert not all(torch.equal(cold_state[k], initial[k]) for k in initial)  # it did train
+
+
+def test_whitening_bias_trains_for_3_epochs_then_freezes_and_lookahead_takes_the_last_step(monkeypatch, capsys):
+    monkeypatch.setattr(hlb_cifar, "WARMUP_STEPS", 0)
+    trainable, moved, decays = [], [], []
+    real_step, real_update = hlb_cifar.train_step, hlb_cifar.Lookahead.update
+
+    def watching(model, optimizer, images, labels, lr_scale):
+        bias = model[0].bias
+        before = bias.detach().clone()
+        result = real_step(model, optimizer, images, labels, lr_scale)
+        trainable.append(bias.requires_grad)
+        moved.append(not torch.equal(before, bias.detach()))
+        return result
+
+    def recording(self, model, decay):
+        decays.append((len(trainable), decay))
+        return real_update(self, model, decay)
+
+    monkeypatch.setattr(hlb_cifar, "train_step", watching)
+    monkeypatch.setattr(hlb_cifar.Lookahead, "update", recording)
+    # 4 steps per epoch, 3.75 epochs = 15 steps; the bias trains for 3 epochs = 12 steps
+    hlb_cifar.main(["--synthetic", "--subset", "32", "--batch-size", "8", "--epochs", "3.75"])
+    capsys.readouterr()
+    assert trainable == [True] * 12 + [False] * 3
+    assert moved == trainable  # a frozen bias gets no gradient, so SGD leaves it (and its decay) alone
+    rho = 0.95 ** 5
+    assert [step for step, _ in decays] == [5, 10, 15, 15]  # the last step (15) is averaged in, then copied
+    assert [d for _, d in decays] == pytest.approx([rho / 27, rho * 8 / 27, rho, 1.0])
+
+
+def test_a_short_run_trains_the_whitening_bias_throughout(monkeypatch, capsys):
+    monkeypatch.setattr(hlb_cifar, "WARMUP_STEPS", 0)
+    trainable = []
+    real_step = hlb_cifar.train_step
+
+    def watching(model, *args):
+        trainable.append(model[0].bias.requires_grad)
+        return real_step(model, *args)
+
+    monkeypatch.setattr(hlb_cifar, "train_step", watching)
+    hlb_cifar.main(["--synthetic", "--subset", "32", "--batch-size", "8", "--epochs", "0.75"])  # min(3, 0.75)
+    capsys.readouterr()
+    assert trainable == [True] * 3
+
+
+def test_lookahead_update_at_decay_1_puts_the_model_on_the_ema():
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
+    lookahead = hlb_cifar.Lookahead(model)
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        model[0].weight.add_(1.0)
+    lookahead.update(model, decay=0.75)  # the EMA moves a quarter of the way, the model follows
+    assert torch.allclose(model[0].weight, start["0.weight"] + 0.25)
+    with torch.no_grad():
+        model[0].weight.add_(5.0)
+    lookahead.update(model, decay=1.0)  # the EMA stays; the model is put back on it
+    assert torch.allclose(model[0].weight, start["0.weight"] + 0.25)
+    assert torch.equal(model[1].num_batches_tracked, start["1.num_batches_tracked"])  # integers are not averaged
+
+
+class ViewRecorder(torch.nn.Module):
+    """Logits that say which call produced them: call k puts a 1 in column k."""
+
+    def __init__(self):
+        super().__init__()
+        self.views = []
+
+    def forward(self, x):
+        self.views.append(x.clone())
+        logits = torch.zeros(len(x), 10)
+        logits[:, len(self.views) - 1] = 1
+        return logits
+
+
+def test_tta_weighs_the_six_views_as_airbench94_does():
+    x = torch.randn(2, 3, 32, 32)
+    # One-pixel translations with reflect padding, by index: pixel -1 reflects to 1, pixel 32 to 30.
+    down_right, up_left = [1, *range(31)], [*range(1, 32), 30]
+    shifted = {name: x[:, :, idx][:, :, :, idx] for name, idx in [("down-right", down_right), ("up-left", up_left)]}
+    views = {"plain": x, **shifted}
+    views.update({f"{name} mirrored": v.flip(3) for name, v in list(views.items())})
+    model = ViewRecorder()
+    logits = hlb_cifar.tta_logits(model, x)
+    assert len(model.views) == 6 and logits[:, 6:].abs().sum() == 0
+    weights = {}
+    for k, seen in enumerate(model.views):
+        (name,) = [name for name, v in views.items() if torch.equal(seen, v)]
+        weights[name] = logits[0, k].item()
+    # airbench94 infer_mirror_translate: 0.5 * mirror(x) + 0.5 * mean(mirror(up-left), mirror(down-right))
+    assert weights == pytest.approx({"plain": 0.25, "plain mirrored": 0.25, "down-right": 0.125, "up-left": 0.125,
+                                     "down-right mirrored": 0.125, "up-left mirrored": 0.125})
+
+
+def test_evaluate_with_and_without_tta():
+    torch.manual_seed(0)
+    images, labels = toy_set(n=20)
+    model = hlb_cifar.make_model().to(memory_format=torch.channels_last)
+    plain, tta = hlb_cifar.evaluate(model, images, labels), hlb_cifar.evaluate(model, images, labels, tta=True)
+    assert model.training  # evaluate() puts the model back in training mode
+    with torch.no_grad():
+        model.eval()
+        expected_plain = (model(images).argmax(1) == labels).float().mean().item()
+        expected_tta = (hlb_cifar.tta_logits(model, images).argmax(1) == labels).float().mean().item()
+    assert plain == pytest.approx(expected_plain) and tta == pytest.approx(expected_tta)
 
 
 def test_lr_schedules():
