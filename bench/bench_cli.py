@@ -30,6 +30,7 @@ Usage (sshd as the invoking user, or as root with a dedicated user)::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -197,13 +198,7 @@ def bench(reps: int, delay: float, repo: Path) -> dict:
         cli_env = {"PYTHONPYCACHEPREFIX": str(cache), "PYTHONDONTWRITEBYTECODE": None}
         subprocess.run([sys.executable, "-m", "compileall", "-q", str(repo / "remote_run")], env={**os.environ, "PYTHONPYCACHEPREFIX": str(cache)},
                        check=True)
-        server = SshServer(tmp / "sshd")
-        proxy, remove_pip_conf = None, None
-        try:
-            server.start()
-            proxy = LatencyProxy(target=("127.0.0.1", server.port), delay=delay).start()
-            server.add_alias("l1proxy", proxy.port)
-            remove_pip_conf = write_pip_conf(server, OFFLINE_PIP)  # bootstrap's pip never goes to the network
+        with loopback(tmp, delay, tag) as server:
             paths = [Path_(server, alias, repo, tmp / f"ws-{alias}", f"{tag}_{alias}", cli_env) for alias in ("l1", "l1proxy")]
             for path in paths:
                 path.setup()
@@ -212,16 +207,30 @@ def bench(reps: int, delay: float, repo: Path) -> dict:
                     path.rep(i)
             report["paths"] = {path.alias: path.result() for path in paths}
             report["startup"] = startup(server, reps, repo, server.env(**cli_env))
-        finally:
-            if proxy is not None:
-                proxy.stop()
-            try:
-                if remove_pip_conf:
-                    remove_pip_conf()
-                server.cleanup_remote(tag)
-            finally:
-                server.close()
     return report
+
+
+@contextlib.contextmanager
+def loopback(tmp: Path, delay: float, tag: str):
+    """The test sshd (alias l1) and a latency proxy in front of it (alias l1proxy), with pip kept
+    off the network; on the way out, everything under ``tag*`` on the host is removed."""
+    server = SshServer(tmp / "sshd")
+    proxy, remove_pip_conf = None, None
+    try:
+        server.start()
+        proxy = LatencyProxy(target=("127.0.0.1", server.port), delay=delay).start()
+        server.add_alias("l1proxy", proxy.port)
+        remove_pip_conf = write_pip_conf(server, OFFLINE_PIP)  # bootstrap's pip never goes to the network
+        yield server
+    finally:
+        if proxy is not None:
+            proxy.stop()
+        try:
+            if remove_pip_conf:
+                remove_pip_conf()
+            server.cleanup_remote(tag)
+        finally:
+            server.close()
 
 
 def verdict(kind: str, value: float, limit: float) -> str:

@@ -245,6 +245,8 @@ def check(payload):
 # ------------------------------------------------------------------------------------- runs
 
 def start(payload):
+    """The checks, then the run (or, with "members", a group of runs one after another) detached
+    from SSH; then follow it unless detached."""
     root = payload["root"]
     report = checks(root, payload)
     if report["ok"] and not os.path.isdir(root):
@@ -252,33 +254,51 @@ def start(payload):
     control(sys.stdout, report)
     if not report["ok"]:
         return exits.PREFLIGHT
-    run_dir = os.path.join(root, payload["run_dir"])
+    members = payload.get("members") or [{key: payload.get(key) for key in ("run_dir", "argv", "files", "meta")}]
+    group_dir = os.path.join(root, payload["group_dir"]) if payload.get("group_dir") else None
     try:
-        render(root, payload.get("files", {}))
-        os.makedirs(os.path.dirname(run_dir), exist_ok=True)
-        os.mkdir(run_dir)
-        meta = dict(payload.get("meta", {}), argv=payload["argv"], started=time.time())
-        write_text(os.path.join(run_dir, "meta.json"), json.dumps(meta, indent=1))
-        open(os.path.join(run_dir, "run.log"), "ab").close()
+        if group_dir:
+            os.makedirs(os.path.dirname(group_dir), exist_ok=True)
+            os.mkdir(group_dir)
+            write_text(os.path.join(group_dir, "group.json"), json.dumps(
+                dict(payload.get("meta", {}), members=[os.path.basename(m["run_dir"]) for m in members], started=time.time())))
+        for member in members:
+            prepare_run(root, member, queued=bool(group_dir))
     except OSError as exc:
         return fail("cannot prepare the run in %s: %s" % (root, exc.strerror or exc))
     os.chdir(root)
-    started, told = os.pipe()  # the supervisor says the run's pid on it (or closes it when it cannot start)
+    started, told = os.pipe()  # the supervisor says the first run's pid on it (or closes it when it cannot start)
     child = os.fork()
     if child == 0:
         os.close(started)
         os.setsid()
         if os.fork():
             os._exit(0)
-        supervise(run_dir, payload["argv"], payload.get("variables", {}), told)
+        supervise(root, group_dir, members, payload.get("variables", {}), payload.get("sample"), told)
     os.close(told)
     os.waitpid(child, 0)
     with os.fdopen(started) as pipe:
         pid = pipe.read().strip()
-    say("run %s started (pid %s)" % (os.path.basename(run_dir), pid or None))
-    if payload.get("detach"):
+    first = os.path.join(root, members[0]["run_dir"])
+    say("run %s started (pid %s)" % (os.path.basename(group_dir or first), pid or None))
+    if payload.get("detach") or group_dir:
         return exits.OK
-    return follow(run_dir, 0, stop_run=True, grace=payload.get("grace", GRACE_SECONDS))
+    return follow(first, 0, stop_run=True, grace=payload.get("grace", GRACE_SECONDS))
+
+
+def prepare_run(root, member, queued=False):
+    """A run's folder: meta.json and an empty run.log (and, for a run of a group that has to wait
+    its turn, the `queued` marker; its files are written when it starts)."""
+    run_dir = os.path.join(root, member["run_dir"])
+    os.makedirs(os.path.dirname(run_dir), exist_ok=True)
+    os.mkdir(run_dir)
+    meta = dict(member.get("meta") or {}, argv=member["argv"], started=time.time())
+    write_text(os.path.join(run_dir, "meta.json"), json.dumps(meta, indent=1))
+    open(os.path.join(run_dir, "run.log"), "ab").close()
+    if queued:
+        write_text(os.path.join(run_dir, "queued"), "")
+    else:
+        render(root, member.get("files") or {})
 
 
 def render(root, files):
@@ -299,38 +319,83 @@ def render(root, files):
         write_text(os.path.join(root, tree.RENDERED), "\0".join(names))
 
 
-def supervise(run_dir, argv, env, told):
-    """The detached parent of the run: owns its log, records its pid and exit status."""
-    log = os.open(os.path.join(run_dir, "run.log"), os.O_WRONLY | os.O_APPEND)
-    null = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(null, 0)
-    os.dup2(log, 1)
-    os.dup2(log, 2)
+def supervise(root, group_dir, members, env, sample, told):
+    """The detached parent of the runs: owns their logs, records their pids and exit statuses; a
+    group's runs go one after another until one is stopped on request."""
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     environment = dict(os.environ)
     if env.get("PYTHONPATH") and environment.get("PYTHONPATH"):
         env = dict(env, PYTHONPATH=env["PYTHONPATH"] + os.pathsep + environment["PYTHONPATH"])
     environment.update(env)
     environment["PYTHONUNBUFFERED"] = "1"
+    if group_dir:
+        write_text(os.path.join(group_dir, "pid"), "%d\n" % os.getpid())
+    code = 0
+    for member in members:
+        run_dir = os.path.join(root, member["run_dir"])
+        if group_dir and os.path.exists(os.path.join(group_dir, "stopped")):
+            write_text(os.path.join(run_dir, "skipped"), "")  # stopped before its turn
+            continue
+        if group_dir:
+            render(root, member.get("files") or {})
+            os.unlink(os.path.join(run_dir, "queued"))
+        code = run_one(run_dir, member["argv"], environment, sample, told)
+        told = None  # only the first run's pid is awaited
+    if group_dir:
+        write_text(os.path.join(group_dir, "exit_code"), "%d\n" % code)
+    os._exit(0)
+
+
+def run_one(run_dir, argv, environment, sample, told):
+    """Run ``argv`` with its output in run.log, its pid in pid, the GPU sampled beside it, and its
+    exit status in exit_code; returns that status."""
+    log = os.open(os.path.join(run_dir, "run.log"), os.O_WRONLY | os.O_APPEND)
     try:
-        proc = subprocess.Popen(argv, env=environment, stdin=null, stdout=log, stderr=log, start_new_session=True)
+        proc = subprocess.Popen(argv, env=environment, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
     except OSError as exc:
         os.write(log, ("remote-run: cannot start %s: %s\n" % (argv[0], exc.strerror or exc)).encode())
         write_text(os.path.join(run_dir, "exit_code"), "%d\n" % exits.MISSING)
-        os._exit(0)
+        if told is not None:
+            os.close(told)
+        return exits.MISSING
     write_text(os.path.join(run_dir, "pid"), "%d\n" % proc.pid)
-    os.write(told, b"%d\n" % proc.pid)
-    os.close(told)
+    if told is not None:
+        os.write(told, b"%d\n" % proc.pid)
+        os.close(told)
+    sampler = start_sampler(run_dir, sample)
     # Room for the exit status is taken now: the run may fill the disk before it ends.
     pending = os.path.join(run_dir, "exit_code.pending")
     with open(pending, "w") as handle:
         handle.write(" " * 16)
     code = proc.wait()
     code = 128 - code if code < 0 else code
+    if sampler is not None:
+        sampler.terminate()
+        sampler.wait()
     with open(pending, "r+") as handle:
         handle.write(("%d\n" % code).ljust(16))
     os.replace(pending, os.path.join(run_dir, "exit_code"))
-    os._exit(0)
+    os.close(log)
+    return code
+
+
+def start_sampler(run_dir, sample):
+    """`nvidia-smi -lms` writing the run's GPUs' utilisation, memory and power to gpu.csv every
+    ``sample["seconds"]``; None when sampling is off or there is no nvidia-smi."""
+    if not sample or not sample.get("seconds") or sample.get("devices") == "-1":
+        return None
+    argv = ["nvidia-smi", "--query-gpu=timestamp,index,uuid,utilization.gpu,memory.used,memory.total,power.draw",
+            "--format=csv,noheader,nounits", "-lms", str(int(sample["seconds"] * 1000))]
+    if sample.get("devices"):
+        argv += ["-i", sample["devices"]]
+    try:
+        with open(os.path.join(run_dir, "gpu.csv"), "wb") as out:
+            return subprocess.Popen(argv, stdout=out, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    except OSError:
+        return None
 
 
 def follow(run_dir, offset, stop_run, grace=GRACE_SECONDS):
@@ -369,7 +434,10 @@ def follow(run_dir, offset, stop_run, grace=GRACE_SECONDS):
                     say("the disk is full on this host (%s has no free space left); free space or choose another REMOTE_DIR"
                         % os.path.dirname(os.path.dirname(run_dir)))
                 return code
-            if not alive(read_int(os.path.join(run_dir, "pid"))):
+            if os.path.exists(os.path.join(run_dir, "skipped")):
+                return exits.INTERRUPTED  # its group was stopped before its turn
+            waiting = os.path.exists(os.path.join(run_dir, "queued")) and alive(read_int(os.path.join(group_of(run_dir), "pid")))
+            if not waiting and not alive(read_int(os.path.join(run_dir, "pid"))):
                 lost_since = lost_since or time.time()
                 if time.time() - lost_since > 5:
                     return fail("run %s ended without recording an exit status (was its supervisor killed?)"
@@ -420,11 +488,36 @@ def terminate(run_dir, grace):
 
 def state_of(run_dir):
     code = read_int(os.path.join(run_dir, "exit_code"))
+    if os.path.exists(os.path.join(run_dir, "skipped")):
+        return "skipped", None
+    if os.path.exists(os.path.join(run_dir, "queued")):
+        return ("queued" if alive(read_int(os.path.join(group_of(run_dir), "pid"))) else "lost"), None
     if os.path.exists(os.path.join(run_dir, "killed")):
         return ("killed" if code is not None or not alive(read_int(os.path.join(run_dir, "pid"))) else "stopping"), code
     if code is not None:
         return ("finished" if code == 0 else "failed"), code
     return ("running" if alive(read_int(os.path.join(run_dir, "pid"))) else "lost"), None
+
+
+def group_of(run_dir):
+    """The folder of the group a run belongs to ("" for none)."""
+    try:
+        with open(os.path.join(run_dir, "meta.json")) as handle:
+            group = json.load(handle).get("group")
+    except (OSError, ValueError):
+        return ""
+    return os.path.join(os.path.dirname(run_dir), group) if group else ""
+
+
+def group_state(group_dir, members):
+    """A group's state from its runs': running while one runs or waits, else how it ended."""
+    states = [state_of(os.path.join(os.path.dirname(group_dir), m))[0] for m in members]
+    for busy in ("running", "stopping", "queued"):
+        if busy in states:
+            return "running"
+    if "killed" in states or "skipped" in states:
+        return "killed"
+    return "failed" if "failed" in states or "lost" in states else "finished"
 
 
 def last_result(path):
@@ -453,10 +546,20 @@ def status(runs):
                     meta = json.load(handle)
             except (OSError, ValueError):
                 meta = {}
+            if os.path.isfile(os.path.join(run_dir, "group.json")):
+                try:
+                    with open(os.path.join(run_dir, "group.json")) as handle:
+                        group = json.load(handle)
+                except (OSError, ValueError):
+                    continue
+                rows.append({"id": name, "task": group.get("task", "?"), "started": group.get("started"), "group": True,
+                             "members": group.get("members", []), "state": group_state(run_dir, group.get("members", [])),
+                             "exit_code": read_int(os.path.join(run_dir, "exit_code")), "result": None, "log_bytes": 0})
+                continue
             state, code = state_of(run_dir)
             log = os.path.join(run_dir, "run.log")
             rows.append({
-                "id": name, "task": meta.get("task", "?"), "started": meta.get("started"),
+                "id": name, "task": meta.get("task", "?"), "started": meta.get("started"), "member_of": meta.get("group"),
                 "state": state, "exit_code": code, "result": last_result(log),
                 "log_bytes": os.path.getsize(log) if os.path.exists(log) else 0,
             })
@@ -465,9 +568,22 @@ def status(runs):
 
 
 def kill(run_dir, grace, offset):
-    """Stop a run; with ``offset``, then print its log from there and return its exit status."""
+    """Stop a run; with ``offset``, then print its log from there and return its exit status.
+    Stopping a group stops the run going on and the ones waiting their turn."""
     if not os.path.isdir(run_dir):
         return fail("no run %s in %s" % (os.path.basename(run_dir), os.path.dirname(os.path.dirname(run_dir))))
+    if os.path.isfile(os.path.join(run_dir, "group.json")):
+        with open(os.path.join(run_dir, "group.json")) as handle:
+            members = json.load(handle).get("members", [])
+        if group_state(run_dir, members) != "running":
+            return fail("group %s is not running" % os.path.basename(run_dir), exits.NOT_RUNNING)
+        write_text(os.path.join(run_dir, "stopped"), "%f\n" % time.time())
+        for member in members:
+            member_dir = os.path.join(os.path.dirname(run_dir), member)
+            if state_of(member_dir)[0] in ("running", "stopping"):
+                terminate(member_dir, grace)
+        say("group %s stopped" % os.path.basename(run_dir))
+        return exits.OK
     state, _ = state_of(run_dir)
     if state not in ("running", "stopping"):
         return fail("run %s is not running (%s)" % (os.path.basename(run_dir), state), exits.NOT_RUNNING)
@@ -485,7 +601,7 @@ def main(argv):
     if mode == "check":
         return check(payload)
     if mode == "start":
-        run_dir = os.path.join(payload["root"], payload["run_dir"])
+        run_dir = os.path.join(payload["root"], payload.get("run_dir") or payload["members"][0]["run_dir"])
         code = start(payload)
     else:
         root = argv[1] if len(argv) > 1 else ""
@@ -495,6 +611,11 @@ def main(argv):
     trailer = {"exit": code}
     if run_dir and os.path.isfile(os.path.join(run_dir, "meta.json")):
         trailer["state"] = state_of(run_dir)[0]
+        try:
+            with open(os.path.join(run_dir, "gpu.csv"), encoding="utf-8", errors="replace") as handle:
+                trailer["gpu_csv"] = handle.read()  # the GPU samples travel back with the end of the run
+        except OSError:
+            pass
     control(sys.stderr, trailer)
     return code
 

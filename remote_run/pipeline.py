@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import exits, records, steps, transport
+from . import exits, groups, records, steps, transport
 from .errors import Failure
 from .launcher import CONTROL
 from .output import say
@@ -36,6 +36,7 @@ class RunSpec:
     files: dict = field(default_factory=dict)
     options: dict = field(default_factory=dict)
     runner_path: str | None = None
+    invocation: dict = field(default_factory=dict)  # the task's name and arguments, for `inv rerun`
 
 
 @dataclass
@@ -51,6 +52,7 @@ class Ending:
     gpu: list = field(default_factory=list)
     log: str | None = None  # the log for the record, when it is not the output as shown
     detached_hint: str = ""  # how to follow and stop a detached run
+    gpu_csv: str = ""  # the host's samples of the run's GPUs
 
 
 def outcome(ending: Ending, stop_requested: bool) -> str:
@@ -67,13 +69,21 @@ def outcome(ending: Ending, stop_requested: bool) -> str:
 
 
 class Tee(io.StringIO):
-    """Shows the run's output live and keeps a copy for the record."""
+    """Shows the run's output live and keeps a copy for the record, noting when each ``EPOCH``
+    line arrived (seconds since ``t0``): the wall-time axis of programs that print no ``wall_s``."""
 
     def __init__(self, show: bool = True):
         super().__init__()
         self.show = show
+        self.t0 = time.perf_counter()
+        self.epoch_arrivals: list[float] = []
+        self._line = ""
 
     def write(self, text):
+        lines = (self._line + text).split("\n")
+        self._line = lines.pop()[:64]
+        now = round(time.perf_counter() - self.t0, 3)
+        self.epoch_arrivals += [now for line in lines if line.startswith("EPOCH ")]
         written = super().write(text)
         if self.show:
             sys.stdout.write(text)
@@ -162,64 +172,164 @@ class CtrlC:
         threading.Thread(target=self.first, daemon=True).start()
 
 
-def execute(backend, settings, spec: RunSpec, *, detach: bool = False) -> int:
-    """Start ``spec`` on ``backend``, follow it, write its record; returns its exit status."""
+@dataclass
+class Done:
+    """What execute() did: the exit status to pass on, the runs, and their group (--repeat)."""
+
+    code: int
+    runs: list
+    group: str | None = None
+
+
+class Recording:
+    """One run's local record from start to end: its folder, its live output and how it ended."""
+
+    def __init__(self, backend, settings, spec: RunSpec, run_id: str, code_job, group: str | None = None):
+        self.backend, self.code_job, self.run_id = backend, code_job, run_id
+        self.folder = settings.runs_dir / run_id
+        self.record = records.RunRecord(
+            run_id=run_id, task=spec.task, host=backend.label, options=spec.options, settings=settings.describe(),
+            runner=spec.files.get(spec.runner_path) if spec.runner_path else None,
+            runner_path=backend.runner_path(spec.runner_path) if spec.runner_path else None,
+            local_log=str(self.folder / "run.log"), started=datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+            group=group, invocation=spec.invocation)
+        self.output = Tee()
+        self.started = time.perf_counter()
+
+    def finish(self, ending: Ending, stop_requested: bool) -> records.RunRecord:
+        record = self.record
+        code, diff = self.code_job.join()
+        record.git = {"commit": code["commit"], "dirty": code["dirty"]}
+        record.code = code
+        record.gpu = ending.gpu
+        record.remote_log = ending.remote_log
+        record.commands = list(self.backend.commands)
+        log = self.output.getvalue() if ending.log is None else ending.log
+        record.finish(log, None if ending.detached and not ending.lost else ending.exit_status,
+                      time.perf_counter() - self.started, outcome(ending, stop_requested and not ending.detached), ending.gpu_csv,
+                      epoch_arrivals=self.output.epoch_arrivals if ending.log is None else None)
+        record.write(self.folder, None if ending.detached and not ending.log else log, diff=diff, gpu_csv=ending.gpu_csv)
+        return record
+
+
+def code_job(backend, settings) -> "steps.Background":
+    """What ran, taken beside the run: the commit, the diff against it, the untracked files a sync sends."""
+    def take():
+        from . import sync, tree
+
+        synced = set(tree.walk(str(settings.workspace), tree.compile_rules(sync.rules(settings))))
+        return records.code_state(backend.run_local, settings.workspace, synced)
+
+    return steps.Background(take)
+
+
+def execute(backend, settings, specs: list[RunSpec], *, detach: bool = False) -> Done:
+    """Start ``specs`` on ``backend`` (one run, or a --repeat group run one after another), follow
+    them, write their records and the group's summary; the exit status is the (last failed) run's."""
+    if len(specs) > 1:
+        return _execute_group(backend, settings, specs, detach=detach)
+    spec = specs[0]
     run_id = records.claim_run_id(spec.task, settings.runs_dir)
-    folder = settings.runs_dir / run_id
-    git = steps.Background(records.git_state, backend.run_local, settings.workspace)
-    record = records.RunRecord(
-        run_id=run_id, task=spec.task, host=backend.label, options=spec.options, settings=settings.describe(),
-        runner=spec.files.get(spec.runner_path) if spec.runner_path else None,
-        runner_path=backend.runner_path(spec.runner_path) if spec.runner_path else None,
-        local_log=str(folder / "run.log"), started=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    )
-    output = Tee()
-    started = time.perf_counter()
+    code = code_job(backend, settings)
+    run = Recording(backend, settings, spec, run_id, code)
 
     def give_up():
         # Second Ctrl+C: stop waiting. The stop already asked for goes on on the host.
         say(f"stopped waiting; run {run_id} is being stopped on {backend.label} (see `inv status`)")
-        finish(Ending(exits.INTERRUPTED, state="killed"))
+        run.finish(Ending(exits.INTERRUPTED, state="killed"), True)
         os._exit(exits.INTERRUPTED)
-
-    def finish(ending: Ending) -> str:
-        record.git = git.join()
-        record.gpu = ending.gpu
-        record.remote_log = ending.remote_log
-        record.commands = list(backend.commands)
-        log = output.getvalue() if ending.log is None else ending.log
-        record.finish(log, None if ending.detached and not ending.lost else ending.exit_status,
-                      time.perf_counter() - started, outcome(ending, ctrl_c.requested and not ending.detached))
-        record.write(folder, None if ending.detached and not ending.log else log)
-        return record.outcome
 
     ctrl_c = CtrlC(lambda: backend.stop(run_id, first_ctrl_c=True), give_up)
     try:
         backend.prepare(spec)
         with ctrl_c:
-            ending = backend.launch(run_id, spec, output, detach=detach, ctrl_c=ctrl_c)
+            ending = backend.launch(run_id, spec, run.output, detach=detach, ctrl_c=ctrl_c)
     except BaseException:
-        git.join()
-        if not any(folder.iterdir()):
-            folder.rmdir()  # nothing started: no record
+        code.join()
+        _drop_if_empty(run.folder)
         raise
-    finish(ending)
+    record = run.finish(ending, ctrl_c.requested)
     if ending.lost:
         raise Failure(f"{backend.dropped()}; the run goes on: see it with `inv logs --follow --run {run_id}`")
     if record.outcome == "detached":
-        say(f"run {run_id} goes on detached; {ending.detached_hint}; record: {folder}/log.md")
-        return exits.OK
-    report(record, folder)
-    return ending.exit_status or 0
+        say(f"run {run_id} goes on detached; {ending.detached_hint}; record: {run.folder}/log.md")
+        return Done(exits.OK, [run_id])
+    report(record, run.folder)
+    return Done(ending.exit_status or 0, [run_id])
 
 
-def complete(record: records.RunRecord, folder: Path, ending: Ending, log_text: str, elapsed: float) -> int:
+def _execute_group(backend, settings, specs: list[RunSpec], *, detach: bool) -> Done:
+    task = specs[0].task
+    group_id = records.claim_run_id(f"{task}-x{len(specs)}", settings.runs_dir)
+    member_ids = [f"{group_id}.{i}" for i in range(1, len(specs) + 1)]
+    for run_id in member_ids:
+        (settings.runs_dir / run_id).mkdir()
+    code = code_job(backend, settings)
+    runs = [Recording(backend, settings, spec, run_id, code, group=group_id) for run_id, spec in zip(member_ids, specs)]
+    finished: list[records.RunRecord] = []
+
+    def give_up():
+        say(f"stopped waiting; group {group_id} is being stopped on {backend.label} (see `inv status`)")
+        for run in runs[len(finished):]:
+            finished.append(run.finish(Ending(exits.INTERRUPTED, state="killed"), True))
+        groups.write(settings.runs_dir / group_id, groups.summarize(group_id, finished))
+        os._exit(exits.INTERRUPTED)
+
+    ctrl_c = CtrlC(lambda: backend.stop(group_id, first_ctrl_c=True), give_up)
+    try:
+        backend.prepare(specs[0])
+        with ctrl_c:
+            backend.launch_group(group_id, list(zip(member_ids, specs)), detach=detach)
+            if detach:
+                for run in runs:
+                    finished.append(run.finish(Ending(None, detached=True), False))
+            else:
+                for run, spec in zip(runs, specs):
+                    run.started = run.output.t0 = time.perf_counter()  # it starts when the one before it ends
+                    ending = Ending(exits.INTERRUPTED, state="killed") if ctrl_c.requested else \
+                        backend.follow_member(run.run_id, spec, run.output, ctrl_c=ctrl_c)
+                    finished.append(run.finish(ending, ctrl_c.requested))
+                    if ending.lost:
+                        raise Failure(f"{backend.dropped()}; the group goes on: see it with `inv logs --follow --run {group_id}`")
+                    if not ending.lost and not ctrl_c.requested:
+                        report(finished[-1], run.folder)
+    except BaseException:
+        code.join()
+        if not finished:
+            for folder in [settings.runs_dir / group_id, *(run.folder for run in runs)]:
+                _drop_if_empty(folder)
+        raise
+    folder = groups.write(settings.runs_dir / group_id, groups.summarize(group_id, finished))
+    if detach:
+        say(f"group {group_id} goes on detached ({len(specs)} runs, one after another); follow it with "
+            f"`inv logs --follow --run {group_id}`, stop it with `inv kill --run {group_id}`; record: {folder}/summary.md")
+        return Done(exits.OK, member_ids, group_id)
+    report_group(groups.load(folder), folder)
+    failed = [r.exit_status for r in finished if r.exit_status]
+    return Done(failed[-1] if failed else 0, member_ids, group_id)
+
+
+def report_group(summary: dict, folder: Path) -> None:
+    from .output import show, table
+
+    show(table(groups.table(summary)))
+    outcomes = ", ".join(f"{n} {o}" for o, n in summary["outcomes"].items())
+    say(f"group {summary['group']}: {len(summary['runs'])} runs ({outcomes}); summary: {folder}/summary.md")
+
+
+def _drop_if_empty(folder: Path) -> None:
+    if folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()  # nothing started: no record
+
+
+def complete(record: records.RunRecord, folder: Path, ending: Ending, log_text: str, elapsed: float, report_it: bool = True) -> int:
     """Finish the record of a run followed to its end again (`logs --follow`) or stopped (`kill`)."""
-    record.finish(log_text, ending.exit_status, elapsed, outcome(ending, stop_requested=False))
+    record.finish(log_text, ending.exit_status, elapsed, outcome(ending, stop_requested=False), ending.gpu_csv)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "run.log").write_text(log_text, encoding="utf-8", errors="surrogateescape")
-    record.write(folder)
-    report(record, folder)
+    record.write(folder, gpu_csv=ending.gpu_csv)
+    if report_it:
+        report(record, folder)
     return ending.exit_status or 0
 
 
@@ -273,18 +383,42 @@ class HostRuns(Backend):
         self.folded = steps.prepare(self.sess, allow_busy=self.allow_busy, cpu_ok=self.cpu_ok)
 
     def launch(self, run_id: str, spec: RunSpec, output: Tee, *, detach: bool, ctrl_c=None) -> Ending:
-        """One launcher command: the remaining checks, the start and the following. A check that
-        says no is settled (sync, bootstrap) and the command sent again."""
+        """One launcher command: the remaining checks, the start and the following."""
+        say(f"{spec.task} on {self.label}: {' '.join(spec.argv)}  [run {run_id}]")
+        result, errors = self._start(self._member(run_id, spec, first=True), output, detach=detach)
+        return self._ending(run_id, result, errors, detach=detach)
+
+    def launch_group(self, group_id: str, members: list, *, detach: bool) -> None:
+        """One launcher command: the remaining checks and a group of runs, one after another on the
+        host (so a detached group needs no laptop); each is then followed by follow_member()."""
+        spec = members[0][1]
+        say(f"{spec.task} on {self.label}: {' '.join(spec.argv)}  x{len(members)}  [group {group_id}]")
+        payload = {"group_dir": f"runs/{group_id}", "members": [self._member(run_id, spec, first=i == 0, group=group_id)
+                                                               for i, (run_id, spec) in enumerate(members)]}
+        self._start(payload, Tee(show=False), detach=True, meta={"task": spec.task, "options": spec.options})
+
+    def follow_member(self, run_id: str, spec: RunSpec, output: Tee, *, ctrl_c=None) -> Ending:
+        say(f"{spec.task} on {self.label}: {' '.join(spec.argv)}  [run {run_id}]")
+        ending = self.follow(run_id, 0, output, mode="attach")
+        ending.gpu = self.sess.done.get("gpu") or []
+        return ending
+
+    def _member(self, run_id: str, spec: RunSpec, *, first: bool, group: str | None = None) -> dict:
+        s = self.host.settings
+        files = {**spec.files, ".remote-run/site/sitecustomize.py": template("numpy_aliases.py")} if first else spec.files
+        return {"run_dir": f"runs/{run_id}", "files": files, "argv": spec.argv,
+                "meta": {"task": spec.task, "options": spec.options, "forwarded": list(s.remote_env), "group": group}}
+
+    def _start(self, part: dict, output: Tee, *, detach: bool, meta: dict | None = None):
+        """The launcher's `start` with the checks still due; a check that says no is settled (sync,
+        bootstrap) and the command sent again. (invoke's Result, the stderr filter with the trailer)"""
         sess, host, s, folded = self.sess, self.host, self.host.settings, self.folded
-        files = {**spec.files, ".remote-run/site/sitecustomize.py": template("numpy_aliases.py")}
         variables = {"CUDA_VISIBLE_DEVICES": s.cuda_visible_devices, **s.forwarded_env(),
                      "PYTHONPATH": f"{s.remote_dir}/.remote-run/site:{s.remote_dir}"}
-        say(f"{spec.task} on {self.label}: {' '.join(spec.argv)}  [run {run_id}]")
         for attempt in range(3):
             payload = {
-                "root": s.remote_dir, "run_dir": f"runs/{run_id}", "files": files, "argv": spec.argv, "variables": variables,
-                "detach": detach, "grace": s.kill_grace,
-                "meta": {"task": spec.task, "options": spec.options, "forwarded": list(s.remote_env)},
+                "root": s.remote_dir, "variables": variables, "detach": detach, "grace": s.kill_grace, "meta": meta or {},
+                "sample": {"seconds": s.gpu_sample_seconds, "devices": s.cuda_visible_devices}, **part,
                 **{name: (check.check() if name == "sync" else check) for name, check in folded.items()},
             }
             demux = Demux(output, lambda header: header.get("ok") and steps.settle(sess, header, folded))
@@ -297,15 +431,18 @@ class HostRuns(Backend):
                     raise Failure(self.dropped())
                 raise Failure(steps.launcher_failure(host, result, "starting the run on"))
             if header.get("ok"):
-                return Ending(result.exited, lost=errors.trailer is None, detached=detach,
-                              state=(errors.trailer or {}).get("state"), remote_log=self.remote_log(run_id),
-                              gpu=sess.done.get("gpu") or [],
-                              detached_hint=f"follow it with `inv logs --follow --run {run_id}`, stop it with `inv kill --run {run_id}`")
+                return result, errors
             if header.get("missing"):
                 folded["sync"] = folded.get("sync") or _stale_plan(sess)
                 header = {"sync": {"state": "stale"}}
             steps.settle(sess, header, folded)  # syncs, builds the environment, or refuses
         raise Failure(f"the checks on {self.label} kept failing; run `inv sync bootstrap gpu-check` to see which")
+
+    def _ending(self, run_id: str, result, errors, *, detach: bool) -> Ending:
+        trailer = errors.trailer or {}
+        return Ending(result.exited, lost=errors.trailer is None, detached=detach, state=trailer.get("state"),
+                      remote_log=self.remote_log(run_id), gpu=self.sess.done.get("gpu") or [], gpu_csv=trailer.get("gpu_csv", ""),
+                      detached_hint=f"follow it with `inv logs --follow --run {run_id}`, stop it with `inv kill --run {run_id}`")
 
     def stop(self, run_id: str, first_ctrl_c: bool = False) -> None:
         """Stop a run over a second command (the first one is busy following it)."""
@@ -338,7 +475,8 @@ class HostRuns(Backend):
         s = self.host.settings
         args = [s.remote_dir, run_id, str(s.kill_grace), str(offset)] if mode == "kill" else [s.remote_dir, run_id, str(offset)]
         errors = Stderr(show=mode != "kill")
-        result = self.host.run(self.host.launcher(mode, *args), stream=output, err_stream=errors, record=False)
+        # its own session: a terminal's Ctrl+C reaches only us, and CtrlC decides what it stops
+        result = self.host.run(self.host.launcher(mode, *args), stream=output, err_stream=errors, record=False, own_session=True)
         if errors.trailer is None and result.exited == exits.SSH:
             return Ending(None, lost=True)
         lines = [l[len("remote-run: "):] for l in result.stderr.splitlines() if l.startswith("remote-run: ")]
@@ -346,7 +484,8 @@ class HostRuns(Backend):
         if refused or (mode == "kill" and result.exited == exits.NOT_RUNNING and any("is not running" in l for l in lines)):
             raise Failure(lines[-1] if lines else f"run {run_id} on {self.label}: exit {result.exited}",
                           code=exits.NOT_RUNNING if mode == "kill" else exits.USAGE)
-        return Ending(result.exited, state=(errors.trailer or {}).get("state"), remote_log=self.remote_log(run_id))
+        trailer = errors.trailer or {}
+        return Ending(result.exited, state=trailer.get("state"), remote_log=self.remote_log(run_id), gpu_csv=trailer.get("gpu_csv", ""))
 
     def record_of(self, row: dict) -> tuple[records.RunRecord, Path]:
         """The local record of a run on the host, or a new one from what the host knows."""
@@ -354,22 +493,24 @@ class HostRuns(Backend):
         folder = s.runs_dir / row["id"]
         record = records.RunRecord.load(folder)
         if record is None:
-            started = datetime.fromtimestamp(row["started"], timezone.utc).isoformat(timespec="seconds") if row.get("started") else ""
-            record = records.RunRecord(run_id=row["id"], task=row["task"], host=self.label,
+            started = datetime.fromtimestamp(row["started"], timezone.utc).isoformat(timespec="milliseconds") if row.get("started") else ""
+            record = records.RunRecord(run_id=row["id"], task=row["task"], host=self.label, group=row.get("member_of"),
                                        git=records.git_state(self.run_local, s.workspace), settings=s.describe(),
                                        remote_log=self.remote_log(row["id"]), local_log=str(folder / "run.log"), started=started)
         return record, folder
 
 
-def pick(runs: HostRuns, run: str, want_running: bool = False) -> dict:
-    """The row of run ``run`` on the host, or the latest (running) one."""
-    found = runs.listing()
+def pick(runs: HostRuns, run: str, want_running: bool = False, listing: list | None = None) -> dict:
+    """The row of run ``run`` on the host, or the latest (running) one; a group's runs are
+    reached through the group, so "the latest" is a group rather than its last run."""
+    found = runs.listing() if listing is None else listing
     where = f"{runs.label}:{runs.host.settings.remote_dir}/runs"
     if run:
         for row in found:
             if row["id"] == run:
                 return row
         raise Failure(f"no run {run!r} on {where}; `inv status` lists them")
+    found = [row for row in found if not row.get("member_of")]
     if want_running:
         found = [row for row in found if row["state"] == "running"]
     if not found:
@@ -378,48 +519,79 @@ def pick(runs: HostRuns, run: str, want_running: bool = False) -> dict:
 
 
 def logs(sess: Session, run: str, follow: bool) -> int:
-    """Show a run's log; with ``follow``, follow it to its end and complete its local record."""
+    """Show a run's log; with ``follow``, follow it to its end and complete its local record. For
+    a group: its runs one after another, then the group's summary."""
     runs = HostRuns(sess)
-    row = pick(runs, run)
-    record, folder = runs.record_of(row)
-    log_path = folder / "run.log"
-    seen = log_path.read_bytes() if log_path.exists() else b""
-    if seen:
-        say(f"{len(seen)} bytes of run {row['id']} were already recorded in {log_path}; showing the rest")
-    output = Tee()
-    if not follow:
-        if row["state"] == "running":
-            say(f"run {row['id']} is still running; add --follow to wait for it")
-        runs.follow(row["id"], len(seen), output, mode="cat")
-        return exits.OK
+    listing = runs.listing()
+    row = pick(runs, run, listing=listing)
 
     def stop_following(signum, frame):
         # Ctrl+C here means "stop watching", never "stop the run" (that is `inv kill`).
         say(f"stopped following; run {row['id']} goes on (`inv logs --follow --run {row['id']}`)")
         os._exit(exits.INTERRUPTED)
 
+    if not follow:
+        for each in _members(row, listing):
+            if each["state"] in ("running", "queued"):
+                say(f"run {each['id']} is still {each['state']}; add --follow to wait for it")
+            _follow_recorded(runs, each, "cat", show=True)
+        return exits.OK
     previous = signal.signal(signal.SIGINT, stop_following)
     try:
-        ending = runs.follow(row["id"], len(seen), output, mode="attach")
+        codes = [_follow_recorded(runs, each, "attach", show=True) for each in _members(row, listing)]
     finally:
         signal.signal(signal.SIGINT, previous)
-    if ending.lost:
-        raise Failure(f"{runs.dropped()}; the run goes on: see it with `inv logs --follow --run {row['id']}`")
-    return complete(record, folder, ending, seen.decode("utf-8", "replace") + output.getvalue(), _since(row))
+    if row.get("group"):
+        _complete_group(runs, row)
+    failed = [code for code in codes if code]
+    return failed[-1] if failed else 0
 
 
 def kill(sess: Session, run: str) -> None:
-    """Stop a run (SIGINT, SIGTERM, SIGKILL to its process group) and complete its local record."""
+    """Stop a run (SIGINT, SIGTERM, SIGKILL to its process group) and complete its local record; a
+    group: the run going on and the ones waiting their turn."""
     runs = HostRuns(sess)
-    row = pick(runs, run, want_running=not run)
+    listing = runs.listing()
+    row = pick(runs, run, want_running=not run, listing=listing)
+    if row.get("group"):
+        runs.follow(row["id"], 0, Tee(show=False), mode="kill")
+        say(f"group {row['id']} stopped")
+        for each in _members(row, listing):
+            _follow_recorded(runs, each, "attach", show=False)
+        _complete_group(runs, row)
+        return
+    _follow_recorded(runs, row, "kill", show=False)
+    say(f"run {row['id']} stopped")
+
+
+def _members(row: dict, listing: list[dict]) -> list[dict]:
+    if not row.get("group"):
+        return [row]
+    by_id = {r["id"]: r for r in listing}
+    return [by_id[m] for m in row["members"] if m in by_id]
+
+
+def _follow_recorded(runs: "HostRuns", row: dict, mode: str, *, show: bool) -> int:
+    """Show (cat), follow (attach) or stop (kill) a run from where its local record ends, and
+    complete the record when the run has ended."""
     record, folder = runs.record_of(row)
     log_path = folder / "run.log"
     seen = log_path.read_bytes() if log_path.exists() else b""
-    output = Tee(show=False)
-    ending = runs.follow(row["id"], len(seen), output, mode="kill")
-    say(f"run {row['id']} stopped")
-    if not ending.lost:
-        complete(record, folder, ending, seen.decode("utf-8", "replace") + output.getvalue(), _since(row))
+    if seen and show:
+        say(f"{len(seen)} bytes of run {row['id']} were already recorded in {log_path}; showing the rest")
+    output = Tee(show=show)
+    ending = runs.follow(row["id"], len(seen), output, mode=mode)
+    if ending.lost:
+        raise Failure(f"{runs.dropped()}; the run goes on: see it with `inv logs --follow --run {row['id']}`")
+    if mode == "cat":
+        return exits.OK
+    return complete(record, folder, ending, seen.decode("utf-8", "replace") + output.getvalue(), _since(row), report_it=show)
+
+
+def _complete_group(runs: "HostRuns", row: dict) -> None:
+    found = [records.RunRecord.load(runs.host.settings.runs_dir / member) for member in row["members"]]
+    folder = groups.write(runs.host.settings.runs_dir / row["id"], groups.summarize(row["id"], [r for r in found if r]))
+    report_group(groups.load(folder), folder)
 
 
 def status(sess: Session) -> list[tuple]:
@@ -429,7 +601,8 @@ def status(sess: Session) -> list[tuple]:
         when = datetime.fromtimestamp(row["started"], timezone.utc).strftime("%Y-%m-%d %H:%M:%S") if row.get("started") else "?"
         parsed = records.parse_result(row.get("result") or "")
         metrics = " ".join(f"{k}={v}" for k, v in parsed["metrics"].items()) if parsed else ""
-        rows.append((row["id"], row["task"], when, row["state"], "" if row["exit_code"] is None else str(row["exit_code"]), metrics))
+        task = f"{row['task']} (group of {len(row['members'])})" if row.get("group") else row["task"]
+        rows.append((row["id"], task, when, row["state"], "" if row["exit_code"] is None else str(row["exit_code"]), metrics))
     return rows
 
 

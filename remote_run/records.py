@@ -81,6 +81,82 @@ def hints(text: str) -> list[str]:
     return out
 
 
+_EPOCH = re.compile(r"^EPOCH((?:\s+[A-Za-z_][A-Za-z0-9_]*=\S*)+)\s*$", re.M)
+# The builtin trainers' table: a header whose first column is "epoch", then rows of numbers.
+_TABLE_HEADER = re.compile(r"^\s*epoch((?:\s+[A-Za-z_][A-Za-z0-9_]*)+)\s*$")
+_NUMBER = re.compile(r"-?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?|nan|inf", re.I)
+
+
+def parse_epochs(text: str, arrivals: list[float] | None = None) -> list[dict]:
+    """Per-epoch metrics: ``EPOCH key=value ...`` lines, or else the builtin trainers' epoch table.
+
+    Each entry gets ``wall_s``, the seconds since the run's start, when it can be told: given as
+    ``wall_s``, summed from per-epoch ``time_s``, or else when its EPOCH line reached us in the
+    live stream (``arrivals``, one per EPOCH line; includes the link's latency).
+    """
+    epochs = [{k: _value(v) for k, v in _PAIR.findall(m.group(1))} for m in _EPOCH.finditer(text or "")]
+    if not epochs:
+        epochs, arrivals = _epoch_table(text or ""), None
+    if arrivals is not None and len(arrivals) != len(epochs):
+        arrivals = None
+    total = 0.0
+    for i, entry in enumerate(epochs):
+        if "wall_s" in entry:
+            continue
+        if isinstance(entry.get("time_s"), (int, float)):
+            total += entry["time_s"]
+            entry["wall_s"] = round(total, 4)
+        elif arrivals is not None:
+            entry["wall_s"] = arrivals[i]
+    return epochs
+
+
+def _epoch_table(text: str) -> list[dict]:
+    rows, columns = [], None
+    for line in text.splitlines():
+        header = _TABLE_HEADER.match(line)
+        if header:
+            columns, rows = ["epoch", *header.group(1).split()], []
+            continue
+        cells = line.split()
+        if columns and len(cells) == len(columns) and all(_NUMBER.fullmatch(c) for c in cells):
+            rows.append(dict(zip(columns, (_value(c) for c in cells))))
+        elif columns and rows:
+            columns = None  # the table ended
+    return rows
+
+
+GPU_COLUMNS = ("timestamp", "index", "uuid", "utilization", "memory_used", "memory_total", "power")
+IDLE_UTILISATION = 50  # percent: a run whose GPU is busier than this is not input-bound
+
+
+def gpu_usage(csv_text: str) -> dict | None:
+    """What the GPU did, from the samples the host took (``nvidia-smi -lms``): mean and peak
+    utilisation, peak memory, mean power; None without samples."""
+    rows = []
+    for line in (csv_text or "").splitlines():
+        cells = [c.strip() for c in line.split(",")]
+        if len(cells) == len(GPU_COLUMNS):
+            row = dict(zip(GPU_COLUMNS, cells))
+            row["utilization"], row["memory_used"], row["power"] = (_float(row["utilization"]), _float(row["memory_used"]),
+                                                                    _float(row["power"]))
+            rows.append(row)
+    util = [r["utilization"] for r in rows if r["utilization"] is not None]
+    if not util:
+        return None
+    memory = [r["memory_used"] for r in rows if r["memory_used"] is not None]
+    power = [r["power"] for r in rows if r["power"] is not None]
+    return {"samples": len(rows), "mean_utilization": round(sum(util) / len(util), 1), "max_utilization": max(util),
+            "peak_memory_mib": max(memory) if memory else None, "mean_power_w": round(sum(power) / len(power), 1) if power else None}
+
+
+def _float(text: str):
+    try:
+        return float(text)
+    except ValueError:
+        return None  # "[N/A]", "[Not Supported]"
+
+
 def git_state(run, workspace: Path) -> dict:
     """The workspace's commit and whether it has uncommitted changes; ``run`` is a Host.local-like runner."""
     def git(*args):
@@ -94,6 +170,53 @@ def git_state(run, workspace: Path) -> dict:
     if commit is None:
         return {"commit": None, "dirty": None}
     return {"commit": commit, "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+
+
+DIFF_LIMIT = 1 << 20  # bytes of `git diff --binary HEAD` a record keeps; the full size and hash are noted
+HASH_LIMIT = 64 << 20  # untracked files larger than this are listed with their size only
+
+
+def code_state(run, workspace: Path, synced: set[str]) -> tuple[dict, bytes]:
+    """What ran, beyond the commit: (summary for the record, the diff against HEAD, capped).
+
+    ``synced`` are the workspace paths a sync sends; the untracked ones among them are listed with
+    their sizes and hashes.
+    """
+    import hashlib
+
+    state = git_state(run, workspace)
+    if state["commit"] is None:
+        return {**state, "diff_bytes": None, "untracked": []}, b""
+    done = run(["git", "-C", str(workspace), "diff", "--binary", "HEAD"], hide=True, timeout=60)
+    diff = done.stdout.encode("utf-8", "surrogateescape") if done.exited == 0 else b""
+    listed = run(["git", "-C", str(workspace), "ls-files", "--others", "--exclude-standard", "-z"], hide=True, timeout=60)
+    untracked = []
+    for rel in sorted(p for p in listed.stdout.split("\0") if p and p in synced):
+        path = workspace / rel
+        try:
+            size = path.stat().st_size
+            digest = hashlib.sha256(path.read_bytes()).hexdigest() if size <= HASH_LIMIT else None
+        except OSError:
+            continue
+        untracked.append({"path": rel, "size": size, "sha256": digest})
+    summary = {**state, "diff_bytes": len(diff), "diff_sha256": hashlib.sha256(diff).hexdigest(),
+               "diff_truncated": len(diff) > DIFF_LIMIT, "untracked": untracked}
+    return summary, diff[:DIFF_LIMIT]
+
+
+def code_differences(then: dict, now: dict) -> list[str]:
+    """How the workspace now differs from what a run used (both from code_state)."""
+    changes = []
+    if then.get("commit") != now.get("commit"):
+        changes.append(f"commit {str(then.get('commit'))[:12]} -> {str(now.get('commit'))[:12]}")
+    if then.get("diff_sha256") != now.get("diff_sha256"):
+        changes.append("uncommitted changes differ")
+    before = {u["path"]: u["sha256"] for u in then.get("untracked", [])}
+    after = {u["path"]: u["sha256"] for u in now.get("untracked", [])}
+    for path in sorted(set(before) | set(after)):
+        if before.get(path) != after.get(path):
+            changes.append(f"untracked {path} " + ("added" if path not in before else "removed" if path not in after else "changed"))
+    return changes
 
 
 RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\Z")
@@ -156,19 +279,31 @@ class RunRecord:
     result: dict | None = None
     warnings: list = field(default_factory=list)
     hints: list = field(default_factory=list)
+    epochs: list = field(default_factory=list)  # per-epoch metrics (parse_epochs)
+    group: str | None = None  # the group of a --repeat run
+    gpu_usage: dict | None = None  # from the host's samples (gpu_usage)
+    code: dict = field(default_factory=dict)  # code_state: commit, diff against HEAD, untracked files
+    invocation: dict = field(default_factory=dict)  # the task and its arguments, for `inv rerun`
 
-    def finish(self, log_text: str, exit_status: int | None, elapsed: float, outcome: str) -> None:
+    def finish(self, log_text: str, exit_status: int | None, elapsed: float, outcome: str, gpu_csv: str = "",
+               epoch_arrivals: list[float] | None = None) -> None:
         """Fill in how the run ended; ``outcome`` comes from remote_run.pipeline.outcome()."""
-        self.ended = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        self.ended = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
         self.elapsed_seconds = round(elapsed, 3)
         self.exit_status = exit_status
         self.outcome = outcome
         self.result = parse_result(log_text)
+        self.epochs = parse_epochs(log_text, epoch_arrivals)
         self.warnings = notable_warnings(log_text)
         self.hints = hints(log_text) if exit_status else []
+        if gpu_csv:
+            self.gpu_usage = gpu_usage(gpu_csv)
+        if self.gpu_usage and self.gpu_usage["mean_utilization"] < IDLE_UTILISATION:
+            self.warnings.append(f"GPU idle: mean utilisation {self.gpu_usage['mean_utilization']:g} %: input-bound?")
 
-    def write(self, folder: Path, log_text: str | None = None) -> Path:
-        """Write result.json, log.md and (if given) run.log; never replaces an existing run.log.
+    def write(self, folder: Path, log_text: str | None = None, *, diff: bytes | None = None, gpu_csv: str = "") -> Path:
+        """Write result.json, log.md and (if given) run.log, code.diff and gpu.csv; never replaces
+        an existing run.log.
 
         Each file is written under a temporary name and renamed: a reader (another terminal
         completing the same record) never sees half of one.
@@ -178,6 +313,10 @@ class RunRecord:
             log_path = folder / "run.log"
             if not log_path.exists():
                 log_path.write_text(log_text, encoding="utf-8", errors="surrogateescape")
+        if diff:
+            (folder / "code.diff").write_bytes(diff)
+        if gpu_csv:
+            _write(folder / "gpu.csv", gpu_csv)
         _write(folder / "result.json", json.dumps(asdict(self), indent=2, default=str) + "\n")
         _write(folder / "log.md", self.markdown())
         return folder
@@ -206,7 +345,7 @@ class RunRecord:
             f"- **Outcome:** {self.outcome} (exit status {self.exit_status}), {self.elapsed_seconds} s wall",
             f"- **Host:** {self.host}",
             f"- **GPU:** {gpu}",
-            f"- **Workspace commit:** {commit}{dirty}",
+            f"- **Workspace commit:** {commit}{dirty}{self._code_line()}",
             f"- **Started / ended (UTC):** {self.started} / {self.ended}",
             f"- **Remote log:** {self.remote_log}",
             f"- **Local log:** {self.local_log}",
@@ -230,11 +369,32 @@ class RunRecord:
             *([f"- {w}" for w in self.warnings] or ["None seen."]),
             "",
         ]
+        if self.group:
+            lines.insert(3, f"- **Group:** {self.group} (summary: ../{self.group}/summary.md)")
+        if self.gpu_usage:
+            u = self.gpu_usage
+            lines += ["## GPU use", "", f"Mean utilisation {u['mean_utilization']:g} %, peak {u['max_utilization']:g} %, "
+                      f"peak memory {u['peak_memory_mib']} MiB, mean power {u['mean_power_w']} W ({u['samples']} samples, gpu.csv).", ""]
+        if self.epochs:
+            columns = list(dict.fromkeys(k for e in self.epochs for k in e))
+            lines += ["## Epochs", "", "| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns),
+                      *["| " + " | ".join(str(e.get(c, "")) for c in columns) + " |" for e in self.epochs], ""]
+        if self.code.get("untracked"):
+            lines += ["## Untracked files synced", "", *[f"- `{u['path']}` ({u['size']} bytes, sha256 {u['sha256'] or 'not hashed: too large'})"
+                                                         for u in self.code["untracked"]], ""]
         if self.hints:
             lines += ["## Hints", "", *[f"- {h}" for h in self.hints], ""]
         if self.runner:
             lines += [f"## Runner ({self.runner_path})", "", "```python", self.runner.rstrip(), "```", ""]
         return "\n".join(lines)
+
+
+    def _code_line(self) -> str:
+        code = self.code
+        if not code.get("diff_bytes"):
+            return ""
+        cut = f", first {DIFF_LIMIT} bytes kept" if code.get("diff_truncated") else ""
+        return f"; diff against it: code.diff ({code['diff_bytes']} bytes{cut}, sha256 {code['diff_sha256'][:12]})"
 
 
 def _write(path: Path, text: str) -> None:

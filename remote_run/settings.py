@@ -207,6 +207,13 @@ def _seconds(key: str, high: float):
     return lambda value, loading: positive_float(key, value, high)
 
 
+def _sample_seconds(value: str, loading) -> float:
+    seconds = _number("GPU_SAMPLE_SECONDS", value, float, -1.0, 3600.0, "give seconds between GPU samples, 0.1 to 3600, or 0 for none")
+    if 0 < seconds < 0.1 or seconds < 0:
+        raise bad("GPU_SAMPLE_SECONDS", value, "give seconds between GPU samples, 0.1 to 3600, or 0 for none")
+    return seconds
+
+
 def _control_dir(value: str, loading) -> Path:
     path = Path(value or f"/tmp/remote-run-{os.getuid()}")
     # ssh appends the master's socket name (%C, 40 characters) and a temporary suffix; a Unix
@@ -253,6 +260,7 @@ KEYS = (
     Key("HLB_MODULE", "cvlization.torch.training_pipeline.image_classification.hlb", _module("HLB_MODULE"), "module train-hlb calls with `--impl workspace`"),
     Key("DAVID_NET_MODULE", "cvlization.torch.net.image_classification.davidnet.dawn_utils", _module("DAVID_NET_MODULE"), "module with `net()` and `Network`"),
     Key("DAVID_TRAINER_MODULE", "cvlization.torch.trainer.david_trainer", _module("DAVID_TRAINER_MODULE"), "module with `DavidTrainer`"),
+    Key("GPU_SAMPLE_SECONDS", "2", _sample_seconds, "seconds between the samples of the run's GPUs (utilisation, memory, power) the host writes to `runs/<id>/gpu.csv`; 0 = none"),
     Key("REMOTE_RUN_CHECK_TIMEOUT", "60", _seconds("REMOTE_RUN_CHECK_TIMEOUT", 3600), "seconds the quick remote checks (GPU query, run listing) may take, so a hung `nvidia-smi` cannot hang the tool; runs never time out"),
     Key("REMOTE_RUN_CONTROL_DIR", "", _control_dir, "private directory (yours, mode 700) for the SSH ControlMaster sockets",
         shown_default="`/tmp/remote-run-<uid>`", example="/tmp/remote-run-me"),
@@ -277,6 +285,7 @@ class Settings:
     hlb_module: str
     david_net_module: str
     david_trainer_module: str
+    gpu_sample_seconds: float
     check_timeout: float
     control_dir: Path
     kill_grace: float

@@ -11,6 +11,7 @@ from .render import render, template
 from .settings import int_between, module_name, positive_float
 
 MAX_BATCH = 50_000  # the CIFAR-10 training set
+MAX_REPEAT = 100
 CLUSTERS = ("gpu", "tpu")
 
 # impl: (template rendered as the runner, files copied beside it)
@@ -22,6 +23,19 @@ def check_cluster(sky: str) -> str:
     if sky and sky not in CLUSTERS:
         raise Failure(f"--sky {sky!r} is not valid: use gpu or tpu")
     return sky
+
+
+def check_repeat(repeat) -> int:
+    return int_between("--repeat", repeat, 1, MAX_REPEAT)
+
+
+def seeds(seed: str, repeat: int, impl: str) -> list[str]:
+    """The --seed of each run of a --repeat group: seed, seed+1, ... for the builtin trainers (the
+    workspace's modules take no seed: their runs repeat as they are)."""
+    if impl == "workspace" or repeat == 1:
+        return [seed] * repeat
+    first = int_between("--seed", seed, 0, 2**31 - 1) if seed != "" else 0
+    return [str(first + i) for i in range(repeat)]
 
 
 def choose_impl(settings, impl: str) -> str:

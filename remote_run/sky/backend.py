@@ -40,13 +40,22 @@ class ClusterRuns(Backend):
         return f"~/sky_workdir/{path}"
 
     def prepare(self, spec: RunSpec) -> None:
-        if spec.files:
-            self.workdir = staging.stage(self.host, self.settings, spec.files)
-        else:
+        if not spec.files:
             staging.refuse_env_upload(self.host, self.settings.workspace)
-            self.workdir = self.settings.workspace
+
+    def launch_group(self, group_id: str, members: list, *, detach: bool) -> None:
+        """A detached group is submitted at once: the cluster's job queue runs the jobs in turn.
+        An attached one is launched run by run (follow_member)."""
+        if detach:
+            for run_id, spec in members:
+                self.launch(run_id, spec, Tee(show=False), detach=True)
+
+    def follow_member(self, run_id: str, spec: RunSpec, output: Tee, *, ctrl_c=None) -> Ending:
+        return self.launch(run_id, spec, output, detach=False, ctrl_c=ctrl_c)
 
     def launch(self, run_id: str, spec: RunSpec, output: Tee, *, detach: bool, ctrl_c=None) -> Ending:
+        # Each run gets its own copy when it brings files (a --repeat group's runs differ in their seed).
+        self.workdir = staging.stage(self.host, self.settings, spec.files) if spec.files else self.settings.workspace
         command = cli.playbook_command(self.settings, self.target, spec.argv[1:])
         argv = cli.exec_argv(self.name, self.workdir, command, detach=detach, forward=self.settings.remote_env)
         say(f"{spec.task} on {self.label}: {command}  [run {run_id}]")

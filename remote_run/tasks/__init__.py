@@ -7,12 +7,14 @@ names unchanged (`sync`, `sky-up`, ...), and with the settings invoke needs for 
 from invoke import Collection
 
 from ..transport import QuickLocal
-from . import machine, runs, sky, train, workspace
+from . import machine, results, runs, sky, train, workspace
 
 ns = Collection()
-for module in (workspace, machine, train, runs, sky):
+for module in (workspace, machine, train, runs, results, sky):
     for name, task in module.ns.tasks.items():
         ns.add_task(task, name)
+    for sub in module.ns.collections.values():
+        ns.add_collection(sub)  # baseline.save, baseline.list, baseline.rm
 ns.configure({
     # Flags of the `remote-run` program (remote_run.cli); `inv` users set REMOTE_RUN_ENV_FILE/REMOTE_HOST.
     "remote_run": {"env_file": None, "host": None},

@@ -79,9 +79,9 @@ def sky_exec(c, path=None, args="", target="gpu", module="", detach=False):
         raise Failure("give a script (inv sky-exec scripts/bench.py) or --module NAME (inv sky-exec --module pytest tests/)")
     spec = pipeline.RunSpec(task="sky-exec", argv=["python", *python_args, *arguments],
                             options={"path": path or None, "module": module or None, "args": arguments, "target": target})
-    code = pipeline.execute(backend.ClusterRuns(sess, target), sess.settings, spec, detach=detach)
-    if code:
-        raise Exit(code=code)
+    done = pipeline.execute(backend.ClusterRuns(sess, target), sess.settings, [spec], detach=detach)
+    if done.code:
+        raise Exit(code=done.code)
 
 
 ns = Collection(sky_up, sky_exec, sky_status, sky_down)

@@ -149,7 +149,7 @@ def spec():
 def test_a_warm_run_is_one_command_carrying_the_checks(env, capsys):
     machine_ = Machine({"ok": True, "gpu": gpu_report(busy=False)})
     sess = host_session(env, machine_)
-    code = pipeline.execute(pipeline.HostRuns(sess), sess.settings, spec())
+    code = pipeline.execute(pipeline.HostRuns(sess), sess.settings, [spec()]).code
     out, err = capsys.readouterr()
     assert code == 0 and "RESULT_HELLO answer=42" in out and "NVIDIA H100" in out
     assert [mode(a) for a in sess.host.seen if mode(a)] == ["start"]
@@ -162,7 +162,7 @@ def test_a_warm_run_is_one_command_carrying_the_checks(env, capsys):
 def test_a_busy_gpu_refuses_before_anything_starts_and_leaves_no_record(env):
     sess = host_session(env, Machine({"ok": False, "gpu": gpu_report(busy=True)}))
     with pytest.raises(Failure) as info:
-        pipeline.execute(pipeline.HostRuns(sess), sess.settings, spec())
+        pipeline.execute(pipeline.HostRuns(sess), sess.settings, [spec()]).code
     assert "in use by another job" in info.value.message
     assert not any((env / "var" / "runs").iterdir())
 
@@ -170,7 +170,7 @@ def test_a_busy_gpu_refuses_before_anything_starts_and_leaves_no_record(env):
 def test_a_connection_lost_mid_run_is_recorded_and_says_how_to_reattach(env):
     sess = host_session(env, Machine({"ok": True, "gpu": gpu_report(busy=False)}, trailer=False))
     with pytest.raises(Failure) as info:
-        pipeline.execute(pipeline.HostRuns(sess), sess.settings, spec())
+        pipeline.execute(pipeline.HostRuns(sess), sess.settings, [spec()]).code
     [folder] = (env / "var" / "runs").iterdir()
     assert "dropped; the run goes on" in info.value.message and f"inv logs --follow --run {folder.name}" in info.value.message
     assert json.loads((folder / "result.json").read_text())["outcome"] == "connection lost"
@@ -178,7 +178,7 @@ def test_a_connection_lost_mid_run_is_recorded_and_says_how_to_reattach(env):
 
 def test_a_run_that_fails_passes_its_exit_status_on(env):
     sess = host_session(env, Machine({"ok": True, "gpu": gpu_report(busy=False)}, exit_status=3, run_output="RESULT_EXIT code=3\n"))
-    assert pipeline.execute(pipeline.HostRuns(sess), sess.settings, spec()) == 3
+    assert pipeline.execute(pipeline.HostRuns(sess), sess.settings, [spec()]).code == 3
     record = json.loads(next((env / "var" / "runs").glob("*_run/result.json")).read_text())
     assert (record["outcome"], record["exit_status"]) == ("failed", 3)
 

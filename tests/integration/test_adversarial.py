@@ -48,6 +48,29 @@ def fresh(sshd, offline_pip, tmp_path):
     Path(CANARY).unlink(missing_ok=True)
 
 
+def write_records(runs):
+    """Local records for the compare/baseline/report rows: two runs with no metric in common, a group
+    of two, a run whose result.json is corrupt, and a baseline."""
+    from remote_run import groups, records
+
+    def run(run_id, metrics, group=None):
+        record = records.RunRecord(run_id=run_id, task="run", host="l1", outcome="finished", group=group,
+                                   started=f"2026-11-0{run_id[7]}T00:00:00.000+00:00", result={"name": "RESULT_T", "metrics": metrics})
+        record.write(runs / run_id)
+        return record
+
+    run("20261101T000000Z_run", {"acc": 0.9})
+    run("20261101T000001Z_run", {"loss": 0.5})
+    members = [run(f"20261102T000000Z_run-x2.{i}", {"acc": 0.8 + i / 100}, group="20261102T000000Z_run-x2") for i in (1, 2)]
+    groups.write(runs / "20261102T000000Z_run-x2", groups.summarize("20261102T000000Z_run-x2", members))
+    (runs / "20261103T000000Z_run").mkdir(parents=True)
+    (runs / "20261103T000000Z_run" / "result.json").write_text('{"run_id": "20261103T000000Z_run", "res')
+    (runs / "baselines").mkdir()
+    (runs / "baselines" / "main.json").write_text(json.dumps({"name": "main", "ref": "x", "kind": "run", "source": "20261101T000000Z_run",
+                                                             "runs": [{"id": "20261101T000000Z_run", "task": "run", "metrics": {"acc": 0.9},
+                                                                       "git": {}, "options": {}, "outcome": "finished"}], "saved": ""}))
+
+
 @pytest.mark.parametrize("row", ROWS, ids=[row.id for row in ROWS])
 def test_bad_input_is_one_line_and_changes_nothing(sshd, fresh, gpu, row):
     ws, remote = fresh
@@ -69,6 +92,8 @@ def test_bad_input_is_one_line_and_changes_nothing(sshd, fresh, gpu, row):
         sshd.as_user(["sh", "-c", f"echo precious > {remote}"])
     elif row.setup and row.setup.startswith("gpu:"):
         gpu(row.setup[4:])
+    elif row.setup == "records":
+        write_records(ws / "var" / "runs")
     mark = sshd.mark()
     try:
         done = cli(sshd, ws, *args, program=program, timeout=60, **env)

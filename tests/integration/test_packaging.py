@@ -13,7 +13,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 TASKS = ("sync", "bootstrap", "gpu-check", "train-hlb", "train-david", "run", "pull-logs", "clean", "logs", "status", "kill",
-         "sky-up", "sky-exec", "sky-status", "sky-down")
+         "sky-up", "sky-exec", "sky-status", "sky-down", "compare", "report", "rerun", "baseline.save", "baseline.list", "baseline.rm")
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +71,7 @@ def test_the_wheel_needs_neither_fabric_nor_paramiko(wheel):
 def test_remote_run_from_the_wheel_lists_every_task_and_runs_one(installed, project):
     helped = run(installed, project, "remote-run", "--help")
     assert helped.returncode == 0, helped.stderr
-    listed = re.findall(r"^  ([a-z-]+)\s", helped.stdout.split("Subcommands:")[1], re.M)
+    listed = re.findall(r"^  ([a-z.-]+)\s", helped.stdout.split("Subcommands:")[1], re.M)
     assert sorted(listed) == sorted(TASKS) and "--env-file" in helped.stdout
     done = run(installed, project, "remote-run", "run", "scripts/hello.py", "--cpu-ok")
     assert done.returncode == 0, done.stderr

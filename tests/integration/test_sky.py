@@ -438,7 +438,7 @@ def spec():
 def on_cluster(settings, target, *, detach):
     """A trainer's RunSpec through the one pipeline, on the cluster backend, in-process."""
     sess = session_mod.Session(settings, Context())
-    return pipeline.execute(backend.ClusterRuns(sess, target), settings, spec(), detach=detach)
+    return pipeline.execute(backend.ClusterRuns(sess, target), settings, [spec()], detach=detach).code
 
 
 def test_train_on_cluster_stages_a_copy_and_records_the_run(gpu_cluster, tmp_path, monkeypatch):

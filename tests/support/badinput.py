@@ -22,7 +22,7 @@ class BadInput:
     env: dict = field(default_factory=dict)
     dotenv: str | bytes | None = None  # the workspace's .env
     where: str = LOCAL
-    setup: str | None = None  # remote-run (the program), evil_link, cm777, remote-file, gpu:STATE
+    setup: str | None = None  # remote-run (the program), evil_link, cm777, remote-file, gpu:STATE, records
 
 
 ROWS = [
@@ -152,4 +152,35 @@ ROWS = [
              dotenv="REMOTE_RUN_CONTROL_DIR=/tmp/cm;touch {canary}\n"),
     BadInput(id="sky-flag-junk", args=["train-hlb", "--sky", "junk"], needle="--sky"),
     BadInput(id="hlb-batch-size-0", args=["train-hlb", "--impl", "builtin", "--batch-size", "0"], needle="--batch-size"),
+    # Measuring regressions: --repeat, --compare-to and the gate flags, compare, baselines, report, rerun.
+    BadInput(id='repeat-0', args=['run', 'scripts/hello.py', '--repeat', '0'], needle='--repeat'),
+    BadInput(id='repeat-huge', args=['train-hlb', '--repeat', '100000'], needle='--repeat'),
+    BadInput(id='repeat-abc', args=['train-david', '--repeat', 'abc'], needle='--repeat'),
+    BadInput(id='repeat-negative', args=['run', 'scripts/hello.py', '--repeat', '-3'], needle='--repeat'),
+    BadInput(id='compare-to-unknown', args=['run', 'scripts/hello.py', '--compare-to', 'nosuch'], needle='nosuch'),
+    BadInput(id='compare-to-path', args=['train-hlb', '--compare-to', '../../etc/passwd'], needle='baseline name'),
+    BadInput(id='compare-to-detach', args=['run', 'scripts/hello.py', '--compare-to', 'main', '--detach'], needle='--detach', setup='records'),
+    BadInput(id='tolerance-without-compare-to', args=['run', 'scripts/hello.py', '--tolerance', 'acc=1'], needle='--compare-to'),
+    BadInput(id='tolerance-malformed-run', args=['run', 'scripts/hello.py', '--compare-to', 'main', '--tolerance', 'acc'], needle='--tolerance', setup='records'),
+    BadInput(id='tolerance-unknown-metric-run', args=['run', 'scripts/hello.py', '--compare-to', 'main', '--tolerance', 'los=1'], needle='los', setup='records'),
+    BadInput(id='tolerance-malformed', args=['compare', '20261101T000000Z_run', '20261102', '--tolerance', 'acc=-1'], needle='--tolerance', setup='records'),
+    BadInput(id='tolerance-percent-twice', args=['compare', 'main', '20261102', '--tolerance', 'acc=5%%'], needle='--tolerance', setup='records'),
+    BadInput(id='higher-is-better-bad-name', args=['compare', 'main', '20261102', '--higher-is-better', 'a b'], needle='--higher-is-better', setup='records'),
+    BadInput(id='lower-is-better-bad-name-run', args=['run', 'scripts/hello.py', '--compare-to', 'main', '--lower-is-better', '$(x)'], needle='--lower-is-better', setup='records'),
+    BadInput(id='compare-no-records', args=['compare', 'latest', 'latest'], needle='no runs recorded'),
+    BadInput(id='compare-unknown-ref', args=['compare', '20261101T000000Z_run', 'nosuch'], needle='nosuch', setup='records'),
+    BadInput(id='compare-ambiguous-ref', args=['compare', '20261101', '20261102'], needle='ambiguous', setup='records'),
+    BadInput(id='compare-group-with-itself', args=['compare', '20261102T000000Z_run-x2', '20261102'], needle='same runs', setup='records'),
+    BadInput(id='compare-no-common-metric', args=['compare', '20261101T000000Z_run', '20261101T000001Z_run'], needle='no RESULT metric in common', setup='records'),
+    BadInput(id='compare-corrupt-result-json', args=['compare', '20261103', 'main'], needle='not valid JSON', setup='records'),
+    BadInput(id='compare-ref-with-path', args=['compare', '../x', 'main'], needle='not a run, group or baseline', setup='records'),
+    BadInput(id='baseline-save-path', args=['baseline.save', '../evil', 'latest'], needle='baseline name', setup='records'),
+    BadInput(id='baseline-save-slash', args=['baseline.save', 'a/b', 'latest'], needle='baseline name', setup='records'),
+    BadInput(id='baseline-save-unknown-ref', args=['baseline.save', 'x', 'nosuch'], needle='nosuch', setup='records'),
+    BadInput(id='baseline-rm-unknown', args=['baseline.rm', 'nosuch'], needle='no baseline named', setup='records'),
+    BadInput(id='report-unknown-ref', args=['report', '--ref', 'nosuch'], needle='nosuch', setup='records'),
+    BadInput(id='report-nothing', args=['report'], needle='no runs recorded'),
+    BadInput(id='rerun-unknown', args=['rerun', '20261124T000000Z_run'], needle='20261124T000000Z_run'),
+    BadInput(id='rerun-a-group', args=['rerun', '20261102T000000Z_run-x2'], needle='is a group', setup='records'),
+    BadInput(id='rerun-not-an-id', args=['rerun', '../x'], needle='run id'),
 ]

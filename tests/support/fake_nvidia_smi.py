@@ -21,7 +21,7 @@ shell itself answers "command not found" with exit status 127.)
 Supported calls (the forms real scripts use):
   nvidia-smi
   nvidia-smi -L
-  nvidia-smi --query-gpu=FIELD[,FIELD...] --format=csv[,noheader][,nounits] [-i N[,N]]
+  nvidia-smi --query-gpu=FIELD[,FIELD...] --format=csv[,noheader][,nounits] [-i N[,N]] [-l SEC | -lms MS]
   nvidia-smi --query-compute-apps=FIELD[,...] --format=csv[,noheader][,nounits]
 
 Output follows the real CSV conventions: fields joined by ", ", one line per
@@ -94,6 +94,7 @@ GPU_FIELDS = {
     "utilization.gpu": ("%", lambda g, n: g["utilization.gpu"]),
     "temperature.gpu": (None, lambda g, n: g["temperature.gpu"]),
     "power.draw": ("W", lambda g, n: "%.2f" % g["power.draw"]),
+    "timestamp": (None, lambda g, n: time.strftime("%Y/%m/%d %H:%M:%S.000")),
 }
 
 APP_FIELDS = {
@@ -119,12 +120,12 @@ def read_state():
 
 def parse_args(argv):
     opts = {"query_gpu": None, "query_apps": None, "format": None,
-            "ids": None, "list": False}
+            "ids": None, "list": False, "loop_s": None}
     it = iter(argv)
     for arg in it:
         name, eq, value = arg.partition("=")
         if name in ("--query-gpu", "--query-compute-apps", "--format",
-                    "-i", "--id") and not eq:
+                    "-i", "--id", "-l", "--loop", "-lms", "--loop-ms") and not eq:
             value = next(it, "")
         if name == "--query-gpu":
             opts["query_gpu"] = value
@@ -134,6 +135,10 @@ def parse_args(argv):
             opts["format"] = value
         elif name in ("-i", "--id"):
             opts["ids"] = value
+        elif name in ("-l", "--loop"):
+            opts["loop_s"] = float(value)
+        elif name in ("-lms", "--loop-ms"):
+            opts["loop_s"] = float(value) / 1000
         elif arg in ("-L", "--list-gpus"):
             opts["list"] = True
         else:
@@ -231,12 +236,25 @@ def plain_table(gpus, apps):
 
 
 def main(argv):
+    opts = parse_args(argv)
+    if opts["loop_s"]:
+        # Query again every interval until killed, as the real tool does; the state is read each
+        # time, so a test can change what the GPU shows while a run goes on.
+        while True:
+            code = query(opts)
+            sys.stdout.flush()
+            if code:
+                return code
+            time.sleep(opts["loop_s"])
+    return query(opts)
+
+
+def query(opts):
     state = read_state()
     if state == "nodriver":
         print(NO_DRIVER)
         return 9
     gpus, apps = STATES.get(state, STATES["idle"])
-    opts = parse_args(argv)
     if opts["ids"] is not None:
         wanted = {i.strip() for i in opts["ids"].split(",")}
         gpus = [g for g in gpus if str(g["index"]) in wanted or g["uuid"] in wanted]

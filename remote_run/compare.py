@@ -1,0 +1,343 @@
+"""Did a change make a run better or worse, beyond noise? `inv compare A B`, named baselines, and
+the gate that --fail-on-regression and --compare-to apply.
+
+A side is a run, a --repeat group (its runs), or a saved baseline (a snapshot of runs' metrics).
+Per RESULT metric present on both sides: mean ± standard deviation (n), the difference, Welch's
+t-test when both sides have two runs or more, and a verdict that knows which way is better.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from . import groups, stats
+from .errors import Failure
+from .records import RunRecord, _write
+
+ALPHA = 0.05  # a difference is significant when Welch's test gives p below this
+BASELINE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
+# +1: higher is better, -1: lower is better, 0: not a result (an option echoed back).
+DIRECTIONS = {
+    "ema_val_acc": 1, "val_acc": 1, "train_acc": 1, "images_per_second": 1, "elapsed_seconds": -1, "train_loss": -1,
+    "train_epochs": 0, "epochs": 0, "batch_size": 0, "seed": 0,
+}
+# Words of a metric's name (split at "_") that tell its direction when no flag and no table does.
+_UP = {"acc", "accuracy", "auc", "f1", "precision", "recall", "score", "throughput", "iou", "map", "bleu", "reward", "ips"}
+_DOWN = {"loss", "error", "err", "time", "seconds", "sec", "s", "ms", "latency", "duration", "memory", "mib", "mb", "gb",
+         "perplexity", "ppl", "wer", "cer"}
+_RATE = re.compile(r"(^|_)per_(s|sec|second)($|_)")  # images_per_second: a rate, higher is better
+
+
+def direction(name: str, higher=(), lower=()) -> int | None:
+    """+1 when higher is better, -1 when lower is, 0 for an echoed option, None when unknown."""
+    if name in higher:
+        return 1
+    if name in lower:
+        return -1
+    if name in DIRECTIONS:
+        return DIRECTIONS[name]
+    if _RATE.search(name.lower()):
+        return 1
+    words = set(name.lower().split("_"))
+    up, down = bool(words & _UP), bool(words & _DOWN)
+    return 1 if up and not down else -1 if down and not up else None
+
+
+@dataclass
+class Side:
+    """One side of a comparison: what the user named and the runs it stands for."""
+
+    ref: str
+    kind: str  # run, group or baseline
+    name: str  # the run id, group id or baseline name
+    runs: list = field(default_factory=list)  # [{"id", "task", "metrics", "git", "options"}]
+
+    @property
+    def ids(self) -> list[str]:
+        return [run["id"] for run in self.runs]
+
+
+def _run_entry(record: RunRecord) -> dict:
+    return {"id": record.run_id, "task": record.task, "metrics": groups.metrics_of(record), "git": record.git,
+            "options": record.options, "outcome": record.outcome}
+
+
+def _load_run(folder: Path) -> RunRecord:
+    path = folder / "result.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise Failure(f"cannot read {path}: {exc.strerror}") from None
+    except ValueError:
+        raise Failure(f"{path} is not valid JSON (a corrupt record); delete that run's folder or restore the file") from None
+    record = RunRecord.load(folder)
+    if record is None or not isinstance(data.get("result", {}) or {}, dict):
+        raise Failure(f"{path} is not a run record remote-run can read; delete that run's folder or restore the file")
+    return record
+
+
+def _records(runs_dir: Path) -> dict[str, str]:
+    """{id: "run" | "group"} of every record in RUNS_DIR."""
+    found = {}
+    if runs_dir.is_dir():
+        for folder in runs_dir.iterdir():
+            if (folder / "summary.json").is_file():
+                found[folder.name] = "group"
+            elif (folder / "result.json").is_file():
+                found[folder.name] = "run"
+    return found
+
+
+def resolve(runs_dir: Path, ref: str) -> Side:
+    """A run id, a group id, a unique prefix of one, `latest`, or a saved baseline's name."""
+    if not ref or "/" in ref or "\0" in ref or ref in (".", ".."):
+        raise Failure(f"{ref!r} is not a run, group or baseline; give an id from `inv status`, `latest` or a name from `inv baseline.list`")
+    known = _records(runs_dir)
+    if ref == "latest":
+        if not known:
+            raise Failure(f"no runs recorded in {runs_dir} yet; run something first")
+        ref_id = max(known, key=lambda i: (_started(runs_dir, i, known[i]), i))
+        member_of = _group_of(runs_dir, ref_id, known)
+        return _side("latest", member_of or ref_id, runs_dir, known)
+    baseline = baseline_path(runs_dir, ref)
+    if BASELINE_NAME.match(ref) and baseline.is_file():
+        return load_baseline(runs_dir, ref)
+    if ref in known:
+        return _side(ref, ref, runs_dir, known)
+    matches = sorted(i for i in known if i.startswith(ref))
+    groups_matched = [i for i in matches if known[i] == "group"]
+    if groups_matched:  # a prefix of a group also matches its runs (GROUP.1, ...): the group is meant
+        matches = [i for i in matches if known[i] == "group" or not any(i.startswith(g + ".") for g in groups_matched)]
+    if len(matches) == 1:
+        return _side(ref, matches[0], runs_dir, known)
+    if matches:
+        raise Failure(f"{ref!r} is ambiguous: it starts {len(matches)} records ({', '.join(matches[:4])}{', ...' if len(matches) > 4 else ''}); give more of the id")
+    raise Failure(f"no run, group or baseline named {ref!r} in {runs_dir}; see `inv status` (runs on the host) or `inv baseline.list`")
+
+
+def _started(runs_dir: Path, record_id: str, kind: str) -> str:
+    data = groups.load(runs_dir / record_id) if kind == "group" else None
+    if data is not None:
+        return data.get("started", "")
+    record = RunRecord.load(runs_dir / record_id)
+    return record.started if record else ""
+
+
+def _group_of(runs_dir: Path, run_id: str, known: dict) -> str | None:
+    record = RunRecord.load(runs_dir / run_id) if known.get(run_id) == "run" else None
+    return record.group if record and record.group in known else None
+
+
+def _side(ref: str, record_id: str, runs_dir: Path, known: dict) -> Side:
+    if known[record_id] == "group":
+        summary = groups.load(runs_dir / record_id)
+        if summary is None:
+            raise Failure(f"{runs_dir / record_id / 'summary.json'} cannot be read (a corrupt record); delete the group's folder")
+        runs = [_run_entry(_load_run(runs_dir / run_id)) for run_id in summary["runs"] if (runs_dir / run_id).is_dir()]
+        return Side(ref, "group", record_id, runs)
+    return Side(ref, "run", record_id, [_run_entry(_load_run(runs_dir / record_id))])
+
+
+# ------------------------------------------------------------------------------------ baselines
+
+def baseline_path(runs_dir: Path, name: str) -> Path:
+    return runs_dir / "baselines" / f"{name}.json"
+
+
+def check_baseline_name(name: str) -> str:
+    if not BASELINE_NAME.match(name or ""):
+        raise Failure(f"baseline name {name!r} is not valid: use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit (no paths)")
+    return name
+
+
+def save_baseline(runs_dir: Path, name: str, ref: str) -> tuple[Side, bool]:
+    """Keep a snapshot of what ``ref`` resolves to under ``name``; (the side, whether it replaced one)."""
+    check_baseline_name(name)
+    side = resolve(runs_dir, ref)
+    path = baseline_path(runs_dir, name)
+    replaced = path.is_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = {"name": name, "ref": ref, "kind": side.kind, "source": side.name, "runs": side.runs,
+            "saved": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    _write(path, json.dumps(data, indent=2) + "\n")
+    return side, replaced
+
+
+def load_baseline(runs_dir: Path, name: str) -> Side:
+    path = baseline_path(runs_dir, check_baseline_name(name))
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return Side(name, "baseline", f"{name} ({data['kind']} {data['source']})", data["runs"])
+    except FileNotFoundError:
+        raise Failure(f"no baseline named {name!r}; save one with `inv baseline.save {name} REF` (see `inv baseline.list`)") from None
+    except (OSError, ValueError, KeyError, TypeError):
+        raise Failure(f"{path} is not a baseline remote-run can read; remove it with `inv baseline.rm {name}` and save it again") from None
+
+
+def list_baselines(runs_dir: Path) -> list[dict]:
+    found = []
+    for path in sorted((runs_dir / "baselines").glob("*.json")):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            found.append({"name": data["name"], "kind": data["kind"], "source": data["source"], "n": len(data["runs"]),
+                          "saved": data["saved"], "commit": (data["runs"][0]["git"].get("commit") or "")[:12] if data["runs"] else ""})
+        except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError):
+            found.append({"name": path.stem, "kind": "unreadable", "source": "", "n": 0, "saved": "", "commit": ""})
+    return found
+
+
+def remove_baseline(runs_dir: Path, name: str) -> None:
+    path = baseline_path(runs_dir, check_baseline_name(name))
+    if not path.is_file():
+        raise Failure(f"no baseline named {name!r}; `inv baseline.list` shows the saved ones")
+    path.unlink()
+
+
+# ----------------------------------------------------------------------------------- comparing
+
+def parse_tolerances(items) -> dict[str, tuple[float, bool]]:
+    """--tolerance NAME=0.2 (absolute) or NAME=5% (of A's mean): {name: (amount, relative)}."""
+    found = {}
+    for item in items or ():
+        match = re.fullmatch(r"([A-Za-z_][A-Za-z0-9_]*)=([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(%?)", item or "")
+        if not match:
+            raise Failure(f"--tolerance {item!r} is not valid: give NAME=AMOUNT or NAME=PERCENT%, e.g. ema_val_acc=0.2 or elapsed_seconds=5%")
+        found[match[1]] = (float(match[2]), bool(match[3]))
+    return found
+
+
+def check_metric_names(flag: str, names) -> list[str]:
+    for name in names or ():
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name or ""):
+            raise Failure(f"{flag} {name!r} is not a metric name (letters, digits and _ as in RESULT lines)")
+    return list(names or ())
+
+
+@dataclass
+class Row:
+    metric: str
+    a: stats.Summary
+    b: stats.Summary
+    diff: float
+    relative: float | None
+    test: stats.Welch | None
+    direction: int | None
+    verdict: str
+    tolerance: float
+    regression: bool
+
+
+def compare(a: Side, b: Side, *, higher=(), lower=(), tolerances=None) -> list[Row]:
+    """A row per RESULT metric both sides have."""
+    if set(a.ids) == set(b.ids):
+        raise Failure(f"{a.ref!r} and {b.ref!r} are the same runs; compare two different runs, groups or baselines")
+    tolerances = tolerances or {}
+    a_values, b_values = _values(a), _values(b)
+    common = [name for name in a_values if name in b_values]
+    unknown = [name for name in tolerances if name not in common]
+    if unknown:
+        raise Failure(f"--tolerance names {', '.join(unknown)}, which is not a RESULT metric of both sides ({', '.join(common) or 'none'})")
+    if not common:
+        raise Failure(f"{a.ref!r} and {b.ref!r} have no RESULT metric in common ({', '.join(a_values) or 'none'} vs {', '.join(b_values) or 'none'})")
+    rows = []
+    for name in common:
+        sa, sb = stats.summarize(a_values[name]), stats.summarize(b_values[name])
+        diff = sb.mean - sa.mean
+        relative = diff / abs(sa.mean) if sa.mean else None
+        test = stats.welch(a_values[name], b_values[name])
+        way = direction(name, higher, lower)
+        amount, is_relative = tolerances.get(name, (0.0, False))
+        tolerance = amount / 100 * abs(sa.mean) if is_relative else amount
+        verdict, regression = _verdict(diff, test, way, tolerance)
+        rows.append(Row(name, sa, sb, diff, relative, test, way, verdict, tolerance, regression))
+    return rows
+
+
+def _values(side: Side) -> dict[str, list[float]]:
+    values: dict[str, list[float]] = {}
+    for run in side.runs:
+        for name, value in run["metrics"].items():
+            values.setdefault(name, []).append(value)
+    return values
+
+
+def _verdict(diff: float, test, way, tolerance: float) -> tuple[str, bool]:
+    """(verdict, whether it is a regression the gate fails on). Without a test (a side with one
+    run) the difference alone decides, which the verdict says."""
+    if way == 0:
+        return "(an option, not compared)", False
+    significant = test.p < ALPHA if test else diff != 0
+    suffix = "" if test else " (n=1: no test)"
+    if not significant or diff == 0:
+        return "no significant change" + suffix, False
+    if way is None:
+        return f"{'higher' if diff > 0 else 'lower'}; direction unknown (--higher-is-better/--lower-is-better)" + suffix, False
+    worse = diff * way < 0
+    return ("worse" if worse else "better") + suffix, worse and abs(diff) > tolerance
+
+
+def header(side: Side, letter: str) -> str:
+    commits = sorted({(run["git"].get("commit") or "no git")[:12] + ("+dirty" if run["git"].get("dirty") else "") for run in side.runs})
+    tasks = sorted({run["task"] for run in side.runs})
+    options = _common_options(side)
+    shown = ", ".join(f"{k}={v}" for k, v in options.items() if k != "seed")
+    return f"{letter}: {side.kind} {side.name}, {len(side.runs)} run{'s' if len(side.runs) != 1 else ''} of {'/'.join(tasks)} at {', '.join(commits)}; options: {shown or '-'}"
+
+
+def _common_options(side: Side) -> dict:
+    if not side.runs:
+        return {}
+    first = dict(side.runs[0]["options"])
+    for run in side.runs[1:]:
+        for key in list(first):
+            if run["options"].get(key) != first[key]:
+                first[key] = "(varies)"
+    return first
+
+
+def differing_options(a: Side, b: Side) -> list[str]:
+    oa, ob = _common_options(a), _common_options(b)
+    return [k for k in sorted(set(oa) | set(ob)) if k != "seed" and oa.get(k) != ob.get(k)]
+
+
+def table(rows: list[Row]) -> list[tuple]:
+    out = [("metric", "A mean ± std (n)", "B mean ± std (n)", "B - A", "%", "p (Welch)", "verdict")]
+    for r in rows:
+        p = f"{r.test.p:.3g}" if r.test else "—"
+        pct = f"{100 * r.relative:+.2f}%" if r.relative is not None else "—"
+        out.append((r.metric, _cell(r.a), _cell(r.b), f"{r.diff:+.4g}", pct, p, r.verdict))
+    return out
+
+
+def _cell(s: stats.Summary) -> str:
+    return f"{s.mean:.6g} ± {s.std:.2g} ({s.n})" if s.std is not None else f"{s.mean:.6g} ({s.n})"
+
+
+def regression_lines(rows: list[Row]) -> list[str]:
+    lines = []
+    for r in rows:
+        if r.regression:
+            p = f"p={r.test.p:.3g}" if r.test else "n=1, no test"
+            lines.append(f"regression: {r.metric} is worse by {abs(r.diff):.4g} ({r.b.mean:.6g} vs {r.a.mean:.6g}, {p}), "
+                         f"beyond its tolerance {r.tolerance:.4g}")
+    return lines
+
+
+def report(a: Side, b: Side, rows: list[Row]) -> list[str]:
+    """Show the comparison (the table on stdout, what to beware of on stderr); the regressions."""
+    from .output import say, show, table as columns
+
+    show(header(a, "A"))
+    show(header(b, "B"))
+    show(columns(table(rows)))
+    differing = differing_options(a, b)
+    if differing:
+        say(f"A and B ran with different options ({', '.join(differing)}): the difference may come from them, not from the code")
+    lost = [run["id"] for run in a.runs + b.runs if run.get("outcome") not in (None, "finished")]
+    if lost:
+        say(f"runs that did not finish are compared with what they printed: {', '.join(lost[:4])}")
+    return regression_lines(rows)
