@@ -244,10 +244,31 @@ def check(payload):
 
 # ------------------------------------------------------------------------------------- runs
 
+def not_ours(root):
+    """Why REMOTE_DIR is not a real directory of ours that no one else may write to ("" if it is).
+    The sync that created it checked this; it is checked again before a run writes into it."""
+    try:
+        info = os.lstat(root)
+    except OSError:
+        return ""
+    if not os.path.isdir(root) or os.path.islink(root):
+        return "REMOTE_DIR=%s is not a real directory (a symbolic link or a file); choose another REMOTE_DIR" % root
+    mode = info.st_mode & 0o7777
+    if info.st_uid != os.geteuid():
+        return "REMOTE_DIR=%s belongs to uid %d (mode %o), not to you; choose another REMOTE_DIR" % (root, info.st_uid, mode)
+    if mode & 0o022:
+        return ("REMOTE_DIR=%s is writable by other users (mode %o), so they could swap its files; run chmod go-w on it "
+                "on the host if only you use it, or choose another REMOTE_DIR" % (root, mode))
+    return ""
+
+
 def start(payload):
     """The checks, then the run (or, with "members", a group of runs one after another) detached
     from SSH; then follow it unless detached."""
     root = payload["root"]
+    problem = not_ours(root)
+    if problem:
+        return fail(problem, exits.REFUSED)
     report = checks(root, payload)
     if report["ok"] and not os.path.isdir(root):
         report.update(ok=False, missing=True)

@@ -32,16 +32,44 @@ DELTA_MAX_ENTRIES = 256
 MANIFEST_FORMAT = 1
 
 # Runs on the host before anything is written: refuses REMOTE_DIR if it is the remote $HOME or a
-# parent of it, or a non-empty directory remote-run did not create; then claims it, runs the rest
-# of its arguments (rsync's server side) and, when that succeeded, writes the sync stamp.
+# parent of it, a symlink, a directory another user owns or can write to (on a shared box they
+# could read or swap our files), under a directory such a user controls, or a non-empty
+# directory remote-run did not create; creates it with mode 700 (mkdir is atomic: if someone
+# else creates it first, the checks run on theirs and refuse); then claims it, runs the rest of
+# its arguments (rsync's server side) and, when that succeeded, writes the sync stamp.
 # $1 is REMOTE_DIR, $2 the stamp ("" for none).
 CLAIM_SCRIPT = r"""
 dir=$1 stamp=$2; shift 2
 refuse() { echo "remote-run: $*" >&2; exit REFUSED; }
+me=$(id -u)
 home=$(cd ~ 2>/dev/null && pwd -P) || home=$HOME
 real=$(realpath -m -- "$dir" 2>/dev/null) || real=$dir
 case "$home/" in "$real"/*) refuse "REMOTE_DIR=$dir is the remote home directory ($home) or a parent of it; use a directory of its own such as /tmp/<project>_remote";; esac
-if [ -e "$dir" ] && [ ! -d "$dir" ]; then refuse "REMOTE_DIR=$dir exists and is not a directory; choose another REMOTE_DIR"; fi
+writable() { case $1 in *[2367]?|*[2367]) return 0;; esac; return 1; }  # group or others may write
+sticky() { case $1 in [1357]???) return 0;; esac; return 1; }
+ancestor() {  # $1 an existing directory above REMOTE_DIR: only we or root may change what is in it
+  set -- "$1" $(stat -Lc '%u %U %a' -- "$1")
+  if [ "$2" != "$me" ] && [ "$2" != 0 ]; then why="owned by $3 (mode $4)"
+  elif writable "$4" && ! sticky "$4"; then why="writable by other users (owner $3, mode $4)"
+  else return 0; fi
+  refuse "REMOTE_DIR=$dir is inside $1, which is $why, so another user could swap its files; choose a REMOTE_DIR under a directory only you (or root) can change, e.g. /tmp/<project>_remote"
+}
+ours() {  # $1 REMOTE_DIR, which exists: a real directory of ours that no one else may write to
+  [ -L "$1" ] && refuse "REMOTE_DIR=$1 is a symbolic link (to $(readlink -- "$1")); remote-run only writes into a real directory it owns; choose another REMOTE_DIR"
+  [ -d "$1" ] || refuse "REMOTE_DIR=$1 exists and is not a directory; choose another REMOTE_DIR"
+  set -- "$1" $(stat -c '%u %U %a' -- "$1")
+  [ "$2" = "$me" ] || refuse "REMOTE_DIR=$1 belongs to $3 (mode $4), not to you: another user created it; choose another REMOTE_DIR"
+  writable "$4" && refuse "REMOTE_DIR=$1 is writable by other users (mode $4), so they could swap its files; run chmod go-w on it on the host if only you use it, or choose another REMOTE_DIR (remote-run creates its own with mode 700)"
+  return 0
+}
+above=$(realpath -m -- "$(dirname -- "$dir")" 2>/dev/null) || above=$(dirname -- "$dir")
+while [ ! -e "$above" ]; do above=$(dirname -- "$above"); done
+while :; do ancestor "$above"; [ "$above" = / ] && break; above=$(dirname -- "$above"); done
+if [ ! -e "$dir" ] && [ ! -L "$dir" ]; then
+  mkdir -p -- "$(dirname -- "$dir")" && mkdir -m 700 -- "$dir" 2>/dev/null
+  [ -e "$dir" ] || refuse "cannot create REMOTE_DIR=$dir (permission denied or disk full); choose a writable location"
+fi
+ours "$dir"
 if [ -d "$dir" ] && [ ! -f "$dir/.remote-run/owner" ] && [ -n "$(ls -A -- "$dir" 2>/dev/null)" ]; then
   refuse "REMOTE_DIR=$dir is not empty and was not created by remote-run, so a sync with --delete could destroy its files; choose an empty or new REMOTE_DIR"
 fi
@@ -53,6 +81,7 @@ fi
 rm -f "$dir/.remote-run/synced"
 "$@"
 status=$?
+chmod go-rwx -- "$dir"  # rsync -a gave it the workspace's mode
 if [ $status -eq 0 ]; then
   rm -f "$dir/.remote-run/rendered"
   [ -z "$stamp" ] || { printf '%s\n' "$stamp" > "$dir/.remote-run/synced.tmp" && mv -f "$dir/.remote-run/synced.tmp" "$dir/.remote-run/synced"; }
@@ -235,6 +264,7 @@ def full(host: Host, plan: Plan, *, progress: bool | None = None) -> SyncSummary
     if result.exited:
         raise Failure(rsync_error(host, result, f"sync of {s.workspace} to {host.label}:{s.remote_dir}"))
     if host.is_local:
+        os.chmod(s.remote_dir, 0o700)  # rsync -a gave it the workspace's mode
         state = Path(s.remote_dir) / ".remote-run"
         (state / "rendered").unlink(missing_ok=True)
         tree.write_atomic(str(state / "synced"), (plan.fingerprint + "\n").encode())
