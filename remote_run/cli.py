@@ -1,5 +1,8 @@
 """The `remote-run` console script: the same task collection, usable from any directory."""
 
+import os
+import sys
+
 from invoke import Argument, Program
 
 from . import __version__
@@ -28,4 +31,10 @@ def program() -> RemoteRun:
 
 
 def main() -> None:
-    program().run()
+    try:
+        program().run()
+    except BrokenPipeError:
+        # The reader went away (`remote-run -l | head`): not an error of ours; keep Python from
+        # complaining again when it flushes stdout on exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)

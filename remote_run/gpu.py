@@ -32,12 +32,15 @@ def problem(report: dict, label: str, devices: str, limit: float) -> str:
     if state == "nomatch":
         found = ", ".join(str(g["index"]) for g in report["gpus"]) or "none"
         return f"CUDA_VISIBLE_DEVICES={devices} matches none of the GPUs on {label} ({found}); set it to one of them"
+    if state == "busy" and report.get("auto"):
+        return (f"{label} has fewer than {report['auto']} idle GPU{'s' if report['auto'] > 1 else ''} (busy: "
+                f"{', '.join(str(i) for i in report['busy']) or 'none'}); pass --wait to queue for them, or --gpus fewer")
     if state == "busy":
         by_index = {g["index"]: g for g in report["gpus"]}
-        listing = "; ".join(f"GPU {i}: " + ", ".join(f"pid {p['pid']} {p['name']} ({p['memory']} MiB)" for p in by_index[i]["processes"])
+        listing = "; ".join(f"GPU {i}: " + (by_index[i].get("held_by") or ", ".join(f"pid {p['pid']} {p['name']} ({p['memory']} MiB)" for p in by_index[i]["processes"]))
                             for i in report["busy"])
         busy = ", ".join(str(i) for i in report["busy"])
-        return f"GPU {busy} on {label} is in use by another job ({listing}); wait for it, pick another GPU with CUDA_VISIBLE_DEVICES, or pass --allow-busy"
+        return f"GPU {busy} on {label} is in use by another job ({listing}); pass --wait to queue for it, pick another GPU with CUDA_VISIBLE_DEVICES (or auto), or pass --allow-busy"
     return ""
 
 
@@ -55,7 +58,28 @@ def host_limit(check_timeout: float) -> float:
     return max(1.0, int(check_timeout * 0.75))
 
 
-def spec(settings, *, cpu_ok: bool, allow_busy: bool) -> dict:
-    """The launcher's "gpu" check."""
-    return {"devices": settings.cuda_visible_devices, "require": not cpu_ok, "allow_busy": allow_busy,
-            "limit": host_limit(settings.check_timeout)}
+def spec(settings, *, cpu_ok: bool, allow_busy: bool, wait: bool = False, count: int = 0) -> dict:
+    """The launcher's "gpu" check (``count``: --gpus N, which means CUDA_VISIBLE_DEVICES=auto)."""
+    return {"devices": "auto" if count else settings.cuda_visible_devices, "count": count or 1, "require": not cpu_ok,
+            "allow_busy": allow_busy, "wait": wait, "limit": host_limit(settings.check_timeout)}
+
+
+def queue(settings, *, wait: bool, timeout: float, count: int, cpu_ok: bool) -> dict:
+    """The launcher's "queue": which GPUs the run holds while it runs (so other remote-run runs of
+    any user see them taken), and whether it waits for them."""
+    devices = "auto" if count else settings.cuda_visible_devices
+    return {"want": {"devices": devices, "count": count or 1}, "wait": wait, "timeout": timeout}
+
+
+def docker_line(report: dict, label: str) -> str:
+    """One line on whether Docker on the host can reach the GPUs (launcher.check_docker)."""
+    state, text = report.get("state"), report.get("text", "")
+    fix = ("install the NVIDIA Container Toolkit there and run `sudo nvidia-ctk runtime configure --runtime=docker && "
+           "sudo systemctl restart docker`")
+    if state == "ok":
+        return f"Docker on {label} can reach the GPUs (runtimes: {text})"
+    if state == "missing":
+        return f"Docker is not installed on {label}; install Docker and the NVIDIA Container Toolkit to run GPU containers"
+    if state == "noruntime":
+        return f"Docker on {label} has no NVIDIA runtime (runtimes: {text or 'none'}), so containers cannot reach the GPUs; {fix}"
+    return f"Docker on {label} did not answer ({text or 'no output'}); start the daemon or add your user to the docker group"

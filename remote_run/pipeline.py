@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import exits, groups, records, steps, transport
+from . import exits, gpu, groups, records, steps, sync, transport
+from . import aftermath, notify
 from .errors import Failure
 from .launcher import CONTROL
 from .output import say
@@ -37,6 +38,8 @@ class RunSpec:
     options: dict = field(default_factory=dict)
     runner_path: str | None = None
     invocation: dict = field(default_factory=dict)  # the task's name and arguments, for `inv rerun`
+    cwd: str = ""  # the folder of the workspace the run starts in (--cwd)
+    pull: tuple = ()  # --pull patterns, brought back when the run ends (remote_run.aftermath)
 
 
 @dataclass
@@ -53,12 +56,16 @@ class Ending:
     log: str | None = None  # the log for the record, when it is not the output as shown
     detached_hint: str = ""  # how to follow and stop a detached run
     gpu_csv: str = ""  # the host's samples of the run's GPUs
+    snapshot: dict | None = None  # the code the run used: the sync stamp of its snapshot (SSH hosts)
+    devices: str | None = None  # the GPUs `auto` picked for it
 
 
 def outcome(ending: Ending, stop_requested: bool) -> str:
-    """finished, failed, killed, interrupted, connection lost or detached."""
+    """finished, failed, killed, timed out (waiting for a GPU), interrupted, connection lost or detached."""
     if ending.lost:
         return "connection lost"
+    if ending.state == "timed out":
+        return "timed out"
     if ending.interrupted:
         return "interrupted"
     if stop_requested or ending.state == "killed" or ending.exit_status == exits.INTERRUPTED:
@@ -190,7 +197,7 @@ class Recording:
         self.record = records.RunRecord(
             run_id=run_id, task=spec.task, host=backend.label, options=spec.options, settings=settings.describe(),
             runner=spec.files.get(spec.runner_path) if spec.runner_path else None,
-            runner_path=backend.runner_path(spec.runner_path) if spec.runner_path else None,
+            runner_path=backend.runner_path(spec.runner_path, run_id) if spec.runner_path else None,
             local_log=str(self.folder / "run.log"), started=datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
             group=group, invocation=spec.invocation)
         self.output = Tee()
@@ -202,8 +209,12 @@ class Recording:
         record.git = {"commit": code["commit"], "dirty": code["dirty"]}
         record.code = code
         record.gpu = ending.gpu
+        record.snapshot = ending.snapshot
+        record.devices = ending.devices
         record.remote_log = ending.remote_log
         record.commands = list(self.backend.commands)
+        sess = getattr(self.backend, "sess", None)
+        record.synced = sync.synced(sess and sess.done.get("sync"))
         log = self.output.getvalue() if ending.log is None else ending.log
         record.finish(log, None if ending.detached and not ending.lost else ending.exit_status,
                       time.perf_counter() - self.started, outcome(ending, stop_requested and not ending.detached), ending.gpu_csv,
@@ -249,6 +260,7 @@ def execute(backend, settings, specs: list[RunSpec], *, detach: bool = False) ->
         _drop_if_empty(run.folder)
         raise
     record = run.finish(ending, ctrl_c.requested)
+    aftermath.ended(backend, record, run.folder, spec.pull)  # --pull, NOTIFY_CMD
     if ending.lost:
         raise Failure(f"{backend.dropped()}; the run goes on: see it with `inv logs --follow --run {run_id}`")
     if record.outcome == "detached":
@@ -283,12 +295,14 @@ def _execute_group(backend, settings, specs: list[RunSpec], *, detach: bool) -> 
             if detach:
                 for run in runs:
                     finished.append(run.finish(Ending(None, detached=True), False))
+                    aftermath.ended(backend, finished[-1], run.folder, specs[0].pull)
             else:
                 for run, spec in zip(runs, specs):
                     run.started = run.output.t0 = time.perf_counter()  # it starts when the one before it ends
                     ending = Ending(exits.INTERRUPTED, state="killed") if ctrl_c.requested else \
                         backend.follow_member(run.run_id, spec, run.output, ctrl_c=ctrl_c)
                     finished.append(run.finish(ending, ctrl_c.requested))
+                    aftermath.ended(backend, finished[-1], run.folder, spec.pull)  # --pull, NOTIFY_CMD
                     if ending.lost:
                         raise Failure(f"{backend.dropped()}; the group goes on: see it with `inv logs --follow --run {group_id}`")
                     if not ending.lost and not ctrl_c.requested:
@@ -368,19 +382,21 @@ class Backend:
 class HostRuns(Backend):
     """The backend for REMOTE_HOST: the launcher starts, follows, lists and stops runs there."""
 
-    def __init__(self, sess: Session, *, allow_busy: bool = False, cpu_ok: bool = False):
+    def __init__(self, sess: Session, *, allow_busy: bool = False, cpu_ok: bool = False, wait: bool = False, wait_timeout: float = 0,
+                 gpus: int = 0):
         self.sess, self.host = sess, sess.host
         self.allow_busy, self.cpu_ok = allow_busy, cpu_ok
+        self.wait, self.wait_timeout, self.gpus = wait, wait_timeout, gpus  # the host's GPU queue; gpus: N picked by `auto`
 
-    def runner_path(self, path: str) -> str:
-        return f"{self.host.settings.remote_dir}/{path}"
+    def runner_path(self, path: str, run_id: str) -> str:
+        return f"{self.host.settings.remote_dir}/runs/{run_id}/work/{path}"  # the run's snapshot
 
     def remote_log(self, run_id: str) -> str:
         return f"{self.label}:{self.host.settings.remote_dir}/runs/{run_id}/run.log"
 
     def prepare(self, spec: RunSpec) -> None:
         """The steps still due that cannot ride along with the run's command (a full sync, a build)."""
-        self.folded = steps.prepare(self.sess, allow_busy=self.allow_busy, cpu_ok=self.cpu_ok)
+        self.folded = steps.prepare(self.sess, allow_busy=self.allow_busy, cpu_ok=self.cpu_ok, wait=self.wait, count=self.gpus)
 
     def launch(self, run_id: str, spec: RunSpec, output: Tee, *, detach: bool, ctrl_c=None) -> Ending:
         """One launcher command: the remaining checks, the start and the following."""
@@ -405,25 +421,26 @@ class HostRuns(Backend):
 
     def _member(self, run_id: str, spec: RunSpec, *, first: bool, group: str | None = None) -> dict:
         s = self.host.settings
-        files = {**spec.files, ".remote-run/site/sitecustomize.py": template("numpy_aliases.py")} if first else spec.files
-        return {"run_dir": f"runs/{run_id}", "files": files, "argv": spec.argv,
+        files = {**spec.files, ".remote-run/site/sitecustomize.py": template("numpy_aliases.py")}  # into the run's snapshot
+        return {"run_dir": f"runs/{run_id}", "files": files, "argv": spec.argv, "cwd": spec.cwd,
                 "meta": {"task": spec.task, "options": spec.options, "forwarded": list(s.remote_env), "group": group}}
 
     def _start(self, part: dict, output: Tee, *, detach: bool, meta: dict | None = None):
         """The launcher's `start` with the checks still due; a check that says no is settled (sync,
         bootstrap) and the command sent again. (invoke's Result, the stderr filter with the trailer)"""
         sess, host, s, folded = self.sess, self.host, self.host.settings, self.folded
-        variables = {"CUDA_VISIBLE_DEVICES": s.cuda_visible_devices, **s.forwarded_env(),
-                     "PYTHONPATH": f"{s.remote_dir}/.remote-run/site:{s.remote_dir}"}
+        variables = {"CUDA_VISIBLE_DEVICES": s.cuda_visible_devices, **s.forwarded_env()}  # PYTHONPATH: the run's snapshot
         for attempt in range(3):
             payload = {
                 "root": s.remote_dir, "variables": variables, "detach": detach, "grace": s.kill_grace, "meta": meta or {},
-                "sample": {"seconds": s.gpu_sample_seconds, "devices": s.cuda_visible_devices}, **part,
+                "rules": sync.rules(s),
+                "queue": gpu.queue(s, wait=self.wait, timeout=self.wait_timeout, count=self.gpus, cpu_ok=self.cpu_ok),
+                "sample": {"seconds": s.gpu_sample_seconds, "devices": s.cuda_visible_devices}, **part, **notify.payload(s),
                 **{name: (check.check() if name == "sync" else check) for name, check in folded.items()},
             }
             demux = Demux(output, lambda header: header.get("ok") and steps.settle(sess, header, folded))
             errors = Stderr()
-            argv, stdin = host.launcher_with("start", payload, private=bool(s.remote_env) or "delta" in payload.get("sync", {}))
+            argv, stdin = host.launcher_with("start", payload, private=bool(s.remote_env) or bool(s.notify_url) or "delta" in payload.get("sync", {}))
             result = host.run(argv, stream=demux, err_stream=errors, stdin=stdin, own_session=True)
             header = demux.header
             if header is None:
@@ -441,7 +458,7 @@ class HostRuns(Backend):
     def _ending(self, run_id: str, result, errors, *, detach: bool) -> Ending:
         trailer = errors.trailer or {}
         return Ending(result.exited, lost=errors.trailer is None, detached=detach, state=trailer.get("state"),
-                      remote_log=self.remote_log(run_id), gpu=self.sess.done.get("gpu") or [], gpu_csv=trailer.get("gpu_csv", ""),
+                      remote_log=self.remote_log(run_id), gpu=self.sess.done.get("gpu") or [], gpu_csv=trailer.get("gpu_csv", ""), snapshot=trailer.get("snapshot"), devices=trailer.get("devices"),
                       detached_hint=f"follow it with `inv logs --follow --run {run_id}`, stop it with `inv kill --run {run_id}`")
 
     def stop(self, run_id: str, first_ctrl_c: bool = False) -> None:
@@ -485,7 +502,8 @@ class HostRuns(Backend):
             raise Failure(lines[-1] if lines else f"run {run_id} on {self.label}: exit {result.exited}",
                           code=exits.NOT_RUNNING if mode == "kill" else exits.USAGE)
         trailer = errors.trailer or {}
-        return Ending(result.exited, state=trailer.get("state"), remote_log=self.remote_log(run_id), gpu_csv=trailer.get("gpu_csv", ""))
+        return Ending(result.exited, state=trailer.get("state"), remote_log=self.remote_log(run_id), gpu_csv=trailer.get("gpu_csv", ""),
+                      snapshot=trailer.get("snapshot"), devices=trailer.get("devices"))
 
     def record_of(self, row: dict) -> tuple[records.RunRecord, Path]:
         """The local record of a run on the host, or a new one from what the host knows."""
@@ -585,7 +603,9 @@ def _follow_recorded(runs: "HostRuns", row: dict, mode: str, *, show: bool) -> i
         raise Failure(f"{runs.dropped()}; the run goes on: see it with `inv logs --follow --run {row['id']}`")
     if mode == "cat":
         return exits.OK
-    return complete(record, folder, ending, seen.decode("utf-8", "replace") + output.getvalue(), _since(row), report_it=show)
+    code = complete(record, folder, ending, seen.decode("utf-8", "replace") + output.getvalue(), _since(row), report_it=show)
+    aftermath.ended(runs, record, folder)  # --pull of a run that ended meanwhile, NOTIFY_CMD
+    return code
 
 
 def _complete_group(runs: "HostRuns", row: dict) -> None:

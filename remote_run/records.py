@@ -280,10 +280,14 @@ class RunRecord:
     warnings: list = field(default_factory=list)
     hints: list = field(default_factory=list)
     epochs: list = field(default_factory=list)  # per-epoch metrics (parse_epochs)
+    snapshot: dict | None = None  # the run's own copy of the code on the host: the sync stamp it was taken at
+    devices: str | None = None  # CUDA_VISIBLE_DEVICES the host picked (`auto`)
     group: str | None = None  # the group of a --repeat run
     gpu_usage: dict | None = None  # from the host's samples (gpu_usage)
     code: dict = field(default_factory=dict)  # code_state: commit, diff against HEAD, untracked files
     invocation: dict = field(default_factory=dict)  # the task and its arguments, for `inv rerun`
+    pulled: dict | None = None  # --pull: patterns, and the files brought into pulled/ (remote_run.aftermath)
+    synced: dict | None = None  # what REMOTE_DIR held of the workspace: {"only", "files", "bytes", "how"} (remote_run.sync.synced)
 
     def finish(self, log_text: str, exit_status: int | None, elapsed: float, outcome: str, gpu_csv: str = "",
                epoch_arrivals: list[float] | None = None) -> None:
@@ -346,6 +350,10 @@ class RunRecord:
             f"- **Host:** {self.host}",
             f"- **GPU:** {gpu}",
             f"- **Workspace commit:** {commit}{dirty}{self._code_line()}",
+            *([f"- **Code on the host:** the run's own snapshot of the tree synced as {self.snapshot.get('tree')} "
+               f"({self.snapshot.get('files')} files hard-linked in {self.snapshot.get('seconds')} s)"] if self.snapshot else []),
+            *([(f"- **Synced:** {', '.join(self.synced.get('only') or []) or 'the whole workspace'}: {self.synced.get('files')} files, "
+                f"{self.synced.get('bytes')} bytes ({self.synced.get('how')})")] if self.synced else []),
             f"- **Started / ended (UTC):** {self.started} / {self.ended}",
             f"- **Remote log:** {self.remote_log}",
             f"- **Local log:** {self.local_log}",
@@ -382,6 +390,14 @@ class RunRecord:
         if self.code.get("untracked"):
             lines += ["## Untracked files synced", "", *[f"- `{u['path']}` ({u['size']} bytes, sha256 {u['sha256'] or 'not hashed: too large'})"
                                                          for u in self.code["untracked"]], ""]
+        if self.pulled:
+            p = self.pulled
+            lines += ["## Pulled files", "", f"`--pull {' '.join(p.get('patterns', []))}` from {p.get('from', 'the host')} into pulled/:", "",
+                      *[f"- `{f['path']}` ({f['size']} bytes)" for f in p.get("files", [])],
+                      *[f"- `{k}`: the local copy differs from the host's and was kept" for k in p.get("kept", [])],
+                      *([f"- {p['error']}"] if p.get("error") else []),
+                      *([] if p.get("files") or p.get("kept") or p.get("error") or "from" not in p else ["- no matching file was written"]),
+                      *([] if "from" in p or p.get("error") else ["- not yet: the files come when the run has ended (`inv logs --follow`)"]), ""]
         if self.hints:
             lines += ["## Hints", "", *[f"- {h}" for h in self.hints], ""]
         if self.runner:

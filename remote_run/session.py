@@ -23,6 +23,15 @@ class Session:
         self.wanted: dict[str, dict] = {}
         self.run_follows: bool | None = None  # None: no Chain executor, so nobody knows
 
+    def use_host(self, host) -> None:
+        """Work on ``host``, one of REMOTE_HOST's list, from now on (nothing done there yet)."""
+        import dataclasses
+
+        others = tuple(h for h in self.settings.hosts if h != host)
+        self.settings = dataclasses.replace(self.settings, hosts=(host, *others))
+        self.host = Host(self.settings, self.host.context)
+        self.done.clear()
+
     def __copy__(self):
         # invoke copies config values whenever it merges its layers; an invocation has one session.
         return self

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from . import notify
 from .errors import Failure
 
 ENV_FILE_VARIABLE = "REMOTE_RUN_ENV_FILE"
@@ -57,6 +58,16 @@ class Host:
 
 # ------------------------------------------------------------------------------- parsers
 # Each takes the raw text and the Loading in progress (values parsed so far, where each came from).
+
+def parse_hosts(value: str, loading=None) -> tuple:
+    """REMOTE_HOST: one host, or several comma separated (not `local`, none twice)."""
+    if "," not in value:
+        return (parse_host(value),)
+    hosts = tuple(parse_host(part.strip()) for part in value.split(","))
+    if any(h.is_local for h in hosts) or len({h.spec for h in hosts}) != len(hosts) or any(not h.spec for h in hosts):
+        raise bad("REMOTE_HOST", value, "list SSH hosts, each once, comma separated (l1,l2,l3); `local` is one host on its own")
+    return hosts
+
 
 def parse_host(value: str, loading=None) -> Host:
     if value == "local":
@@ -108,6 +119,49 @@ def _excludes(value: str, loading) -> tuple[str, ...]:
     return patterns
 
 
+def sync_paths(key: str, workspace: Path, paths) -> tuple[str, ...]:
+    """SYNC_ONLY / --only: workspace paths as relative, /-separated text; each inside the workspace
+    (an absolute path must be in it), without `..`, existing, and not reached through a symbolic link."""
+    found = []
+    for given in paths:
+        text = str(given)
+        if not text.strip() or any(ord(ch) < 32 for ch in text):
+            raise bad(key, given, "give workspace paths such as lib or examples/x")
+        path = Path(text)
+        if path.is_absolute():
+            for base in (path, path.parent.resolve() / path.name):
+                try:
+                    path = base.relative_to(workspace)
+                    break
+                except ValueError:
+                    pass
+            else:
+                raise bad(key, given, f"it is outside the workspace {workspace}; give a path inside it, e.g. examples/x")
+        parts = [part for part in path.as_posix().split("/") if part not in ("", ".")]
+        if ".." in parts:
+            raise bad(key, given, "give a path inside the workspace, without `..`, e.g. examples/x")
+        if not parts:
+            raise bad(key, given, "that is the whole workspace; leave it out to sync everything")
+        here = workspace
+        for depth, part in enumerate(parts, 1):
+            here = here / part
+            if not os.path.lexists(here):
+                raise bad(key, given, f"{'/'.join(parts[:depth])} does not exist in the workspace {workspace}")
+            if depth < len(parts) and (here.is_symlink() or not here.is_dir()):
+                raise bad(key, given, f"{'/'.join(parts[:depth])} is a symbolic link or a file, which a sync sends as it is; name it or a real folder")
+        found.append("/".join(parts))
+    return tuple(dict.fromkeys(found))
+
+
+def _only(value: str, loading) -> tuple[str, ...]:
+    return sync_paths("SYNC_ONLY", loading.values["WORKSPACE"], split_list(value))
+
+
+def _sync_limit(key: str, unit: str):
+    return lambda value, loading: _number(key, value.strip() if isinstance(value, str) else value, int, 0, 10**12,
+                                          f"give a whole number of {unit}, 0 for no limit")
+
+
 def _python(value: str, loading) -> str:
     value = value.strip()
     if value and (not re.fullmatch(r"[A-Za-z0-9._+/-]+", value) or value.startswith("-")):
@@ -134,8 +188,8 @@ def _packages(key: str):
 
 def _devices(value: str, loading) -> str:
     devices = value.strip().replace(" ", "")
-    if devices and not _DEVICES.match(devices):
-        raise bad("CUDA_VISIBLE_DEVICES", value, "give GPU indices or UUIDs, comma separated, e.g. 0 or 0,1")
+    if devices and devices != "auto" and not _DEVICES.match(devices):
+        raise bad("CUDA_VISIBLE_DEVICES", value, "give GPU indices or UUIDs, comma separated, e.g. 0 or 0,1, or auto")
     return devices
 
 
@@ -214,6 +268,14 @@ def _sample_seconds(value: str, loading) -> float:
     return seconds
 
 
+def _gigabytes(value: str, loading) -> float:
+    allowed = "give gigabytes from 0 (no minimum) to 1000000, e.g. 20"
+    gigabytes = _number("DOCTOR_MIN_FREE_GB", value, float, -1.0, 1e6, allowed)
+    if gigabytes < 0:
+        raise bad("DOCTOR_MIN_FREE_GB", value, allowed)
+    return gigabytes
+
+
 def _control_dir(value: str, loading) -> Path:
     path = Path(value or f"/tmp/remote-run-{os.getuid()}")
     # ssh appends the master's socket name (%C, 40 characters) and a temporary suffix; a Unix
@@ -241,20 +303,30 @@ class Key:
 
 
 KEYS = (
-    Key("REMOTE_HOST", "local", parse_host, "ssh_config alias (`l1`), `user@host[:port]`, or `local` for this machine", field="host"),
+    Key("REMOTE_HOST", "local", parse_hosts, "ssh_config alias (`l1`), `user@host[:port]`, or `local` for this machine; several, comma separated (`l1,l2,l3`): a run goes to the first with free GPUs (with `--wait`, the shortest queue)", field="hosts"),
     Key("WORKSPACE", ".", _workspace, "the checkout to sync and run; relative to the `.env` it is written in", shown_default="current directory"),
     Key("REMOTE_DIR", "", check_remote_dir, "absolute directory remote-run owns on the host (`/tmp/cvlization_remote` for a CVlization checkout)",
         shown_default="`/tmp/<workspace name>_remote`", example="/tmp/cvlization_remote"),
     Key("SYNC_EXCLUDE", "", _excludes, "extra rsync exclude patterns, comma/space separated, added to `.git var .venv __pycache__ .env .env.*` (but `.env.example` is synced) and `RUNS_DIR`",
         example="data/raw,*.ckpt"),
+    Key("SYNC_ONLY", "", _only, "workspace paths (folders or files), comma/space separated: a sync mirrors only these and leaves everything else in `REMOTE_DIR` alone; `--only PATH` overrides it; empty = the whole workspace",
+        example="cvlization,examples/x"),
+    Key("SYNC_MAX_MB", "1000", _sync_limit("SYNC_MAX_MB", "megabytes (10^6 bytes)"), "a sync that would upload more megabytes stops before sending anything and names the largest folders (`--force` goes on); 0 = no limit"),
+    Key("SYNC_MAX_FILES", "50000", _sync_limit("SYNC_MAX_FILES", "files"), "a sync that would upload more files stops before sending anything and names the largest folders (`--force` goes on); 0 = no limit"),
     Key("REMOTE_PYTHON", "", _python, "use this interpreter on the host instead of creating `REMOTE_DIR/.venv`",
         shown_default="— (on `local`: the Python running remote-run)", example="/usr/bin/python3"),
     Key("TORCH_INDEX_URL", "https://download.pytorch.org/whl/cu121", _url, "index for `TORCH_PACKAGES`; empty = the default index"),
     Key("TORCH_PACKAGES", "torch torchvision", _packages("TORCH_PACKAGES"), "what bootstrap installs from `TORCH_INDEX_URL`; empty = nothing"),
     Key("PIP_PACKAGES", "", _packages("PIP_PACKAGES"), "extra packages bootstrap installs", example="numpy tqdm"),
-    Key("CUDA_VISIBLE_DEVICES", "0", _devices, "GPUs a run may use (indices or UUIDs); gpu-check checks these"),
+    Key("BOOTSTRAP_INSTALLER", "auto", _choice("BOOTSTRAP_INSTALLER", ("auto", "uv", "pip")),
+        "what builds `REMOTE_DIR/.venv`: `auto`: the host's uv, else uv installed once into `REMOTE_DIR/.remote-run/uv`, else pip; `uv`: never pip; `pip`: `python3 -m venv` and pip"),
+    Key("CUDA_VISIBLE_DEVICES", "0", _devices, "GPUs a run may use (indices or UUIDs); gpu-check checks these; `auto`: the idle ones (`--gpus N`, default 1), least memory used first"),
     Key("REMOTE_ENV", "", _forwarded, "names of local variables (environment or `.env`) forwarded to runs, e.g. `WANDB_API_KEY,HF_TOKEN`",
         example="WANDB_API_KEY,HF_TOKEN"),
+    Key("NOTIFY_CMD", "", notify.parse_command, "a command run here when a followed run ends (finished, failed, killed), with `REMOTE_RUN_ID`, `REMOTE_RUN_OUTCOME`, `REMOTE_RUN_EXIT`, `REMOTE_RUN_RESULT` in its environment; split like a shell would, never run by one",
+        example="notify-send remote-run"),
+    Key("NOTIFY_URL", "", notify.parse_url, "a webhook the host calls when a run ends, even detached (POST: a text body for ntfy.sh, else Slack-compatible JSON `{\"text\": ...}`); a secret like `REMOTE_ENV` values",
+        example="https://ntfy.sh/my-private-topic"),
     Key("RUNS_DIR", "var/runs", _runs_dir, "local run records and pulled logs; relative = inside `WORKSPACE`"),
     Key("TRAIN_IMPL", "builtin", _choice("TRAIN_IMPL", ("builtin", "workspace")), "`builtin`: self-contained trainers; `workspace`: the workspace's (CVlization) modules"),
     Key("HLB_MODULE", "cvlization.torch.training_pipeline.image_classification.hlb", _module("HLB_MODULE"), "module train-hlb calls with `--impl workspace`"),
@@ -265,21 +337,29 @@ KEYS = (
     Key("REMOTE_RUN_CONTROL_DIR", "", _control_dir, "private directory (yours, mode 700) for the SSH ControlMaster sockets",
         shown_default="`/tmp/remote-run-<uid>`", example="/tmp/remote-run-me"),
     Key("REMOTE_RUN_KILL_GRACE", "3", _seconds("REMOTE_RUN_KILL_GRACE", 600), "seconds between SIGINT, SIGTERM and SIGKILL when a run is stopped"),
+    Key("DOCTOR_MIN_FREE_GB", "20", _gigabytes,
+        "free space (GB) `inv doctor` wants on the disk of `REMOTE_DIR`; 0 = no minimum"),
 )
 
 
 @dataclass(frozen=True)
 class Settings:
-    host: Host
+    hosts: tuple  # REMOTE_HOST: one Host, or several to choose from (the chosen one first)
     workspace: Path
     remote_dir: str
     sync_exclude: tuple[str, ...]
+    sync_only: tuple[str, ...]
+    sync_max_mb: int
+    sync_max_files: int
     remote_python: str
     torch_index_url: str
     torch_packages: tuple[str, ...]
     pip_packages: tuple[str, ...]
+    bootstrap_installer: str
     cuda_visible_devices: str
     remote_env: tuple[str, ...]
+    notify_cmd: tuple[str, ...]
+    notify_url: notify.Secret | None
     runs_dir: Path
     train_impl: str
     hlb_module: str
@@ -289,9 +369,15 @@ class Settings:
     check_timeout: float
     control_dir: Path
     kill_grace: float
+    doctor_min_free_gb: float
     env_file: Path | None = None
     # Everything read from .env and the process environment, for forwarding REMOTE_ENV names.
     variables: dict = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def host(self) -> Host:
+        """The host this invocation works on (with several, the one chosen; see remote_run.hosts)."""
+        return self.hosts[0]
 
     def forwarded_env(self) -> dict[str, str]:
         """Values of the REMOTE_ENV names (load() made sure each has one)."""
@@ -307,6 +393,8 @@ def _plain(value):
         return value.spec
     if isinstance(value, Path):
         return str(value)
+    if isinstance(value, tuple) and value and all(isinstance(v, Host) for v in value):
+        return ",".join(v.spec for v in value)  # REMOTE_HOST as written, the host a run used first
     if isinstance(value, tuple):
         return list(value)
     return value

@@ -5,24 +5,33 @@ the last word, or folded into the command of the run task that follows it.
 from __future__ import annotations
 
 import json
+import sys
 import threading
 
 from . import environment, exits, gpu, sync as syncing
 from .errors import Failure
+from .installer import FINAL, PROGRESS
 from .output import say, show
 from .session import Session
-from .shell import script
 
 
-def sync(sess: Session) -> None:
-    """Make REMOTE_DIR hold the workspace: nothing, a delta, or a full rsync (see remote_run.sync)."""
+def sync(sess: Session, only=(), dry_run: bool = False, force: bool = False, checksum: bool = False) -> None:
+    """Make REMOTE_DIR hold the workspace (or the --only paths): nothing, a delta, or a full rsync
+    (see remote_run.sync); ``dry_run``: say what a sync would do and change nothing."""
+    if dry_run:
+        if sess.run_follows:
+            raise Failure("`sync --dry-run` only shows what a sync would do; run it on its own, without a run task after it")
+        flags = want_sync(sess, only=only, checksum=checksum, note=False)
+        plan = syncing.plan(sess.settings, **{**flags, "force": True})
+        show(syncing.preview_text(sess.host, plan, syncing.preview(sess.host, plan)))
+        return
     if "sync" in sess.done:
         return
+    want_sync(sess, only=only, force=force, checksum=checksum)
     if sess.run_follows:
-        sess.wanted["sync"] = {}
         return
     host = sess.host
-    plan = syncing.plan(sess.settings)
+    plan = plan_for(sess)
     if plan.kind != "full":
         report = checks(sess, sync=plan.check())
         if syncing.checked(plan, report.get("sync")):
@@ -34,6 +43,32 @@ def sync(sess: Session) -> None:
     say(syncing.describe(host, plan, summary))
 
 
+def want_sync(sess: Session, *, only=(), force: bool = False, checksum: bool = False, note: bool = True) -> dict:
+    """Check the sync flags of a task (sync, or a run task) and note them for the sync step: --only
+    paths add up, --force and --checksum hold if any task gave them. Returns the flags given so far
+    (only those given: {} for a plain sync), as keyword arguments of remote_run.sync.plan."""
+    from .settings import sync_paths
+
+    flags = dict(sess.wanted.get("sync") or {})
+    if only:
+        flags["only"] = tuple(dict.fromkeys((*flags.get("only", ()), *sync_paths("--only", sess.settings.workspace, only))))
+    flags.update({name: True for name, given in (("force", force), ("checksum", checksum)) if given})
+    if note:
+        sess.wanted["sync"] = flags
+    return flags
+
+
+def sync_options(sess: Session) -> tuple:
+    """(only, checksum, force) of this invocation's sync, as Plan.options has them."""
+    flags = sess.wanted.get("sync") or {}
+    return (tuple(flags.get("only") or sess.settings.sync_only), flags.get("checksum", False), flags.get("force", False))
+
+
+def plan_for(sess: Session) -> syncing.Plan:
+    """The sync plan with the flags noted by want_sync (--only, else SYNC_ONLY)."""
+    return syncing.plan(sess.settings, **(sess.wanted.get("sync") or {}))
+
+
 def bootstrap(sess: Session, force: bool = False) -> None:
     """Build or refresh REMOTE_DIR/.venv, or confirm REMOTE_PYTHON runs; once per invocation."""
     if "bootstrap" in sess.done:
@@ -42,11 +77,10 @@ def bootstrap(sess: Session, force: bool = False) -> None:
         sess.wanted["bootstrap"] = {"force": force or sess.wanted.get("bootstrap", {}).get("force", False)}
         return
     host = sess.host
-    if not host.uses_venv or not force:
-        report = checks(sess, env=environment.check(host))
-        if environment_ready(sess, report["env"]) or not host.uses_venv:
-            return
-    build_environment(sess, force)
+    if not host.uses_venv:
+        environment_ready(sess, checks(sess, env=environment.check(host))["env"])
+        return
+    build_environment(sess, force)  # one command: it says "up to date" at once when the stamp matches
 
 
 def environment_ready(sess: Session, report: dict) -> bool:
@@ -63,25 +97,83 @@ def environment_ready(sess: Session, report: dict) -> bool:
 
 
 def build_environment(sess: Session, force: bool) -> None:
+    """Run the installer on the host (remote_run/installer.py), its progress shown as it comes."""
     host = sess.host
-    result = host.run(script(environment.BOOTSTRAP_SCRIPT, *environment.bootstrap_args(host.settings, force)))
+    progress = Progress(sys.stderr)
+    result = host.run(environment.bootstrap_argv(host.settings, force, terminal=progress.terminal), err_stream=progress)
+    progress.close()
+    if result.exited == exits.MISSING and "python3" in result.stderr:
+        raise Failure(launcher_failure(host, result, "bootstrapping"))
     if result.exited:
-        lines = [l for l in (result.stderr + result.stdout).splitlines() if l.strip()]
+        lines = [l.lstrip(FINAL) for l in (result.stderr + result.stdout).splitlines() if l.strip() and not l.startswith(PROGRESS)]
         ours = [l for l in lines if l.startswith("remote-run: ")]
         detail = ours[-1][len("remote-run: "):] if ours else (lines[-1] if lines else "no output")
         raise Failure(f"bootstrap on {host.label} failed (exit {result.exited}): {detail}; fix it and run `inv bootstrap` again (--force rebuilds)")
     sess.done["bootstrap"] = True
 
 
-def gpu_check(sess: Session, allow_busy: bool = False, cpu_ok: bool = False) -> None:
-    """Query the GPUs once per invocation; refuse a missing or busy GPU unless allowed."""
+class Progress:
+    """stderr of the bootstrap command: lines pass through; a progress line (PROGRESS first) is
+    redrawn in place on a terminal, and is a line of its own anywhere else (a log, a pipe); the
+    host's last word on a failure (FINAL first) is left to the one-line error."""
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.terminal = stream.isatty()
+        self.pending = ""
+        self.drawn = False  # a progress line is on the terminal, without its newline
+
+    def write(self, text: str) -> int:
+        self.pending += text
+        *lines, self.pending = self.pending.split("\n")
+        for line in lines:
+            self._line(line)
+        self.stream.flush()
+        return len(text)
+
+    def _line(self, line: str) -> None:
+        if line.startswith(FINAL):
+            return
+        progress = line.startswith(PROGRESS)
+        line = line.lstrip(PROGRESS)
+        if not self.terminal:
+            self.stream.write(line + "\n")
+            return
+        if self.drawn:
+            self.stream.write("\r\x1b[K")
+        self.stream.write(line if progress else line + "\n")
+        self.drawn = progress
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.pending:
+            self._line(self.pending)
+            self.pending = ""
+        if self.drawn:
+            self.stream.write("\n")
+            self.drawn = False
+        self.stream.flush()
+
+
+def gpu_check(sess: Session, allow_busy: bool = False, cpu_ok: bool = False, docker: bool = False) -> None:
+    """Query the GPUs once per invocation; refuse a missing or busy GPU unless allowed. With
+    ``docker``, also whether Docker on the host has the NVIDIA runtime (in the same command)."""
     if "gpu" in sess.done:
         return
-    if sess.run_follows:
+    if sess.run_follows and not docker:
         before = sess.wanted.get("gpu", {})
         sess.wanted["gpu"] = {"allow_busy": allow_busy or before.get("allow_busy", False), "cpu_ok": cpu_ok or before.get("cpu_ok", False)}
         return
-    report = checks(sess, gpu=gpu.spec(sess.settings, cpu_ok=cpu_ok, allow_busy=allow_busy))
+    report = checks(sess, gpu=gpu.spec(sess.settings, cpu_ok=cpu_ok, allow_busy=allow_busy), **({"docker": True} if docker else {}))
+    if docker:
+        line = gpu.docker_line(report.get("docker") or {}, sess.host.label)
+        if report["docker"].get("state") != "ok":
+            if report["gpu"]["gpus"]:
+                show(gpu.show_table(report["gpu"]["gpus"]))
+            raise Failure(line)
+        say(line)
     gpus_ready(sess, report["gpu"])
 
 
@@ -93,7 +185,9 @@ def gpus_ready(sess: Session, report: dict) -> None:
         show(gpu.show_table(report["gpus"]))
     if not report["go"]:
         raise Failure(gpu.refusal(report, sess.host.label, s.cuda_visible_devices, limit))
-    if report["state"] == "busy":
+    if report["state"] == "busy" and report.get("waits"):
+        say(f"GPU {', '.join(str(i) for i in report['busy'])} is busy: the run waits for its GPUs in {sess.host.label}'s queue (--wait)")
+    elif report["state"] == "busy":
         say(f"GPU {', '.join(str(i) for i in report['busy'])} is busy; going on (--allow-busy)")
     elif report["state"] != "ok":
         say(gpu.problem(report, sess.host.label, s.cuda_visible_devices, limit).split(";")[0] + "; going on without a GPU (--cpu-ok)")
@@ -127,7 +221,7 @@ def launcher_failure(host, result, doing: str) -> str:
     return f"{doing} {host.label} failed (exit {result.exited}): {last}"
 
 
-def prepare(sess: Session, *, allow_busy: bool, cpu_ok: bool) -> dict:
+def prepare(sess: Session, *, allow_busy: bool, cpu_ok: bool, wait: bool = False, count: int = 0) -> dict:
     """Carry out the steps a run needs that are not done yet, as far as they cannot ride along
     with the run's own command; returns the checks that will ride along (the launcher's payload).
 
@@ -142,9 +236,9 @@ def prepare(sess: Session, *, allow_busy: bool, cpu_ok: bool) -> dict:
     if "bootstrap" not in sess.done and not force:
         folded["env"] = environment.check(host)
     if "gpu" not in sess.done:
-        folded["gpu"] = gpu.spec(sess.settings, cpu_ok=cpu_ok, allow_busy=allow_busy)
+        folded["gpu"] = gpu.spec(sess.settings, cpu_ok=cpu_ok, allow_busy=allow_busy, wait=wait, count=count)
     if "sync" not in sess.done:
-        plan = syncing.plan(sess.settings)
+        plan = plan_for(sess)
         if plan.kind == "full":
             background = Background(syncing.full, host, plan)
             try:
@@ -171,6 +265,8 @@ def settle(sess: Session, report: dict, folded: dict) -> None:
             say(syncing.describe(sess.host, plan))
             del folded["sync"]
         else:
+            if plan.options != sync_options(sess):
+                plan = plan_for(sess)  # made without the run's sync flags (remote_run.pipeline._stale_plan)
             summary = syncing.full(sess.host, plan)
             sess.done["sync"] = plan
             say(syncing.describe(sess.host, plan, summary))

@@ -5,6 +5,10 @@ A sync keeps a manifest of what it last sent to (host, REMOTE_DIR) on this machi
 in REMOTE_DIR. The next invocation walks the workspace and compares: unchanged, the host checks
 inside the same command that starts the run that REMOTE_DIR still fingerprints as sent; a few
 small changes travel inside that command; anything else, or any doubt, is a full rsync.
+
+What is sent follows one list of rsync filter rules (rules()), first match wins; `--only`/SYNC_ONLY
+put scope rules in front of it (scope_rules()). A full rsync first checks the guardrails
+(SYNC_MAX_MB, SYNC_MAX_FILES) against what it would upload; `sync --dry-run` asks rsync itself.
 """
 
 from __future__ import annotations
@@ -21,10 +25,16 @@ from pathlib import Path
 
 from . import exits, tree
 from .errors import Failure
+from .output import say
 from .shell import join, script
 from .transport import Host, failure
 
-DEFAULT_EXCLUDES = (".git", "var", ".venv", "__pycache__", ".env", ".env.*")
+SECRETS = (".env", ".env.*")  # never sent, whatever .remoteignore says (but .env.example is)
+DEFAULT_EXCLUDES = (".git", "var", ".venv", "__pycache__")
+# Left out everywhere without a second thought: never "important files excluded by a broad pattern".
+JUNK = {".git", ".git/", ".venv", ".venv/", "__pycache__", "__pycache__/", *SECRETS}
+CODE_SUFFIXES = (".py", ".sh", ".ipynb", ".toml", ".yaml", ".yml", ".cfg")
+MB = 10**6
 MARKER = ".remote-run/owner"
 # A delta larger than this goes by rsync, which compresses and sends only changed blocks.
 DELTA_MAX_BYTES = 1 << 20
@@ -92,37 +102,87 @@ exit $status
 
 def rules(settings) -> list[tuple[str, str]]:
     """The workspace's filter rules, in rsync's order: first match wins."""
-    found = [("+", ".env.example")]
-    found += [("-", pattern) for pattern in (*DEFAULT_EXCLUDES, *settings.sync_exclude)]
+    return [(kind, pattern) for kind, pattern, _ in sourced_rules(settings)]
+
+
+def sourced_rules(settings) -> list[tuple[str, str, str]]:
+    """rules() with where each comes from. In gitignore's terms (the last match wins) the layers
+    are: built-in excludes < SYNC_EXCLUDE < .remoteignore, whose `!pattern` re-includes what a
+    layer before it left out; secrets and RUNS_DIR are always left out. rsync takes the first
+    match, so the list runs the other way round."""
+    found = [("+", ".env.example", "built-in"), *[("-", pattern, "secrets") for pattern in SECRETS]]
     try:
         runs = settings.runs_dir.relative_to(settings.workspace)
-        found.append(("-", f"/{runs.as_posix()}/"))
+        found.append(("-", f"/{runs.as_posix()}/", "RUNS_DIR"))
     except ValueError:
         pass
-    found += [("-", pattern) for pattern in remoteignore(settings.workspace)]
+    found += [(kind, pattern, f".remoteignore line {number}") for kind, pattern, number in reversed(remoteignore(settings.workspace))]
+    found += [("-", pattern, "SYNC_EXCLUDE") for pattern in settings.sync_exclude]
+    found += [("-", pattern, "built-in") for pattern in DEFAULT_EXCLUDES]
     return found
 
 
-def remoteignore(workspace: Path) -> list[str]:
-    """Patterns of the workspace's .remoteignore: one per line; '#' or ';' starts a comment line."""
+def remoteignore(workspace: Path) -> list[tuple[str, str, int]]:
+    """The rules of the workspace's .remoteignore, in file order: (kind, pattern, line number).
+
+    One pattern per line, spaces around it dropped; '#' or ';' starts a comment line; `!pattern`
+    re-includes (kind "+") what an earlier line, SYNC_EXCLUDE or a built-in exclude left out.
+    """
     path = workspace / ".remoteignore"
     try:
         text = path.read_text(encoding="utf-8", errors="surrogateescape")
     except OSError:
         return []
-    return [line.strip() for line in text.splitlines() if line.strip() and line.strip()[0] not in "#;"]
+    found = []
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line[0] in "#;":
+            continue
+        kind, pattern = ("+", line[1:].strip()) if line.startswith("!") else ("-", line)
+        if not pattern:
+            raise Failure(f"{path} line {number}: `!` needs a pattern after it, e.g. !data/keep.csv")
+        found.append((kind, pattern, number))
+    return found
+
+
+def scope_rules(roots) -> list[tuple[str, str]]:
+    """Rules, put before rules(), that leave out everything but ``roots`` (--only paths, checked by
+    settings.sync_paths) and the folders above them. Each folder on the way keeps only its names
+    on the way (`+ /examples`, `+ /examples/x`, `- /examples/*`); what is inside a root falls
+    through to the rules after these. rsync's --delete never touches what a rule leaves out, so
+    everything else in REMOTE_DIR stays as it is."""
+    roots = sorted(set(roots))
+    roots = [root for root in roots if not any(root.startswith(other + "/") for other in roots)]
+    kept: dict[str, set] = {}
+    for root in roots:
+        parts = root.split("/")
+        for depth in range(len(parts)):
+            kept.setdefault("/".join(parts[:depth]), set()).add(parts[depth])
+    found = []
+    for folder in sorted(kept):
+        above = folder + "/" if folder else ""
+        found += [("+", "/" + tree.escape(above + name)) for name in sorted(kept[folder])]
+        found.append(("-", "/" + (tree.escape(folder, wild=True) + "/" if folder else "") + "*"))
+    return found
 
 
 def rsync_filters(settings) -> list[str]:
     """rsync --filter values: protect REMOTE_DIR's own state from deletion, then the rules."""
-    return [f"P /{name}/***" for name in tree.PROTECTED] + [f"{kind} {pattern}" for kind, pattern in rules(settings)]
+    return filters(rules(settings))
 
 
-def rsync(host: Host, source: str, target: str, *, filters=(), delete=False, progress=False, extra=(), claim: str | None = None, stamp: str = ""):
+def filters(found) -> list[str]:
+    """rsync --filter values for rules ``found``, after the ``P`` rules protecting REMOTE_DIR's own state."""
+    return [f"P /{name}/***" for name in tree.PROTECTED] + [f"{kind} {pattern}" for kind, pattern in found]
+
+
+def rsync(host: Host, source: str, target: str, *, filters=(), delete=False, progress=False, extra=(), claim: str | None = None, stamp: str = "",
+          receiver: list | None = None):
     """rsync ``source`` to ``target`` (either may be remote, written as ``host.rsync_path(...)``).
 
     Symlinks are kept as symlinks (-a) and paths are arguments, never shell text. For an SSH host
-    rsync rides the host's ControlMaster, and the remote side first runs CLAIM_SCRIPT on ``claim``.
+    rsync rides the host's ControlMaster, and the remote side first runs CLAIM_SCRIPT on ``claim``
+    (or ``receiver``, an argv ending in rsync). ``progress``: one updating line on stderr.
     """
     argv = ["rsync", "-a", "--stats", *[f"--filter={f}" for f in filters]]
     if delete:
@@ -133,9 +193,46 @@ def rsync(host: Host, source: str, target: str, *, filters=(), delete=False, pro
         argv += ["-z", "-e", join(host.ssh_argv())]
         if claim:
             argv.append("--rsync-path=" + join(script(CLAIM_SCRIPT, claim, stamp) + ["rsync"]))
+        elif receiver:
+            argv.append("--rsync-path=" + join(receiver))
     argv += [*extra, source, target]
     host.commands.append(join(argv))
-    return host.local(argv, hide="both" if not progress else "err")
+    if not progress:
+        return host.local(argv, hide="both")
+    line = ProgressLine(sys.stderr)
+    try:
+        return host.local(argv, hide="err", stream=line)
+    finally:
+        line.close()
+
+
+class ProgressLine:
+    """rsync's --info=progress2 output as one line that updates in place (the --stats report and
+    anything else on stdout is kept for the caller, not shown)."""
+
+    PROGRESS = re.compile(r"\s*[0-9][0-9,.]*[KMGT]?B?\s+[0-9]+%")
+
+    def __init__(self, out):
+        self.out, self.pending, self.shown = out, "", False
+
+    def write(self, text: str) -> int:
+        self.pending += text
+        *done, self.pending = re.split(r"[\r\n]", self.pending)
+        progress = [part for part in done if self.PROGRESS.match(part)]
+        if progress:
+            self.out.write("\rremote-run: sending " + progress[-1].strip()[:100] + "\033[K")
+            self.out.flush()
+            self.shown = True
+        return len(text)
+
+    def flush(self):
+        self.out.flush()
+
+    def close(self):
+        if self.shown:
+            self.out.write("\n")
+            self.out.flush()
+            self.shown = False
 
 
 @dataclass
@@ -159,6 +256,16 @@ class Plan:
     delta_files: int = 0
     delta_bytes: int = 0
     manifest: Path | None = field(default=None, repr=False)
+    only: tuple = ()  # the --only / SYNC_ONLY paths; empty: the whole workspace
+    checksum: bool = False  # compare contents (rsync --checksum): always a full rsync
+    force: bool = False  # past the guardrails (SYNC_MAX_MB, SYNC_MAX_FILES)
+    before: dict | None = field(default=None, repr=False)  # what the last sync from here sent, under any rules
+    excluded: dict = field(default_factory=dict, repr=False)  # folders the rules leave out: {rel: (pattern, origin)}
+    how: str = ""  # what the sync did: "unchanged", "delta" or "rsync"
+
+    @property
+    def options(self) -> tuple:
+        return (tuple(self.only), self.checksum, self.force)
 
     def check(self) -> dict:
         """The launcher's "sync" check for this plan (clean and delta plans)."""
@@ -182,29 +289,75 @@ def manifest_path(settings) -> Path:
     return cache_dir() / "sync" / (hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:24] + ".json")
 
 
-def plan(settings) -> Plan:
-    """Walk the workspace and compare it with the manifest of the last sync to this host."""
-    found = rules(settings)
-    entries = tree.walk(str(settings.workspace), tree.compile_rules(found))
+def plan(settings, *, only=None, checksum: bool = False, force: bool = False) -> Plan:
+    """Walk the workspace and compare it with the manifest of the last sync to this host.
+
+    ``only``: workspace paths checked by settings.sync_paths (None: SYNC_ONLY); the manifest's
+    rules include them, so what was sent for one scope never makes another look unchanged.
+    ``checksum`` always plans a full rsync (size and time may lie); ``force`` passes the guardrails.
+    """
+    roots = tuple(settings.sync_only if only is None else only)
+    sourced = sourced_rules(settings)
+    found = [(kind, pattern) for kind, pattern, _ in sourced]
+    if roots:
+        _check_roots(settings, roots, sourced, "--only" if only is not None else "SYNC_ONLY")
+        found = scope_rules(roots) + found
+    compiled = tree.compile_rules(found)
+    origins = {id(rule): origin for rule, (_, _, origin) in zip(compiled[len(found) - len(sourced):], sourced)}
+    left_out: dict = {}
+    entries = tree.walk(str(settings.workspace), compiled, excluded=left_out)
     outside, inside = tree.split_protected(entries)
     fingerprint = tree.fingerprint(outside)
     path = manifest_path(settings)
-    base = dict(rules=found, entries=entries, fingerprint=fingerprint, protected=inside, manifest=path)
+    base = dict(rules=found, entries=entries, fingerprint=fingerprint, protected=inside, manifest=path, only=roots, checksum=checksum,
+                force=force, excluded={rel: (rule.pattern, origins.get(id(rule), "--only")) for rel, rule in left_out.items()})
     try:
         last = json.loads(path.read_text(encoding="utf-8", errors="surrogateescape"))
-    except (OSError, ValueError):
+        base["before"] = before = {rel: tuple(entry) for rel, entry in last["entries"].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return Plan("full", reason="no record of an earlier sync here", **base)
     if last.get("format") != MANIFEST_FORMAT or last.get("rules") != [list(r) for r in found]:
         return Plan("full", reason="the sync rules changed", **base)
-    before = {rel: tuple(entry) for rel, entry in last["entries"].items()}
+    if checksum:
+        return Plan("full", reason="--checksum compares contents", **base)
     if before == entries:
         return Plan("clean", **base)
     delta = _delta(settings.workspace, before, entries, last["fingerprint"], fingerprint, inside)
     if delta is None:
         return Plan("full", reason="many or large changes", **base)
-    files = len(delta["files"]) + len(delta["links"]) + len(delta["dirs"]) + len(delta["delete"])
     size = sum(len(data) * 3 // 4 for _, data, _, _ in delta["files"])
+    if over_limits(settings, len(delta["files"]), size) and not force:
+        return Plan("full", reason="over the guardrails", **base)  # full() says so
+    files = len(delta["files"]) + len(delta["links"]) + len(delta["dirs"]) + len(delta["delete"])
     return Plan("delta", delta=delta, delta_files=files, delta_bytes=size, **base)
+
+
+def _check_roots(settings, roots, sourced, what: str) -> None:
+    """Refuse an --only path that the rules leave out (itself or a folder above it)."""
+    compiled = tree.compile_rules([(kind, pattern) for kind, pattern, _ in sourced])
+    for root in roots:
+        parts = root.split("/")
+        for depth in range(1, len(parts) + 1):
+            rel = "/".join(parts[:depth])
+            path = settings.workspace / rel
+            rule = tree.deciding(compiled, rel, path.is_dir() and not path.is_symlink())
+            if rule is None or rule.include:
+                continue
+            origin = sourced[compiled.index(rule)][2]
+            if origin in ("secrets", "RUNS_DIR"):
+                why = "secrets never leave this machine" if origin == "secrets" else "RUNS_DIR holds this machine's run records"
+                raise Failure(f"{what} {root}: {rel} is never synced ({why}); choose another path")
+            raise Failure(f"{what} {root}: {rel} is left out by `{rule.pattern}` ({origin}); drop that rule, or add `!/{rel}` to .remoteignore, to sync it")
+
+
+def over_limits(settings, files: int, size: int) -> str:
+    """Which guardrail ``files`` files of ``size`` bytes go past ("" for none)."""
+    over = []
+    if settings.sync_max_mb and size > settings.sync_max_mb * MB:
+        over.append(f"SYNC_MAX_MB={settings.sync_max_mb}")
+    if settings.sync_max_files and files > settings.sync_max_files:
+        over.append(f"SYNC_MAX_FILES={settings.sync_max_files}")
+    return " and ".join(over)
 
 
 def _delta(workspace: Path, before: dict, now: dict, base: str, target: str, protected: dict) -> dict | None:
@@ -248,18 +401,23 @@ def forget(plan: Plan) -> None:
 
 
 def full(host: Host, plan: Plan, *, progress: bool | None = None) -> SyncSummary:
-    """Mirror the workspace into REMOTE_DIR with rsync --delete, refusing directories we do not own."""
+    """Mirror the workspace (or plan.only) into REMOTE_DIR with rsync --delete, refusing directories
+    we do not own and, unless plan.force, uploads past the guardrails."""
     s = host.settings
     if progress is None:
-        progress = sys.stdout.isatty()
+        progress = sys.stderr.isatty()
+    if not plan.force:
+        guard(host, plan)
+    for line in notices(plan, s.workspace, once=True):
+        say(line)
     forget(plan)  # until the host confirms the new state, no fast path may trust the old one
     if host.is_local:
         claimed = host.run(script(CLAIM_SCRIPT, s.remote_dir, ""), hide=True)
         if claimed.exited:
             raise Failure(_claim_error(claimed.stderr) or f"cannot prepare {s.remote_dir}: {claimed.stderr.strip()}")
     started = time.perf_counter()
-    result = rsync(host, f"{s.workspace}/", host.rsync_path(s.remote_dir + "/"), filters=rsync_filters(s), delete=True,
-                   progress=progress, claim=s.remote_dir, stamp=plan.fingerprint)
+    result = rsync(host, f"{s.workspace}/", host.rsync_path(s.remote_dir + "/"), filters=filters(plan.rules), delete=True,
+                   progress=progress, claim=s.remote_dir, stamp=plan.fingerprint, extra=["--checksum"] if plan.checksum else [])
     seconds = time.perf_counter() - started
     if result.exited:
         raise Failure(rsync_error(host, result, f"sync of {s.workspace} to {host.label}:{s.remote_dir}"))
@@ -269,7 +427,214 @@ def full(host: Host, plan: Plan, *, progress: bool | None = None) -> SyncSummary
         (state / "rendered").unlink(missing_ok=True)
         tree.write_atomic(str(state / "synced"), (plan.fingerprint + "\n").encode())
     save(plan)
+    plan.how = "rsync"
     return SyncSummary(_stat(result.stdout, "Number of regular files transferred"), _stat(result.stdout, "Total transferred file size"), seconds)
+
+
+def guard(host: Host, plan: Plan) -> None:
+    """Stop before anything is sent when the sync would upload more than SYNC_MAX_MB or
+    SYNC_MAX_FILES, naming the folders that hold most of it and the pattern to leave each out.
+
+    What would be uploaded is first taken from here (files new or changed since the last sync from
+    this machine; all of them on a first sync); only when that is over a limit is rsync asked
+    (--dry-run), so a host that already has the files is not refused.
+    """
+    s = host.settings
+    before = plan.before or {}
+    sending = [(rel, entry[1]) for rel, entry in plan.entries.items()
+               if entry[0] == tree.FILE and not (rel in before and tree.same_entry(before[rel], entry))]
+    if not over_limits(s, len(sending), sum(size for _, size in sending)):
+        return
+    sending = preview(host, plan).uploads
+    size = sum(size for _, size in sending)
+    over = over_limits(s, len(sending), size)
+    if not over:
+        return
+    by_size = "SYNC_MAX_MB" in over
+    folders = heavy_folders(sending, by_size)
+    where = "; most of it is in " + ", ".join(f"{rel}/ ({_count(files)}, {_size(total)})" for rel, files, total in folders) if folders else ""
+    leave_out = f"add /{folders[0][0]}/ to .remoteignore to leave it out, " if folders else "leave folders out with .remoteignore or --only, "
+    raise Failure(f"the sync would upload {_count(len(sending))} ({_size(size)}) to {host.label}:{s.remote_dir}, over {over}{where}: "
+                  f"{leave_out}or go on with --force (train-*/run: --force-sync); `inv sync --dry-run` lists it all")
+
+
+def heavy_folders(files, by_size: bool, count: int = 3) -> list[tuple[str, int, int]]:
+    """The folders that hold most of ``files`` ([(rel, size)]): (folder, files, bytes) for the
+    ``count`` largest top-level folders holding at least a tenth of it all (in bytes, or files),
+    each followed down while one sub-folder holds 80 % of it."""
+    totals: dict[str, list] = {}
+    children: dict[str, set] = {}
+    for rel, size in files:
+        parts = rel.split("/")[:-1]
+        for depth in range(1, len(parts) + 1):
+            folder = "/".join(parts[:depth])
+            total = totals.setdefault(folder, [0, 0])
+            total[0] += 1
+            total[1] += size
+            children.setdefault("/".join(parts[:depth - 1]), set()).add(folder)
+    weight = (lambda folder: totals[folder][1]) if by_size else (lambda folder: totals[folder][0])
+    everything = sum(size for _, size in files) if by_size else len(files)
+    found = []
+    for folder in sorted(children.get("", ()), key=weight, reverse=True)[:count]:
+        if weight(folder) < everything / 10:
+            break
+        while children.get(folder):
+            biggest = max(children[folder], key=weight)
+            if weight(biggest) < 0.8 * weight(folder):
+                break
+            folder = biggest
+        found.append((folder, *totals[folder]))
+    return found
+
+
+def notices(plan: Plan, workspace: Path, *, once: bool) -> list[str]:
+    """One line for each folder that looks important but a broad pattern leaves out.
+
+    Looks important: below the workspace's top level, holding code (CODE_SUFFIXES), and left out
+    by a pattern that names no path (`var`, `data`; not `/var/`, `data/raw` or --only's scope)
+    other than .git, .venv, __pycache__ and the secrets. ``once``: each is said once per workspace
+    (remembered under ~/.cache/remote-run/sync).
+    """
+    found = []
+    for rel, (pattern, origin) in sorted(plan.excluded.items()):
+        if "/" not in rel or pattern in JUNK or "/" in pattern.rstrip("/") or origin == "--only":
+            continue
+        code = _code_files(workspace / rel)
+        if code:
+            found.append((rel, pattern, origin, code))
+    if once and found:
+        memory = cache_dir() / "sync" / ("noticed-" + hashlib.sha256(str(workspace).encode("utf-8", "surrogateescape")).hexdigest()[:24] + ".json")
+        try:
+            seen = set(json.loads(memory.read_text(encoding="utf-8")))
+        except (OSError, ValueError, TypeError):
+            seen = set()
+        keys = {f"{rel}\0{pattern}" for rel, pattern, _, _ in found}
+        found = [item for item in found if f"{item[0]}\0{item[1]}" not in seen]
+        if found:
+            memory.parent.mkdir(parents=True, exist_ok=True)
+            tree.write_atomic(str(memory), json.dumps(sorted(seen | keys)).encode("utf-8", "surrogateescape"))
+    return [f"not synced, though it holds code: {rel}/ ({code}{'+' if code >= CODE_SCAN else ''} code file{'s' if code > 1 else ''}), left out by the broad pattern `{pattern}` "
+            f"({origin}); if a run needs it, add `!/{rel}/` to .remoteignore" for rel, pattern, origin, code in found]
+
+
+CODE_SCAN = 200  # code files counted in a folder before notices() stops looking
+
+
+def _code_files(folder: Path, limit: int = 5000) -> int:
+    """How many code files ``folder`` holds (up to CODE_SCAN; at most ``limit`` entries looked at)."""
+    code = seen = 0
+    for here, dirs, names in os.walk(folder):
+        seen += len(dirs) + len(names)
+        code += sum(name.endswith(CODE_SUFFIXES) for name in names)
+        if code >= CODE_SCAN or seen >= limit:
+            break
+    return min(code, CODE_SCAN)
+
+
+# Runs on the host for `sync --dry-run`, before rsync's server side: writes nothing, and says when
+# the real sync would refuse REMOTE_DIR ($1) for not being one remote-run could own.
+DRY_RUN_SCRIPT = r"""
+dir=$1; shift
+if [ -L "$dir" ] || { [ -e "$dir" ] && [ ! -d "$dir" ]; }; then
+  echo "remote-run: REMOTE_DIR=$dir is a symbolic link or not a directory, so a sync would refuse it; choose another REMOTE_DIR" >&2; exit REFUSED
+fi
+if [ -d "$dir" ] && [ ! -f "$dir/.remote-run/owner" ] && [ -n "$(ls -A -- "$dir" 2>/dev/null)" ]; then
+  echo "remote-run: REMOTE_DIR=$dir is not empty and was not created by remote-run, so a sync would refuse it; choose an empty or new REMOTE_DIR" >&2; exit REFUSED
+fi
+[ $# -eq 0 ] && exit 0
+exec "$@"
+""".replace("REFUSED", str(exits.REFUSED))
+
+
+@dataclass
+class Preview:
+    """What a sync would do, as rsync --dry-run itemizes it."""
+
+    uploads: list  # [(rel, size)] files whose contents would be sent
+    created: int  # folders and links that would be made
+    deletions: list  # paths that would be deleted (folders end in /)
+    seconds: float = 0.0
+
+
+ITEM = re.compile(r"([<>ch.][fdLDS].{9}|\*deleting  ) ([0-9]+) (.*)\Z")
+
+
+def preview(host: Host, plan: Plan) -> Preview:
+    """Ask rsync what a sync of ``plan`` would upload and delete (--dry-run): nothing is written,
+    not even on a fresh REMOTE_DIR (no claim: a read-only check stands in for it)."""
+    s = host.settings
+    started = time.perf_counter()
+    check = script(DRY_RUN_SCRIPT, s.remote_dir)
+    if host.is_local:
+        checked_dir = host.run(check, hide=True, record=False)
+        if checked_dir.exited:
+            raise Failure(_claim_error(checked_dir.stderr) or checked_dir.stderr.strip() or f"cannot look at {s.remote_dir}")
+    result = rsync(host, f"{s.workspace}/", host.rsync_path(s.remote_dir + "/"), filters=filters(plan.rules), delete=True,
+                   extra=["--dry-run", "--out-format=%i %l %n", *(["--checksum"] if plan.checksum else [])],
+                   receiver=None if host.is_local else check + ["rsync"])
+    if result.exited:
+        raise Failure(rsync_error(host, result, f"dry run of the sync of {s.workspace} to {host.label}:{s.remote_dir}"))
+    uploads, created, deletions = [], 0, []
+    for line in result.stdout.splitlines():
+        match = ITEM.match(line)
+        if not match:
+            continue
+        item, size, rel = match.groups()
+        if item.startswith("*"):
+            deletions.append(rel)
+        elif item[0] in "<>" and item[1] == "f":
+            uploads.append((rel, int(size)))
+        elif item[0] == "c" and item[1] != "f" and rel != "./":
+            created += 1
+    return Preview(uploads, created, deletions, time.perf_counter() - started)
+
+
+def preview_text(host: Host, plan: Plan, seen: Preview) -> str:
+    """`sync --dry-run`'s report: counts, bytes, the ten largest uploads, the deletions, the guardrails."""
+    s = host.settings
+    size = sum(size for _, size in seen.uploads)
+    scope = f", only {', '.join(plan.only)}" if plan.only else ""
+    lines = [f"dry run: {s.workspace} -> {host.label}:{s.remote_dir}{scope}{' (by checksum)' if plan.checksum else ''}",
+             (f"would upload {_count(len(seen.uploads))} ({_size(size)}), create {seen.created:,} folders and links, "
+              f"delete {len(seen.deletions):,}; the synced tree holds {_count(synced(plan)['files'])} ({_size(synced(plan)['bytes'])})")]
+    if seen.uploads:
+        lines.append("largest uploads:")
+        lines += [f"  {_size(size):>10}  {rel}" for rel, size in sorted(seen.uploads, key=lambda item: (-item[1], item[0]))[:10]]
+    if seen.deletions:
+        lines.append("would delete:")
+        lines += [f"  {rel}" for rel in seen.deletions[:10]]
+        if len(seen.deletions) > 10:
+            lines.append(f"  ... and {len(seen.deletions) - 10:,} more")
+    over = over_limits(s, len(seen.uploads), size)
+    if over:
+        folders = heavy_folders(seen.uploads, "SYNC_MAX_MB" in over)
+        lines.append(f"over {over}: a sync would stop (--force goes on)"
+                     + ("; most of it is in " + ", ".join(f"{rel}/ ({_count(files)}, {_size(total)})" for rel, files, total in folders) if folders else ""))
+    lines += notices(plan, s.workspace, once=False)
+    lines.append(f"nothing was changed ({seen.seconds:.2f} s)")
+    return "\n".join(lines)
+
+
+def synced(plan) -> dict | None:
+    """What a sync made REMOTE_DIR hold, for the run record: the scope, its files and bytes, and how
+    (None when ``plan``, a session's done["sync"], is not a Plan: no sync ran)."""
+    if not isinstance(plan, Plan):
+        return None
+    files = [entry[1] for entry in plan.entries.values() if entry[0] == tree.FILE]
+    return {"only": list(plan.only), "files": len(files), "bytes": sum(files),
+            "how": (plan.how or plan.kind) + (" --checksum" if plan.checksum else "")}
+
+
+def _count(files: int) -> str:
+    return f"{files:,} file" + ("" if files == 1 else "s")
+
+
+def _size(count: int) -> str:
+    if count >= 10**9:
+        return f"{count / 10**9:.1f} GB"
+    if count >= MB:
+        return f"{count / MB:.1f} MB"
+    return f"{count / 1000:.1f} kB" if count >= 1000 else f"{count} bytes"
 
 
 def checked(plan: Plan, report: dict) -> bool:
@@ -277,13 +642,18 @@ def checked(plan: Plan, report: dict) -> bool:
     state = (report or {}).get("state")
     if state == "applied":
         save(plan)
+    if state in ("ok", "applied"):
+        plan.how = "unchanged" if state == "ok" else "delta"
     return state in ("ok", "applied")
 
 
 def describe(host: Host, plan: Plan, summary: SyncSummary | None = None) -> str:
     where = f"{host.settings.workspace} -> {host.label}:{host.settings.remote_dir}"
+    if plan.only:
+        where += f", only {', '.join(plan.only)}"
     if summary is not None:
-        return f"synced {where} ({summary.files} files, {summary.bytes} bytes sent, {summary.seconds:.2f} s)"
+        checksum = ", contents compared by checksum" if plan.checksum else ""
+        return f"synced {where} ({summary.files} files, {summary.bytes} bytes sent{checksum}, {summary.seconds:.2f} s)"
     if plan.kind == "delta":
         return f"synced {where} ({plan.delta_files} changed entries, {plan.delta_bytes} bytes sent with the command)"
     return f"synced {where} (no changes; checked on the host)"
@@ -296,7 +666,8 @@ def pull_runs(host: Host, run_id: str | None = None) -> SyncSummary:
     dest = s.runs_dir / run_id if run_id else s.runs_dir
     dest.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    result = rsync(host, host.rsync_path(source), f"{dest}/", extra=["--ignore-existing"])
+    # Not the runs' snapshots (work/): their code was released; what a run wrote there comes back with --pull.
+    result = rsync(host, host.rsync_path(source), f"{dest}/", extra=["--ignore-existing", "--exclude=/work/" if run_id else "--exclude=/*/work/"])
     if result.exited:
         if "No such file or directory" in result.stderr or "change_dir" in result.stderr:
             what = f"run {run_id}" if run_id else "runs"

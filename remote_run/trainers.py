@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 import shlex
 from pathlib import Path
 
@@ -27,6 +29,22 @@ def check_cluster(sky: str) -> str:
 
 def check_repeat(repeat) -> int:
     return int_between("--repeat", repeat, 1, MAX_REPEAT)
+
+
+def queueing(sky: str, wait: bool, wait_timeout, gpus) -> dict:
+    """--wait, --wait-timeout SECONDS and --gpus N, checked: the HostRuns options for the GPU queue."""
+    timeout = 0.0
+    if wait_timeout not in ("", None):
+        match = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)([smh]?)", str(wait_timeout).strip())
+        if not match or float(match[1]) <= 0:
+            raise Failure(f"--wait-timeout {wait_timeout!r} is not valid: give a time above 0 such as 90, 30m or 2h")
+        timeout = float(match[1]) * {"": 1, "s": 1, "m": 60, "h": 3600}[match[2]]
+        if not wait:
+            raise Failure("--wait-timeout only applies with --wait; add --wait or drop it")
+    count = int_between("--gpus", gpus, 1, 64) if gpus not in ("", None) else 0
+    if sky and (wait or count):
+        raise Failure("--wait and --gpus are for SSH hosts; a SkyPilot cluster has its own GPUs (sky-up --accel)")
+    return {"wait": bool(wait), "wait_timeout": timeout, "gpus": count}
 
 
 def seeds(seed: str, repeat: int, impl: str) -> list[str]:
@@ -132,9 +150,44 @@ def path_in_workspace(workspace: Path, path: str) -> str:
     return relative + path[len(head):]
 
 
-def script(settings, python: str, target: str, *, module: bool, args: str) -> RunSpec:
-    """`inv run`: a workspace script, or with ``module`` a module, with the run environment."""
+def folder_in_workspace(workspace: Path, folder: str) -> str:
+    """--cwd: a folder of the workspace, relative to it ("" for the workspace itself)."""
+    if not folder or folder.startswith("-") or "\0" in folder or Path(folder).is_absolute():
+        raise Failure(f"--cwd {folder!r} is not valid: give a folder of the workspace, relative to it, such as examples/x")
+    resolved = (workspace / folder).resolve()
+    try:
+        relative = resolved.relative_to(workspace).as_posix()
+    except ValueError:
+        raise Failure(f"--cwd {folder!r} is outside the workspace {workspace}; give a folder inside it") from None
+    if not resolved.is_dir():
+        raise Failure(f"--cwd {folder!r} is not a folder of the workspace {workspace}")
+    return "" if relative == "." else relative
+
+
+def program(workspace: Path, python: str, target: str, cwd: str) -> list:
+    """How the host starts a workspace file from ``cwd``: Python files with the run's Python,
+    executables by their #! line, .sh files without the execute bit through bash."""
+    relative = script_in_workspace(workspace, target)
+    path = os.path.relpath(relative, cwd or ".").replace(os.sep, "/")
+    if relative.endswith(".py"):
+        return [python, path]
+    if os.access(workspace / relative, os.X_OK):
+        return [path if "/" in path else "./" + path]
+    if relative.endswith(".sh"):
+        return ["bash", path]
+    raise Failure(f"{target!r} is neither a Python file nor executable; run chmod +x on it (it then runs by its #! line), "
+                  "or give it a .sh name to run it with bash")
+
+
+def script(settings, python: str, target: str, *, module: bool, args: str, cwd: str = "") -> RunSpec:
+    """`inv run`: a workspace file (Python, executable or .sh) or with ``module`` a Python module,
+    with the run environment, from the workspace folder ``cwd``."""
     arguments = split_args(args)
-    program = ["-m", module_name("--module", target)] if module else [script_in_workspace(settings.workspace, target)]
-    return RunSpec(task="run", argv=[python, *program, *arguments],
-                   options={"script": None if module else program[0], "module": target if module else None, "args": arguments})
+    folder = folder_in_workspace(settings.workspace, cwd) if cwd else ""
+    if module:
+        argv = [python, "-m", module_name("--module", target)]
+    else:
+        argv = program(settings.workspace, python, target, folder)
+    return RunSpec(task="run", argv=[*argv, *arguments], cwd=folder,
+                   options={"script": None if module else script_in_workspace(settings.workspace, target), "module": target if module else None,
+                            "args": arguments, **({"cwd": folder} if folder else {})})

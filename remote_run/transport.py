@@ -196,6 +196,17 @@ class Host:
         """How rsync names ``path`` on the host."""
         return path if self.is_local else f"{self.spec.ssh_destination}:{path}"
 
+    def master_running(self) -> bool:
+        """Whether this host's ControlMaster is up (``ssh -O check``, a question to the local socket)."""
+        return self.local([*self.ssh_argv(), "-O", "check", "--", self.spec.ssh_destination], hide=True, timeout=CONNECT_TIMEOUT).exited == 0
+
+    def forward(self, local: int, remote: int, *, cancel: bool = False):
+        """Add (``cancel``: remove) a forward of 127.0.0.1:``local`` here to 127.0.0.1:``remote`` on
+        the host, on the live master (``ssh -O forward|cancel -L``); invoke's Result."""
+        spec = f"127.0.0.1:{int(local)}:127.0.0.1:{int(remote)}"
+        argv = [*self.ssh_argv(), "-O", "cancel" if cancel else "forward", "-L", spec, "--", self.spec.ssh_destination]
+        return self.local(argv, hide=True, timeout=CONNECT_TIMEOUT)
+
 
 def control_dir(settings: Settings) -> Path:
     """The private directory of the ControlMaster sockets: ours, mode 700, created so if missing."""

@@ -76,7 +76,9 @@ class Rule:
         anchored = text.startswith("/")
         text = text.lstrip("/") if anchored else text
         whole_path = anchored or "/" in text or "**" in text or everything_below
-        if not anchored and text.startswith("**/"):
+        if not any(ch in pattern for ch in "*?["):
+            body = re.escape(text)  # rsync: without a wildcard a backslash is an ordinary character
+        elif not anchored and text.startswith("**/"):
             body = "(?:.*/)?" + _pattern_regex(text[3:])  # rsync: a leading **/ may match no folder
         else:
             body = _pattern_regex(text)
@@ -103,12 +105,27 @@ def compile_rules(rules):
     return [Rule(kind, pattern) for kind, pattern in rules]
 
 
-def included(rules, rel, is_dir):
-    """rsync's verdict for ``rel`` (relative, ``/``-separated): the first matching rule decides."""
+def deciding(rules, rel, is_dir):
+    """The first rule that matches ``rel`` (rsync's verdict is its kind), or None (sent)."""
     for rule in rules:
         if rule.matches(rel, is_dir):
-            return rule.include
-    return True
+            return rule
+    return None
+
+
+def included(rules, rel, is_dir):
+    """rsync's verdict for ``rel`` (relative, ``/``-separated): the first matching rule decides."""
+    rule = deciding(rules, rel, is_dir)
+    return rule is None or rule.include
+
+
+def escape(path, wild=False):
+    """``path`` as (part of) an rsync pattern matching exactly that name: wildcards and backslashes
+    escaped when the pattern has a wildcard (``wild``: the rest of it does); else rsync compares
+    the text as it is."""
+    if not wild and not any(ch in path for ch in "*?["):
+        return path
+    return re.sub(r"([*?\\[])", r"\\\1", path)
 
 
 def _entry(st, path):
@@ -122,11 +139,12 @@ def _entry(st, path):
     return (OTHER, 0, st.st_mtime_ns, stat.S_IMODE(mode), "")
 
 
-def walk(root, rules, skip=()):
+def walk(root, rules, skip=(), excluded=None):
     """{relative path: (type, size, mtime_ns, mode, link target)} of what rsync would send from ``root``.
 
     ``rules`` are compiled Rules; ``skip`` is a set of relative paths left out (and not descended).
-    Symlinks are entries of their own, never followed.
+    Symlinks are entries of their own, never followed. ``excluded``, a dict, receives each folder
+    the rules leave out, with the rule that did.
     """
     entries = {}
     pending = [""]
@@ -147,7 +165,10 @@ def walk(root, rules, skip=()):
                 except OSError:
                     continue
                 is_dir = entry[0] == DIR
-                if not included(rules, rel, is_dir):
+                rule = deciding(rules, rel, is_dir)
+                if rule is not None and not rule.include:
+                    if is_dir and excluded is not None:
+                        excluded[rel] = rule
                     continue
                 entries[rel] = entry
                 if is_dir:

@@ -3,12 +3,17 @@ developer's own HOME, environment and working directory."""
 
 import os
 import shutil
+import subprocess
+from pathlib import Path
 
 import pytest
 
 from remote_run.settings import ENV_FILE_VARIABLE, KEYS
 from support.cli import OFFLINE_PIP, write_pip_conf
 from support.sshd import ROOT_MODE, SshServer
+from support.workspace import unique_remote_dir
+
+REPO = str(Path(__file__).resolve().parents[1])
 
 # Settings the CLI under test reads from the environment: a developer's own values must never
 # reach a test.
@@ -26,6 +31,9 @@ def _isolate(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(home))
     for name in ISOLATED_ENV_VARS:
         monkeypatch.delenv(name, raising=False)
+    # The CLI under test is this checkout, whatever else the interpreter has installed (the wheel
+    # is tested on its own, in test_packaging.py).
+    monkeypatch.setenv("PYTHONPATH", REPO)
     monkeypatch.chdir(tmp_path)
 
 
@@ -75,3 +83,17 @@ def gpu(sshd):
     """``gpu("busy")`` sets the fake nvidia-smi state; back to idle afterwards."""
     yield sshd.set_gpu
     sshd.set_gpu("idle")
+
+
+@pytest.fixture
+def small_disk(sshd):
+    """A 2 MiB tmpfs for REMOTE_DIR (root here may mount; else the test is skipped, saying why)."""
+    mount = Path(unique_remote_dir("rrt_smalldisk"))
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=1777", "tmpfs", str(mount)], capture_output=True, text=True)
+    if done.returncode:
+        mount.rmdir()
+        pytest.skip(f"cannot mount a 2 MiB tmpfs as REMOTE_DIR's disk here: {done.stderr.strip()}")
+    yield str(mount)
+    subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+    shutil.rmtree(mount, ignore_errors=True)

@@ -29,14 +29,14 @@ class ClusterRuns(Backend):
         self.name = names.require_name(self.settings, self.target)
         cli.require_sky()
         # `sky` and the staging rsync run here, through the one transport and its record of commands.
-        self.host = Host(dataclasses.replace(self.settings, host=parse_host("local")), sess.host.context)
+        self.host = Host(dataclasses.replace(self.settings, hosts=(parse_host("local"),)), sess.host.context)
         self.workdir = None
 
     @property
     def label(self) -> str:
         return f"sky:{self.name}"
 
-    def runner_path(self, path: str) -> str:
+    def runner_path(self, path: str, run_id: str) -> str:
         return f"~/sky_workdir/{path}"
 
     def prepare(self, spec: RunSpec) -> None:

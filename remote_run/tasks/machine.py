@@ -2,21 +2,22 @@
 
 from invoke import Collection, task
 
-from .. import steps
+from .. import hosts, steps
 from ..session import session
 from .workspace import sync
 
 
-@task(pre=[sync], help={"force": "rebuild REMOTE_DIR/.venv from scratch even if nothing changed"})
+@task(pre=[sync], help={"force": "rebuild REMOTE_DIR/.venv from scratch even if nothing changed, and try installing uv again if it failed before"})
 def bootstrap(c, force=False):
-    """Create or refresh REMOTE_DIR/.venv (torch, PIP_PACKAGES, requirements.txt); skipped when unchanged."""
-    steps.bootstrap(session(c), force)
+    """Create or refresh REMOTE_DIR/.venv with uv (or pip): torch, PIP_PACKAGES, requirements.txt; one command when unchanged."""
+    hosts.each(session(c), lambda sess: steps.bootstrap(sess, force))
 
 
-@task(name="gpu-check", help={"allow_busy": "go on even if another process is using the GPU", "cpu_ok": "go on without a GPU (e.g. `local` on a laptop)"})
-def gpu_check(c, allow_busy=False, cpu_ok=False):
+@task(name="gpu-check", help={"allow_busy": "go on even if another process is using the GPU", "cpu_ok": "go on without a GPU (e.g. `local` on a laptop)",
+                              "docker": "also check that Docker on the host can reach the GPUs (the NVIDIA container runtime)"})
+def gpu_check(c, allow_busy=False, cpu_ok=False, docker=False):
     """Show the host's GPUs (memory, utilization, processes); refuse a missing or busy GPU."""
-    steps.gpu_check(session(c), allow_busy, cpu_ok)
+    hosts.each(session(c), lambda sess: steps.gpu_check(sess, allow_busy, cpu_ok, docker=docker))
 
 
 ns = Collection(bootstrap, gpu_check)

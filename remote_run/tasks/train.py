@@ -3,7 +3,8 @@
 from invoke import Collection, task
 from invoke.exceptions import Exit
 
-from .. import compare as comparing, pipeline, records, trainers
+from .. import compare as comparing, hosts, pipeline, records, steps, trainers
+from .. import aftermath, ports
 from ..chain import RunTask
 from ..errors import Failure
 from ..output import say
@@ -19,8 +20,16 @@ COMMON_HELP = {
     "allow_busy": "run even if another process is using the GPU",
     "cpu_ok": "run without a GPU (e.g. `local` on a laptop)",
     "detach": "start the run and return at once; follow it later with `inv logs --follow`",
+    "wait": "when the GPUs are busy, wait for them in the host's queue (shared by every user) instead of refusing",
+    "wait_timeout": "with --wait: give up after this long (seconds, or 30m, 2h)",
+    "gpus": "use N idle GPUs the host picks (least memory used), as CUDA_VISIBLE_DEVICES=auto",
     "repeat": "run N times one after another (builtin trainers: seeds seed, seed+1, ...) as a group with a summary (default 1)",
     "compare_to": "then compare with this baseline (`inv baseline.save`) and exit 1 on a regression",
+    "port": "forward this port of the host to this machine while the run is followed (6006, or REMOTE:LOCAL such as 6006:16006); repeatable",
+    "pull": "when the run ends, copy the files it wrote matching this pattern (relative to its directory on the host, e.g. outputs/**/*.pt) into its record's pulled/; repeatable",
+    "only": "sync only this workspace path, a folder or a file (repeatable); the rest of REMOTE_DIR is left alone (default SYNC_ONLY)",
+    "force_sync": "sync even when the upload is over SYNC_MAX_MB or SYNC_MAX_FILES",
+    "checksum": "sync by comparing file contents, not size and time (after a branch switch, when times lie)",
     **GATE_HELP,
 }
 TRAINER_HELP = {
@@ -31,8 +40,27 @@ TRAINER_HELP = {
 }
 
 
-def _start(c, specs, *, sky="", allow_busy=False, cpu_ok=False, detach=False, compare_to="", gating=None):
+def _ends(specs, *, sky: str, detach: bool, port, pull) -> list:
+    """--port and --pull, checked before anything runs; the patterns go with each run's spec."""
+    forwards, patterns = ports.parse(port), aftermath.check_patterns(pull)
+    if sky and (forwards or patterns):
+        raise Failure(f"--{'port' if forwards else 'pull'} works on REMOTE_HOST runs; a SkyPilot cluster is an SSH host too: run with REMOTE_HOST=<cluster name> instead of --sky")
+    if forwards and detach:
+        raise Failure("--port forwards while a run is followed; with --detach, forward later with `inv tunnel --port PORT`")
+    for spec in specs:
+        spec.pull = patterns
+    return forwards
+
+
+def _start(c, specs, *, sky="", allow_busy=False, cpu_ok=False, detach=False, compare_to="", gating=None, queue=None, port=None, pull=None,
+           sync_flags=((), False, False)):
     sess = session(c)
+    only, force_sync, checksum = sync_flags
+    if sky and (only or force_sync or checksum):
+        raise Failure("--only, --force-sync and --checksum shape the sync to REMOTE_HOST; SkyPilot uploads the workspace itself (.skyignore)")
+    if not sky:
+        steps.want_sync(sess, only=only or (), force=force_sync, checksum=checksum)  # checked before anything runs
+    forwards = _ends(specs, sky=sky, detach=detach, port=port, pull=pull)
     baseline = None
     gating = {k: v or () for k, v in (gating or {}).items()}
     if not compare_to and any(gating.values()):
@@ -53,7 +81,10 @@ def _start(c, specs, *, sky="", allow_busy=False, cpu_ok=False, detach=False, co
 
         done = pipeline.execute(backend.ClusterRuns(sess, sky), sess.settings, specs, detach=detach)
     else:
-        done = pipeline.execute(pipeline.HostRuns(sess, allow_busy=allow_busy, cpu_ok=cpu_ok), sess.settings, specs, detach=detach)
+        queue = queue or {}
+        hosts.choose(sess, allow_busy=allow_busy, cpu_ok=cpu_ok, wait=queue.get("wait", False), count=queue.get("gpus", 0))
+        with ports.forwarding(sess.host, forwards):
+            done = pipeline.execute(pipeline.HostRuns(sess, allow_busy=allow_busy, cpu_ok=cpu_ok, **queue), sess.settings, specs, detach=detach)
     if done.code:
         if baseline is not None:
             say(f"not compared with baseline {compare_to}: the run failed")
@@ -73,14 +104,15 @@ def _invocations(task_name: str, specs, arguments: dict, seeds: list[str]):
     return specs
 
 
-@task(klass=RunTask, name="train-hlb", pre=CHAIN, iterable=GATE_FLAGS, help={
+@task(klass=RunTask, name="train-hlb", pre=CHAIN, iterable=[*GATE_FLAGS, "port", "pull", "only"], help={
     "epochs": "training epochs, a number above 0; fractions allowed (default 11.5)",
     "batch_size": "batch size (builtin trainer; default 1024)",
     "compile": "use torch.compile (builtin trainer)",
     **TRAINER_HELP, **COMMON_HELP, **SKY_HELP,
 })
 def train_hlb(c, epochs="11.5", impl="", batch_size="", seed="", compile=False, synthetic=False, subset="", allow_busy=False, cpu_ok=False,
-              detach=False, sky="", repeat="1", compare_to="", tolerance=None, higher_is_better=None, lower_is_better=None):
+              detach=False, wait=False, wait_timeout="", gpus="", sky="", repeat="1", compare_to="", tolerance=None, higher_is_better=None, lower_is_better=None,
+              port=None, pull=None, only=None, force_sync=False, checksum=False):
     """Train the hlb CIFAR-10 speedrun on the host and print its RESULT_HLB line."""
     arguments = dict(locals())
     arguments.pop("c")
@@ -90,17 +122,18 @@ def train_hlb(c, epochs="11.5", impl="", batch_size="", seed="", compile=False, 
     seeds = trainers.seeds(seed, count, chosen)
     specs = [trainers.hlb(sess.settings, sess.host.python, epochs=epochs, impl=impl, batch_size=batch_size, seed=each,
                           compile=compile, synthetic=synthetic, subset=subset) for each in seeds]
-    _start(c, _invocations("train-hlb", specs, arguments, seeds), sky=trainers.check_cluster(sky), allow_busy=allow_busy, cpu_ok=cpu_ok,
-           detach=detach, compare_to=compare_to, gating={"tolerance": tolerance, "higher_is_better": higher_is_better, "lower_is_better": lower_is_better})
+    _start(c, _invocations("train-hlb", specs, arguments, seeds), sky=trainers.check_cluster(sky), allow_busy=allow_busy, cpu_ok=cpu_ok, port=port, pull=pull, sync_flags=(only, force_sync, checksum),
+           detach=detach, queue=trainers.queueing(sky, wait, wait_timeout, gpus), compare_to=compare_to, gating={"tolerance": tolerance, "higher_is_better": higher_is_better, "lower_is_better": lower_is_better})
 
 
-@task(klass=RunTask, name="train-david", pre=CHAIN, iterable=GATE_FLAGS, help={
+@task(klass=RunTask, name="train-david", pre=CHAIN, iterable=[*GATE_FLAGS, "port", "pull", "only"], help={
     "epochs": "training epochs, a whole number from 1 (default 12)",
     "batch_size": "batch size, 1 to 50000 (default 512)",
     **TRAINER_HELP, **COMMON_HELP, **SKY_HELP,
 })
 def train_david(c, epochs="12", batch_size="512", impl="", seed="", synthetic=False, subset="", allow_busy=False, cpu_ok=False, detach=False,
-                sky="", repeat="1", compare_to="", tolerance=None, higher_is_better=None, lower_is_better=None):
+                wait=False, wait_timeout="", gpus="", sky="", repeat="1", compare_to="", tolerance=None, higher_is_better=None, lower_is_better=None,
+                port=None, pull=None, only=None, force_sync=False, checksum=False):
     """Train the DavidNet (ResNet-9) CIFAR-10 speedrun on the host and print its RESULT_DAVID line."""
     arguments = dict(locals())
     arguments.pop("c")
@@ -110,25 +143,27 @@ def train_david(c, epochs="12", batch_size="512", impl="", seed="", synthetic=Fa
     seeds = trainers.seeds(seed, count, chosen)
     specs = [trainers.david(sess.settings, sess.host.python, epochs=epochs, batch_size=batch_size, impl=impl, seed=each,
                             synthetic=synthetic, subset=subset) for each in seeds]
-    _start(c, _invocations("train-david", specs, arguments, seeds), sky=trainers.check_cluster(sky), allow_busy=allow_busy, cpu_ok=cpu_ok,
-           detach=detach, compare_to=compare_to, gating={"tolerance": tolerance, "higher_is_better": higher_is_better, "lower_is_better": lower_is_better})
+    _start(c, _invocations("train-david", specs, arguments, seeds), sky=trainers.check_cluster(sky), allow_busy=allow_busy, cpu_ok=cpu_ok, port=port, pull=pull, sync_flags=(only, force_sync, checksum),
+           detach=detach, queue=trainers.queueing(sky, wait, wait_timeout, gpus), compare_to=compare_to, gating={"tolerance": tolerance, "higher_is_better": higher_is_better, "lower_is_better": lower_is_better})
 
 
-@task(klass=RunTask, name="run", positional=["target"], pre=CHAIN, iterable=GATE_FLAGS, help={
-    "target": "a Python file in the workspace (scripts/bench.py), or with --module a module name (pytest)",
+@task(klass=RunTask, name="run", positional=["target"], pre=CHAIN, iterable=[*GATE_FLAGS, "port", "pull", "only"], help={
+    "target": "a file of the workspace: Python (scripts/bench.py), an executable (by its #! line) or a .sh script; or with --module a module name (pytest)",
+    "cwd": "the workspace folder to run in (like `cd DIR && ./train.sh`); paths in the script resolve from there",
     "module": "run TARGET as a module (python -m TARGET)",
     "args": 'arguments for the script or module, as one quoted string, e.g. "--n 3"',
     **COMMON_HELP,
 })
-def run_(c, target, module=False, args="", allow_busy=False, cpu_ok=False, detach=False, repeat="1", compare_to="", tolerance=None,
-         higher_is_better=None, lower_is_better=None):
-    """Run a workspace script or module on the host with the run environment; its exit status is ours."""
+def run_(c, target, module=False, args="", cwd="", allow_busy=False, cpu_ok=False, detach=False, wait=False, wait_timeout="", gpus="", repeat="1", compare_to="", tolerance=None,
+         higher_is_better=None, lower_is_better=None, port=None, pull=None, only=None, force_sync=False, checksum=False):
+    """Run a workspace file (Python, executable, .sh) or module on the host with the run environment; its exit status is ours."""
     arguments = dict(locals())
     arguments.pop("c")
     sess = session(c)
     count = trainers.check_repeat(repeat)
-    specs = [trainers.script(sess.settings, sess.host.python, target, module=module, args=args) for _ in range(count)]
-    _start(c, _invocations("run", specs, arguments, [""] * count), allow_busy=allow_busy, cpu_ok=cpu_ok, detach=detach,
+    specs = [trainers.script(sess.settings, sess.host.python, target, module=module, args=args, cwd=cwd) for _ in range(count)]
+    _start(c, _invocations("run", specs, arguments, [""] * count), allow_busy=allow_busy, cpu_ok=cpu_ok, detach=detach, port=port, pull=pull, sync_flags=(only, force_sync, checksum),
+           queue=trainers.queueing("", wait, wait_timeout, gpus),
            compare_to=compare_to, gating={"tolerance": tolerance, "higher_is_better": higher_is_better, "lower_is_better": lower_is_better})
 
 

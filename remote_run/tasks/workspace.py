@@ -2,22 +2,41 @@
 
 from invoke import Collection, task
 
-from .. import cleanup, exits, records, steps, sync as syncing
+from .. import cleanup, exits, hosts, records, steps, sync as syncing
 from ..errors import Failure
 from ..output import say
 from ..session import session
 
 
-@task(name="sync")
-def sync(c):
+SYNC_HELP = {
+    "only": "mirror only this workspace path, a folder or a file (repeat for more); the rest of REMOTE_DIR is left alone (default SYNC_ONLY)",
+    "checksum": "compare file contents instead of size and time (after a branch switch, when times lie)",
+}
+
+
+@task(name="sync", iterable=["only"], help={
+    **SYNC_HELP,
+    "dry_run": "show what a sync would upload and delete (counts, bytes, the ten largest files) and change nothing",
+    "force": "go on even when the upload is over SYNC_MAX_MB or SYNC_MAX_FILES",
+})
+def sync(c, only=None, dry_run=False, force=False, checksum=False):
     """Mirror the workspace into REMOTE_DIR with rsync --delete (runs/, .venv and data/ are never deleted)."""
-    steps.sync(session(c))
+    hosts.each(session(c), lambda sess: steps.sync(sess, only=only or (), dry_run=dry_run, force=force, checksum=checksum))
 
 
 @task(name="pull-logs", help={"run": "pull only this run id (default: every run)"})
 def pull_logs(c, run=""):
     """Copy REMOTE_DIR/runs/ into RUNS_DIR; files that already exist locally are never overwritten."""
     sess = session(c)
+    if run:
+        hosts.locate(sess, records.check_run_id(run))
+    elif len(sess.settings.hosts) > 1:
+        listed = sess.settings.hosts
+        for spec in listed[1:]:  # every host's runs; the first one's below
+            sess.use_host(spec)
+            summary = syncing.pull_runs(sess.host, None)
+            say(f"pulled {summary.files} new files ({summary.bytes} bytes) from {sess.host.label}:{sess.settings.remote_dir}/runs")
+        sess.use_host(listed[0])
     summary = syncing.pull_runs(sess.host, records.check_run_id(run) or None)
     s = sess.settings
     say(f"pulled {summary.files} new files ({summary.bytes} bytes) from {sess.host.label}:{s.remote_dir}/runs into {s.runs_dir}")

@@ -132,5 +132,4 @@ def test_sync_rules_protect_remote_state_and_exclude_secrets_in_rsync_order(tmp_
     rules = sync.rsync_filters(s)
     assert rules[:4] == ["P /runs/***", "P /.venv/***", "P /.remote-run/***", "P /data/***"]
     assert rules.index("+ .env.example") < rules.index("- .env") < rules.index("- .env.*")
-    assert rules[-4:] == ["- *.bin", "- /var/runs/", "- *.ckpt", "- data/raw/"]
-    assert "- data/raw" in rules
+    assert rules[7:] == ["- /var/runs/", "- data/raw/", "- *.ckpt", "- data/raw", "- *.bin", "- .git", "- var", "- .venv", "- __pycache__"]

@@ -65,7 +65,7 @@ def test_gpu_check_refuses_a_busy_gpu_naming_the_job_and_the_flag(env, capsys):
     command = call.args[0]
     assert command.startswith("ssh -o BatchMode=yes") and " -- l1 " in command and "ControlPath=/tmp/rr-cm-" in command
     assert call.kwargs["timeout"] == 60.0 and call.kwargs["hide"] is True  # bounded by REMOTE_RUN_CHECK_TIMEOUT
-    assert payload_of(call)["gpu"] == {"devices": "0", "require": True, "allow_busy": False, "limit": 45}
+    assert payload_of(call)["gpu"] == {"devices": "0", "count": 1, "require": True, "allow_busy": False, "wait": False, "limit": 45}
     assert call.kwargs["in_stream"] is False  # no secrets: on the command line, which saves ssh a round trip
 
 

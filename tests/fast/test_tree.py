@@ -8,15 +8,17 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from remote_run import tree
+from remote_run.errors import Failure
 
-NAMES = ["a", "b", "var", ".git", "x.py", "y.ckpt", "data", "raw", ".env", ".env.x", ".env.example", "d d", "c[1]", "q?", "]a", "*", "ab"]
+NAMES = ["a", "b", "var", ".git", "x.py", "y.ckpt", "data", "raw", ".env", ".env.x", ".env.example", "d d", "c[1]", "q?", "]a", "*", "ab", "e\\f"]
 PATTERNS = ["*.ckpt", "data/", "/data", "raw", "data/raw", "a/**", "**/x.py", "/**/x.py", "/a/b/", "b/***", "/a/***", "*", "?", "[ab]",
             "[!a]*", "[]a]*", ".env.*", "var", "/x.py", "a/*/x.py", "**.py", "d d", "c\\[1]", "q\\?", "a/**/b", "*/", "/*", "**",
-            "x.py/", "**/a/", "a*/b", "?/?", ".*", "[a-c]", "/d d/***"]
+            "x.py/", "**/a/", "a*/b", "?/?", ".*", "[a-c]", "/d d/***", "e\\f", "/e\\\\f*"]
 
 
 def rsync_list(src: Path, rules) -> set[str]:
@@ -120,3 +122,160 @@ def test_a_delta_turns_the_old_tree_into_the_new_one(tmp_path):
     assert after.pop("runs/local.txt") and after.pop("runs")  # rsync's P rules: never deleted
     assert {rel: tree._line(rel, e) for rel, e in after.items()} == {rel: tree._line(rel, e) for rel, e in now.items()}
     assert (host / "new dir" / "deep" / "n\tame.bin").read_bytes() == bytes(range(256))
+
+
+# ------------------------------------------------------------------ --only scopes and `!` re-includes
+
+def _make_tree(root: Path, paths, seed_text: str = "x") -> None:
+    for parts, is_dir in paths:
+        path = root.joinpath(*parts)
+        try:
+            if is_dir:
+                path.mkdir(parents=True, exist_ok=True)
+            elif not path.exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(seed_text)
+        except (FileExistsError, NotADirectoryError):
+            pass
+
+
+def _roots(src: Path, paths, picks) -> list[str]:
+    """Workspace paths to sync (--only) drawn from what exists: prefixes of the generated paths."""
+    roots = []
+    for index, depth in picks:
+        parts, _ = paths[index % len(paths)]
+        rel = "/".join(parts[:1 + depth % len(parts)])
+        if (src / rel).exists():
+            roots.append(rel)
+    return roots
+
+
+TREES = st.lists(st.tuples(st.lists(st.sampled_from(NAMES), min_size=1, max_size=3), st.booleans()), min_size=1, max_size=10)
+RULES = st.lists(st.tuples(st.sampled_from("+-"), st.sampled_from(PATTERNS)), max_size=4)
+PICKS = st.lists(st.tuples(st.integers(0, 20), st.integers(0, 2)), min_size=1, max_size=3)
+
+
+@settings(max_examples=50, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(paths=TREES, rules=RULES, picks=PICKS)
+def test_an_only_scope_sends_exactly_what_rsync_sends(tmp_path_factory, paths, rules, picks):
+    from remote_run import sync
+
+    src = tmp_path_factory.mktemp("src")
+    _make_tree(src, paths)
+    roots = _roots(src, paths, picks)
+    scoped = sync.scope_rules(roots) + rules
+    walked = set(tree.walk(str(src), tree.compile_rules(scoped)))
+    assert walked == rsync_list(src, scoped)
+    for rel in walked:  # nothing outside the scope but the folders on the way to it
+        assert any(rel == root or rel.startswith(root + "/") or root.startswith(rel + "/") for root in roots), (rel, roots)
+
+
+@settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(paths=TREES, extra=TREES, rules=RULES, picks=PICKS)
+def test_an_only_sync_deletes_inside_its_scope_and_leaves_everything_else_alone(tmp_path_factory, paths, extra, rules, picks):
+    """rsync --delete with the scope rules, into a host copy that has an older tree plus files of its own."""
+    from remote_run import sync
+
+    src, dst = tmp_path_factory.mktemp("src"), tmp_path_factory.mktemp("dst")
+    _make_tree(src, paths)
+    shutil.rmtree(dst)
+    shutil.copytree(src, dst)
+    _make_tree(dst, extra, seed_text="the host's own")
+    roots = _roots(src, paths, picks)
+    scoped = sync.scope_rules(roots) + rules
+    compiled = tree.compile_rules(scoped)
+    everything_before = tree.walk(str(dst), [])
+    before_text = {rel: (dst / rel).read_text() for rel, entry in everything_before.items() if entry[0] == tree.FILE}
+    sent_before = set(tree.walk(str(dst), compiled))
+    subprocess.run(["rsync", "-a", "--delete", *[f"--filter={f}" for f in sync.filters(scoped)], f"{src}/", f"{dst}/"],
+                   check=True, capture_output=True)
+
+    def files(root):
+        return {rel for rel, entry in tree.walk(str(root), compiled).items() if entry[0] != tree.DIR}
+
+    assert files(dst) == files(src)  # inside the scope: an exact mirror, stale files deleted
+    for rel, entry in everything_before.items():
+        outside = not any(rel == root or rel.startswith(root + "/") for root in roots)
+        if entry[0] == tree.FILE and (outside or rel not in sent_before):  # left out by the scope or the rules: untouched
+            assert (dst / rel).is_file() and (dst / rel).read_text() == before_text[rel], rel
+
+
+def test_scope_rules_keep_the_folders_on_the_way_and_escape_odd_names():
+    from remote_run import sync
+
+    assert sync.scope_rules(["lib", "examples/x", "examples/x/sub", "pyproject.toml"]) == [
+        ("+", "/examples"), ("+", "/lib"), ("+", "/pyproject.toml"), ("-", "/*"),
+        ("+", "/examples/x"), ("-", "/examples/*"),
+    ]
+    assert sync.scope_rules(["c[1]/a b", "e\\f/g"]) == [
+        ("+", "/c\\[1]"), ("+", "/e\\f"), ("-", "/*"), ("+", "/c\\[1]/a b"), ("-", "/c\\[1]/*"), ("+", "/e\\f/g"), ("-", "/e\\\\f/*"),
+    ]
+
+
+def test_remoteignore_reincludes_like_gitignore_and_never_secrets(tmp_path):
+    """The last matching line wins; `!` re-includes what SYNC_EXCLUDE or a built-in left out, never .env or RUNS_DIR."""
+    from remote_run import settings as settings_mod
+    from remote_run import sync
+
+    ws = tmp_path / "ws"
+    for rel in ("a.log", "keep.log", "data/raw/x.bin", "data/raw/keep.bin", "data/keep/k.py", "var/keep/v.py", "var/other.txt",
+                ".env", "sub/.env", "var/runs/r/log", "gone/x", "gone/y"):
+        (ws / rel).parent.mkdir(parents=True, exist_ok=True)
+        (ws / rel).write_text(rel)
+    (ws / ".remoteignore").write_text("*.log\n!keep.log\ndata/*\n!data/keep/\ndata/raw/\n!data/raw/keep.bin\n!/var/\n/var/*\n!/var/keep/\n"
+                                      "!.env\n!/var/runs/\n!gone/\n")
+    s = settings_mod.load(environ={"WORKSPACE": str(ws), "SYNC_EXCLUDE": "gone"})
+    found = sync.rules(s)
+    sent = set(tree.walk(str(ws), tree.compile_rules(found)))
+    assert sent == rsync_list(ws, found)
+    assert {"keep.log", "data", "data/keep", "data/keep/k.py", "var", "var/keep", "var/keep/v.py", "gone", "gone/x", "gone/y"} <= sent
+    assert not sent & {"a.log", "data/raw", "data/raw/keep.bin", "var/other.txt", ".env", "sub/.env", "var/runs"}
+    (ws / ".remoteignore").write_text("# only a comment\n!\n")
+    with pytest.raises(Failure, match="line 2: `!` needs a pattern"):
+        sync.rules(s)
+
+
+def test_a_plan_for_one_scope_never_makes_another_look_unchanged(tmp_path):
+    from remote_run import settings as settings_mod
+    from remote_run import sync
+
+    ws = tmp_path / "ws"
+    for rel in ("lib/a.py", "examples/x/t.sh", "examples/y/t.sh"):
+        (ws / rel).parent.mkdir(parents=True, exist_ok=True)
+        (ws / rel).write_text(rel)
+    s = settings_mod.load(environ={"WORKSPACE": str(ws), "REMOTE_HOST": "local", "REMOTE_DIR": str(tmp_path / "remote")})
+    first = sync.plan(s, only=("lib", "examples/x"))
+    assert set(first.entries) == {"lib", "lib/a.py", "examples", "examples/x", "examples/x/t.sh"}
+    sync.save(first)
+    assert sync.plan(s, only=("lib", "examples/x")).kind == "clean"
+    assert sync.plan(s, only=("lib", "examples/y")).kind == "full"
+    assert sync.plan(s).kind == "full"
+    assert sync.plan(s, only=("lib", "examples/x"), checksum=True).kind == "full"  # sizes and times may lie
+    with pytest.raises(Failure, match="examples/x/t.sh: examples is left out by `examples`"):
+        sync.plan(settings_mod.load(environ={"WORKSPACE": str(ws), "REMOTE_HOST": "local", "SYNC_EXCLUDE": "examples"}),
+                  only=("examples/x/t.sh",))
+
+
+def test_the_largest_folders_are_followed_down_to_where_the_bulk_is():
+    from remote_run import sync
+
+    files = [(f"data/raw/a/{i}", 1000) for i in range(90)] + [("data/small", 5), ("src/m.py", 10), ("big.bin", 50)]
+    assert sync.heavy_folders(files, by_size=False) == [("data/raw/a", 90, 90_000)]
+    files += [(f"node/{i}", 10_000) for i in range(20)]
+    assert [folder for folder, _, _ in sync.heavy_folders(files, by_size=True)] == ["node", "data/raw/a"]
+
+
+def test_progress_stays_one_updating_line():
+    import io
+
+    from remote_run import sync
+
+    out = io.StringIO()
+    line = sync.ProgressLine(out)
+    for chunk in ["\r     32,768   0%    0.00kB/s    0:00:00", "\r  1,234,567  52%   10.2MB/s    0:00:01 (xfr#3, to-chk=5/9)\r",
+                  "  2,345,678 100%   11.0MB/s    0:00:02 (xfr#9, to-chk=0/9)\n", "\nNumber of files: 9 (reg: 9)\n", "Total file size: 2,345,678 bytes\n"]:
+        line.write(chunk)
+    line.close()
+    text = out.getvalue()
+    assert text.count("\n") == 1 and text.endswith("\n") and "Number of files" not in text
+    assert text.split("\r")[-1].startswith("remote-run: sending 2,345,678 100%")

@@ -83,7 +83,7 @@ def test_compare_to_a_baseline_gates_on_a_forced_regression(sshd, box):
 def test_a_detached_group_runs_on_the_host_and_logs_follow_completes_it(sshd, box, tmp_path):
     ws, remote = box
     started = time.monotonic()
-    done = cli(sshd, ws, "run", "scripts/metric.py", "--repeat", "2", "--detach", venv=False, REMOTE_DIR=remote, NAP="0.5")
+    done = cli(sshd, ws, "run", "scripts/metric.py", "--repeat", "2", "--detach", venv=False, REMOTE_DIR=remote, NAP="0.5", REMOTE_ENV="NAP")
     assert done.returncode == 0 and time.monotonic() - started < 20, done.stderr
     [group] = [p.name for p in (ws / "var" / "runs").iterdir() if (p / "summary.json").exists()]
     assert f"inv logs --follow --run {group}" in done.stderr
@@ -98,7 +98,7 @@ def test_a_detached_group_runs_on_the_host_and_logs_follow_completes_it(sshd, bo
 
 def test_ctrl_c_stops_the_run_going_on_and_the_ones_waiting(sshd, box, tmp_path):
     ws, remote = box
-    bg = Background(sshd, ws, tmp_path / "bg", "run", "scripts/metric.py", "--repeat", "3", venv=False, REMOTE_DIR=remote, NAP="5")
+    bg = Background(sshd, ws, tmp_path / "bg", "run", "scripts/metric.py", "--repeat", "3", venv=False, REMOTE_DIR=remote, NAP="5", REMOTE_ENV="NAP")
     try:
         wait_for_started_run(remote, bg=bg)  # the group's supervisor
         first = wait_for(lambda: next((p for p in run_dirs(remote) if p.name.endswith(".1") and log_has(p, "epoch=1")), None),

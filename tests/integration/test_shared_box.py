@@ -65,3 +65,206 @@ def test_remote_run_creates_remote_dir_private_and_refuses_one_made_writable(ssh
     line = one_line_error(cli(sshd, ws, "run", "scripts/hello.py", "--cpu-ok", REMOTE_DIR=remote, venv=False))
     assert "mode 777" in line and "chmod go-w" in line, line
     assert not remote_exists(sshd, f"{remote}/runs")
+
+
+# Reads its code twice: at the start and after the test has synced a change; writes one output.
+SNAP = """import os, time
+import snapmod
+print("first", snapmod.VERSION, open("scripts/data.txt").read().strip(), flush=True)
+deadline = time.time() + 30
+while not os.path.exists("go") and time.time() < deadline:
+    time.sleep(0.05)
+import importlib
+importlib.reload(snapmod)
+print("again", snapmod.VERSION, open("scripts/data.txt").read().strip(), flush=True)
+os.makedirs("outputs", exist_ok=True)
+open("outputs/model.pt", "w").write("weights")
+print("RESULT_SNAP ok=1")
+"""
+
+
+def test_a_sync_during_a_run_does_not_change_what_it_runs(sshd, fresh):
+    ws, remote = fresh
+    (ws / "scripts" / "snap.py").write_text(SNAP)
+    (ws / "snapmod.py").write_text("VERSION = 'old'\n")
+    (ws / "scripts" / "data.txt").write_text("old data\n")
+    done = cli(sshd, ws, "run", "scripts/snap.py", "--detach", "--cpu-ok", REMOTE_DIR=remote, venv=False)
+    assert done.returncode == 0, done.stderr
+    run = wait_for_started_run(remote)
+    wait_for(lambda: log_has(run, "first old old data"), 15, "the run's first read")
+    (ws / "snapmod.py").write_text("VERSION = 'new'\n")
+    (ws / "scripts" / "data.txt").write_text("new data, longer\n")
+    assert cli(sshd, ws, "sync", REMOTE_DIR=remote).returncode == 0
+    assert Path(f"{remote}/snapmod.py").read_text() == "VERSION = 'new'\n"  # the sync did happen
+    sshd.as_user(["touch", f"{run}/work/go"])
+    followed = cli(sshd, ws, "logs", "--follow", "--run", run.name, REMOTE_DIR=remote, venv=False)
+    assert followed.returncode == 0, followed.stderr
+    assert "again old old data" in followed.stdout, followed.stdout
+    record = json.loads((ws / "var" / "runs" / run.name / "result.json").read_text())
+    assert record["outcome"] == "finished"
+    # What the run wrote stays under runs/<id>/; the code it ran from is released.
+    work = Path(f"{remote}/runs/{run.name}/work")
+    assert (work / "outputs" / "model.pt").read_text() == "weights"
+    assert not (work / "snapmod.py").exists() and not (work / "data").exists() and not (run / "work.linked").exists()
+    assert Path(f"{remote}/data").is_dir()  # the shared dataset cache
+
+
+def test_the_record_names_the_snapshot_the_run_used(sshd, fresh):
+    ws, remote = fresh
+    done = cli(sshd, ws, "run", "scripts/hello.py", "--cpu-ok", REMOTE_DIR=remote, venv=False)
+    assert done.returncode == 0, done.stderr
+    [record] = [json.loads(p.read_text()) for p in (ws / "var" / "runs").glob("*_run/result.json")]
+    stamp = Path(f"{remote}/.remote-run/synced").read_text().strip()
+    assert record["snapshot"]["tree"] == stamp and record["snapshot"]["files"] >= 3
+    assert "snapshot" in (ws / "var" / "runs" / record["run_id"] / "log.md").read_text()
+
+
+QUEUE = """import os, sys, time
+print("started", os.environ.get("CUDA_VISIBLE_DEVICES"), repr(time.time()), flush=True)
+deadline = time.time() + float(os.environ.get("HOLD", "0"))
+while time.time() < deadline and not os.path.exists("../../release"):
+    time.sleep(0.05)
+print("RESULT_Q at=%r" % time.time())
+"""
+
+
+def queue_entries(sshd) -> list:
+    uid = sshd.as_user(["id", "-u"]).stdout.strip()
+    folder = Path(f"{sshd.gpu_queue}.{uid}")
+    return [json.loads(p.read_text()) for p in folder.glob("*.json")] if folder.is_dir() else []
+
+
+@pytest.fixture
+def queue_box(sshd, fresh, gpu):
+    ws, remote = fresh
+    (ws / "scripts" / "q.py").write_text(QUEUE)
+    yield ws, remote, gpu
+    stop = [p.name for p in run_dirs(remote) if (p / "meta.json").exists()]
+    for run in stop:
+        cli(sshd, ws, "kill", "--run", run, REMOTE_DIR=remote, venv=False)
+
+
+def detached(sshd, ws, remote, *args, **env):
+    done = cli(sshd, ws, "run", "scripts/q.py", "--detach", *args, REMOTE_DIR=remote, venv=False, **env)
+    assert done.returncode == 0, done.stderr
+    return sorted(p for p in run_dirs(remote) if (p / "meta.json").exists())[-1]
+
+
+def test_wait_queues_for_a_busy_gpu_and_starts_in_arrival_order(sshd, queue_box):
+    ws, remote, gpu = queue_box
+    gpu("busy")
+    first = detached(sshd, ws, remote, "--wait", HOLD="1", REMOTE_ENV="HOLD")
+    second = detached(sshd, ws, remote, "--wait")
+    wait_for(lambda: log_has(second, "1 ahead in the queue") and log_has(first, "first in the queue"), 15, "both runs in the queue")
+    assert "busy: GPU 0: pid 4242 python" in (first / "run.log").read_text()
+    status = cli(sshd, ws, "status", REMOTE_DIR=remote, venv=False).stdout
+    assert "#1 in the GPU queue" in status and "#2 in the GPU queue" in status, status
+    assert not (first / "pid").exists()  # nothing started while the GPU was busy
+    gpu("idle")
+    for run in (first, second):
+        followed = cli(sshd, ws, "logs", "--follow", "--run", run.name, REMOTE_DIR=remote, venv=False)
+        assert followed.returncode == 0 and "RESULT_Q" in followed.stdout, followed.stderr
+    ended_first = float((first / "run.log").read_text().split("RESULT_Q at=")[1].split()[0])
+    started_second = float((second / "run.log").read_text().split("started 0 ")[1].split()[0])
+    assert started_second >= ended_first  # the second waited for the first, which held GPU 0
+    assert not [e for e in queue_entries(sshd) if e["run"] in (first.name, second.name)]
+
+
+def test_a_killed_waiter_leaves_the_queue_and_a_wait_timeout_gives_up(sshd, queue_box):
+    ws, remote, gpu = queue_box
+    gpu("busy")
+    waiter = detached(sshd, ws, remote, "--wait")
+    wait_for(lambda: [e for e in queue_entries(sshd) if e["run"] == waiter.name], 10, "the queue entry")
+    assert cli(sshd, ws, "kill", "--run", waiter.name, REMOTE_DIR=remote, venv=False).returncode == 0
+    assert not [e for e in queue_entries(sshd) if e["run"] == waiter.name]
+    assert "killed" in cli(sshd, ws, "status", REMOTE_DIR=remote, venv=False).stdout
+    done = cli(sshd, ws, "run", "scripts/q.py", "--wait", "--wait-timeout", "1.5", REMOTE_DIR=remote, venv=False)
+    assert done.returncode == 75 and "gave up waiting for a GPU after 1.5 s" in done.stdout + done.stderr, done.stderr
+    timed_out = [json.loads(p.read_text()) for p in (ws / "var" / "runs").glob("*/result.json")]
+    assert [r["outcome"] for r in timed_out if r["run_id"] != waiter.name] == ["timed out"]
+    assert not queue_entries(sshd) or all(e["run"] != sorted(run_dirs(remote))[-1].name for e in queue_entries(sshd))
+
+
+def test_a_gpu_another_remote_run_run_holds_is_busy_without_wait(sshd, queue_box):
+    ws, remote, _ = queue_box
+    holder = detached(sshd, ws, remote, HOLD="20", REMOTE_ENV="HOLD")
+    wait_for(lambda: log_has(holder, "started"), 10, "the first run")
+    line = one_line_error(cli(sshd, ws, "run", "scripts/q.py", REMOTE_DIR=remote, venv=False))
+    assert "in use by another job" in line and f"run {holder.name}" in line and "--wait" in line, line
+    Path(f"{remote}/runs/release").touch()
+
+
+def test_auto_picks_the_idle_gpu_and_the_record_says_which(sshd, queue_box):
+    ws, remote, gpu = queue_box
+    gpu("two-first-busy")
+    done = cli(sshd, ws, "run", "scripts/q.py", REMOTE_DIR=remote, venv=False, CUDA_VISIBLE_DEVICES="auto")
+    assert done.returncode == 0, done.stderr
+    assert "started 1 " in done.stdout
+    [record] = [json.loads(p.read_text()) for p in (ws / "var" / "runs").glob("*_run/result.json")]
+    assert record["devices"] == "1"
+    line = one_line_error(cli(sshd, ws, "run", "scripts/q.py", "--gpus", "2", REMOTE_DIR=remote, venv=False))
+    assert "fewer than 2 idle GPUs" in line and "--wait" in line, line
+
+
+@pytest.fixture
+def second_host(sshd, tmp_path):
+    """A second GPU box, `l2`: its own sshd with its own fake GPUs and GPU queue, reachable with
+    the same key; both hosts live on this machine, so they share /tmp (and REMOTE_DIR's path)."""
+    from support.sshd import SshServer
+
+    other = SshServer(tmp_path / "sshd2").start()
+    try:
+        other.authorized_keys.write_text(sshd.client_key.with_suffix(".pub").read_text())
+        sshd.add_alias("l2", other.port)
+        with open(sshd.known_hosts, "a") as handle:
+            handle.write(f"[127.0.0.1]:{other.port} {other._host_pubkey()}\n")
+        yield other
+    finally:
+        sshd._aliases.pop("l2", None)
+        sshd._write_client_files()
+        other.close()
+
+
+def test_a_host_list_sends_the_run_to_a_free_host_and_finds_it_there(sshd, second_host, fresh, gpu):
+    ws, remote = fresh
+    (ws / "scripts" / "q.py").write_text(QUEUE)
+    gpu("busy")  # l1's GPU is taken; l2's is idle
+    done = cli(sshd, ws, "run", "scripts/q.py", "--detach", REMOTE_DIR=remote, venv=False, REMOTE_HOST="l1,l2", HOLD="30", REMOTE_ENV="HOLD")
+    assert done.returncode == 0, done.stderr
+    assert "host l2 chosen (l1: GPU 0 on l1 is in use by another job" in done.stderr and "l2: free" in done.stderr, done.stderr
+    [record] = [json.loads(p.read_text()) for p in (ws / "var" / "runs").glob("*_run/result.json")]
+    assert record["host"] == "l2"
+    status = cli(sshd, ws, "status", REMOTE_DIR=remote, venv=False, REMOTE_HOST="l1,l2")
+    assert status.returncode == 0 and f"l2    {record['run_id']}" in status.stdout, status.stdout + status.stderr
+    killed = cli(sshd, ws, "kill", "--run", record["run_id"], REMOTE_DIR=remote, venv=False, REMOTE_HOST="l1,l2")
+    assert killed.returncode == 0 and json.loads((ws / "var" / "runs" / record["run_id"] / "result.json").read_text())["outcome"] == "killed"
+    second_host.set_gpu("busy")
+    line = one_line_error(cli(sshd, ws, "run", "scripts/q.py", REMOTE_DIR=remote, venv=False, REMOTE_HOST="l1,l2"))
+    assert "no host of REMOTE_HOST has its GPUs free" in line and "--wait" in line, line
+
+
+@another_user
+def test_two_users_share_one_queue_and_neither_can_touch_the_others_entries(sshd, queue_box):
+    """root plays a second user of the box whose run holds GPU 0: our run waits behind it, and our
+    user can neither change nor remove root's entry (nor can root's folder be faked by us)."""
+    import time as clock
+
+    ws, remote, _ = queue_box
+    theirs = Path(f"{sshd.gpu_queue}.0")
+    theirs.mkdir(mode=0o755, exist_ok=True)
+    ticks = int(open(f"/proc/{os.getpid()}/stat").read().rsplit(")", 1)[1].split()[19])
+    entry = theirs / f"{clock.time():.6f}-{os.getpid()}.json"
+    entry.write_text(json.dumps({"run": "their-run", "user": "root", "pid": os.getpid(), "pid_started": ticks, "arrived": clock.time(),
+                                 "state": "running", "want": {"devices": "0"}, "gpus": [0]}))
+    try:
+        line = one_line_error(cli(sshd, ws, "run", "scripts/q.py", REMOTE_DIR=remote, venv=False))
+        assert "root's run their-run" in line, line
+        waiter = detached(sshd, ws, remote, "--wait")
+        wait_for(lambda: log_has(waiter, "busy: GPU 0: root's run their-run"), 15, "the run to wait behind root's")
+        assert sshd.as_user(["rm", "-f", str(entry)]).returncode != 0 and entry.exists()
+        assert sshd.as_user(["sh", "-c", f"echo '{{}}' > {entry}"]).returncode != 0
+        entry.unlink()  # their run ends
+        followed = cli(sshd, ws, "logs", "--follow", "--run", waiter.name, REMOTE_DIR=remote, venv=False)
+        assert followed.returncode == 0 and "RESULT_Q" in followed.stdout, followed.stderr
+    finally:
+        shutil.rmtree(theirs, ignore_errors=True)

@@ -49,7 +49,9 @@ def test_train_hlb_chain_writes_result_record_and_remote_log(sshd, shared):
     run_id = records[0].name
     remote_log = remote_read(sshd, f"{remote}/runs/{run_id}/run.log")
     assert (records[0] / "run.log").read_text() == remote_log
-    assert "EPOCHS = 2.5" in remote_read(sshd, f"{remote}/scripts/run_hlb.py")
+    assert data["runner_path"] == f"{remote}/runs/{run_id}/work/scripts/run_hlb.py"  # rendered into the run's snapshot
+    assert "EPOCHS = 2.5" in remote_read(sshd, data["runner_path"]) and not remote_exists(sshd, f"{remote}/scripts/run_hlb.py")
+    assert len(data["snapshot"]["tree"]) > 8 and data["snapshot"]["files"] > 0
     assert remote_exists(sshd, f"{remote}/.venv/bin/python")
 
 

@@ -39,7 +39,9 @@ def test_hlb_trainer_runs_a_fraction_of_an_epoch_over_ssh(sshd, torch_host):
     record = json.loads((latest_record(ws, "train-hlb") / "result.json").read_text())
     assert record["outcome"] == "finished" and record["result"] == result
     assert record["options"]["synthetic"] is True and "SUBSET = 512" in record["runner"]
-    assert remote_exists(sshd, f"{remote}/scripts/run_hlb.py") and remote_exists(sshd, f"{remote}/scripts/cifar10_data.py")
+    work = f"{remote}/runs/{latest_record(ws, 'train-hlb').name}/work"  # the run's snapshot keeps what was rendered for it
+    assert remote_exists(sshd, f"{work}/scripts/run_hlb.py") and remote_exists(sshd, f"{work}/scripts/cifar10_data.py")
+    assert remote_exists(sshd, f"{remote}/data/cifar10") or record["options"]["synthetic"]  # the dataset cache is shared
 
 
 def test_david_trainer_runs_one_small_epoch_over_ssh(sshd, torch_host):

@@ -12,6 +12,7 @@ missing file: ``idle``):
   busy      1 GPU, 12000 MiB used, 97 % utilisation, one compute process
             (pid 4242, ``python``, 11990 MiB)
   two       2 GPUs, both idle
+  two-first-busy  2 GPUs, GPU 0 busy (pid 4242), GPU 1 idle
   nodriver  every call prints the "couldn't communicate with the NVIDIA
             driver" message and exits 9 (NVML_ERROR_DRIVER_NOT_LOADED)
 
@@ -70,6 +71,11 @@ STATES = {
           "used_memory": 11990}],
     ),
     "two": ([_gpu(0), _gpu(1)], []),
+    # GPU 0 busy with another job, GPU 1 idle but with more memory in use than an idle GPU 0 would have
+    "two-first-busy": (
+        [_gpu(0, used=12000, util=97), _gpu(1, used=500)],
+        [{"gpu_uuid": UUIDS[0], "pid": 4242, "process_name": "python", "used_memory": 11990}],
+    ),
 }
 
 NO_DRIVER = (

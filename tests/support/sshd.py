@@ -44,7 +44,7 @@ __all__ = ["SshServer", "SshServerError", "REMOTE_USER", "GPU_STATES"]
 
 REMOTE_USER = "rrtest"  # the remote user when the harness runs as root
 SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
-GPU_STATES = ("idle", "busy", "two", "nodriver", "absent")
+GPU_STATES = ("idle", "busy", "two", "two-first-busy", "nodriver", "absent")
 SSHD = "/usr/sbin/sshd"
 RUNUSER = shutil.which("runuser", path="/usr/sbin:/usr/bin:/sbin:/bin") or "/usr/sbin/runuser"
 FAKE_NVIDIA_SMI = Path(__file__).with_name("fake_nvidia_smi.py")
@@ -191,6 +191,9 @@ class SshServer:
         self.authorized_keys = self.public_dir / "authorized_keys"
         self.remote_bin = self.public_dir / "bin"
         self.gpu_state_file = self.public_dir / "fake-gpu"
+        # This server's fake GPUs get a GPU queue of their own (REMOTE_RUN_GPU_QUEUE on the host),
+        # so concurrent test runs, each with their own fake GPUs, never queue behind each other.
+        self.gpu_queue = f"/tmp/rr-gpuq-{self.public_dir.name}"
         self.remote_bin.mkdir(mode=0o755)
         os.chmod(self.remote_bin, 0o755)
         self.remote_home = Path(tempfile.mkdtemp(prefix="rr-remote-home-", dir="/tmp"))
@@ -269,7 +272,7 @@ class SshServer:
             "Subsystem sftp internal-sftp",
             # Per-server remote environment: a home of its own (never a real one) and this
             # server's fake nvidia-smi first on PATH, so concurrent servers do not clash.
-            f"SetEnv HOME={self.remote_home} PATH={self.remote_path} RR_FAKE_GPU={self.gpu_state_file}",
+            f"SetEnv HOME={self.remote_home} PATH={self.remote_path} RR_FAKE_GPU={self.gpu_state_file} REMOTE_RUN_GPU_QUEUE={self.gpu_queue}",
         ]
         if _openssh_version() >= (9, 8):
             # newer sshd penalises sources with failed logins; tests fail on purpose
@@ -388,7 +391,9 @@ class SshServer:
         if self.public_dir is not None:
             if ROOT_MODE:  # what runs left in the remote home belongs to the remote user
                 self.as_user(["rm", "-rf", "--", str(self.remote_home)], cwd="/")
-            for path in (self.public_dir, self.remote_home, self.control_dir):
+            if ROOT_MODE:
+                self.as_user(["sh", "-c", 'rm -rf -- "$1".*', "-", self.gpu_queue], cwd="/")
+            for path in (self.public_dir, self.remote_home, self.control_dir, *Path("/tmp").glob(Path(self.gpu_queue).name + ".*")):
                 shutil.rmtree(path, ignore_errors=True)
             self.public_dir = None
             self._prepared = False
@@ -543,7 +548,7 @@ class SshServer:
         kwargs.setdefault("text", True)
         kwargs.setdefault("check", False)
         kwargs.setdefault("cwd", str(self.remote_home))
-        env = {"PATH": self.remote_path, "RR_FAKE_GPU": str(self.gpu_state_file),
+        env = {"PATH": self.remote_path, "RR_FAKE_GPU": str(self.gpu_state_file), "REMOTE_RUN_GPU_QUEUE": self.gpu_queue,
                "HOME": str(self.remote_home), "USER": self.user, "LOGNAME": self.user,
                "LANG": "C.UTF-8"}
         env.update(kwargs.pop("env", None) or {})

@@ -1,0 +1,194 @@
+"""The end of a run on this machine: the files it wrote back (--pull PATTERN) and NOTIFY_CMD.
+
+`ended` is called wherever a record is completed (remote_run.pipeline: a followed run, a group's
+runs, `logs --follow`, `kill`). While the run goes on (detached, connection lost) it only keeps
+the --pull patterns in the record, so whoever completes the record later pulls them.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+from . import notify
+from .errors import Failure
+from .output import say
+
+MAX_FILES = 10_000
+# Top-level folders of REMOTE_DIR that are remote-run's own (run records, the dataset cache): a
+# pattern searches them only when it names them (`data/...`). Hidden folders (.venv, .remote-run)
+# are never matched by `*` or `**`.
+OWN = ("runs", "data")
+
+# On the host (python3 -S, 3.6+): the regular files under BASE matching the patterns (a matching
+# folder: the files in it) that the run wrote: modified between its start (the pid file) and its
+# end (exit_code). No symlinks, nothing that resolves outside BASE, the first of BASES that is a
+# directory. argv: BASES(json) RUN_DIR PATTERNS(json) OWN(json) MAX; stdout: JSON
+# {"base", "files": [[path, size, mtime], ...], "cut"}.
+LIST_PROGRAM = r"""
+import glob, json, os, sys
+bases, run_dir, patterns, own, limit = json.loads(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3]), json.loads(sys.argv[4]), int(sys.argv[5])
+base = next((b for b in bases if os.path.isdir(b) and not os.path.islink(b)), bases[-1])
+
+def mtime(name):
+    try:
+        return os.stat(os.path.join(run_dir, name)).st_mtime
+    except OSError:
+        return None
+
+since = mtime("pid")
+since = since - 0.05 if since is not None else mtime("meta.json")
+until = mtime("exit_code")
+real = os.path.realpath(base)
+found, cut = {}, False
+
+def paths(pattern):
+    for path in glob.iglob(pattern, recursive=True):
+        if os.path.isdir(path) and not os.path.islink(path):  # a folder: everything in it
+            for folder, dirs, files in os.walk(path):
+                for name in files:
+                    yield os.path.join(folder, name)
+        else:
+            yield path
+
+for pattern in patterns:
+    top = pattern.split("/", 1)[0]
+    for path in paths(os.path.join(glob.escape(base), pattern)):
+        rel = os.path.relpath(path, base)
+        if rel in found or (rel.split(os.sep, 1)[0] in own and rel.split(os.sep, 1)[0] != top):
+            continue
+        try:
+            info = os.lstat(path)
+        except OSError:
+            continue
+        if not os.path.isfile(path) or os.path.islink(path) or os.path.realpath(path) != os.path.join(real, rel):
+            continue
+        if (since is not None and info.st_mtime < since) or (until is not None and info.st_mtime > until + 0.001):
+            continue
+        if len(found) >= limit:
+            cut = True
+            break
+        found[rel] = [rel, info.st_size, info.st_mtime]
+sys.stdout.write(json.dumps({"base": base, "files": [found[rel] for rel in sorted(found)], "cut": cut}) + "\n")
+"""
+
+
+def check_patterns(patterns) -> tuple[str, ...]:
+    """--pull patterns: relative to the run's working directory on the host, never leaving it."""
+    checked = []
+    for pattern in patterns or ():
+        text = str(pattern)
+        parts = text.split("/")
+        if (not text.strip() or text.startswith(("/", "-", "~")) or ".." in parts or any(ch in text for ch in "\0\n\r\\")
+                or all(part in ("", ".") for part in parts)):
+            raise Failure(f"--pull {text!r} is not valid: give a pattern relative to the run's directory on the host, such as "
+                          "outputs/**/*.pt (no leading /, no `..`, no backslash)")
+        checked.append("/".join(part for part in parts if part not in ("", ".")))
+    return tuple(dict.fromkeys(checked))
+
+
+def run_bases(settings, run_id: str) -> list[str]:
+    """Where a run ran on the host, which --pull patterns are relative to: its own snapshot's
+    working directory (runs/<id>/work, which keeps what the run wrote), or REMOTE_DIR for a run
+    started before runs had snapshots. The first that exists is used."""
+    return [f"{settings.remote_dir}/runs/{run_id}/work", settings.remote_dir]
+
+
+def pull(host, run_id: str, bases: list[str], patterns, dest: Path) -> dict:
+    """Copy the files matching ``patterns`` under ``bases`` (the first directory of them) on the
+    host that run ``run_id`` wrote
+    into ``dest``; a local file is never replaced. Returns the record's ``pulled`` entry: the
+    files now in ``dest`` as the host has them (path, size), how many came this time, and the
+    local files kept because they differ from the host's."""
+    s = host.settings
+    python = s.remote_python or (sys.executable if host.is_local else "python3")
+    argv = [python, "-S", "-c", LIST_PROGRAM, json.dumps(list(bases)), f"{s.remote_dir}/runs/{run_id}", json.dumps(list(patterns)), json.dumps(OWN), str(MAX_FILES)]
+    listed = host.run(argv, hide=True, timeout=max(s.check_timeout, 120))
+    try:
+        answer = json.loads(listed.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        detail = (listed.stderr.strip().splitlines() or ["no answer"])[-1]
+        raise Failure(f"--pull: cannot list the files of run {run_id} on {host.label} (exit {listed.exited}): {detail[:200]}") from None
+    base = answer["base"]
+    if answer.get("cut"):
+        say(f"--pull: more than {MAX_FILES} files match; pulling the first {MAX_FILES}")
+    fresh, same, kept = [], [], []
+    for rel, size, mtime in answer["files"]:
+        local = dest / rel
+        if not local.exists() and not local.is_symlink():
+            fresh.append((rel, size))
+        elif local.is_file() and not local.is_symlink() and local.stat().st_size == size and int(local.stat().st_mtime) == int(mtime):
+            same.append((rel, size))  # pulled before and left as it was
+        else:
+            kept.append(rel)
+    if fresh:
+        from . import sync
+
+        dest.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("wb", prefix="remote-run-pull-") as listing:
+            listing.write(b"\0".join(rel.encode("utf-8", "surrogateescape") for rel, _ in fresh))
+            listing.flush()
+            # --ignore-existing: a file that appeared here meanwhile is still never replaced
+            result = sync.rsync(host, host.rsync_path(base.rstrip("/") + "/"), f"{dest}/",
+                                extra=["--ignore-existing", "--from0", f"--files-from={listing.name}"])
+        if result.exited:
+            raise Failure(sync.rsync_error(host, result, f"--pull from {host.label}:{base}"))
+    files = sorted(fresh + same)
+    return {"patterns": list(patterns), "from": f"{host.label}:{base}", "files": [{"path": rel, "size": size} for rel, size in files],
+            "new": [rel for rel, _ in fresh], "kept": kept}
+
+
+def size_text(size: float) -> str:
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{size:.1f} GB"
+
+
+def describe(entry: dict, run_id: str, dest: Path) -> str:
+    """One line: what --pull brought, what was already here, what was kept."""
+    patterns = " ".join(entry["patterns"])
+    files, new, kept = entry["files"], set(entry["new"]), entry["kept"]
+    if not files and not kept:
+        return f"--pull {patterns}: run {run_id} wrote no matching file in {entry['from']}"
+    size = sum(f["size"] for f in files if f["path"] in new)
+    text = f"pulled {len(new)} file{'s' if len(new) != 1 else ''} ({size_text(size)}) matching {patterns} into {dest}"
+    if len(files) > len(new):
+        text += f"; {len(files) - len(new)} already there"
+    if kept:
+        shown = ", ".join(kept[:5]) + (", ..." if len(kept) > 5 else "")
+        text += (f"; kept {len(kept)} local file{'s' if len(kept) != 1 else ''} that {'differs' if len(kept) == 1 else 'differ'} "
+                 f"from the host's (never overwritten): {shown}")
+    return text
+
+
+def ended(backend, record, folder: Path, patterns=()) -> None:
+    """After a record was written: keep ``patterns`` in it; when the run has ended (finished,
+    failed, killed), pull them and run NOTIFY_CMD (once per run). Problems are one line each
+    and change neither the run's outcome nor its exit status."""
+    if patterns:
+        record.pulled = {**(record.pulled or {}), "patterns": list(patterns)}
+    wanted = (record.pulled or {}).get("patterns") or []
+    if record.outcome not in notify.ENDED:
+        if patterns:
+            record.write(folder)
+        return
+    if wanted:
+        host = backend.host
+        dest = folder / "pulled"
+        try:
+            entry = pull(host, record.run_id, run_bases(host.settings, record.run_id), wanted, dest)
+            say(describe(entry, record.run_id, dest))
+        except Failure as exc:
+            entry = {**(record.pulled or {}), "error": exc.message.removeprefix("remote-run: ")}
+            say(entry["error"])
+        record.pulled = entry
+        record.write(folder)
+    command = backend.host.settings.notify_cmd
+    if command and notify.claim(folder):
+        problem = notify.run_command(command, record, folder)
+        if problem:
+            say(problem)
