@@ -7,10 +7,10 @@ names unchanged (`sync`, `sky-up`, ...), and with the settings invoke needs for 
 from invoke import Collection
 
 from ..transport import QuickLocal
-from . import machine, results, runs, sky, train, workspace
+from . import machine, results, runs, setup, sky, train, workspace
 
 ns = Collection()
-for module in (workspace, machine, train, runs, results, sky):
+for module in (setup, workspace, machine, train, runs, results, sky):
     for name, task in module.ns.tasks.items():
         ns.add_task(task, name)
     for sub in module.ns.collections.values():

@@ -13,7 +13,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 TASKS = ("sync", "bootstrap", "gpu-check", "train-hlb", "train-david", "run", "pull-logs", "clean", "logs", "status", "kill",
-         "sky-up", "sky-exec", "sky-status", "sky-down", "compare", "report", "rerun", "baseline.save", "baseline.list", "baseline.rm")
+         "sky-up", "sky-exec", "sky-status", "sky-down", "compare", "report", "rerun", "baseline.save", "baseline.list", "baseline.rm", "tunnel",
+         "doctor", "init")
 
 
 @pytest.fixture(scope="module")
