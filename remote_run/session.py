@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from . import lazy
 from . import settings as settings_mod
-from .transport import Host
+from . import transport
 
 CONFIG_KEY = "remote_run_session"
 
@@ -18,10 +19,11 @@ class Session:
 
     def __init__(self, settings: settings_mod.Settings, context):
         self.settings = settings
-        self.host = Host(settings, context)
+        self.host = transport.Host(settings, context)
         self.done: dict[str, object] = {}
         self.wanted: dict[str, dict] = {}
         self.run_follows: bool | None = None  # None: no Chain executor, so nobody knows
+        self.coming: set[str] = set()  # the names of the tasks after this one (Chain executor only)
 
     def use_host(self, host) -> None:
         """Work on ``host``, one of REMOTE_HOST's list, from now on (nothing done there yet)."""
@@ -29,7 +31,7 @@ class Session:
 
         others = tuple(h for h in self.settings.hosts if h != host)
         self.settings = dataclasses.replace(self.settings, hosts=(host, *others))
-        self.host = Host(self.settings, self.host.context)
+        self.host = transport.Host(self.settings, self.host.context)
         self.done.clear()
 
     def __copy__(self):
@@ -41,6 +43,7 @@ def session(c) -> Session:
     """The session of the invocation ``c`` belongs to, made (settings loaded) on first use."""
     found = c.config.get(CONFIG_KEY)
     if found is None:
+        lazy.load()
         options = c.config.get("remote_run") or {}
         host = options.get("host")
         loaded = settings_mod.load(env_file=options.get("env_file"), overrides={"REMOTE_HOST": host} if host else None)

@@ -20,28 +20,18 @@ import sys
 from functools import lru_cache
 from pathlib import Path
 
-from invoke.runners import Local
 
 from . import exits
 from .errors import Failure
 from .settings import Settings
 from .launcher import CONTROL
+from .runner import QuickLocal
 from .shell import join, summary
 
 CONNECT_TIMEOUT = 10
 ARGUMENT_LIMIT = 96 * 1024
 KEEPALIVE = 15
 CONTROL_PERSIST = "10m"
-
-
-class QuickLocal(Local):
-    """invoke's runner, polling every millisecond instead of every ten.
-
-    A command over a live ControlMaster takes about 7 ms on loopback; invoke's default 10 ms poll
-    of the child and of stdin would more than double it.
-    """
-
-    input_sleep = 0.001
 
 
 class OwnSession(QuickLocal):

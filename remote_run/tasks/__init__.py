@@ -6,8 +6,14 @@ names unchanged (`sync`, `sky-up`, ...), and with the settings invoke needs for 
 
 from invoke import Collection
 
-from ..transport import QuickLocal
-from . import machine, results, runs, setup, sky, train, workspace
+from .. import lazy
+
+for _name in ("aftermath", "cleanup", "compare", "doctor", "envfile", "hosts", "pipeline", "ports", "records", "steps", "sync",
+              "trainers", "transport", "settings"):
+    lazy.defer(f"remote_run.{_name}")
+
+from ..runner import QuickLocal  # noqa: E402
+from . import machine, results, runs, setup, sky, train, workspace  # noqa: E402
 
 ns = Collection()
 for module in (setup, workspace, machine, train, runs, results, sky):

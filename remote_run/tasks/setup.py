@@ -11,7 +11,7 @@ from .. import settings as settings_mod
 from ..errors import Failure
 from ..output import say
 from ..session import session
-from ..transport import Host
+from .. import transport
 
 
 @task(name="doctor", help={"json_": "print the checks as JSON, for scripts (same exit status)"})
@@ -51,7 +51,7 @@ def init(c, host="", workspace="", remote_dir="", torch_index_url="", yes=False,
     if overriding:
         say(f"the environment sets {', '.join(overriding)}, which wins over the .env; unset it to use what was written")
     fresh = settings_mod.load(env_file=str(path), overrides={"REMOTE_HOST": options["host"]} if options.get("host") else None)
-    doctoring.conclude(doctoring.examine(Host(fresh, c)))
+    doctoring.conclude(doctoring.examine(transport.Host(fresh, c)))
 
 
 ns = Collection(doctor, init)

@@ -7,7 +7,7 @@ from .. import pipeline, trainers
 from ..errors import Failure
 from ..output import say, show, table
 from ..session import session
-from ..settings import int_between, module_name
+from .. import settings as settings_mod
 
 # remote_run.sky is imported by the tasks that use it: listing tasks and SSH runs never need it.
 TARGET_HELP = "which cluster: gpu (.cluster_name_gpu, the default) or tpu (.cluster_name_tpu)"
@@ -27,8 +27,8 @@ def sky_up(c, accel="", name=None, idle_minutes="30", down=True, infra=None, nod
     from ..sky import clusters
 
     sess = session(c)
-    clusters.up(sess.host, sess.settings, accel=accel, experiment=name, idle_minutes=int_between("--idle-minutes", idle_minutes, 1, 7 * 24 * 60),
-                down=down, infra=infra, nodes=int_between("--nodes", nodes, 1, 512), replace=replace)
+    clusters.up(sess.host, sess.settings, accel=accel, experiment=name, idle_minutes=settings_mod.int_between("--idle-minutes", idle_minutes, 1, 7 * 24 * 60),
+                down=down, infra=infra, nodes=settings_mod.int_between("--nodes", nodes, 1, 512), replace=replace)
 
 
 @task(name="sky-down", help={"target": "gpu (default), tpu or all"})
@@ -72,7 +72,7 @@ def sky_exec(c, path=None, args="", target="gpu", module="", detach=False):
     names.check_target(target)
     arguments = trainers.split_args(args)
     if module:
-        python_args = ["-m", module_name("--module", module), *([trainers.path_in_workspace(workspace, path)] if path else [])]
+        python_args = ["-m", settings_mod.module_name("--module", module), *([trainers.path_in_workspace(workspace, path)] if path else [])]
     elif path:
         python_args = [trainers.script_in_workspace(workspace, path)]
     else:

@@ -17,6 +17,11 @@ TASKS = ("sync", "bootstrap", "gpu-check", "train-hlb", "train-david", "run", "p
          "doctor", "init")
 
 
+@pytest.fixture(autouse=True)
+def _the_wheel_not_this_checkout(monkeypatch):
+    monkeypatch.delenv("PYTHONPATH", raising=False)  # tests/conftest.py points it at this checkout
+
+
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("dist")
