@@ -70,6 +70,8 @@ class Chain(Executor):
             self.config.load_collection(self.collection.configuration(call.called_as))
             self.config.load_shell_env()
             context = call.make_context(self.config)
-            session(context).run_follows = any(isinstance(later.task, RunTask) for later in calls[index + 1:])
+            sess = session(context)
+            sess.run_follows = any(isinstance(later.task, RunTask) for later in calls[index + 1:])
+            sess.coming = {later.task.name for later in calls[index + 1:]}
             results[call.task] = call.task(context, *call.args, **call.kwargs)
         return results

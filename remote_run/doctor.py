@@ -301,20 +301,13 @@ def payload(host: Host) -> dict:
             "gpu": gpus.spec(s, cpu_ok=False, allow_busy=False)}
 
 
-def master_up(host: Host) -> bool:
-    if host.is_local:
-        return False
-    done = host.local([*host.ssh_argv(), "-O", "check", host.spec.ssh_destination], hide=True, timeout=10)
-    return done.exited == 0
-
-
 def host_checks(host: Host) -> tuple[list, dict | None]:
     """The host's checks, from one remote command; ``data`` is what it answered (None if nothing)."""
     s = host.settings
     python = host.launcher("doctor")[0]  # the interpreter remote-run's host side uses there
     argv = [python, "-S", "-c", host_program(), json.dumps(payload(host))]
     try:
-        was_up = master_up(host)
+        was_up = not host.is_local and host.master_running()
         started = time.perf_counter()
         result = host.run(argv, hide=True, timeout=s.check_timeout, record=False)
         elapsed = time.perf_counter() - started

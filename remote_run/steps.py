@@ -33,9 +33,13 @@ def sync(sess: Session, only=(), dry_run: bool = False, force: bool = False, che
     host = sess.host
     plan = plan_for(sess)
     if plan.kind != "full":
-        report = checks(sess, sync=plan.check())
+        # `inv bootstrap` after it: its warm case (the venv's stamp matches) is asked in the same command
+        env = environment.check(host) if "bootstrap" in sess.coming else None
+        report = checks(sess, sync=plan.check(), **({"env": env} if env else {}))
         if syncing.checked(plan, report.get("sync")):
             sess.done["sync"] = plan
+            if env:
+                sess.done["env"] = report.get("env")
             say(syncing.describe(host, plan))
             return
     summary = syncing.full(host, plan)
@@ -77,6 +81,9 @@ def bootstrap(sess: Session, force: bool = False) -> None:
         sess.wanted["bootstrap"] = {"force": force or sess.wanted.get("bootstrap", {}).get("force", False)}
         return
     host = sess.host
+    known = sess.done.get("env")  # asked beside the sync's check
+    if known and not force and environment_ready(sess, known):
+        return
     if not host.uses_venv:
         environment_ready(sess, checks(sess, env=environment.check(host))["env"])
         return
