@@ -43,12 +43,13 @@ def check(values: dict, env_file: Path, environ=None) -> settings_mod.Settings:
 
 
 def quoted(key: str, value: str) -> str:
-    """``value`` as python-dotenv reads it back unchanged (single quotes: no escapes, no ${...})."""
+    """``value`` as python-dotenv reads it back unchanged: single quotes take no escapes, but
+    settings read the .env with interpolation, which expands ``${...}`` even inside them."""
     if _PLAIN.match(value):
         return value
-    if not any(ch in value for ch in "'\\\n"):
+    if not any(ch in value for ch in "'\\\n") and "${" not in value:
         return f"'{value}'"
-    raise Failure(f"{key}={value!r} cannot be written to .env (quotes, backslashes or newlines); rename the directory or set {key} by hand")
+    raise Failure(f"{key}={value!r} cannot be written to .env (quotes, backslashes, newlines or ${{...}}); rename the directory or set {key} by hand")
 
 
 def text(values: dict, old: str | None) -> str:
