@@ -47,10 +47,12 @@ MANIFEST_FORMAT = 1
 # directory remote-run did not create; creates it with mode 700 (mkdir is atomic: if someone
 # else creates it first, the checks run on theirs and refuse); then claims it, runs the rest of
 # its arguments (rsync's server side) and, when that succeeded, writes the sync stamp.
-# $1 is REMOTE_DIR, $2 the stamp ("" for none).
+# $1 is REMOTE_DIR, $2 the stamp ("" for none), $3 `claim`, or `check` for `sync --dry-run`: the
+# same checks, then the rest of its arguments with nothing created, claimed or stamped.
 CLAIM_SCRIPT = r"""
-dir=$1 stamp=$2; shift 2
-refuse() { echo "remote-run: $*" >&2; exit REFUSED; }
+dir=$1 stamp=$2 mode=$3; shift 3
+refuse() { [ "$mode" = check ] && set -- "a sync would refuse it: $*"; echo "remote-run: $*" >&2; exit REFUSED; }
+checked() { [ $# -eq 0 ] && exit 0; exec "$@"; }
 me=$(id -u)
 home=$(cd ~ 2>/dev/null && pwd -P) || home=$HOME
 real=$(realpath -m -- "$dir" 2>/dev/null) || real=$dir
@@ -76,6 +78,7 @@ above=$(realpath -m -- "$(dirname -- "$dir")" 2>/dev/null) || above=$(dirname --
 while [ ! -e "$above" ]; do above=$(dirname -- "$above"); done
 while :; do ancestor "$above"; [ "$above" = / ] && break; above=$(dirname -- "$above"); done
 if [ ! -e "$dir" ] && [ ! -L "$dir" ]; then
+  [ "$mode" = check ] && checked "$@"
   mkdir -p -- "$(dirname -- "$dir")" && mkdir -m 700 -- "$dir" 2>/dev/null
   [ -e "$dir" ] || refuse "cannot create REMOTE_DIR=$dir (permission denied or disk full); choose a writable location"
 fi
@@ -83,6 +86,7 @@ ours "$dir"
 if [ -d "$dir" ] && [ ! -f "$dir/.remote-run/owner" ] && [ -n "$(ls -A -- "$dir" 2>/dev/null)" ]; then
   refuse "REMOTE_DIR=$dir is not empty and was not created by remote-run, so a sync with --delete could destroy its files; choose an empty or new REMOTE_DIR"
 fi
+[ "$mode" = check ] && checked "$@"
 if [ ! -f "$dir/.remote-run/owner" ]; then
   mkdir -p -- "$dir/.remote-run" || refuse "cannot create REMOTE_DIR=$dir (permission denied or disk full); choose a writable location"
   echo "created by remote-run; delete this directory with: inv clean --yes" > "$dir/.remote-run/owner" || refuse "cannot write to REMOTE_DIR=$dir; check free space and permissions"
@@ -192,7 +196,7 @@ def rsync(host: Host, source: str, target: str, *, filters=(), delete=False, pro
     if not host.is_local:
         argv += ["-z", "-e", join(host.ssh_argv())]
         if claim:
-            argv.append("--rsync-path=" + join(script(CLAIM_SCRIPT, claim, stamp) + ["rsync"]))
+            argv.append("--rsync-path=" + join(script(CLAIM_SCRIPT, claim, stamp, "claim") + ["rsync"]))
         elif receiver:
             argv.append("--rsync-path=" + join(receiver))
     argv += [*extra, source, target]
@@ -262,10 +266,6 @@ class Plan:
     before: dict | None = field(default=None, repr=False)  # what the last sync from here sent, under any rules
     excluded: dict = field(default_factory=dict, repr=False)  # folders the rules leave out: {rel: (pattern, origin)}
     how: str = ""  # what the sync did: "unchanged", "delta" or "rsync"
-
-    @property
-    def options(self) -> tuple:
-        return (tuple(self.only), self.checksum, self.force)
 
     def check(self) -> dict:
         """The launcher's "sync" check for this plan (clean and delta plans)."""
@@ -412,7 +412,7 @@ def full(host: Host, plan: Plan, *, progress: bool | None = None) -> SyncSummary
         say(line)
     forget(plan)  # until the host confirms the new state, no fast path may trust the old one
     if host.is_local:
-        claimed = host.run(script(CLAIM_SCRIPT, s.remote_dir, ""), hide=True)
+        claimed = host.run(script(CLAIM_SCRIPT, s.remote_dir, "", "claim"), hide=True)
         if claimed.exited:
             raise Failure(_claim_error(claimed.stderr) or f"cannot prepare {s.remote_dir}: {claimed.stderr.strip()}")
     started = time.perf_counter()
@@ -452,7 +452,7 @@ def guard(host: Host, plan: Plan) -> None:
         return
     by_size = "SYNC_MAX_MB" in over
     folders = heavy_folders(sending, by_size)
-    where = "; most of it is in " + ", ".join(f"{rel}/ ({_count(files)}, {_size(total)})" for rel, files, total in folders) if folders else ""
+    where = "; " + _most_of_it(folders) if folders else ""
     leave_out = f"add /{folders[0][0]}/ to .remoteignore to leave it out, " if folders else "leave folders out with .remoteignore or --only, "
     raise Failure(f"the sync would upload {_count(len(sending))} ({_size(size)}) to {host.label}:{s.remote_dir}, over {over}{where}: "
                   f"{leave_out}or go on with --force (train-*/run: --force-sync); `inv sync --dry-run` lists it all")
@@ -531,21 +531,6 @@ def _code_files(folder: Path, limit: int = 5000) -> int:
     return min(code, CODE_SCAN)
 
 
-# Runs on the host for `sync --dry-run`, before rsync's server side: writes nothing, and says when
-# the real sync would refuse REMOTE_DIR ($1) for not being one remote-run could own.
-DRY_RUN_SCRIPT = r"""
-dir=$1; shift
-if [ -L "$dir" ] || { [ -e "$dir" ] && [ ! -d "$dir" ]; }; then
-  echo "remote-run: REMOTE_DIR=$dir is a symbolic link or not a directory, so a sync would refuse it; choose another REMOTE_DIR" >&2; exit REFUSED
-fi
-if [ -d "$dir" ] && [ ! -f "$dir/.remote-run/owner" ] && [ -n "$(ls -A -- "$dir" 2>/dev/null)" ]; then
-  echo "remote-run: REMOTE_DIR=$dir is not empty and was not created by remote-run, so a sync would refuse it; choose an empty or new REMOTE_DIR" >&2; exit REFUSED
-fi
-[ $# -eq 0 ] && exit 0
-exec "$@"
-""".replace("REFUSED", str(exits.REFUSED))
-
-
 @dataclass
 class Preview:
     """What a sync would do, as rsync --dry-run itemizes it."""
@@ -561,10 +546,10 @@ ITEM = re.compile(r"([<>ch.][fdLDS].{9}|\*deleting  ) ([0-9]+) (.*)\Z")
 
 def preview(host: Host, plan: Plan) -> Preview:
     """Ask rsync what a sync of ``plan`` would upload and delete (--dry-run): nothing is written,
-    not even on a fresh REMOTE_DIR (no claim: a read-only check stands in for it)."""
+    not even on a fresh REMOTE_DIR (CLAIM_SCRIPT only checks it)."""
     s = host.settings
     started = time.perf_counter()
-    check = script(DRY_RUN_SCRIPT, s.remote_dir)
+    check = script(CLAIM_SCRIPT, s.remote_dir, "", "check")
     if host.is_local:
         checked_dir = host.run(check, hide=True, record=False)
         if checked_dir.exited:
@@ -609,7 +594,7 @@ def preview_text(host: Host, plan: Plan, seen: Preview) -> str:
     if over:
         folders = heavy_folders(seen.uploads, "SYNC_MAX_MB" in over)
         lines.append(f"over {over}: a sync would stop (--force goes on)"
-                     + ("; most of it is in " + ", ".join(f"{rel}/ ({_count(files)}, {_size(total)})" for rel, files, total in folders) if folders else ""))
+                     + ("; " + _most_of_it(folders) if folders else ""))
     lines += notices(plan, s.workspace, once=False)
     lines.append(f"nothing was changed ({seen.seconds:.2f} s)")
     return "\n".join(lines)
@@ -623,6 +608,10 @@ def synced(plan) -> dict | None:
     files = [entry[1] for entry in plan.entries.values() if entry[0] == tree.FILE]
     return {"only": list(plan.only), "files": len(files), "bytes": sum(files),
             "how": (plan.how or plan.kind) + (" --checksum" if plan.checksum else "")}
+
+
+def _most_of_it(folders) -> str:
+    return "most of it is in " + ", ".join(f"{rel}/ ({_count(files)}, {_size(total)})" for rel, files, total in folders)
 
 
 def _count(files: int) -> str:
