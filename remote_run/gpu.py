@@ -64,7 +64,7 @@ def spec(settings, *, cpu_ok: bool, allow_busy: bool, wait: bool = False, count:
             "allow_busy": allow_busy, "wait": wait, "limit": host_limit(settings.check_timeout)}
 
 
-def queue(settings, *, wait: bool, timeout: float, count: int, cpu_ok: bool) -> dict:
+def queue(settings, *, wait: bool, timeout: float, count: int) -> dict:
     """The launcher's "queue": which GPUs the run holds while it runs (so other remote-run runs of
     any user see them taken), and whether it waits for them."""
     devices = "auto" if count else settings.cuda_visible_devices

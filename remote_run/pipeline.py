@@ -434,7 +434,7 @@ class HostRuns(Backend):
             payload = {
                 "root": s.remote_dir, "variables": variables, "detach": detach, "grace": s.kill_grace, "meta": meta or {},
                 "rules": sync.rules(s),
-                "queue": gpu.queue(s, wait=self.wait, timeout=self.wait_timeout, count=self.gpus, cpu_ok=self.cpu_ok),
+                "queue": gpu.queue(s, wait=self.wait, timeout=self.wait_timeout, count=self.gpus),
                 "sample": {"seconds": s.gpu_sample_seconds, "devices": s.cuda_visible_devices}, **part, **notify.payload(s),
                 **{name: (check.check() if name == "sync" else check) for name, check in folded.items()},
             }
@@ -450,7 +450,7 @@ class HostRuns(Backend):
             if header.get("ok"):
                 return result, errors
             if header.get("missing"):
-                folded["sync"] = folded.get("sync") or _stale_plan(sess)
+                folded["sync"] = folded.get("sync") or steps.plan_for(sess)
                 header = {"sync": {"state": "stale"}}
             steps.settle(sess, header, folded)  # syncs, builds the environment, or refuses
         raise Failure(f"the checks on {self.label} kept failing; run `inv sync bootstrap gpu-check` to see which")
@@ -628,10 +628,3 @@ def status(sess: Session) -> list[tuple]:
 
 def _since(row: dict) -> float:
     return time.time() - row["started"] if row.get("started") else 0.0
-
-
-def _stale_plan(sess: Session):
-    from . import sync as syncing
-
-    return syncing.plan(sess.settings)
-

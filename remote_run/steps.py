@@ -62,12 +62,6 @@ def want_sync(sess: Session, *, only=(), force: bool = False, checksum: bool = F
     return flags
 
 
-def sync_options(sess: Session) -> tuple:
-    """(only, checksum, force) of this invocation's sync, as Plan.options has them."""
-    flags = sess.wanted.get("sync") or {}
-    return (tuple(flags.get("only") or sess.settings.sync_only), flags.get("checksum", False), flags.get("force", False))
-
-
 def plan_for(sess: Session) -> syncing.Plan:
     """The sync plan with the flags noted by want_sync (--only, else SYNC_ONLY)."""
     return syncing.plan(sess.settings, **(sess.wanted.get("sync") or {}))
@@ -272,8 +266,6 @@ def settle(sess: Session, report: dict, folded: dict) -> None:
             say(syncing.describe(sess.host, plan))
             del folded["sync"]
         else:
-            if plan.options != sync_options(sess):
-                plan = plan_for(sess)  # made without the run's sync flags (remote_run.pipeline._stale_plan)
             summary = syncing.full(sess.host, plan)
             sess.done["sync"] = plan
             say(syncing.describe(sess.host, plan, summary))
