@@ -296,7 +296,7 @@ def payload(host: Host) -> dict:
     s = host.settings
     needs_torch = host.uses_venv and bool(s.torch_packages) and bool(s.torch_index_url)
     return {"root": s.remote_dir, "marker": syncing.MARKER, "venv": host.uses_venv, "connect_timeout": INDEX_TIMEOUT,
-            "uv_tool": f"{s.remote_dir}/{installer.TOOL}/bin/uv",
+            "uv_tool": f"{s.remote_dir}/{installer.TOOL}/bin/uv", "uv_places": installer.UV_PLACES, "min_uv": installer.MIN_UV,
             "torch_index": s.torch_index_url if needs_torch else "",
             "gpu": gpus.spec(s, cpu_ok=False, allow_busy=False)}
 

@@ -9,6 +9,7 @@ no directory is created, and every command it starts (rsync, uv, nvidia-smi, doc
 import json
 import os
 import pwd
+import re
 import shutil
 import socket
 import stat
@@ -69,14 +70,14 @@ def os_name():
     return sys.platform
 
 
-def find_uv(tool):
-    """The uv bootstrap would use: the host's own (PATH, then where uv's installer puts it), else the
-    one an earlier bootstrap installed into REMOTE_DIR (``tool``)."""
-    home = os.path.expanduser("~")
-    for path in (shutil.which("uv"), os.path.join(home, ".local", "bin", "uv"), os.path.join(home, ".cargo", "bin", "uv"), tool):
+def find_uv(tool, places, minimum):
+    """The uv bootstrap would use: the host's own (installer.UV_PLACES, sent as ``places``) if at
+    least ``minimum``, else the one an earlier bootstrap installed into REMOTE_DIR (``tool``)."""
+    for path in [shutil.which(p) if "/" not in p else os.path.expanduser(p) for p in places] + [tool]:
         if path and os.access(path, os.X_OK):
             code, out = command([path, "--version"])
-            if code == 0 and out.strip():
+            match = re.match(r"uv (\d+)\.(\d+)", out) if code == 0 else None
+            if match and [int(n) for n in match.groups()] >= list(minimum):
                 return {"path": path, "version": out.strip().splitlines()[0]}
     return {"path": None, "version": ""}
 
@@ -322,7 +323,7 @@ def main(argv):
         thread.start()
         return thread
 
-    report["uv"] = find_uv(payload.get("uv_tool"))
+    report["uv"] = find_uv(payload.get("uv_tool"), payload["uv_places"], payload["min_uv"])
     report["index"] = package_index()
     targets = [dict(report["index"], label="packages")] if report["index"].get("url") else []
     if payload.get("torch_index"):

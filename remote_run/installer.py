@@ -45,6 +45,7 @@ LOCK = ".remote-run/bootstrap.lock"
 TOOL = ".remote-run/uv"  # uv's tool environment (pip install --target)
 NO_UV = ".remote-run/uv-unavailable"  # why uv could not be installed from these sources
 MIN_UV = (0, 5)
+UV_PLACES = ("uv", "~/.local/bin/uv", "~/.cargo/bin/uv")  # PATH, then where uv's own installer puts it
 UV_REQUIREMENT = "uv>=0.5"
 TAIL = 12  # installer lines shown when it fails
 LOW_DISK = 32 * 1024 * 1024  # bytes free below which a failure is put down to a full disk
@@ -415,11 +416,15 @@ def version_text(version):
     return ".".join(str(v) for v in version)
 
 
+def uv_places():
+    """Where the host's own uv may be (UV_PLACES, which doctor looks at too), as paths."""
+    return [shutil.which(place) if "/" not in place else os.path.expanduser(place) for place in UV_PLACES]
+
+
 def host_uv(out):
-    """The host's own uv (PATH, then where uv's installer puts it) if it is recent enough: (path, version)."""
-    home = os.path.expanduser("~")
+    """The host's own uv (uv_places()) if it is recent enough: (path, version)."""
     seen = []
-    for path in (shutil.which("uv"), os.path.join(home, ".local", "bin", "uv"), os.path.join(home, ".cargo", "bin", "uv")):
+    for path in uv_places():
         version = uv_version(path)
         if version is None or path in seen:
             continue

@@ -10,7 +10,7 @@ from hypothesis import example, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from remote_run import doctor, doctor_host, envfile, settings
+from remote_run import doctor, doctor_host, envfile, installer, settings
 from remote_run.errors import Failure
 from remote_run.transport import Host
 
@@ -214,3 +214,14 @@ def test_the_host_side_reads_a_directory_s_state_without_changing_it(tmp_path):
     assert found["state"] == "ancestor" and found["above"] == str(open_folder) and found["mode"] == "0777"
     open_folder.chmod(0o1777)
     assert doctor_host.remote_dir_check(str(open_folder / "remote"), ".remote-run/owner")["state"] == "absent"
+
+
+def test_doctor_reports_only_a_uv_bootstrap_would_use(tmp_path):
+    old, new = tmp_path / "old" / "uv", tmp_path / "new" / "uv"
+    for path, version in ((old, "0.4.30"), (new, "0.13.8")):
+        path.parent.mkdir()
+        path.write_text(f"#!/bin/sh\necho 'uv {version} (abc 2026-01-01)'\n")
+        path.chmod(0o755)
+    assert doctor_host.find_uv(None, [str(old)], installer.MIN_UV) == {"path": None, "version": ""}  # bootstrap skips it
+    found = doctor_host.find_uv(str(new), [str(old), "/nonexistent/uv"], installer.MIN_UV)
+    assert found == {"path": str(new), "version": "uv 0.13.8 (abc 2026-01-01)"}
