@@ -20,7 +20,6 @@ import sys
 from functools import lru_cache
 from pathlib import Path
 
-
 from . import exits
 from .errors import Failure
 from .settings import Settings

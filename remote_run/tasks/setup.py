@@ -8,10 +8,10 @@ from invoke import Collection, task
 from .. import doctor as doctoring
 from .. import envfile
 from .. import settings as settings_mod
+from .. import transport
 from ..errors import Failure
 from ..output import say
 from ..session import session
-from .. import transport
 
 
 @task(name="doctor", help={"json_": "print the checks as JSON, for scripts (same exit status)"})
