@@ -34,12 +34,7 @@ def check(values: dict, env_file: Path, environ=None) -> settings_mod.Settings:
     if urlsplit(url).username or urlsplit(url).password:
         raise Failure("TORCH_INDEX_URL carries credentials (user:token@); init never writes a secret into .env: "
                       "give the host its index credentials with ~/.netrc or pip's keyring there, or set TORCH_INDEX_URL in the environment")
-    environ = dict(os.environ if environ is None else environ)
-    loading = settings_mod.Loading(env_file, {}, environ, values)
-    for key in settings_mod.KEYS:
-        loading.values[key.name] = key.parse(loading.raw[key.name], loading)
-    return settings_mod.Settings(**{key.attribute: loading.values[key.name] for key in settings_mod.KEYS},
-                                 env_file=env_file, variables=loading.variables)
+    return settings_mod.from_layers(env_file, {}, dict(os.environ if environ is None else environ), values)
 
 
 def quoted(key: str, value: str) -> str:

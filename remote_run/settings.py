@@ -457,7 +457,13 @@ def load(environ=None, env_file: str | None = None, overrides: dict | None = Non
     """Build the settings from defaults, the .env file, the environment and ``overrides`` (flags)."""
     environ = dict(os.environ if environ is None else environ)
     path = find_env_file(environ, env_file)
-    loading = Loading(path, read_env_file(path) if path else {}, environ, overrides or {})
+    return from_layers(path, read_env_file(path) if path else {}, environ, overrides or {})
+
+
+def from_layers(path: Path | None, file_values: dict, environ: dict, overrides: dict) -> Settings:
+    """Every key parsed from its layers (defaults < ``file_values``, the .env at ``path`` < the
+    environment < ``overrides``), in table order: a bad value is its key's one-line error."""
+    loading = Loading(path, file_values, environ, overrides)
     for key in KEYS:
         loading.values[key.name] = key.parse(loading.raw[key.name], loading)
     return Settings(**{key.attribute: loading.values[key.name] for key in KEYS}, env_file=path, variables=loading.variables)
