@@ -26,6 +26,7 @@ from support.cli import (
     one_line_error,
     processes,
     read_pid,
+    record_of,
     remote_exists,
     remote_run_lines,
     run_dirs,
@@ -96,10 +97,6 @@ def box(sshd, offline_pip, tmp_path):
     yield ws, remote
     stop_runs(sshd, remote)
     sshd.cleanup_remote(remote)
-
-
-def record_of(ws: Path, run_id: str) -> dict:
-    return json.loads((ws / "var" / "runs" / run_id / "result.json").read_text())
 
 
 def status_row(sshd, ws: Path, remote: str, run_id: str) -> str:

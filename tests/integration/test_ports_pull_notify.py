@@ -24,6 +24,7 @@ from support.cli import (
     log_has,
     one_line_error,
     processes,
+    record_of,
     remote_exists,
     run_dirs,
     stop_runs,
@@ -103,10 +104,6 @@ def box(sshd, offline_pip, tmp_path):
     yield ws, remote
     stop_runs(sshd, remote)
     sshd.cleanup_remote(remote)
-
-
-def record(ws: Path, run_id: str) -> dict:
-    return json.loads((ws / "var" / "runs" / run_id / "result.json").read_text())
 
 
 def fetch(port: int, path: str = "/", timeout: float = 5) -> str:
@@ -222,7 +219,7 @@ def test_pull_brings_back_what_the_run_wrote_with_sizes_in_the_record(sshd, box)
     assert (pulled / "outputs" / "top.pt").read_bytes() == b"T" * 20  # `**/` matches no folder too
     assert not (pulled / "outputs" / "notes.txt").exists()
     assert not (pulled / "model.ckpt").exists(), "model.ckpt was synced, not written by the run"
-    entry = record(ws, run.name)["pulled"]
+    entry = record_of(ws, run.name)["pulled"]
     assert entry["patterns"] == ["outputs/**/*.pt", "*.ckpt"]
     assert entry["files"] == [{"path": "outputs/deep/er/model.pt", "size": 1500}, {"path": "outputs/top.pt", "size": 20}]
     assert "pulled 2 files (1.5 KB)" in done.stderr, done.stderr
@@ -234,7 +231,7 @@ def test_a_detached_run_s_files_come_with_logs_follow_and_never_overwrite_a_loca
     done = cli(sshd, ws, "run", "scripts/write.py", "--pull", "outputs", "--detach", REMOTE_DIR=remote)
     assert done.returncode == 0, done.stderr
     [run] = run_dirs(remote)
-    assert record(ws, run.name)["pulled"] == {"patterns": ["outputs"]}
+    assert record_of(ws, run.name)["pulled"] == {"patterns": ["outputs"]}
     wait_for(lambda: (run / "exit_code").exists(), 20, "the detached run to end")
     pulled = ws / "var" / "runs" / run.name / "pulled" / "outputs"
     assert not pulled.exists()
@@ -249,7 +246,7 @@ def test_a_detached_run_s_files_come_with_logs_follow_and_never_overwrite_a_loca
     assert (pulled / "top.pt").read_bytes() == b"mine"
     assert "kept 1 local file that differs from the host's (never overwritten): outputs/top.pt" in done.stderr, done.stderr
     assert "pulled 0 files" in done.stderr and "2 already there" in done.stderr, done.stderr
-    assert record(ws, run.name)["pulled"]["kept"] == ["outputs/top.pt"]
+    assert record_of(ws, run.name)["pulled"]["kept"] == ["outputs/top.pt"]
 
 
 # ------------------------------------------------------------------------------- notifications
@@ -356,7 +353,7 @@ def test_notify_url_is_called_by_the_host_for_a_detached_group_and_appears_nowhe
     [last] = [p for p in run_dirs(remote) if p.name.endswith("_run")]
     wait_for(lambda: log_has(last, "NOTIFY_URL notification failed"), 15, "the failure line in the run's log")
     assert secret not in (last / "run.log").read_text()
-    assert record(ws, last.name)["outcome"] == "finished"
+    assert record_of(ws, last.name)["outcome"] == "finished"
 
 
 def test_ntfy_gets_a_text_body_other_webhooks_json_and_a_bad_url_is_never_repeated(tmp_path):

@@ -4,6 +4,7 @@ looking at what it left on the host: runs, processes, files."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -54,6 +55,11 @@ def remote_run_lines(stderr: str) -> list[str]:
 def no_traceback(done) -> None:
     text = (done.stdout or "") + (done.stderr or "")
     assert "Traceback" not in text, text[-3000:]
+
+
+def record_of(workspace: Path, run_id: str) -> dict:
+    """The result.json of run ``run_id`` in the workspace's RUNS_DIR."""
+    return json.loads((workspace / "var" / "runs" / run_id / "result.json").read_text())
 
 
 def latest_record(workspace: Path, task: str) -> Path:
