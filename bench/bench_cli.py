@@ -17,7 +17,7 @@ and for ``l1proxy`` (the two paths interleaved rep by rep, so load from elsewher
 
 Handshakes and remote commands per invocation come from the sshd log ("Accepted publickey",
 "Starting session:"). Every invocation is a whole process, interpreter start included, with byte
-code as an installed tool has it: remote_run is compiled once into a private cache first.
+code as an installed tool has it: remote_run is compiled in place first, as pip does on install.
 
 ``--repo PATH`` times another checkout of remote-run (an older commit) with the same harness and
 workspace, for before/after figures; it must take the same settings (REMOTE_HOST, REMOTE_DIR...).
@@ -112,11 +112,11 @@ def version(argv, pattern) -> str:
 class Path_:
     """One way to reach the host (l1 or l1proxy): its workspace, REMOTE_DIR and measurements."""
 
-    def __init__(self, server, alias: str, repo: Path, root: Path, remote_dir: str, cli_env: dict):
+    def __init__(self, server, alias: str, repo: Path, root: Path, remote_dir: str):
         self.server, self.alias, self.remote_dir = server, alias, remote_dir
         self.ws = make_workspace(root)
         (self.ws / "scripts" / "noop.py").write_text(NOOP)
-        self.env = server.env(REMOTE_HOST=alias, REMOTE_DIR=remote_dir, TORCH_PACKAGES="", TRAIN_IMPL="workspace", **cli_env)
+        self.env = server.env(REMOTE_HOST=alias, REMOTE_DIR=remote_dir, TORCH_PACKAGES="", TRAIN_IMPL="workspace")
         self.hand_env = server.env()
         inv = [sys.executable, "-m", "invoke", "--search-root", str(repo)]
         self.run_argv, self.sync_argv = [*inv, "run", "scripts/noop.py"], [*inv, "sync"]
@@ -193,20 +193,22 @@ def bench(reps: int, delay: float, repo: Path) -> dict:
     tag = f"/tmp/rrbench_{uuid.uuid4().hex[:10]}"
     with tempfile.TemporaryDirectory(prefix="rr-bench-") as tmp:
         tmp = Path(tmp)
-        # Byte code as an installed tool has it (pip compiles on install; `inv` itself writes none).
-        cache = tmp / "pycache"
-        cli_env = {"PYTHONPYCACHEPREFIX": str(cache), "PYTHONDONTWRITEBYTECODE": None}
-        subprocess.run([sys.executable, "-m", "compileall", "-q", str(repo / "remote_run")], env={**os.environ, "PYTHONPYCACHEPREFIX": str(cache)},
-                       check=True)
+        # Byte code as an installed tool has it: pip compiles a package on install, and `inv` writes
+        # none itself (invoke turns byte code writing off before it loads tasks.py). Compiled in
+        # place, beside the sources: a PYTHONPYCACHEPREFIX would also hide the standard library's
+        # own byte code, so every module first imported after that switch (tempfile, statistics,
+        # ...) was compiled from source in every timed run.
+        subprocess.run([sys.executable, "-m", "compileall", "-q", str(repo / "remote_run"), str(repo / "tasks.py")], check=True,
+                       env={key: value for key, value in os.environ.items() if key not in ("PYTHONPYCACHEPREFIX", "PYTHONDONTWRITEBYTECODE")})
         with loopback(tmp, delay, tag) as server:
-            paths = [Path_(server, alias, repo, tmp / f"ws-{alias}", f"{tag}_{alias}", cli_env) for alias in ("l1", "l1proxy")]
+            paths = [Path_(server, alias, repo, tmp / f"ws-{alias}", f"{tag}_{alias}") for alias in ("l1", "l1proxy")]
             for path in paths:
                 path.setup()
             for i in range(reps):
                 for path in paths:
                     path.rep(i)
             report["paths"] = {path.alias: path.result() for path in paths}
-            report["startup"] = startup(server, reps, repo, server.env(**cli_env))
+            report["startup"] = startup(server, reps, repo, server.env())
     return report
 
 
