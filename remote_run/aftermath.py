@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import sys
-import tempfile
 from pathlib import Path
 
 from . import notify
@@ -124,6 +123,8 @@ def pull(host, run_id: str, bases: list[str], patterns, dest: Path) -> dict:
         else:
             kept.append(rel)
     if fresh:
+        import tempfile  # 5 ms with shutil and random: only when there is something to pull
+
         from . import sync
 
         dest.mkdir(parents=True, exist_ok=True)

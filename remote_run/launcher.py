@@ -14,6 +14,7 @@ last line lost its connection.
 
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -515,15 +516,18 @@ def start(payload):
         return fail("cannot prepare the run in %s: %s" % (root, exc.strerror or exc))
     os.chdir(root)
     started, told = os.pipe()  # the supervisor says the first run's pid on it (or closes it when it cannot start)
+    ended, ends = os.pipe()  # ... and closes this one once the first run's exit status is written
     child = os.fork()
     if child == 0:
         os.close(started)
+        os.close(ended)
         os.setsid()
         if os.fork():
             os._exit(0)
-        supervise(root, group_dir, members, payload.get("variables", {}), payload.get("sample"), told, queue,
+        supervise(root, group_dir, members, payload.get("variables", {}), payload.get("sample"), (told, ends), queue,
                   payload.get("notify"))
     os.close(told)
+    os.close(ends)
     os.waitpid(child, 0)
     with os.fdopen(started) as pipe:
         pid = pipe.read().strip()
@@ -533,8 +537,9 @@ def start(payload):
     else:
         say("run %s started (pid %s)" % (os.path.basename(group_dir or first), pid or None))
     if payload.get("detach") or group_dir:
+        os.close(ended)
         return exits.OK
-    return follow(first, 0, stop_run=True, grace=payload.get("grace", GRACE_SECONDS))
+    return follow(first, 0, stop_run=True, grace=payload.get("grace", GRACE_SECONDS), ended=ended)
 
 
 def prepare_run(root, member, rules, queued=False):
@@ -685,9 +690,11 @@ def render(root, files, remember=True):
         write_text(os.path.join(root, tree.RENDERED), "\0".join(names))
 
 
-def supervise(root, group_dir, members, env, sample, told, queue=None, notify=None):
+def supervise(root, group_dir, members, env, sample, pipes, queue=None, notify=None):
     """The detached parent of the runs: owns their logs, records their pids and exit statuses; a
-    group's runs go one after another until one is stopped on request."""
+    group's runs go one after another until one is stopped on request. ``pipes``: (told, ends),
+    see start()."""
+    told, ends = pipes
     null = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(null, fd)
@@ -723,12 +730,12 @@ def supervise(root, group_dir, members, env, sample, told, queue=None, notify=No
         if devices is not None:
             write_text(os.path.join(run_dir, "gpus"), devices + "\n")
         try:
-            code = run_one(run_dir, member["argv"], run_env, member.get("cwd") or "", dict(sample or {}, devices=devices) if devices else sample, told)
+            code = run_one(run_dir, member["argv"], run_env, member.get("cwd") or "", dict(sample or {}, devices=devices) if devices else sample, told, ends)
         finally:
             if entry is not None:
                 entry.remove()
         notify_end(notify, run_dir, code)  # NOTIFY_URL
-        told = None  # only the first run's pid is awaited
+        told = ends = None  # only the first run's pid and end are awaited
     if group_dir:
         write_text(os.path.join(group_dir, "exit_code"), "%d\n" % code)
     os._exit(0)
@@ -764,9 +771,9 @@ def wait_turn(run_dir, queue):
     return entry, devices
 
 
-def run_one(run_dir, argv, environment, cwd, sample, told):
+def run_one(run_dir, argv, environment, cwd, sample, told, ends=None):
     """Run ``argv`` with its output in run.log, its pid in pid, the GPU sampled beside it, and its
-    exit status in exit_code; returns that status."""
+    exit status in exit_code (then ``ends`` is closed); returns that status."""
     log = os.open(os.path.join(run_dir, "run.log"), os.O_WRONLY | os.O_APPEND)
     work = os.path.join(run_dir, WORK)
     environment = dict(environment, PYTHONPATH=os.pathsep.join(
@@ -777,8 +784,9 @@ def run_one(run_dir, argv, environment, cwd, sample, told):
     except OSError as exc:
         os.write(log, ("remote-run: cannot start %s: %s\n" % (argv[0], exc.strerror or exc)).encode())
         write_text(os.path.join(run_dir, "exit_code"), "%d\n" % exits.MISSING)
-        if told is not None:
-            os.close(told)
+        for fd in (told, ends):
+            if fd is not None:
+                os.close(fd)
         return exits.MISSING
     write_text(os.path.join(run_dir, "pid"), "%d\n" % proc.pid)
     if told is not None:
@@ -797,6 +805,8 @@ def run_one(run_dir, argv, environment, cwd, sample, told):
     with open(pending, "r+") as handle:
         handle.write(("%d\n" % code).ljust(16))
     os.replace(pending, os.path.join(run_dir, "exit_code"))
+    if ends is not None:
+        os.close(ends)
     os.close(log)
     if code and disk_full(run_dir):
         open(os.path.join(run_dir, "disk_full"), "w").close()  # releasing the snapshot frees a little
@@ -875,8 +885,9 @@ def start_sampler(run_dir, sample):
         return None
 
 
-def follow(run_dir, offset, stop_run, grace=GRACE_SECONDS):
-    """Copy the run's log to stdout from ``offset`` until it ends; returns its exit status."""
+def follow(run_dir, offset, stop_run, grace=GRACE_SECONDS, ended=None):
+    """Copy the run's log to stdout from ``offset`` until it ends; returns its exit status.
+    ``ended``: a pipe the supervisor closes once the exit status is written (start() has one)."""
     if not os.path.isdir(run_dir):
         return fail("no run %s in %s" % (os.path.basename(run_dir), os.path.dirname(os.path.dirname(run_dir))))
     out = sys.stdout.buffer
@@ -921,8 +932,12 @@ def follow(run_dir, offset, stop_run, grace=GRACE_SECONDS):
                     return fail("run %s ended without recording an exit status (was its supervisor killed?)"
                                 % os.path.basename(run_dir), exits.VANISHED)
             # Short naps while output flows or the run just started (a quick run ends sooner),
-            # backing off to a tenth of a second for a long quiet one.
-            time.sleep(nap)
+            # backing off to a tenth of a second for a long quiet one; woken at once by the end.
+            if ended is not None and select.select([ended], [], [], nap)[0]:
+                os.close(ended)  # the exit status is written (or the supervisor is gone)
+                ended = None
+            elif ended is None:
+                time.sleep(nap)
             nap = min(nap * 1.5, 0.1)
 
 

@@ -2,8 +2,9 @@
 defines them, not what they run (remote_run.tasks defers them).
 
 importlib's LazyLoader is not thread-safe before Python 3.12 (a module being loaded by one thread
-looks empty to another), and runs use threads, so the first task to run loads them all (load())
-before any thread starts.
+looks empty to another), and runs use threads, so the first task to run loads them (load())
+before any thread starts: all but those deferred ``until_used``, which only one task's own
+thread ever touches (`doctor`, `init`, `clean`, `compare`); they load when that task first uses them.
 """
 
 import importlib.util
@@ -12,8 +13,9 @@ import sys
 _deferred: list[str] = []
 
 
-def defer(name: str) -> None:
-    """Put module ``name`` in sys.modules now, to be executed on first use (or by load())."""
+def defer(name: str, *, until_used: bool = False) -> None:
+    """Put module ``name`` in sys.modules now, to be executed on first use (or by load(), unless
+    ``until_used``)."""
     if name in sys.modules:
         return
     spec = importlib.util.find_spec(name)
@@ -23,7 +25,8 @@ def defer(name: str) -> None:
     spec.loader.exec_module(module)
     parent, _, child = name.rpartition(".")
     setattr(sys.modules[parent], child, module)  # `from .. import steps` then finds it without loading it
-    _deferred.append(name)
+    if not until_used:
+        _deferred.append(name)
 
 
 def load() -> None:

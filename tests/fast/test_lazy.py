@@ -25,8 +25,18 @@ def test_listing_the_tasks_loads_none_of_what_they_run(tmp_path):
         assert f"remote_run.{heavy}" not in loaded, loaded
 
 
-def test_the_first_session_loads_every_deferred_module_before_any_thread_starts(tmp_path):
+def test_the_first_session_loads_what_runs_use_before_any_thread_starts(tmp_path):
     first_task = "import remote_run.tasks\nfrom invoke import Context\nfrom remote_run.session import session\nsession(Context())\n"
     loaded = loaded_after(PROBE.replace("import remote_run.tasks\n", first_task), tmp_path)
-    for module in ("pipeline", "transport", "launcher", "sync", "steps", "doctor", "settings", "records", "compare"):
+    for module in ("pipeline", "transport", "launcher", "sync", "steps", "settings", "records", "aftermath", "ports", "trainers"):
         assert f"remote_run.{module}" in loaded, loaded
+    # Only their own task's thread touches these: they wait for it.
+    for module in ("doctor", "compare", "cleanup", "envfile"):
+        assert f"remote_run.{module}" not in loaded, loaded
+
+
+def test_a_module_left_for_its_task_loads_when_the_task_uses_it(tmp_path):
+    first_use = ("import remote_run.tasks\nfrom invoke import Context\nfrom remote_run.session import session\nsession(Context())\n"
+                 "from remote_run.tasks import results\nresults.comparing.BASELINE_NAME\n")
+    loaded = loaded_after(PROBE.replace("import remote_run.tasks\n", first_use), tmp_path)
+    assert "remote_run.compare" in loaded and "remote_run.doctor" not in loaded, loaded
