@@ -72,6 +72,17 @@ def _run(argv: list[str], **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run(argv, **kwargs)
 
 
+def _passwd_change(argv: list[str], done=(0,)) -> None:
+    """useradd/usermod, again while another test worker holds the passwd lock (exit 1)."""
+    for attempt in range(20):
+        res = subprocess.run(argv, capture_output=True, text=True)
+        if res.returncode in done:
+            return
+        if attempt == 19:
+            raise SshServerError(f"{' '.join(argv)} failed: {res.stderr.strip()}")
+        time.sleep(0.2)
+
+
 def _openssh_version() -> tuple[int, int]:
     out = subprocess.run(["ssh", "-V"], capture_output=True, text=True)
     m = re.search(r"OpenSSH_(\d+)\.(\d+)", out.stderr + out.stdout)
@@ -222,14 +233,10 @@ class SshServer:
 
     def _ensure_user(self) -> None:
         if subprocess.run(["id", "-u", self.user], capture_output=True).returncode != 0:
-            res = subprocess.run(["useradd", "-m", "-s", "/bin/bash", self.user],
-                                 capture_output=True, text=True)
-            # exit 9: created meanwhile by a concurrent run
-            if res.returncode not in (0, 9):
-                raise SshServerError(f"useradd {self.user} failed: {res.stderr.strip()}")
+            _passwd_change(["useradd", "-m", "-s", "/bin/bash", self.user], done=(0, 9))  # 9: made meanwhile
         # useradd locks the password ("!"); with UsePAM no sshd refuses locked
         # accounts even for key logins.  "*" = no password, not locked.
-        _run(["usermod", "-p", "*", self.user])
+        _passwd_change(["usermod", "-p", "*", self.user])
 
     def _chown_user(self, path: Path) -> None:
         shutil.chown(path, self.user, self.user)
