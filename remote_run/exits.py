@@ -9,6 +9,7 @@ FAILED = 1  # a command failed (a run's own status is passed through as it is)
 USAGE = 2  # bad input or a refused request: one line says which and what to do
 NOT_RUNNING = 3  # `kill` of a run that is not running
 PREFLIGHT = 75  # the host's checks (sync, environment, GPU) said no: nothing was started
+NO_PROGRAM = 76  # the host has not kept this version of the launcher (transport.LOADER): nothing was done
 REFUSED = 97  # the host refused REMOTE_DIR (the claim script): nothing was written
 MISSING = 127  # a program is not installed (the shell's status)
 INTERRUPTED = 130  # Ctrl+C (128 + SIGINT)

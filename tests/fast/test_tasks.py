@@ -12,11 +12,11 @@ import pytest
 from invoke import Config, MockContext
 from invoke.runners import Result
 
-from remote_run import exits, launcher, pipeline, session as session_mod, settings, steps
+from remote_run import exits, launcher, pipeline, session as session_mod, settings, steps, transport
 from remote_run.errors import Failure
 from remote_run.launcher import CONTROL
 from remote_run.tasks import machine, workspace
-from support.fakehost import FakeHost, mode
+from support.fakehost import FakeHost, launcher_args, mode
 
 H100 = "0, NVIDIA H100 80GB HBM3, GPU-aaa, {used}, 81559, {util}\n"
 CHECK = re.compile(r".* check['\s]", re.S)  # the launcher's `check` mode, however ssh quotes it
@@ -122,7 +122,8 @@ class Machine:
     def __call__(self, argv, stdin):
         which = mode(argv)
         if which == "start":
-            self.payloads.append(json.loads(argv[5] if len(argv) > 5 else stdin))
+            args = launcher_args(argv)
+            self.payloads.append(json.loads(args[1] if len(args) > 1 else stdin))
             report = self.report if len(self.payloads) == 1 else {"ok": True}
             if not report.get("ok"):
                 return CONTROL + json.dumps(report) + "\n", CONTROL + json.dumps({"exit": exits.PREFLIGHT}) + "\n", exits.PREFLIGHT
@@ -217,3 +218,48 @@ def test_steps_prepare_folds_every_check_into_the_run_when_the_tree_is_unchanged
     folded = steps.prepare(sess, allow_busy=True, cpu_ok=False)
     assert sorted(folded) == ["env", "gpu", "sync"] and folded["gpu"]["allow_busy"] is True
     assert sess.host.seen == []  # nothing sent yet: it all rides with the run's command
+
+
+# ------------------------------------------------------------------ the launcher the host keeps
+
+MISSING = CONTROL + '{"program": "missing", "storable": %s}\n'
+
+
+class Keeping:
+    """A host whose loader finds no kept launcher until the keeper has run (or never, when its
+    home cannot be written); answers `status` once the launcher runs."""
+
+    def __init__(self, storable=True):
+        self.storable, self.kept = storable, False
+
+    def __call__(self, argv, stdin):
+        assert mode(argv) == "status", argv
+        if argv[3] == transport.LOADER and not self.kept:
+            return "", MISSING % ("true" if self.storable else "false"), exits.NO_PROGRAM
+        if argv[3] == transport.keeper():
+            self.kept = self.storable
+        return "no runs\n", CONTROL + '{"exit": 0}\n', 0
+
+
+def test_an_ssh_host_is_sent_the_launcher_once_then_runs_what_it_kept(env):
+    machine_ = Keeping()
+    host = FakeHost(settings.load(), machine_)
+    for _ in range(3):
+        assert host.quick(host.launcher("status", "/tmp/rrt_fast_remote")).stdout == "no runs\n"
+    programs = [argv[3] for argv in host.seen]
+    assert programs == [transport.LOADER, transport.keeper(), transport.LOADER, transport.LOADER]
+    assert len(transport.LOADER) < 1200 < 60000 < len(transport.keeper())  # what a warm command carries
+    assert host.seen[0][4] == transport.program_version() and launcher_args(host.seen[1]) == ["status", "/tmp/rrt_fast_remote"]
+
+
+def test_a_host_that_cannot_keep_the_launcher_is_sent_it_every_time_without_asking_again(env):
+    host = FakeHost(settings.load(), Keeping(storable=False))
+    for _ in range(3):
+        assert host.quick(host.launcher("status", "/tmp/rrt_fast_remote")).stdout == "no runs\n"
+    assert [argv[3] for argv in host.seen] == [transport.LOADER, transport.keeper(), transport.keeper(), transport.keeper()]
+
+
+def test_this_machine_runs_the_launcher_itself(env, monkeypatch):
+    monkeypatch.setenv("REMOTE_HOST", "local")
+    argv = transport.Host(settings.load(), context=None).launcher("status", "/tmp/x")
+    assert argv[3] == transport.host_program() and argv[4:] == ["status", "/tmp/x"]

@@ -375,3 +375,30 @@ def test_inv_list_shows_every_task_with_one_sentence():
         assert f"\n  {name} " in done.stdout, name
     helped = subprocess.run([sys.executable, "-m", "invoke", "--search-root", str(REPO), "--help", "train-hlb"], capture_output=True, text=True)
     assert "--epochs" in helped.stdout and "fractions" in helped.stdout
+
+
+def test_the_host_keeps_the_launcher_and_refuses_a_copy_another_user_could_have_written(sshd, fresh):
+    """A warm command carries a 1 KB loader, not the 64 KB launcher: the host keeps the launcher,
+    compiled, in ~/.cache/remote-run (mode 600 in a 700 folder), and uses a kept copy only if no
+    one else could have written it; otherwise it is sent again (one more command) and replaced."""
+    ws, remote = fresh
+    assert cli(sshd, ws, "sync", REMOTE_DIR=remote).returncode == 0
+    cache = sshd.remote_home / ".cache" / "remote-run"
+    sshd.as_user(["rm", "-rf", str(cache)])
+
+    def status() -> int:
+        mark = sshd.mark()
+        done = cli(sshd, ws, "status", REMOTE_DIR=remote)
+        assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+        return sshd.count("Starting session:", mark)
+
+    assert status() == 2  # asked for it, then sent it
+    [kept] = [path for path in cache.iterdir() if path.name.startswith("launcher-")]
+    assert oct(kept.stat().st_mode & 0o777) == "0o600" and oct(cache.stat().st_mode & 0o777) == "0o700"
+    assert status() == 1 and status() == 1
+
+    sshd.as_user(["chmod", "g+w", str(kept)])  # as if someone else could have changed it
+    assert status() == 2
+    assert oct(kept.stat().st_mode & 0o777) == "0o600"  # a fresh copy, ours alone
+    sshd.as_user(["sh", "-c", f"printf 'not a program' > {kept}"])
+    assert status() == 2 and status() == 1

@@ -7,7 +7,7 @@ import shlex
 
 from invoke.runners import Result
 
-from remote_run.transport import Host
+from remote_run.transport import LOADER, Host, keeper
 
 
 class FakeHost(Host):
@@ -30,6 +30,14 @@ class FakeHost(Host):
         return Result(stdout=stdout, stderr=stderr, exited=exited, command=shlex.join(argv))
 
 
+def launcher_args(argv: list[str]) -> list[str] | None:
+    """The mode and arguments of a launcher command (``python -S -c PROGRAM MODE ...``, with the
+    launcher's version after the loader or keeper of an SSH host), or None for another command."""
+    if len(argv) < 5 or argv[1:3] != ["-S", "-c"]:
+        return None
+    return argv[5:] if argv[3] in (LOADER, keeper()) else argv[4:]
+
+
 def mode(argv: list[str]) -> str | None:
-    """The launcher mode of a host argv (``python -S -c PROGRAM MODE ...``), or None."""
-    return argv[4] if len(argv) > 4 and argv[1:3] == ["-S", "-c"] else None
+    """The launcher mode of a host argv, or None."""
+    return (launcher_args(argv) or [None])[0]
