@@ -18,6 +18,7 @@ import re
 import stat
 import subprocess
 import sys
+import time
 from functools import lru_cache
 from pathlib import Path
 
@@ -166,7 +167,11 @@ class Host:
         On an SSH host the loader runs what the host kept, unless it cannot keep it (see run())."""
         if self.is_local:
             return [self.settings.remote_python or sys.executable, "-S", "-c", host_program(), mode, *args]
-        program = keeper() if self._cannot_keep().exists() else LOADER
+        try:
+            noted = time.time() - self._cannot_keep().stat().st_mtime < 24 * 3600  # then it is asked again
+        except FileNotFoundError:
+            noted = False
+        program = keeper() if noted else LOADER
         return [self.settings.remote_python or "python3", "-S", "-c", program, program_version(), mode, *args]
 
     def _cannot_keep(self) -> Path:
