@@ -225,15 +225,15 @@ class Host:
         """
         if record:
             self.commands.append(summary(argv))
-        result = self.local(self.full_argv(argv), hide=hide, stream=stream, err_stream=err_stream, stdin=stdin, timeout=timeout,
-                            own_session=own_session)
-        missing = f'{CONTROL}{{"program": "missing", "storable": '
-        if argv[3:4] == [LOADER] and result.exited == exits.NO_PROGRAM and missing in result.stderr:
-            if f'{missing}false' in result.stderr:
-                self._cannot_keep().touch()
-            argv = [*argv[:3], keeper(), *argv[4:]]  # once per host and version of remote-run
+        for _ in range(2):  # as it is; again with the launcher when the host has not kept it
             result = self.local(self.full_argv(argv), hide=hide, stream=stream, err_stream=err_stream, stdin=stdin, timeout=timeout,
                                 own_session=own_session)
+            missing = f'{CONTROL}{{"program": "missing", "storable": '
+            if argv[3:4] != [LOADER] or result.exited != exits.NO_PROGRAM or missing not in result.stderr:
+                break
+            if f"{missing}false" in result.stderr:
+                self._cannot_keep().touch()
+            argv = [*argv[:3], keeper(), *argv[4:]]  # once per host and version of remote-run
         # A launcher command that ended on its own said so on stderr (CONTROL): then the 255 and
         # any text in there are the run's, not ssh's.
         if not self.is_local and result.exited == exits.SSH and CONTROL not in result.stderr:

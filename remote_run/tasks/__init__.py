@@ -11,7 +11,7 @@ from invoke import Collection
 
 from .. import lazy
 
-# Python's last collection at exit walks every object invoke and remote-run made: 20-25 ms of
+# Python's last collection at exit walks every object invoke and remote-run made: 25-30 ms of
 # every invocation, `inv -l` included, for memory the process is about to give back. Frozen
 # objects are left out of it (atexit runs LIFO, so this comes after every other exit handler).
 atexit.register(gc.freeze)
