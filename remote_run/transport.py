@@ -58,11 +58,12 @@ class WholeInput(io.StringIO):
 
 
 # What an SSH host runs for a launcher command: this loader, the launcher's version and the mode.
-# It executes the launcher as compiled the first time (kept in ~/.cache/remote-run, one file per
-# version and Python), so a command carries 1 KB instead of the 64 KB program and the host does
-# not compile it again (24 ms on the test machine). Without it, nothing is done: the command
-# comes again as KEEPER, which carries the program and keeps it. The file is used only if it is
-# ours and no one else can write it (opened without following links, then checked).
+# It executes the launcher as compiled the first time, kept in ~/.cache/remote-run (one file per
+# version of it and exact version of Python, whose byte code may change between releases), so a
+# command carries 1 KB instead of the 64 KB program and the host does not compile it again (24 ms
+# on the test machine). Without it, nothing is done: the command comes again as KEEPER, which
+# carries the program and keeps it. The file is used only if it is ours and no one else can
+# write it (opened without following links, then checked).
 LOADER = r"""
 import marshal, os, sys
 def kept(name):
@@ -78,7 +79,7 @@ def kept(name):
             return marshal.loads(handle.read())
         except (EOFError, ValueError, TypeError):
             return None
-code = kept("launcher-%s.%s" % (sys.argv.pop(1), sys.implementation.cache_tag))
+code = kept("launcher-%s.%s.%x" % (sys.argv.pop(1), sys.implementation.cache_tag, sys.hexversion))
 if code is None:
     if sys.argv[1:2] in (["check"], ["start"]) and len(sys.argv) == 2:
         sys.stdin.readline()  # its payload, so that what was sent is taken
@@ -105,7 +106,7 @@ def keep(name):
         os.replace(part, os.path.join(folder, name))
     except OSError:
         pass
-keep("launcher-%s.%s" % (sys.argv.pop(1), sys.implementation.cache_tag))
+keep("launcher-%s.%s.%x" % (sys.argv.pop(1), sys.implementation.cache_tag, sys.hexversion))
 exec(code, {"__name__": "__main__", "__builtins__": __builtins__})
 """
 
