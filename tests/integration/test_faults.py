@@ -51,7 +51,7 @@ def Background(*args, **env):  # noqa: N802 - a class in support; the same choic
 SLOW = """import time
 for i in range(20):
     print("tick", i, flush=True)
-    time.sleep(0.2)
+    time.sleep(0.4)  # 8 s: the tests act after tick 1 and need the run still going, even on a loaded machine
 print("RESULT_SLOW ticks=20 answer=42")
 """
 
@@ -270,8 +270,8 @@ def test_kill_from_another_terminal_escalates_and_ends_the_follower(sshd, box, t
 def test_sshd_stopping_mid_sync_is_one_line_and_the_next_sync_is_exact(sshd, tmp_path):
     ws = tmp_path / "bigws"
     (ws / "weights").mkdir(parents=True)
-    for i in range(30):  # 60 MB of incompressible data: the transfer takes a while
-        (ws / "weights" / f"blob{i:02d}.bin").write_bytes(os.urandom(2 * 1024 * 1024))
+    for i in range(40):  # 160 MB of incompressible data: the transfer takes a while (2 s here), on a loaded machine too
+        (ws / "weights" / f"blob{i:02d}.bin").write_bytes(os.urandom(4 * 1024 * 1024))
     (ws / "train.py").write_text("print('hi')\n")
     (ws / "notes with spaces.txt").write_text("n\n")
     remote = unique_remote_dir("rrt_midsync")
@@ -299,8 +299,8 @@ def test_sshd_stopping_mid_sync_is_one_line_and_the_next_sync_is_exact(sshd, tmp
         assert state["stopped"], "the transfer never reached the host"
         line = one_line_error(done)
         assert "l1" in line and ("dropped" in line or "connection" in line), line
-        complete = [p for p in (Path(remote) / "weights").glob("blob*.bin") if p.stat().st_size == 2 * 1024 * 1024]
-        assert len(complete) < 30, "the sync had finished before sshd stopped: the test did not interrupt it"
+        complete = [p for p in (Path(remote) / "weights").glob("blob*.bin") if p.stat().st_size == 4 * 1024 * 1024]
+        assert len(complete) < 40, "the sync had finished before sshd stopped: the test did not interrupt it"
 
         again = cli(sshd, ws, "sync", REMOTE_DIR=remote)
         assert again.returncode == 0, again.stderr

@@ -89,9 +89,9 @@ def _openssh_version() -> tuple[int, int]:
     return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
 
 
-def _children(pid: int) -> list[int]:
-    """Direct children of ``pid`` (from /proc)."""
-    kids = []
+def _descendants(pid: int) -> list[int]:
+    """The processes below ``pid`` (from /proc): children first, then theirs."""
+    parents: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -100,9 +100,22 @@ def _children(pid: int) -> list[int]:
                 fields = fh.read().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if int(fields[1]) == pid:
-            kids.append(int(entry))
-    return kids
+        parents.setdefault(int(fields[1]), []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        kids = parents.get(todo.pop(0), [])
+        found += kids
+        todo += kids
+    return found
+
+
+def _started(pid: int) -> int | None:
+    """When ``pid`` started (clock ticks after boot), or None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return int(fh.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def _alive(pid: int) -> bool:
@@ -175,6 +188,7 @@ class SshServer:
         self.gpu_state_file: Path | None = None
         self.port: int | None = None
         self.proc: subprocess.Popen | None = None
+        self._left_open: list[tuple[int, int | None]] = []  # (pid, start) of connections a restart left open
         self._aliases: dict[str, tuple[str, int]] = {}
         self._prepared = False
 
@@ -365,7 +379,15 @@ class SshServer:
         proc, self.proc = self.proc, None
         if proc is None:
             return
-        sessions = _children(proc.pid) if kill_sessions else []
+        # Connections a restart left open (a real `systemctl restart ssh` does) are no longer sshd's
+        # children: remembered, so that a later stop that ends connections ends them too.
+        # Every process of a connection: sshd's child for it, the process it made after the login
+        # (which serves the connection on its own), and what runs in its sessions.
+        left = [pid for pid, ticks in self._left_open if _started(pid) == ticks]  # not a reused pid
+        sessions = [*left, *_descendants(proc.pid)]
+        self._left_open = [] if kill_sessions else [(pid, _started(pid)) for pid in sessions if _alive(pid)]
+        if not kill_sessions:
+            sessions = []
         if proc.poll() is None:
             proc.terminate()
             try:
@@ -373,7 +395,7 @@ class SshServer:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        # per-connection sshd processes (setsid'd, so not in sshd's group)
+        # not in sshd's process group: setsid'd
         _terminate(sessions)
 
     def stop(self, kill_sessions: bool = True) -> None:
