@@ -379,10 +379,9 @@ class SshServer:
         proc, self.proc = self.proc, None
         if proc is None:
             return
-        # Connections a restart left open (a real `systemctl restart ssh` does) are no longer sshd's
-        # children: remembered, so that a later stop that ends connections ends them too.
-        # Every process of a connection: sshd's child for it, the process it made after the login
-        # (which serves the connection on its own), and what runs in its sessions.
+        # Every process of a connection: sshd's child for it, the one it starts after the login and
+        # what runs in its sessions. Those a restart left open (as a real `systemctl restart ssh`
+        # does) are no longer below sshd: remembered, so that a stop that ends connections ends them.
         left = [pid for pid, ticks in self._left_open if _started(pid) == ticks]  # not a reused pid
         sessions = [*left, *_descendants(proc.pid)]
         self._left_open = [] if kill_sessions else [(pid, _started(pid)) for pid in sessions if _alive(pid)]
