@@ -133,6 +133,14 @@ def keeper() -> str:
     return KEEPER.replace("SOURCE", repr(host_program()), 1)
 
 
+def carrying_launcher(argv: list[str]) -> list[str]:
+    """A loader command as the keeper: the same command, carrying the launcher."""
+    return [*argv[:3], keeper(), *argv[4:]] if argv[3:4] == [LOADER] else argv
+
+
+MISSING = f'{CONTROL}{{"program": "missing", "storable": '  # the loader found no launcher kept
+
+
 class Host:
     """Where remote-run's commands run: ``local`` (this machine) or an SSH host."""
 
@@ -190,8 +198,7 @@ class Host:
         """
         text = json.dumps(payload)
         argv = self.launcher(mode, text)
-        longest = [*argv[:3], keeper(), *argv[4:]] if argv[3] == LOADER else argv  # what it may be sent as
-        if private or len(join(self.full_argv(longest))) > ARGUMENT_LIMIT:
+        if private or len(join(self.full_argv(carrying_launcher(argv)))) > ARGUMENT_LIMIT:  # what it may be sent as
             return self.launcher(mode), text + "\n"
         return argv, None
 
@@ -229,12 +236,11 @@ class Host:
         for _ in range(2):  # as it is; again with the launcher when the host has not kept it
             result = self.local(self.full_argv(argv), hide=hide, stream=stream, err_stream=err_stream, stdin=stdin, timeout=timeout,
                                 own_session=own_session)
-            missing = f'{CONTROL}{{"program": "missing", "storable": '
-            if argv[3:4] != [LOADER] or result.exited != exits.NO_PROGRAM or missing not in result.stderr:
+            if argv[3:4] != [LOADER] or result.exited != exits.NO_PROGRAM or MISSING not in result.stderr:
                 break
-            if f"{missing}false" in result.stderr:
+            if f"{MISSING}false" in result.stderr:
                 self._cannot_keep().touch()
-            argv = [*argv[:3], keeper(), *argv[4:]]  # once per host and version of remote-run
+            argv = carrying_launcher(argv)  # once per host and version of remote-run
         # A launcher command that ended on its own said so on stderr (CONTROL): then the 255 and
         # any text in there are the run's, not ssh's.
         if not self.is_local and result.exited == exits.SSH and CONTROL not in result.stderr:

@@ -222,9 +222,6 @@ def test_steps_prepare_folds_every_check_into_the_run_when_the_tree_is_unchanged
 
 # ------------------------------------------------------------------ the launcher the host keeps
 
-MISSING = CONTROL + '{"program": "missing", "storable": %s}\n'
-
-
 class Keeping:
     """A host whose loader finds no kept launcher until the keeper has run (or never, when its
     home cannot be written); answers `status` once the launcher runs."""
@@ -235,7 +232,7 @@ class Keeping:
     def __call__(self, argv, stdin):
         assert mode(argv) == "status", argv
         if argv[3] == transport.LOADER and not self.kept:
-            return "", MISSING % ("true" if self.storable else "false"), exits.NO_PROGRAM
+            return "", transport.MISSING + ("true" if self.storable else "false") + "}\n", exits.NO_PROGRAM
         if argv[3] == transport.keeper():
             self.kept = self.storable
         return "no runs\n", CONTROL + '{"exit": 0}\n', 0
