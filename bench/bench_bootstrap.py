@@ -107,7 +107,7 @@ class Bench:
 
     def sources(self) -> list[str]:
         """The uv options remote-run derives from the host's pip configuration: "by hand" uses the same."""
-        from remote_run.installer import Sources
+        from remote_run.host.installer import Sources
 
         saved = os.environ.get("HOME")
         os.environ["HOME"] = str(self.home)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from remote_run import launcher, tree  # noqa: E402
+from remote_run.host import snapshot, tree  # noqa: E402
 
 
 def make_tree(root: Path, files: int) -> None:
@@ -46,11 +46,11 @@ def main(argv=None) -> int:
             run_dir = root / "runs" / f"run{i}"
             run_dir.mkdir()
             started = time.perf_counter()
-            taken = launcher.snapshot(str(root), str(run_dir), [])
+            taken = snapshot.take(str(root), str(run_dir), [])
             take.append(time.perf_counter() - started)
             assert taken["files"] == args.files + 0, taken
             started = time.perf_counter()
-            launcher.release_snapshot(str(run_dir))
+            snapshot.release(str(run_dir))
             release.append(time.perf_counter() - started)
             assert not os.listdir(run_dir / "work"), "release left code behind"
     print(f"snapshot of {args.files} files ({args.files // 50} folders), medians of {args.reps}; {os.cpu_count()} cores")

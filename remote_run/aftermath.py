@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from . import notify
+from .host import states
 from .errors import Failure
 from .output import say
 
@@ -20,59 +21,6 @@ MAX_FILES = 10_000
 # pattern searches them only when it names them (`data/...`). Hidden folders (.venv, .remote-run)
 # are never matched by `*` or `**`.
 OWN = ("runs", "data")
-
-# On the host (python3 -S, 3.6+): the regular files under BASE matching the patterns (a matching
-# folder: the files in it) that the run wrote: modified between its start (the pid file) and its
-# end (exit_code). No symlinks, nothing that resolves outside BASE, the first of BASES that is a
-# directory. argv: BASES(json) RUN_DIR PATTERNS(json) OWN(json) MAX; stdout: JSON
-# {"base", "files": [[path, size, mtime], ...], "cut"}.
-LIST_PROGRAM = r"""
-import glob, json, os, sys
-bases, run_dir, patterns, own, limit = json.loads(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3]), json.loads(sys.argv[4]), int(sys.argv[5])
-base = next((b for b in bases if os.path.isdir(b) and not os.path.islink(b)), bases[-1])
-
-def mtime(name):
-    try:
-        return os.stat(os.path.join(run_dir, name)).st_mtime
-    except OSError:
-        return None
-
-since = mtime("pid")
-since = since - 0.05 if since is not None else mtime("meta.json")
-until = mtime("exit_code")
-real = os.path.realpath(base)
-found, cut = {}, False
-
-def paths(pattern):
-    for path in glob.iglob(pattern, recursive=True):
-        if os.path.isdir(path) and not os.path.islink(path):  # a folder: everything in it
-            for folder, dirs, files in os.walk(path):
-                for name in files:
-                    yield os.path.join(folder, name)
-        else:
-            yield path
-
-for pattern in patterns:
-    top = pattern.split("/", 1)[0]
-    for path in paths(os.path.join(glob.escape(base), pattern)):
-        rel = os.path.relpath(path, base)
-        if rel in found or (rel.split(os.sep, 1)[0] in own and rel.split(os.sep, 1)[0] != top):
-            continue
-        try:
-            info = os.lstat(path)
-        except OSError:
-            continue
-        if not os.path.isfile(path) or os.path.islink(path) or os.path.realpath(path) != os.path.join(real, rel):
-            continue
-        if (since is not None and info.st_mtime < since) or (until is not None and info.st_mtime > until + 0.001):
-            continue
-        if len(found) >= limit:
-            cut = True
-            break
-        found[rel] = [rel, info.st_size, info.st_mtime]
-sys.stdout.write(json.dumps({"base": base, "files": [found[rel] for rel in sorted(found)], "cut": cut}) + "\n")
-"""
-
 
 def check_patterns(patterns) -> tuple[str, ...]:
     """--pull patterns: relative to the run's working directory on the host, never leaving it."""
@@ -102,9 +50,9 @@ def pull(host, run_id: str, bases: list[str], patterns, dest: Path) -> dict:
     files now in ``dest`` as the host has them (path, size), how many came this time, and the
     local files kept because they differ from the host's."""
     s = host.settings
-    python = s.remote_python or (sys.executable if host.is_local else "python3")
-    argv = [python, "-S", "-c", LIST_PROGRAM, json.dumps(list(bases)), f"{s.remote_dir}/runs/{run_id}", json.dumps(list(patterns)), json.dumps(OWN), str(MAX_FILES)]
-    listed = host.run(argv, hide=True, timeout=max(s.check_timeout, 120))
+    argv, stdin = host.program_with("pulled", {"bases": list(bases), "run_dir": f"{s.remote_dir}/runs/{run_id}", "patterns": list(patterns),
+                                               "own": list(OWN), "limit": MAX_FILES})
+    listed = host.run(argv, hide=True, stdin=stdin, timeout=max(s.check_timeout, 120))
     try:
         answer = json.loads(listed.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):
@@ -173,7 +121,7 @@ def ended(backend, record, folder: Path, patterns=()) -> None:
     if patterns:
         record.pulled = {**(record.pulled or {}), "patterns": list(patterns)}
     wanted = (record.pulled or {}).get("patterns") or []
-    if record.outcome not in notify.ENDED:
+    if record.outcome not in states.ENDED:
         if patterns:
             record.write(folder)
         return

@@ -1,8 +1,8 @@
 """`inv doctor`: everything a run needs, here and on the host, in one look; one line per check with
 ✓ / ✗ / ! (– where a check does not apply) and, for each problem, the fix.
 
-This machine's checks run here; the host's run in one remote command, a stdlib-only program
-(remote_run/doctor_host.py, with the launcher's GPU query) that only reads. Also what `inv init`
+This machine's checks run here; the host's in one remote command, the host program's `doctor`
+(remote_run/host/doctor.py), which only reads. Also what `inv init`
 asks of OpenSSH: the Host aliases of ~/.ssh/config and their effective values (`ssh -G`).
 """
 
@@ -21,7 +21,8 @@ from dataclasses import asdict, dataclass, field
 from functools import cache
 from pathlib import Path
 
-from . import exits, installer, records, tree
+from . import records
+from .host import exits, installer, tree
 from . import gpu as gpus
 from . import sync as syncing
 from .errors import Failure
@@ -277,26 +278,10 @@ def check_sync_size(settings) -> Check:
 
 # --------------------------------------------------------------------------------- the host
 
-@cache
-def host_program() -> str:
-    """doctor_host.py, with exits, tree and launcher before it as modules, for ``python -S -c``."""
-    here = Path(__file__).resolve().parent
-    parts = ["import types as _types\n"]
-    for name in ("exits", "tree", "launcher"):
-        source = (here / f"{name}.py").read_text(encoding="utf-8")
-        parts.append(f"{name} = _types.ModuleType({name!r})\n")
-        if name == "launcher":
-            parts.append("launcher.exits, launcher.tree = exits, tree\n")
-        parts.append(f"exec(compile({source!r}, {name + '.py'!r}, 'exec'), {name}.__dict__)\n")
-    parts.append((here / "doctor_host.py").read_text(encoding="utf-8"))
-    return "".join(parts)
-
-
 def payload(host: Host) -> dict:
     s = host.settings
     needs_torch = host.uses_venv and bool(s.torch_packages) and bool(s.torch_index_url)
-    return {"root": s.remote_dir, "marker": syncing.MARKER, "venv": host.uses_venv, "connect_timeout": INDEX_TIMEOUT,
-            "uv_tool": f"{s.remote_dir}/{installer.TOOL}/bin/uv", "uv_places": installer.UV_PLACES, "min_uv": installer.MIN_UV,
+    return {"root": s.remote_dir, "venv": host.uses_venv, "connect_timeout": INDEX_TIMEOUT,
             "torch_index": s.torch_index_url if needs_torch else "",
             "gpu": gpus.spec(s, cpu_ok=False, allow_busy=False)}
 
@@ -304,8 +289,8 @@ def payload(host: Host) -> dict:
 def host_checks(host: Host) -> tuple[list, dict | None]:
     """The host's checks, from one remote command; ``data`` is what it answered (None if nothing)."""
     s = host.settings
-    python = host.launcher("doctor")[0]  # the interpreter remote-run's host side uses there
-    argv = [python, "-S", "-c", host_program(), json.dumps(payload(host))]
+    argv = host.program("doctor", json.dumps(payload(host)), keep=False)  # doctor changes nothing there
+    python = argv[0]  # the interpreter remote-run's host side uses there
     try:
         was_up = not host.is_local and host.master_running()
         started = time.perf_counter()

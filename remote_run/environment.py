@@ -1,12 +1,10 @@
 """The remote Python environment: one command that builds REMOTE_DIR/.venv or proves it current
-(the host side is remote_run/installer.py), and the check the launcher folds into a run's command."""
+(the host side is remote_run/host/installer.py), and the check a run's command carries."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-from functools import lru_cache
-from pathlib import Path
 
 from .settings import Settings
 
@@ -15,16 +13,6 @@ FORMAT = 1  # bump when the bootstrap changes what it builds
 # they redraw one line, elsewhere (CI logs) each is a line of its own.
 TICK_TERMINAL = 1
 TICK_LOG = 5
-
-
-@lru_cache(maxsize=None)
-def program() -> str:
-    """The installer and the exit statuses it needs, as one program for ``python3 -S -c``."""
-    here = Path(__file__).resolve().parent
-    exits_source = (here / "exits.py").read_text(encoding="utf-8")
-    return ("import types as _types\nexits = _types.ModuleType('exits')\n"
-            f"exec(compile({exits_source!r}, 'exits.py', 'exec'), exits.__dict__)\n"
-            + (here / "installer.py").read_text(encoding="utf-8"))
 
 
 def stamp(settings: Settings) -> str:
@@ -41,15 +29,15 @@ def stamp(settings: Settings) -> str:
 
 
 def check(host) -> dict:
-    """The launcher's "env" check: the venv's stamp, or (REMOTE_PYTHON, `local`) the interpreter itself."""
+    """The run command's "env" check: the venv's stamp, or (REMOTE_PYTHON, `local`) the interpreter itself."""
     if host.uses_venv:
         return {"kind": "venv", "stamp": stamp(host.settings)}
     return {"kind": "probe"}
 
 
-def bootstrap_argv(settings: Settings, force: bool, terminal: bool) -> list[str]:
-    """The one remote command of a bootstrap: says "up to date" at once when the stamp matches."""
-    payload = {
+def bootstrap_payload(settings: Settings, force: bool, terminal: bool) -> dict:
+    """What the host program's `bootstrap` takes: it says "up to date" at once when the stamp matches."""
+    return {
         "root": settings.remote_dir,
         "stamp": stamp(settings),
         "force": force,
@@ -59,4 +47,3 @@ def bootstrap_argv(settings: Settings, force: bool, terminal: bool) -> list[str]
         "extra": list(settings.pip_packages),
         "tick": TICK_TERMINAL if terminal else TICK_LOG,
     }
-    return ["python3", "-S", "-c", program(), json.dumps(payload)]

@@ -2,7 +2,7 @@
 
 from invoke.exceptions import Exit
 
-from . import exits
+from .host import exits
 
 
 class Failure(Exit):

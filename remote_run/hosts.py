@@ -13,6 +13,7 @@ import json
 import threading
 
 from . import gpu
+from .host import states
 from .errors import Failure
 from .output import say
 from .transport import Host
@@ -44,7 +45,7 @@ def choose(sess, *, allow_busy: bool, cpu_ok: bool, wait: bool, count: int) -> N
     spec = gpu.spec(sess.settings, cpu_ok=cpu_ok, allow_busy=False, count=count)
 
     def ask(host):
-        argv, stdin = host.launcher_with("check", {"root": host.settings.remote_dir, "gpu": spec})
+        argv, stdin = host.program_with("check", {"root": host.settings.remote_dir, "gpu": spec})
         result = host.quick(argv, stdin=stdin)
         try:
             return json.loads(result.stdout.strip().splitlines()[-1])["gpu"]
@@ -90,7 +91,7 @@ def locate(sess, run_id: str, *, running: bool = False) -> None:
     found = []
     for spec, rows, _error in answers:
         for row in rows or []:
-            if (row["id"] == run_id if run_id else (not running or row["state"] in ("running", "waiting") or row["state"].startswith("waiting"))):
+            if row["id"] == run_id if run_id else (not running or row["state"] in states.LIVE):
                 found.append((row.get("started") or 0, spec))
     if not found:
         unreachable = [f"{spec.spec} ({error})" for spec, rows, error in answers if rows is None]

@@ -2,9 +2,9 @@
 (a webhook the host's supervisor calls, so a detached run notifies with the laptop closed).
 
 NOTIFY_URL is a secret, like REMOTE_ENV values: it is held as a ``Secret`` (shown, logged and
-recorded as "(set, not shown)"), travels to the host only inside a private launcher payload
-(on the SSH channel's stdin) and lives there only in the supervisor's memory
-(remote_run.launcher.notify_end). This module imports nothing of remote-run but ``errors`` at
+recorded as "(set, not shown)"), travels to the host only inside a private payload of the host
+program (on the SSH channel's stdin) and lives there only in the supervisor's memory
+(remote_run/host/notify.py). This module imports nothing of remote-run but ``errors`` at
 load time: remote_run.settings takes its parsers from here.
 """
 
@@ -22,7 +22,6 @@ from .errors import Failure
 
 COMMAND_TIMEOUT = 30  # seconds NOTIFY_CMD may take before it is stopped
 URL_TIMEOUT = 10  # seconds the host waits for NOTIFY_URL's answer
-ENDED = ("finished", "failed", "killed")
 MARKER = ".notified"  # in a run's record folder: NOTIFY_CMD ran for it (once per run)
 
 
@@ -89,7 +88,7 @@ def body_format(url: str) -> str:
 
 def payload(settings) -> dict:
     """What the launcher's ``start`` needs for NOTIFY_URL ({} when unset); the payload carrying it
-    must go on stdin (``Host.launcher_with(..., private=True)``)."""
+    must go on stdin (``Host.program_with(..., private=True)``)."""
     secret = settings.notify_url
     if not secret:
         return {}

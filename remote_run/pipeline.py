@@ -19,10 +19,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import exits, gpu, groups, records, steps, sync, transport
+from . import gpu, groups, records, steps, sync, transport
+from .host import exits, states
 from . import aftermath, notify
 from .errors import Failure
-from .launcher import CONTROL
+from .host.control import CONTROL
 from .output import say
 from .render import template
 from .session import Session
@@ -61,18 +62,10 @@ class Ending:
 
 
 def outcome(ending: Ending, stop_requested: bool) -> str:
-    """finished, failed, killed, timed out (waiting for a GPU), interrupted, connection lost or detached."""
-    if ending.lost:
-        return "connection lost"
-    if ending.state == "timed out":
-        return "timed out"
-    if ending.interrupted:
-        return "interrupted"
-    if stop_requested or ending.state == "killed" or ending.exit_status == exits.INTERRUPTED:
-        return "killed"
-    if ending.detached:
-        return "detached"
-    return "finished" if ending.exit_status == 0 else "failed"
+    """The run's state for its record: how following it ended, with the host's word (states.decide)."""
+    return states.decide(None if ending.detached or ending.lost else ending.exit_status,
+                         stopped=stop_requested or ending.state in states.STOPPED, timed_out=ending.state == states.TIMED_OUT,
+                         disconnected=ending.lost, detached=ending.detached, interrupted=ending.interrupted)
 
 
 class Tee(io.StringIO):
@@ -226,7 +219,8 @@ class Recording:
 def code_job(backend, settings) -> "steps.Background":
     """What ran, taken beside the run: the commit, the diff against it, the untracked files a sync sends."""
     def take():
-        from . import sync, tree
+        from . import sync
+        from .host import tree
 
         synced = set(tree.walk(str(settings.workspace), tree.compile_rules(sync.rules(settings))))
         return records.code_state(backend.run_local, settings.workspace, synced)
@@ -247,7 +241,7 @@ def execute(backend, settings, specs: list[RunSpec], *, detach: bool = False) ->
     def give_up():
         # Second Ctrl+C: stop waiting. The stop already asked for goes on on the host.
         say(f"stopped waiting; run {run_id} is being stopped on {backend.label} (see `inv status`)")
-        run.finish(Ending(exits.INTERRUPTED, state="killed"), True)
+        run.finish(Ending(exits.INTERRUPTED, state=states.KILLED), True)
         os._exit(exits.INTERRUPTED)
 
     ctrl_c = CtrlC(lambda: backend.stop(run_id, first_ctrl_c=True), give_up)
@@ -263,7 +257,7 @@ def execute(backend, settings, specs: list[RunSpec], *, detach: bool = False) ->
     aftermath.ended(backend, record, run.folder, spec.pull)  # --pull, NOTIFY_CMD
     if ending.lost:
         raise Failure(f"{backend.dropped()}; the run goes on: see it with `inv logs --follow --run {run_id}`")
-    if record.outcome == "detached":
+    if record.outcome == states.DETACHED:
         say(f"run {run_id} goes on detached; {ending.detached_hint}; record: {run.folder}/log.md")
         return Done(exits.OK, [run_id])
     report(record, run.folder)
@@ -283,7 +277,7 @@ def _execute_group(backend, settings, specs: list[RunSpec], *, detach: bool) -> 
     def give_up():
         say(f"stopped waiting; group {group_id} is being stopped on {backend.label} (see `inv status`)")
         for run in runs[len(finished):]:
-            finished.append(run.finish(Ending(exits.INTERRUPTED, state="killed"), True))
+            finished.append(run.finish(Ending(exits.INTERRUPTED, state=states.KILLED), True))
         groups.write(settings.runs_dir / group_id, groups.summarize(group_id, finished))
         os._exit(exits.INTERRUPTED)
 
@@ -299,7 +293,7 @@ def _execute_group(backend, settings, specs: list[RunSpec], *, detach: bool) -> 
             else:
                 for run, spec in zip(runs, specs):
                     run.started = run.output.t0 = time.perf_counter()  # it starts when the one before it ends
-                    ending = Ending(exits.INTERRUPTED, state="killed") if ctrl_c.requested else \
+                    ending = Ending(exits.INTERRUPTED, state=states.KILLED) if ctrl_c.requested else \
                         backend.follow_member(run.run_id, spec, run.output, ctrl_c=ctrl_c)
                     finished.append(run.finish(ending, ctrl_c.requested))
                     aftermath.ended(backend, finished[-1], run.folder, spec.pull)  # --pull, NOTIFY_CMD
@@ -440,7 +434,7 @@ class HostRuns(Backend):
             }
             demux = Demux(output, lambda header: header.get("ok") and steps.settle(sess, header, folded))
             errors = Stderr()
-            argv, stdin = host.launcher_with("start", payload, private=bool(s.remote_env) or bool(s.notify_url) or "delta" in payload.get("sync", {}))
+            argv, stdin = host.program_with("start", payload, private=bool(s.remote_env) or bool(s.notify_url) or "delta" in payload.get("sync", {}))
             result = host.run(argv, stream=demux, err_stream=errors, stdin=stdin, own_session=True)
             header = demux.header
             if header is None:
@@ -468,7 +462,7 @@ class HostRuns(Backend):
         s = self.host.settings
         for _ in range(10):  # a Ctrl+C right after the launch may come before the run exists
             try:
-                result = self.host.run(self.host.launcher("kill", s.remote_dir, run_id, str(s.kill_grace)), hide=True, record=False)
+                result = self.host.run(self.host.program("kill", s.remote_dir, run_id, str(s.kill_grace)), hide=True, record=False)
             except Failure as exc:
                 say(exc.message.removeprefix("remote-run: "))
                 return
@@ -481,7 +475,7 @@ class HostRuns(Backend):
     def listing(self) -> list[dict]:
         """Every run under REMOTE_DIR/runs on the host, oldest first, as the launcher reports them."""
         host = self.host
-        result = host.quick(host.launcher("status", host.settings.remote_dir), record=False)
+        result = host.quick(host.program("status", host.settings.remote_dir), record=False)
         if result.exited:
             raise Failure(steps.launcher_failure(host, result, "listing runs on"))
         rows = json.loads(result.stdout.strip().splitlines()[-1])
@@ -493,7 +487,7 @@ class HostRuns(Backend):
         args = [s.remote_dir, run_id, str(s.kill_grace), str(offset)] if mode == "kill" else [s.remote_dir, run_id, str(offset)]
         errors = Stderr(show=mode != "kill")
         # its own session: a terminal's Ctrl+C reaches only us, and CtrlC decides what it stops
-        result = self.host.run(self.host.launcher(mode, *args), stream=output, err_stream=errors, record=False, own_session=True)
+        result = self.host.run(self.host.program(mode, *args), stream=output, err_stream=errors, record=False, own_session=True)
         if errors.trailer is None and result.exited == exits.SSH:
             return Ending(None, lost=True)
         lines = [l[len("remote-run: "):] for l in result.stderr.splitlines() if l.startswith("remote-run: ")]
@@ -530,7 +524,7 @@ def pick(runs: HostRuns, run: str, want_running: bool = False, listing: list | N
         raise Failure(f"no run {run!r} on {where}; `inv status` lists them")
     found = [row for row in found if not row.get("member_of")]
     if want_running:
-        found = [row for row in found if row["state"] == "running"]
+        found = [row for row in found if row["state"] in states.LIVE]
     if not found:
         raise Failure(f"no {'running ' if want_running else ''}run on {where}")
     return found[-1]
@@ -550,8 +544,8 @@ def logs(sess: Session, run: str, follow: bool) -> int:
 
     if not follow:
         for each in _members(row, listing):
-            if each["state"] in ("running", "queued"):
-                say(f"run {each['id']} is still {each['state']}; add --follow to wait for it")
+            if each["state"] in states.LIVE:
+                say(f"run {each['id']} is still {shown_state(each)}; add --follow to wait for it")
             _follow_recorded(runs, each, "cat", show=True)
         return exits.OK
     previous = signal.signal(signal.SIGINT, stop_following)
@@ -622,8 +616,16 @@ def status(sess: Session) -> list[tuple]:
         parsed = records.parse_result(row.get("result") or "")
         metrics = " ".join(f"{k}={v}" for k, v in parsed["metrics"].items()) if parsed else ""
         task = f"{row['task']} (group of {len(row['members'])})" if row.get("group") else row["task"]
-        rows.append((row["id"], task, when, row["state"], "" if row["exit_code"] is None else str(row["exit_code"]), metrics))
+        rows.append((row["id"], task, when, shown_state(row), "" if row["exit_code"] is None else str(row["exit_code"]), metrics))
     return rows
+
+
+def shown_state(row: dict) -> str:
+    """A run's state as `status` shows it: a run waiting for GPUs says its place in the host's queue."""
+    place = row.get("queue") or {}
+    if row["state"] == states.QUEUED and place.get("for") == "gpu":
+        return f"waiting, #{place.get('position', '?')} in the GPU queue"
+    return row["state"]
 
 
 def _since(row: dict) -> float:

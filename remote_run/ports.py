@@ -17,10 +17,10 @@ from contextlib import contextmanager
 from typing import NamedTuple
 
 from .errors import Failure
+from .host import states
 from .output import say
 
 POLL_SECONDS = 2.0  # how often `inv tunnel` asks whether its run still runs
-LIVE = ("running", "waiting", "queued", "stopping")  # states of a run that has not ended
 
 
 class Forward(NamedTuple):
@@ -145,7 +145,7 @@ def tunnel(runs, forwards: list[Forward], run: str = "") -> None:
     if not host.is_local:
         check_free(forwards)
     row = pipeline.pick(runs, run, want_running=not run)
-    if row["state"] not in LIVE:
+    if row["state"] not in states.LIVE:
         raise Failure(f"run {row['id']} is {row['state']}, not running: there is nothing to forward")
     if host.is_local:
         say(_local_note(forwards) + f"; run {row['id']}")
@@ -163,7 +163,7 @@ def tunnel(runs, forwards: list[Forward], run: str = "") -> None:
                 if stop.is_set():  # Ctrl+C reached the ssh of that question too
                     break
                 raise
-            if state not in LIVE:
+            if state not in states.LIVE:
                 say(f"run {row['id']} is {state}; closing the tunnel")
                 break
     finally:

@@ -8,9 +8,10 @@ import json
 import sys
 import threading
 
-from . import environment, exits, gpu, sync as syncing
+from . import environment, gpu, sync as syncing
+from .host import exits
+from .host.control import FINAL, PROGRESS
 from .errors import Failure
-from .installer import FINAL, PROGRESS
 from .output import say, show
 from .session import Session
 
@@ -101,7 +102,8 @@ def build_environment(sess: Session, force: bool) -> None:
     """Run the installer on the host (remote_run/installer.py), its progress shown as it comes."""
     host = sess.host
     progress = Progress(sys.stderr)
-    result = host.run(environment.bootstrap_argv(host.settings, force, terminal=progress.terminal), err_stream=progress)
+    argv, stdin = host.program_with("bootstrap", environment.bootstrap_payload(host.settings, force, terminal=progress.terminal))
+    result = host.run(argv, err_stream=progress, stdin=stdin)
     progress.close()
     if result.exited == exits.MISSING and "python3" in result.stderr:
         raise Failure(launcher_failure(host, result, "bootstrapping"))
@@ -199,7 +201,7 @@ def checks(sess: Session, **wanted) -> dict:
     """One launcher `check` command on the host: the report of each check in ``wanted``."""
     host = sess.host
     payload = {"root": host.settings.remote_dir, **wanted}
-    argv, stdin = host.launcher_with("check", payload, private="delta" in wanted.get("sync", {}))
+    argv, stdin = host.program_with("check", payload, private="delta" in wanted.get("sync", {}))
     result = host.quick(argv, stdin=stdin)
     try:
         return json.loads(result.stdout.strip().splitlines()[-1])
@@ -208,18 +210,8 @@ def checks(sess: Session, **wanted) -> dict:
 
 
 def launcher_failure(host, result, doing: str) -> str:
-    """One line for a launcher command that did not run or did not answer."""
-    python = host.settings.remote_python or ("python3" if not host.is_local else "this Python")
-    text = (result.stderr or "").strip()
-    if result.exited == exits.MISSING or "No such file or directory" in text:
-        if host.settings.remote_python:
-            return f"REMOTE_PYTHON={host.settings.remote_python} does not run on {host.label} ({text.splitlines()[-1][:160] if text else 'not found'}); fix REMOTE_PYTHON or unset it to create a venv"
-        return f"{python} is not installed on {host.label}; install Python 3 there or set REMOTE_PYTHON"
-    ours = [l[len("remote-run: "):] for l in text.splitlines() if l.startswith("remote-run: ")]
-    if ours:
-        return ours[-1]
-    last = text.splitlines()[-1][:200] if text else "no output"
-    return f"{doing} {host.label} failed (exit {result.exited}): {last}"
+    """One line for a host program command that did not run or did not answer."""
+    return host.program_failure(result, doing)
 
 
 def prepare(sess: Session, *, allow_busy: bool, cpu_ok: bool, wait: bool = False, count: int = 0) -> dict:

@@ -23,10 +23,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import exits, tree
+from .host import exits, tree
+from .host.files import write_atomic
 from .errors import Failure
 from .output import say
-from .shell import join, script
+from . import ship
+from .shell import join
 from .transport import Host, failure
 
 SECRETS = (".env", ".env.*")  # never sent, whatever .remoteignore says (but .env.example is)
@@ -35,74 +37,10 @@ DEFAULT_EXCLUDES = (".git", "var", ".venv", "__pycache__")
 JUNK = {".git", ".git/", ".venv", ".venv/", "__pycache__", "__pycache__/", *SECRETS}
 CODE_SUFFIXES = (".py", ".sh", ".ipynb", ".toml", ".yaml", ".yml", ".cfg")
 MB = 10**6
-MARKER = ".remote-run/owner"
 # A delta larger than this goes by rsync, which compresses and sends only changed blocks.
 DELTA_MAX_BYTES = 1 << 20
 DELTA_MAX_ENTRIES = 256
 MANIFEST_FORMAT = 1
-
-# Runs on the host before anything is written: refuses REMOTE_DIR if it is the remote $HOME or a
-# parent of it, a symlink, a directory another user owns or can write to (on a shared box they
-# could read or swap our files), under a directory such a user controls, or a non-empty
-# directory remote-run did not create; creates it with mode 700 (mkdir is atomic: if someone
-# else creates it first, the checks run on theirs and refuse); then claims it, runs the rest of
-# its arguments (rsync's server side) and, when that succeeded, writes the sync stamp.
-# $1 is REMOTE_DIR, $2 the stamp ("" for none), $3 `claim`, or `check` for `sync --dry-run`: the
-# same checks, then the rest of its arguments with nothing created, claimed or stamped.
-CLAIM_SCRIPT = r"""
-dir=$1 stamp=$2 mode=$3; shift 3
-refuse() { [ "$mode" = check ] && set -- "a sync would refuse it: $*"; echo "remote-run: $*" >&2; exit REFUSED; }
-checked() { [ $# -eq 0 ] && exit 0; exec "$@"; }
-me=$(id -u)
-home=$(cd ~ 2>/dev/null && pwd -P) || home=$HOME
-real=$(realpath -m -- "$dir" 2>/dev/null) || real=$dir
-case "$home/" in "$real"/*) refuse "REMOTE_DIR=$dir is the remote home directory ($home) or a parent of it; use a directory of its own such as /tmp/<project>_remote";; esac
-writable() { case $1 in *[2367]?|*[2367]) return 0;; esac; return 1; }  # group or others may write
-sticky() { case $1 in [1357]???) return 0;; esac; return 1; }
-ancestor() {  # $1 an existing directory above REMOTE_DIR: only we or root may change what is in it
-  set -- "$1" $(stat -Lc '%u %U %a' -- "$1")
-  if [ "$2" != "$me" ] && [ "$2" != 0 ]; then why="owned by $3 (mode $4)"
-  elif writable "$4" && ! sticky "$4"; then why="writable by other users (owner $3, mode $4)"
-  else return 0; fi
-  refuse "REMOTE_DIR=$dir is inside $1, which is $why, so another user could swap its files; choose a REMOTE_DIR under a directory only you (or root) can change, e.g. /tmp/<project>_remote"
-}
-ours() {  # $1 REMOTE_DIR, which exists: a real directory of ours that no one else may write to
-  [ -L "$1" ] && refuse "REMOTE_DIR=$1 is a symbolic link (to $(readlink -- "$1")); remote-run only writes into a real directory it owns; choose another REMOTE_DIR"
-  [ -d "$1" ] || refuse "REMOTE_DIR=$1 exists and is not a directory; choose another REMOTE_DIR"
-  set -- "$1" $(stat -c '%u %U %a' -- "$1")
-  [ "$2" = "$me" ] || refuse "REMOTE_DIR=$1 belongs to $3 (mode $4), not to you: another user created it; choose another REMOTE_DIR"
-  writable "$4" && refuse "REMOTE_DIR=$1 is writable by other users (mode $4), so they could swap its files; run chmod go-w on it on the host if only you use it, or choose another REMOTE_DIR (remote-run creates its own with mode 700)"
-  return 0
-}
-above=$(realpath -m -- "$(dirname -- "$dir")" 2>/dev/null) || above=$(dirname -- "$dir")
-while [ ! -e "$above" ]; do above=$(dirname -- "$above"); done
-while :; do ancestor "$above"; [ "$above" = / ] && break; above=$(dirname -- "$above"); done
-if [ ! -e "$dir" ] && [ ! -L "$dir" ]; then
-  [ "$mode" = check ] && checked "$@"
-  mkdir -p -- "$(dirname -- "$dir")" && mkdir -m 700 -- "$dir" 2>/dev/null
-  [ -e "$dir" ] || refuse "cannot create REMOTE_DIR=$dir (permission denied or disk full); choose a writable location"
-fi
-ours "$dir"
-if [ -d "$dir" ] && [ ! -f "$dir/.remote-run/owner" ] && [ -n "$(ls -A -- "$dir" 2>/dev/null)" ]; then
-  refuse "REMOTE_DIR=$dir is not empty and was not created by remote-run, so a sync with --delete could destroy its files; choose an empty or new REMOTE_DIR"
-fi
-[ "$mode" = check ] && checked "$@"
-if [ ! -f "$dir/.remote-run/owner" ]; then
-  mkdir -p -- "$dir/.remote-run" || refuse "cannot create REMOTE_DIR=$dir (permission denied or disk full); choose a writable location"
-  echo "created by remote-run; delete this directory with: inv clean --yes" > "$dir/.remote-run/owner" || refuse "cannot write to REMOTE_DIR=$dir; check free space and permissions"
-fi
-[ $# -eq 0 ] && exit 0
-rm -f "$dir/.remote-run/synced"
-"$@"
-status=$?
-chmod go-rwx -- "$dir"  # rsync -a gave it the workspace's mode
-if [ $status -eq 0 ]; then
-  rm -f "$dir/.remote-run/rendered"
-  [ -z "$stamp" ] || { printf '%s\n' "$stamp" > "$dir/.remote-run/synced.tmp" && mv -f "$dir/.remote-run/synced.tmp" "$dir/.remote-run/synced"; }
-fi
-exit $status
-""".replace("REFUSED", str(exits.REFUSED))
-
 
 def rules(settings) -> list[tuple[str, str]]:
     """The workspace's filter rules, in rsync's order: first match wins."""
@@ -180,27 +118,41 @@ def filters(found) -> list[str]:
     return [f"P /{name}/***" for name in tree.PROTECTED] + [f"{kind} {pattern}" for kind, pattern in found]
 
 
-def rsync(host: Host, source: str, target: str, *, filters=(), delete=False, progress=False, extra=(), claim: str | None = None, stamp: str = "",
-          receiver: list | None = None):
+def rsync(host: Host, source: str, target: str, *, filters=(), delete=False, progress=False, extra=(), claim: str | None = None,
+          stamp: str = ""):
     """rsync ``source`` to ``target`` (either may be remote, written as ``host.rsync_path(...)``).
 
     Symlinks are kept as symlinks (-a) and paths are arguments, never shell text. For an SSH host
-    rsync rides the host's ControlMaster, and the remote side first runs CLAIM_SCRIPT on ``claim``
-    (or ``receiver``, an argv ending in rsync). ``progress``: one updating line on stderr.
+    rsync rides the host's ControlMaster. ``claim`` (REMOTE_DIR) runs rsync inside the host
+    program's claim of it (host.owner.claim: refused unless ours, then stamped with ``stamp``;
+    ``stamp=None``: only checked, for a dry run): on an SSH host around rsync's receiving side,
+    on `local` around the whole rsync. ``progress``: one updating line on stderr.
     """
     argv = ["rsync", "-a", "--stats", *[f"--filter={f}" for f in filters]]
     if delete:
         argv.append("--delete")
     if progress:
         argv.append("--info=progress2")
+    wrapper: list = []
+    if claim:
+        wrapper = host.program("claim-check", claim, "") if stamp is None else host.program("claim", claim, stamp)
     if not host.is_local:
         argv += ["-z", "-e", join(host.ssh_argv())]
-        if claim:
-            argv.append("--rsync-path=" + join(script(CLAIM_SCRIPT, claim, stamp, "claim") + ["rsync"]))
-        elif receiver:
-            argv.append("--rsync-path=" + join(receiver))
     argv += [*extra, source, target]
-    host.commands.append(join(argv))
+    for _ in range(2):  # as it is; again carrying the host program when the host has not kept it
+        if host.is_local:
+            command = [*wrapper, *argv]
+        else:
+            command = [*argv[:1], *([f"--rsync-path={join([*wrapper, 'rsync'])}"] if wrapper else []), *argv[1:]]
+        host.commands.append(join(command))
+        result = _rsync(host, command, progress)
+        if not wrapper or host.is_local or not host.missed_program(result, wrapped=True):
+            return result
+        wrapper = ship.carrying(wrapper)
+    return result
+
+
+def _rsync(host: Host, argv: list, progress: bool):
     if not progress:
         return host.local(argv, hide="both")
     line = ProgressLine(sys.stderr)
@@ -393,7 +345,7 @@ def save(plan: Plan) -> None:
     data = {"format": MANIFEST_FORMAT, "rules": [list(r) for r in plan.rules], "fingerprint": plan.fingerprint,
             "entries": {rel: list(entry) for rel, entry in plan.entries.items()}}
     plan.manifest.parent.mkdir(parents=True, exist_ok=True)
-    tree.write_atomic(str(plan.manifest), json.dumps(data).encode("utf-8", "surrogateescape"))
+    write_atomic(str(plan.manifest), json.dumps(data).encode("utf-8", "surrogateescape"))
 
 
 def forget(plan: Plan) -> None:
@@ -411,21 +363,12 @@ def full(host: Host, plan: Plan, *, progress: bool | None = None) -> SyncSummary
     for line in notices(plan, s.workspace, once=True):
         say(line)
     forget(plan)  # until the host confirms the new state, no fast path may trust the old one
-    if host.is_local:
-        claimed = host.run(script(CLAIM_SCRIPT, s.remote_dir, "", "claim"), hide=True)
-        if claimed.exited:
-            raise Failure(_claim_error(claimed.stderr) or f"cannot prepare {s.remote_dir}: {claimed.stderr.strip()}")
     started = time.perf_counter()
     result = rsync(host, f"{s.workspace}/", host.rsync_path(s.remote_dir + "/"), filters=filters(plan.rules), delete=True,
                    progress=progress, claim=s.remote_dir, stamp=plan.fingerprint, extra=["--checksum"] if plan.checksum else [])
     seconds = time.perf_counter() - started
     if result.exited:
         raise Failure(rsync_error(host, result, f"sync of {s.workspace} to {host.label}:{s.remote_dir}"))
-    if host.is_local:
-        os.chmod(s.remote_dir, 0o700)  # rsync -a gave it the workspace's mode
-        state = Path(s.remote_dir) / ".remote-run"
-        (state / "rendered").unlink(missing_ok=True)
-        tree.write_atomic(str(state / "synced"), (plan.fingerprint + "\n").encode())
     save(plan)
     plan.how = "rsync"
     return SyncSummary(_stat(result.stdout, "Number of regular files transferred"), _stat(result.stdout, "Total transferred file size"), seconds)
@@ -512,7 +455,7 @@ def notices(plan: Plan, workspace: Path, *, once: bool) -> list[str]:
         found = [item for item in found if f"{item[0]}\0{item[1]}" not in seen]
         if found:
             memory.parent.mkdir(parents=True, exist_ok=True)
-            tree.write_atomic(str(memory), json.dumps(sorted(seen | keys)).encode("utf-8", "surrogateescape"))
+            write_atomic(str(memory), json.dumps(sorted(seen | keys)).encode("utf-8", "surrogateescape"))
     return [f"not synced, though it holds code: {rel}/ ({code}{'+' if code >= CODE_SCAN else ''} code file{'s' if code > 1 else ''}), left out by the broad pattern `{pattern}` "
             f"({origin}); if a run needs it, add `!/{rel}/` to .remoteignore" for rel, pattern, origin, code in found]
 
@@ -546,17 +489,11 @@ ITEM = re.compile(r"([<>ch.][fdLDS].{9}|\*deleting  ) ([0-9]+) (.*)\Z")
 
 def preview(host: Host, plan: Plan) -> Preview:
     """Ask rsync what a sync of ``plan`` would upload and delete (--dry-run): nothing is written,
-    not even on a fresh REMOTE_DIR (CLAIM_SCRIPT only checks it)."""
+    not even on a fresh REMOTE_DIR (the host program's claim only checks it)."""
     s = host.settings
     started = time.perf_counter()
-    check = script(CLAIM_SCRIPT, s.remote_dir, "", "check")
-    if host.is_local:
-        checked_dir = host.run(check, hide=True, record=False)
-        if checked_dir.exited:
-            raise Failure(_claim_error(checked_dir.stderr) or checked_dir.stderr.strip() or f"cannot look at {s.remote_dir}")
     result = rsync(host, f"{s.workspace}/", host.rsync_path(s.remote_dir + "/"), filters=filters(plan.rules), delete=True,
-                   extra=["--dry-run", "--out-format=%i %l %n", *(["--checksum"] if plan.checksum else [])],
-                   receiver=None if host.is_local else check + ["rsync"])
+                   extra=["--dry-run", "--out-format=%i %l %n", *(["--checksum"] if plan.checksum else [])], claim=s.remote_dir, stamp=None)
     if result.exited:
         raise Failure(rsync_error(host, result, f"dry run of the sync of {s.workspace} to {host.label}:{s.remote_dir}"))
     uploads, created, deletions = [], 0, []
@@ -670,6 +607,8 @@ def rsync_error(host: Host, result, what: str) -> str:
     claim = _claim_error(stderr)
     if claim:
         return claim
+    if host.interpreter_missing(stderr):  # the claim around rsync found no Python
+        return host.program_failure(result, what)
     if "No space left on device" in stderr:
         return f"{what} failed: the disk is full on {host.label} (No space left on device); free space there or choose another REMOTE_DIR"
     if not host.is_local:

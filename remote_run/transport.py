@@ -19,14 +19,14 @@ import stat
 import subprocess
 import sys
 import time
-from functools import lru_cache
 from pathlib import Path
 
-from . import exits
+from . import ship
 from .errors import Failure
-from .settings import Settings
-from .launcher import CONTROL
+from .host import exits
+from .host.control import CONTROL
 from .runner import QuickLocal
+from .settings import Settings
 from .shell import join, summary
 
 CONNECT_TIMEOUT = 10
@@ -55,90 +55,6 @@ class WholeInput(io.StringIO):
 
     def read(self, size=-1):
         return super().read()
-
-
-# What an SSH host runs for a launcher command: this loader, the launcher's version and the mode.
-# It executes the launcher as compiled the first time, kept in ~/.cache/remote-run (one file per
-# version of it and exact version of Python, whose byte code may change between releases), so a
-# command carries 1 KB instead of the 64 KB program and the host does not compile it again (24 ms
-# on the test machine). Without it, nothing is done: the command comes again as KEEPER, which
-# carries the program and keeps it. The file is used only if it is ours and no one else can
-# write it (opened without following links, then checked).
-LOADER = r"""
-import marshal, os, sys
-def kept(name):
-    try:
-        handle = open(os.open(os.path.expanduser("~/.cache/remote-run/" + name), os.O_RDONLY | os.O_NOFOLLOW), "rb")
-    except OSError:
-        return None
-    with handle:
-        info = os.fstat(handle.fileno())
-        if info.st_uid != os.geteuid() or info.st_mode & 0o022:
-            return None
-        try:
-            return marshal.loads(handle.read())
-        except (EOFError, ValueError, TypeError):
-            return None
-code = kept("launcher-%s.%s.%x" % (sys.argv.pop(1), sys.implementation.cache_tag, sys.hexversion))
-if code is None:
-    if sys.argv[1:2] in (["check"], ["start"]) and len(sys.argv) == 2:
-        sys.stdin.readline()  # its payload, so that what was sent is taken
-    home = os.path.expanduser("~")
-    storable = os.access(os.path.join(home, ".cache") if os.path.isdir(os.path.join(home, ".cache")) else home, os.W_OK)
-    sys.stderr.write("CONTROL" + '{"program": "missing", "storable": %s}\n' % ("true" if storable else "false"))
-    sys.exit(NO_PROGRAM)
-exec(code, {"__name__": "__main__", "__builtins__": __builtins__})
-""".replace("CONTROL", "\\x1e").replace("NO_PROGRAM", str(exits.NO_PROGRAM))
-
-KEEPER = r"""
-import marshal, os, stat, sys
-code = compile(SOURCE, "<remote-run launcher>", "exec")
-def keep(name):
-    try:
-        folder = os.path.expanduser("~/.cache/remote-run")
-        os.makedirs(folder, mode=0o700, exist_ok=True)
-        info = os.lstat(folder)
-        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid() or info.st_mode & 0o077:
-            return
-        part = os.path.join(folder, ".%s.%d" % (name, os.getpid()))
-        with open(os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600), "wb") as handle:
-            handle.write(marshal.dumps(code))
-        os.replace(part, os.path.join(folder, name))
-    except OSError:
-        pass
-keep("launcher-%s.%s.%x" % (sys.argv.pop(1), sys.implementation.cache_tag, sys.hexversion))
-exec(code, {"__name__": "__main__", "__builtins__": __builtins__})
-"""
-
-
-@lru_cache(maxsize=None)
-def host_program() -> str:
-    """The launcher and the two modules it needs, as one program for ``python -S -c``."""
-    here = Path(__file__).resolve().parent
-    parts = ["import types as _types\n"]
-    for name in ("exits", "tree"):
-        source = (here / f"{name}.py").read_text(encoding="utf-8")
-        parts.append(f"{name} = _types.ModuleType({name!r})\nexec(compile({source!r}, {name + '.py'!r}, 'exec'), {name}.__dict__)\n")
-    parts.append((here / "launcher.py").read_text(encoding="utf-8"))
-    return "".join(parts)
-
-
-@lru_cache(maxsize=None)
-def program_version() -> str:
-    return hashlib.sha256(host_program().encode()).hexdigest()[:20]
-
-
-@lru_cache(maxsize=None)
-def keeper() -> str:
-    return KEEPER.replace("SOURCE", repr(host_program()), 1)
-
-
-def carrying_launcher(argv: list[str]) -> list[str]:
-    """A loader command as the keeper: the same command, carrying the launcher."""
-    return [*argv[:3], keeper(), *argv[4:]] if argv[3:4] == [LOADER] else argv
-
-
-MISSING = f'{CONTROL}{{"program": "missing", "storable": '  # the loader found no launcher kept
 
 
 class Host:
@@ -171,17 +87,17 @@ class Host:
     def uses_venv(self) -> bool:
         return not (self.settings.remote_python or self.is_local)
 
-    def launcher(self, mode: str, *args: str) -> list[str]:
-        """argv running the launcher in ``mode``: standard library only, so any python3 will do.
-        On an SSH host the loader runs what the host kept, unless it cannot keep it (see run())."""
+    def program(self, mode: str, *args: str, keep: bool = True) -> list[str]:
+        """argv running the host program (remote_run.host) in ``mode``: standard library only, so
+        any python3 will do. On an SSH host it runs what the host kept, unless the host cannot
+        keep it (see run()); not ``keep``: nothing is written there, not even the program."""
         if self.is_local:
-            return [self.settings.remote_python or sys.executable, "-S", "-c", host_program(), mode, *args]
+            return ship.local_argv(self.settings.remote_python or sys.executable, mode, *args)
         try:
             noted = time.time() - self._cannot_keep().stat().st_mtime < 24 * 3600  # then it is asked again
         except FileNotFoundError:
             noted = False
-        program = keeper() if noted else LOADER
-        return [self.settings.remote_python or "python3", "-S", "-c", program, program_version(), mode, *args]
+        return ship.remote_argv(self.settings.remote_python or "python3", mode, *args, carry=noted or not keep, keep=keep and not noted)
 
     def _cannot_keep(self) -> Path:
         """A note, beside the control sockets, that this host cannot keep the launcher (its home is
@@ -189,7 +105,7 @@ class Host:
         spec = hashlib.sha256(self.spec.spec.encode()).hexdigest()[:16]
         return control_dir(self.settings) / f"no-launcher-cache-{spec}"
 
-    def launcher_with(self, mode: str, payload: dict, *, private: bool = False) -> tuple[list[str], str | None]:
+    def program_with(self, mode: str, payload: dict, *, private: bool = False) -> tuple[list[str], str | None]:
         """(argv, stdin) of a launcher command that takes ``payload``.
 
         On the command line when it can be: ssh spends a round trip before it sends stdin. On
@@ -197,9 +113,9 @@ class Host:
         public) or too long for one argument (128 KiB on Linux, quoted twice on the way).
         """
         text = json.dumps(payload)
-        argv = self.launcher(mode, text)
-        if private or len(join(self.full_argv(carrying_launcher(argv)))) > ARGUMENT_LIMIT:  # what it may be sent as
-            return self.launcher(mode), text + "\n"
+        argv = self.program(mode, text)
+        if private or len(join(self.full_argv(ship.carrying(argv)))) > ARGUMENT_LIMIT:  # what it may be sent as
+            return self.program(mode), text + "\n"
         return argv, None
 
     def ssh_argv(self) -> list[str]:
@@ -233,14 +149,12 @@ class Host:
         """
         if record:
             self.commands.append(summary(argv))
-        for _ in range(2):  # as it is; again with the launcher when the host has not kept it
+        for _ in range(2):  # as it is; again carrying the program when the host has not kept it
             result = self.local(self.full_argv(argv), hide=hide, stream=stream, err_stream=err_stream, stdin=stdin, timeout=timeout,
                                 own_session=own_session)
-            if argv[3:4] != [LOADER] or result.exited != exits.NO_PROGRAM or MISSING not in result.stderr:
+            if argv[4:5] != [ship.LOADER] or not self.missed_program(result):
                 break
-            if f"{MISSING}false" in result.stderr:
-                self._cannot_keep().touch()
-            argv = carrying_launcher(argv)  # once per host and version of remote-run
+            argv = ship.carrying(argv)  # once per host and version of remote-run
         # A launcher command that ended on its own said so on stderr (CONTROL): then the 255 and
         # any text in there are the run's, not ssh's.
         if not self.is_local and result.exited == exits.SSH and CONTROL not in result.stderr:
@@ -248,6 +162,38 @@ class Host:
             if line:
                 raise Failure(line)
         return result
+
+    def missed_program(self, result, *, wrapped: bool = False) -> bool:
+        """Whether a command found no kept host program (and then nothing was done); notes a host
+        that cannot keep it, so that its commands carry the program for a day. ``wrapped``: the
+        program ran inside another command (rsync), whose exit status is its own."""
+        if (result.exited != exits.NO_PROGRAM and not wrapped) or ship.MISSING not in (result.stderr or ""):
+            return False
+        if f"{ship.MISSING}false" in result.stderr:
+            self._cannot_keep().touch()
+        return True
+
+    def program_failure(self, result, doing: str) -> str:
+        """One line for a host program command that did not run or did not answer."""
+        python = self.settings.remote_python or ("python3" if not self.is_local else "this Python")
+        text = (result.stderr or "").strip()
+        if result.exited == exits.MISSING or self.interpreter_missing(text):
+            if self.settings.remote_python:
+                lines = text.splitlines()
+                last = next((line for line in lines if self.interpreter_missing(line)), lines[-1] if lines else "not found")[:160]
+                return (f"REMOTE_PYTHON={self.settings.remote_python} does not run on {self.label} ({last}); "
+                        "fix REMOTE_PYTHON or unset it to create a venv")
+            return f"{python} is not installed on {self.label}; install Python 3 there or set REMOTE_PYTHON"
+        ours = [line[len("remote-run: "):] for line in text.splitlines() if line.startswith("remote-run: ")]
+        if ours:
+            return ours[-1]
+        last = text.splitlines()[-1][:200] if text else "no output"
+        return f"{doing} {self.label} failed (exit {result.exited}): {last}"
+
+    def interpreter_missing(self, stderr: str) -> bool:
+        """Whether the shell found no interpreter to run the host program with."""
+        python = self.settings.remote_python or "python3"
+        return bool(re.search(re.escape(python) + r"\S*: (?:No such file or directory|(?:command )?not found)", stderr or ""))
 
     def quick(self, argv, *, stdin: str | None = None, record=True):
         """A short command with hidden output, bounded by REMOTE_RUN_CHECK_TIMEOUT."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import shutil
 
-from .. import exits
+from ..host import exits
 from ..errors import Failure
 from ..output import say
 from ..pipeline import Backend, Ending, RunSpec, Tee

@@ -127,7 +127,7 @@ def stream(host, argv, env: dict | None = None) -> tuple[int, str, bool]:
     """
     import os
 
-    from .. import exits
+    from ..host import exits
     from ..pipeline import CtrlC, Tee
 
     output = Tee()

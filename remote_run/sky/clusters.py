@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .. import exits
+from ..host import exits
 from ..errors import Failure
 from ..output import say
 from ..shell import join

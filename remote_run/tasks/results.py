@@ -2,7 +2,8 @@
 
 from invoke import Collection, task
 
-from .. import compare as comparing, exits
+from .. import compare as comparing
+from ..host import exits
 from ..errors import Failure
 from ..output import say, show, table
 from ..session import session

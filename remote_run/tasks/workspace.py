@@ -2,7 +2,8 @@
 
 from invoke import Collection, task
 
-from .. import cleanup, exits, hosts, records, steps, sync as syncing
+from .. import cleanup, hosts, records, steps, sync as syncing
+from ..host import exits
 from ..errors import Failure
 from ..output import say
 from ..session import session

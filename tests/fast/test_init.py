@@ -10,7 +10,8 @@ from hypothesis import example, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from remote_run import doctor, doctor_host, envfile, installer, settings
+from remote_run import doctor, envfile, settings
+from remote_run.host import doctor as doctor_host, installer, owner
 from remote_run.errors import Failure
 from remote_run.transport import Host
 
@@ -192,36 +193,39 @@ def test_docker_with_and_without_its_gpu_runtime(ws):
 
 def test_the_host_side_reads_a_directory_s_state_without_changing_it(tmp_path):
     root = tmp_path / "remote"
-    assert doctor_host.remote_dir_check(str(root), ".remote-run/owner")["state"] == "absent"
+    assert owner.examine(str(root))["state"] == "absent"
     root.mkdir(mode=0o755)
     root.chmod(0o755)
-    assert doctor_host.remote_dir_check(str(root), ".remote-run/owner")["state"] == "empty"
+    assert owner.examine(str(root))["state"] == "empty"
     (root / "thesis.tex").write_text("x")
-    assert doctor_host.remote_dir_check(str(root), ".remote-run/owner")["state"] == "unclaimed"
+    assert owner.examine(str(root))["state"] == "unclaimed"
     (root / ".remote-run").mkdir()
     (root / ".remote-run" / "owner").write_text("created by remote-run\n")
-    found = doctor_host.remote_dir_check(str(root), ".remote-run/owner")
+    found = owner.examine(str(root))
     assert found["state"] == "ours" and found["mode"] == "0755"
     root.chmod(0o775)
-    assert doctor_host.remote_dir_check(str(root), ".remote-run/owner")["state"] == "writable"
+    assert owner.examine(str(root))["state"] == "writable"
     (tmp_path / "link").symlink_to(root)
-    assert doctor_host.remote_dir_check(str(tmp_path / "link"), ".remote-run/owner")["state"] == "symlink"
+    assert owner.examine(str(tmp_path / "link"))["state"] == "symlink"
     assert sorted(p.name for p in root.iterdir()) == [".remote-run", "thesis.tex"]
     open_folder = tmp_path / "open"
     open_folder.mkdir()
     open_folder.chmod(0o777)  # anyone may write, and not sticky (unlike /tmp)
-    found = doctor_host.remote_dir_check(str(open_folder / "remote"), ".remote-run/owner")
+    found = owner.examine(str(open_folder / "remote"))
     assert found["state"] == "ancestor" and found["above"] == str(open_folder) and found["mode"] == "0777"
     open_folder.chmod(0o1777)
-    assert doctor_host.remote_dir_check(str(open_folder / "remote"), ".remote-run/owner")["state"] == "absent"
+    assert owner.examine(str(open_folder / "remote"))["state"] == "absent"
 
 
-def test_doctor_reports_only_a_uv_bootstrap_would_use(tmp_path):
+def test_doctor_reports_only_a_uv_bootstrap_would_use(tmp_path, monkeypatch):
     old, new = tmp_path / "old" / "uv", tmp_path / "new" / "uv"
     for path, version in ((old, "0.4.30"), (new, "0.13.8")):
         path.parent.mkdir()
         path.write_text(f"#!/bin/sh\necho 'uv {version} (abc 2026-01-01)'\n")
         path.chmod(0o755)
-    assert doctor_host.find_uv(None, [str(old)], installer.MIN_UV) == {"path": None, "version": ""}  # bootstrap skips it
-    found = doctor_host.find_uv(str(new), [str(old), "/nonexistent/uv"], installer.MIN_UV)
-    assert found == {"path": str(new), "version": "uv 0.13.8 (abc 2026-01-01)"}
+    monkeypatch.setattr(installer, "UV_PLACES", (str(old), "/nonexistent/uv"))
+    assert doctor_host.uv_check(str(tmp_path)) == {"path": None, "version": ""}  # bootstrap skips it
+    tool = tmp_path / installer.TOOL / "bin"
+    tool.mkdir(parents=True)
+    new.rename(tool / "uv")
+    assert doctor_host.uv_check(str(tmp_path)) == {"path": str(tool / "uv"), "version": "uv 0.13.8"}

@@ -12,8 +12,9 @@ import sys
 
 import pytest
 
-from remote_run import installer
-from remote_run.installer import FINAL, PROGRESS, Sources, pip_config, reason
+from remote_run.host import installer
+from remote_run.host.control import FINAL, PROGRESS
+from remote_run.host.installer import Sources, pip_config, reason
 from remote_run.steps import Progress
 
 # pip's own reading of its configuration: the options `pip install` would use, for each

@@ -21,14 +21,14 @@ def loaded_after(code: str, cwd) -> set[str]:
 def test_listing_the_tasks_loads_none_of_what_they_run(tmp_path):
     loaded = loaded_after(PROBE, tmp_path)
     assert "remote_run.tasks.train" in loaded and "remote_run.tasks.setup" in loaded
-    for heavy in ("pipeline", "transport", "launcher", "sync", "steps", "doctor", "settings", "records", "compare"):
+    for heavy in ("pipeline", "transport", "ship", "sync", "steps", "doctor", "settings", "records", "compare"):
         assert f"remote_run.{heavy}" not in loaded, loaded
 
 
 def test_the_first_session_loads_what_runs_use_before_any_thread_starts(tmp_path):
     first_task = "import remote_run.tasks\nfrom invoke import Context\nfrom remote_run.session import session\nsession(Context())\n"
     loaded = loaded_after(PROBE.replace("import remote_run.tasks\n", first_task), tmp_path)
-    for module in ("pipeline", "transport", "launcher", "sync", "steps", "settings", "records", "aftermath", "ports", "trainers"):
+    for module in ("pipeline", "transport", "ship", "sync", "steps", "settings", "records", "aftermath", "ports", "trainers"):
         assert f"remote_run.{module}" in loaded, loaded
     # Only their own task's thread touches these: they wait for it.
     for module in ("doctor", "compare", "cleanup", "envfile"):

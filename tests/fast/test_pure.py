@@ -8,7 +8,8 @@ import pytest
 
 import threading
 
-from remote_run import gpu, launcher, records, render, settings, shell, sync
+from remote_run import gpu, records, render, settings, shell, sync
+from remote_run.host import gpus as gpus_host
 from remote_run.errors import Failure
 
 NASTY = ["a b", "it's", '"q"', "$(touch /tmp/canary)", "`id`", "x;y", "new\nline", "-rf", "naïve", "*"]
@@ -76,18 +77,18 @@ APPS = "GPU-aaa, 4242, python train.py, 11990\n"
 
 
 def test_nvidia_smi_parsing_and_busy_detection():
-    gpus = launcher.parse_gpus(GPUS, APPS)
+    gpus = gpus_host.parse(GPUS, APPS)
     assert [(g["index"], g["memory_used"], g["utilization"]) for g in gpus] == [(0, 12000, 97), (1, 1, 0)]
     assert gpus[0]["processes"] == [{"pid": 4242, "name": "python train.py", "memory": 11990}]
     assert gpus[1]["processes"] == []
-    assert [g["index"] for g in launcher.visible(gpus, "1")] == [1]
-    assert [g["index"] for g in launcher.visible(gpus, "GPU-bbb")] == [1]
-    assert [g["index"] for g in launcher.visible(gpus, "")] == [0, 1]
+    assert [g["index"] for g in gpus_host.visible(gpus, "1")] == [1]
+    assert [g["index"] for g in gpus_host.visible(gpus, "GPU-bbb")] == [1]
+    assert [g["index"] for g in gpus_host.visible(gpus, "")] == [0, 1]
     assert "4242 python train.py (11990 MiB)" in gpu.show_table(gpus)
 
 
 def test_nvidia_smi_na_fields_and_commas_in_names():
-    [one] = launcher.parse_gpus("0, Tesla T4, rev, A, GPU-x, [N/A], 15360, [Not Supported]\n", "")
+    [one] = gpus_host.parse("0, Tesla T4, rev, A, GPU-x, [N/A], 15360, [Not Supported]\n", "")
     assert one["name"] == "Tesla T4, rev, A" and one["memory_used"] is None and one["utilization"] is None
 
 

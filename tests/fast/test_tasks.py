@@ -12,9 +12,10 @@ import pytest
 from invoke import Config, MockContext
 from invoke.runners import Result
 
-from remote_run import exits, launcher, pipeline, session as session_mod, settings, steps, transport
+from remote_run import pipeline, session as session_mod, settings, ship, steps, transport
+from remote_run.host import exits, gpus as gpus_host
 from remote_run.errors import Failure
-from remote_run.launcher import CONTROL
+from remote_run.host.control import CONTROL
 from remote_run.tasks import machine, workspace
 from support.fakehost import FakeHost, launcher_args, mode
 
@@ -35,7 +36,7 @@ def env(tmp_path, monkeypatch):
 
 
 def gpu_report(busy: bool, allow_busy=False, require=True) -> dict:
-    gpus = launcher.parse_gpus(H100.format(used=12000 if busy else 1, util=97 if busy else 0),
+    gpus = gpus_host.parse(H100.format(used=12000 if busy else 1, util=97 if busy else 0),
                                "GPU-aaa, 4242, python train.py, 11990\n" if busy else "")
     report = {"state": "busy" if busy else "ok", "gpus": gpus, "chosen": [0], "busy": [0] if busy else [], "text": ""}
     report["go"] = allow_busy if busy else True
@@ -231,9 +232,9 @@ class Keeping:
 
     def __call__(self, argv, stdin):
         assert mode(argv) == "status", argv
-        if argv[3] == transport.LOADER and not self.kept:
-            return "", transport.MISSING + ("true" if self.storable else "false") + "}\n", exits.NO_PROGRAM
-        if argv[3] == transport.keeper():
+        if argv[4] == ship.LOADER and not self.kept:
+            return "", ship.MISSING + ("true" if self.storable else "false") + "}\n", exits.NO_PROGRAM
+        if argv[4] == ship.keeper():
             self.kept = self.storable
         return "no runs\n", CONTROL + '{"exit": 0}\n', 0
 
@@ -242,21 +243,21 @@ def test_an_ssh_host_is_sent_the_launcher_once_then_runs_what_it_kept(env):
     machine_ = Keeping()
     host = FakeHost(settings.load(), machine_)
     for _ in range(3):
-        assert host.quick(host.launcher("status", "/tmp/rrt_fast_remote")).stdout == "no runs\n"
-    programs = [argv[3] for argv in host.seen]
-    assert programs == [transport.LOADER, transport.keeper(), transport.LOADER, transport.LOADER]
-    assert len(transport.LOADER) < 1200 < 60000 < len(transport.keeper())  # what a warm command carries
-    assert host.seen[0][4] == transport.program_version() and launcher_args(host.seen[1]) == ["status", "/tmp/rrt_fast_remote"]
+        assert host.quick(host.program("status", "/tmp/rrt_fast_remote")).stdout == "no runs\n"
+    programs = [argv[4] for argv in host.seen]
+    assert programs == [ship.LOADER, ship.keeper(), ship.LOADER, ship.LOADER]
+    assert len(ship.LOADER) < 1200 < 60000 < len(ship.keeper())  # what a warm command carries
+    assert host.seen[0][5] == ship.version() and host.seen[1][6] == "keep" and launcher_args(host.seen[1]) == ["status", "/tmp/rrt_fast_remote"]
 
 
 def test_a_host_that_cannot_keep_the_launcher_is_sent_it_every_time_without_asking_again(env):
     host = FakeHost(settings.load(), Keeping(storable=False))
     for _ in range(3):
-        assert host.quick(host.launcher("status", "/tmp/rrt_fast_remote")).stdout == "no runs\n"
-    assert [argv[3] for argv in host.seen] == [transport.LOADER, transport.keeper(), transport.keeper(), transport.keeper()]
+        assert host.quick(host.program("status", "/tmp/rrt_fast_remote")).stdout == "no runs\n"
+    assert [argv[4] for argv in host.seen] == [ship.LOADER, ship.keeper(), ship.keeper(), ship.keeper()]
 
 
 def test_this_machine_runs_the_launcher_itself(env, monkeypatch):
     monkeypatch.setenv("REMOTE_HOST", "local")
-    argv = transport.Host(settings.load(), context=None).launcher("status", "/tmp/x")
-    assert argv[3] == transport.host_program() and argv[4:] == ["status", "/tmp/x"]
+    argv = transport.Host(settings.load(), context=None).program("status", "/tmp/x")
+    assert argv[1:3] == ["-I", "-S"] and "from remote_run.host.__main__ import main" in argv[-3] and argv[-2:] == ["status", "/tmp/x"]

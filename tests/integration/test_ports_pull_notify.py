@@ -357,7 +357,8 @@ def test_notify_url_is_called_by_the_host_for_a_detached_group_and_appears_nowhe
 
 
 def test_ntfy_gets_a_text_body_other_webhooks_json_and_a_bad_url_is_never_repeated(tmp_path):
-    from remote_run import launcher, notify
+    from remote_run import notify
+    from remote_run.host import notify as host_notify
     from remote_run.errors import Failure
 
     assert notify.body_format("https://ntfy.sh/my-topic") == notify.body_format("https://ntfy.example.org/t") == "text"
@@ -367,7 +368,7 @@ def test_ntfy_gets_a_text_body_other_webhooks_json_and_a_bad_url_is_never_repeat
     (run_dir / "run.log").write_text("epoch 1\nRESULT_X acc=0.9\n")
     hook = Hook()
     try:
-        launcher.post_end({"url": f"http://127.0.0.1:{hook.server_address[1]}/topic", "format": "text", "timeout": 5}, str(run_dir), 0)
+        host_notify.post({"url": f"http://127.0.0.1:{hook.server_address[1]}/topic", "format": "text", "timeout": 5}, str(run_dir), 0)
     finally:
         hook.shutdown()
     [post] = hook.posts

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from support.cli import Background, cli, log_has, one_line_error, remote_exists, run_dirs, wait_for, wait_for_started_run
+from support.net import free_port
 from support.sshd import ROOT_MODE
 from support.workspace import make_workspace, unique_remote_dir
 
@@ -168,6 +169,26 @@ def test_wait_queues_for_a_busy_gpu_and_starts_in_arrival_order(sshd, queue_box)
     started_second = float((second / "run.log").read_text().split("started 0 ")[1].split()[0])
     assert started_second >= ended_first  # the second waited for the first, which held GPU 0
     assert not [e for e in queue_entries(sshd) if e["run"] in (first.name, second.name)]
+
+
+def test_a_queued_run_is_live_to_tunnel_and_logs(sshd, queue_box, tmp_path):
+    """A run waiting in the GPU queue has not ended: `inv tunnel` forwards for it (it used to call it
+    "not running"), and `inv logs` says to add --follow (it used to say nothing)."""
+    ws, remote, gpu = queue_box
+    gpu("busy")
+    waiter = detached(sshd, ws, remote, "--wait")
+    wait_for(lambda: log_has(waiter, "first in the queue"), 15, "the run in the queue")
+    logs = cli(sshd, ws, "logs", "--run", waiter.name, REMOTE_DIR=remote, venv=False)
+    assert logs.returncode == 0 and f"run {waiter.name} is still waiting, #1 in the GPU queue; add --follow to wait for it" in logs.stderr, logs.stderr
+    tunnel = Background(sshd, ws, tmp_path / "bg", "tunnel", "--port", f"{free_port()}:{free_port()}", "--run", waiter.name,
+                        REMOTE_DIR=remote, venv=False)
+    try:
+        wait_for(lambda: "Ctrl+C closes the tunnel" in tunnel.stderr or tunnel.proc.poll() is not None, 15, "the tunnel")
+        assert f"run {waiter.name} on l1" in tunnel.stderr, tunnel.stderr
+        tunnel.ctrl_c()
+        assert tunnel.wait(10) == 0 and "tunnel closed" in tunnel.stderr, tunnel.stderr
+    finally:
+        tunnel.kill()
 
 
 def test_a_killed_waiter_leaves_the_queue_and_a_wait_timeout_gives_up(sshd, queue_box):

@@ -393,7 +393,7 @@ def test_the_host_keeps_the_launcher_and_refuses_a_copy_another_user_could_have_
         return sshd.count("Starting session:", mark)
 
     assert status() == 2  # asked for it, then sent it
-    [kept] = [path for path in cache.iterdir() if path.name.startswith("launcher-")]
+    [kept] = [path for path in cache.iterdir() if path.name.startswith("host-")]
     assert oct(kept.stat().st_mode & 0o777) == "0o600" and oct(cache.stat().st_mode & 0o777) == "0o700"
     assert status() == 1 and status() == 1
 

@@ -7,7 +7,8 @@ import shlex
 
 from invoke.runners import Result
 
-from remote_run.transport import LOADER, Host, keeper
+from remote_run import ship
+from remote_run.transport import Host
 
 
 class FakeHost(Host):
@@ -31,13 +32,10 @@ class FakeHost(Host):
 
 
 def launcher_args(argv: list[str]) -> list[str] | None:
-    """The mode and arguments of a launcher command (``python -S -c PROGRAM MODE ...``, with the
-    launcher's version after the loader or keeper of an SSH host), or None for another command."""
-    if len(argv) < 5 or argv[1:3] != ["-S", "-c"]:
-        return None
-    return argv[5:] if argv[3] in (LOADER, keeper()) else argv[4:]
+    """The mode and arguments of a host program command (remote_run.ship), or None for another command."""
+    return ship.mode_of(argv)
 
 
 def mode(argv: list[str]) -> str | None:
-    """The launcher mode of a host argv, or None."""
+    """The host program mode of a host argv, or None."""
     return (launcher_args(argv) or [None])[0]

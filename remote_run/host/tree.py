@@ -1,7 +1,7 @@
 """The synced tree, as rsync sees it: filter rules, a walk, a fingerprint, and applying a delta.
 
-Standard library only, Python 3.6+: this module runs on this machine and, sent with the
-launcher, on the host, so both sides judge "is the tree the same?" with one implementation.
+Part of the host program (standard library only): this machine and the host judge "is the tree
+the same?" with one implementation.
 
 Rules are rsync filter rules, ``("+" | "-", pattern)``, first match wins, and follow rsync's
 pattern semantics (man rsync, "INCLUDE/EXCLUDE PATTERN RULES"): a leading ``/`` anchors at the
@@ -14,11 +14,13 @@ import os
 import re
 import stat
 
+from .files import read_text, write_atomic
+
 # Top-level names in REMOTE_DIR that a sync never deletes (rsync ``P`` rules): run outputs, the
 # venv, our own state and the dataset cache. On the host they hold more than the workspace sent,
 # so the fingerprint leaves them out and checks the workspace's own files there one by one.
 PROTECTED = ("runs", ".venv", ".remote-run", "data")
-# Paths the launcher wrote into REMOTE_DIR (rendered runners, the folders it made for them): the
+# Paths an older remote-run wrote into REMOTE_DIR (rendered runners, the folders it made for them): the
 # host's walk skips them, so a rendered runner does not make the tree look changed.
 RENDERED = ".remote-run/rendered"
 STAMP = ".remote-run/synced"
@@ -200,7 +202,7 @@ def _line(rel, entry):
 
 def fingerprint(entries):
     """A hash of the tree as rsync's quick check sees it (type, path, size, mtime in s, mode, link)."""
-    import hashlib  # here: most launcher commands need no fingerprint
+    import hashlib  # here: most host commands need no fingerprint
 
     digest = hashlib.sha256()
     for rel in sorted(entries):
@@ -228,24 +230,7 @@ def host_fingerprint(root, rules, protected):
 
 
 def read_rendered(root):
-    try:
-        with open(os.path.join(root, RENDERED), encoding="utf-8", errors="surrogateescape") as handle:
-            return [line for line in handle.read().split("\0") if line]
-    except OSError:
-        return []
-
-
-def write_atomic(path, data, mode=None):
-    """Write ``data`` (bytes) to ``path`` through a temporary name, as rsync does: a reader sees
-    the old file or the new one, and a hardlinked copy of the old one keeps its contents."""
-    folder = os.path.dirname(path) or "."
-    temp = os.path.join(folder, ".%s.rr%d" % (os.path.basename(path), os.getpid()))
-    with open(temp, "wb") as handle:
-        handle.write(data)
-    if mode is not None:
-        os.chmod(temp, mode)
-    os.replace(temp, path)
-    return path
+    return [line for line in (read_text(os.path.join(root, RENDERED), strip=False) or "").split("\0") if line]
 
 
 def apply_delta(root, delta):

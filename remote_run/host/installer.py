@@ -1,15 +1,13 @@
-"""The host side of `inv bootstrap`: make REMOTE_DIR/.venv current with uv, or with pip when uv
-cannot be had, showing progress while the installer works and naming what failed in one line.
+"""`inv bootstrap` on the host: make REMOTE_DIR/.venv current with uv, or with pip when uv cannot
+be had, showing progress while the installer works and naming what failed in one line.
 
-Sent with `python3 -S -c` together with exits.py (remote_run.environment.program()); standard
-library only, Python 3.6+. Its one argument is a JSON payload: root, stamp, force, installer
-(auto, uv or pip), torch_index, torch and extra (package lists), tick (seconds of silence before a
-progress line).
+Its payload: root, stamp, force, installer (auto, uv or pip), torch_index, torch and extra
+(package lists), tick (seconds of silence before a progress line).
 
-Which uv: the host's own (PATH, ~/.local/bin, ~/.cargo/bin), else the one in TOOL, installed once
-with the host's pip from the package sources pip uses. uv does not read pip's configuration, so
-the sources pip would use (its config files and PIP_* variables, read as pip reads them) are
-given to uv as options, unless uv has index settings of its own (UV_* variables, uv.toml, a
+Which uv (find_uv(), which doctor asks too): the host's own (PATH, ~/.local/bin, ~/.cargo/bin),
+else the one in TOOL, installed once with the host's pip from the package sources pip uses. uv
+does not read pip's configuration, so the sources pip would use (pip_config(): pip's own answer)
+are given to uv as options, unless uv has index settings of its own (UV_* variables, uv.toml, a
 [tool.uv] index in REMOTE_DIR/pyproject.toml).
 
 Everything goes to stderr: remote-run's own `remote-run: ...` lines, the installer's lines indented,
@@ -17,8 +15,10 @@ and progress lines that start with PROGRESS (the caller redraws those in place o
 All of it, the installers' whole output included, is also written to LOG.
 """
 
+import functools
 import json
 import os
+import queue
 import re
 import shutil
 import subprocess
@@ -27,17 +27,10 @@ import threading
 import time
 from collections import deque
 
-try:
-    import queue
-except ImportError:  # pragma: no cover - Python 2 is not supported; keeps the error readable
-    raise SystemExit("remote-run: the host's python3 is too old; install Python 3.6 or newer")
+from . import exits
+from .control import FINAL, PROGRESS
+from .files import read_text, write_text
 
-if __package__:  # imported on this machine as remote_run.installer
-    from . import exits
-# On the host, remote_run.environment.program() defines `exits` before this file.
-
-PROGRESS = "\x1d"  # first character of a progress line
-FINAL = "\x1e"  # first character of the line saying why the bootstrap failed (the caller's one line repeats it)
 VENV = ".venv"
 STAMP = ".venv/.remote-run-stamp"
 LOG = ".remote-run/bootstrap.log"
@@ -264,40 +257,39 @@ def disk_full():
 
 # ----------------------------------------------------------------- package sources for uv
 
-def pip_config(environ):
-    """The options `pip install` reads from its configuration, as pip reads them: the site-wide
-    files, the user's (unless PIP_CONFIG_FILE names an existing file), PIP_CONFIG_FILE, with
-    [install] over [global] and PIP_* variables over both (PIP_CONFIG_FILE=/dev/null: no files)."""
-    import configparser
+def pip_config(environ=None, python=None):
+    """The options `pip install` reads from its configuration, as pip itself reports them
+    (`python3 -m pip config list`: its files and PIP_* variables, merged as pip merges them), with
+    [install] over [global] and the variables over both. {} when this Python has no pip."""
+    environ = os.environ if environ is None else environ
+    return dict(_pip_answer(python or sys.executable, tuple(sorted(environ.items()))))
 
-    env_file = environ.get("PIP_CONFIG_FILE")
-    files = []
-    if env_file != os.devnull:
-        dirs = [d for d in (environ.get("XDG_CONFIG_DIRS") or "/etc/xdg").split(":") if d]
-        files += [os.path.join(d, "pip", "pip.conf") for d in dirs] + ["/etc/pip.conf"]
-        if not (env_file and os.path.exists(env_file)):
-            home = os.path.expanduser("~")
-            files += [os.path.join(home, ".pip", "pip.conf"),
-                      os.path.join(environ.get("XDG_CONFIG_HOME") or os.path.join(home, ".config"), "pip", "pip.conf")]
-        if env_file:
-            files.append(env_file)
-    sections = {"global": {}, "install": {}}
-    for path in files:
-        parser = configparser.RawConfigParser()
+
+@functools.lru_cache(maxsize=None)
+def _pip_answer(python, environ):
+    import ast
+
+    try:
+        done = subprocess.run([python, "-m", "pip", "config", "list"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                              stdin=subprocess.DEVNULL, env=dict(environ), timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return ()
+    if done.returncode:
+        return ()
+    sections = {"global": {}, "install": {}, ":env:": {}}
+    for line in done.stdout.decode("utf-8", "replace").splitlines():
+        name, _, value = line.partition("=")
+        section, _, key = name.rpartition(".")
+        if section not in sections or not key:
+            continue
         try:
-            parser.read(path)
-        except (configparser.Error, UnicodeDecodeError, OSError):
-            continue  # pip itself refuses such a file; the pip fallback would say why
-        for section, values in sections.items():
-            if parser.has_section(section):
-                for key, value in parser.items(section):
-                    values[key.lower().replace("_", "-").lstrip("-")] = value
+            sections[section][key.lower().replace("_", "-").lstrip("-")] = str(ast.literal_eval(value))
+        except (ValueError, SyntaxError):
+            continue
     conf = dict(sections["global"])
     conf.update(sections["install"])
-    for name, value in environ.items():
-        if name.startswith("PIP_") and value.strip():
-            conf[name[4:].lower().replace("_", "-")] = value
-    return conf
+    conf.update({key: value for key, value in sections[":env:"].items() if value.strip()})
+    return tuple(conf.items())
 
 
 def truthy(value):
@@ -421,8 +413,10 @@ def uv_places():
     return [shutil.which(place) if "/" not in place else os.path.expanduser(place) for place in UV_PLACES]
 
 
-def host_uv(out):
-    """The host's own uv (uv_places()) if it is recent enough: (path, version)."""
+def find_uv(root, out=None):
+    """The uv a bootstrap uses (doctor asks the same): the host's own (uv_places()) if it is at
+    least MIN_UV, else the one an earlier bootstrap installed into ``root``/TOOL. (path, version,
+    where it was found in words), or None."""
     seen = []
     for path in uv_places():
         version = uv_version(path)
@@ -430,8 +424,13 @@ def host_uv(out):
             continue
         seen.append(path)
         if version >= MIN_UV:
-            return path, version
-        out.say("uv %s at %s is older than %s; not using it" % (version_text(version), path, version_text(MIN_UV)))
+            return path, version, path
+        if out is not None:
+            out.say("uv %s at %s is older than %s; not using it" % (version_text(version), path, version_text(MIN_UV)))
+    tool = os.path.join(root, TOOL, "bin", "uv")
+    version = uv_version(tool)
+    if version is not None and version >= MIN_UV:
+        return tool, version, os.path.join(root, TOOL)
     return None
 
 
@@ -630,17 +629,12 @@ def choose(out, payload, root):
     if wanted == "pip":
         out.say("using pip (BOOTSTRAP_INSTALLER=pip)")
         return Pip(out, tick)
-    found = host_uv(out)
+    found = find_uv(root, out)
     if found:
-        out.say("using uv %s (%s)" % (version_text(found[1]), found[0]))
+        out.say("using uv %s (%s)" % (version_text(found[1]), found[2]))
         return Uv(out, found[0], found[1], tick)
-    tool = os.path.join(TOOL, "bin", "uv")
-    version = uv_version(tool)
-    if version is not None and version >= MIN_UV:
-        out.say("using uv %s (%s/%s)" % (version_text(version), root, TOOL))
-        return Uv(out, os.path.join(root, tool), version, tick)
     sources = pip_text(pip_config(os.environ))
-    before = read(NO_UV)
+    before = read_text(NO_UV) or ""
     if wanted == "auto" and not payload["force"] and before and before.split("\n", 1)[0] == sources:
         out.say("using pip: uv could not be installed from these package sources before (%s); `inv bootstrap --force` tries again"
                 % before.split("\n", 1)[-1])
@@ -653,24 +647,9 @@ def choose(out, payload, root):
         out.final("cannot install uv into %s/%s: %s; the output is in %s (BOOTSTRAP_INSTALLER=auto falls back to pip)"
                   % (root, TOOL, got, os.path.abspath(LOG)))
         return exits.FAILED
-    write(NO_UV, sources + "\n" + got)
+    write_text(NO_UV, sources + "\n" + got + "\n")
     out.say("cannot install uv: %s; falling back to pip, which is slower and reports progress only between packages" % got)
     return Pip(out, tick)
-
-
-def read(path):
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return handle.read().strip()
-    except OSError:
-        return ""
-
-
-def write(path, text):
-    temp = "%s.tmp-%d" % (path, os.getpid())
-    with open(temp, "w", encoding="utf-8") as handle:
-        handle.write(text + "\n")
-    os.replace(temp, path)
 
 
 def build(out, payload, root):
@@ -689,7 +668,7 @@ def build(out, payload, root):
         status = installer.install(packages, index)
         if status:
             return status
-    write(STAMP, payload["stamp"])
+    write_text(STAMP, payload["stamp"] + "\n")
     out.say("environment ready (%s/%s, %s, %.1f s)" % (root, VENV, installer.name, time.time() - started))
     return exits.OK
 
@@ -746,7 +725,3 @@ def wait_for(lock, out, root, tick):
         if time.time() - shown >= tick:
             shown = time.time()
             out.progress("waiting for the other bootstrap… %d s" % (shown - started))
-
-
-if __name__ == "__main__":
-    sys.exit(main(json.loads(sys.argv[1])))

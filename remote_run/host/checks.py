@@ -1,0 +1,117 @@
+"""The checks a run command makes before it starts anything: is REMOTE_DIR the tree the workspace
+last synced (and a small delta applied), is the environment current, what do the GPUs say."""
+
+import os
+import sys
+
+from . import exits, gpus as gpu_info, queue, tree
+from .files import read_text, remove, write_text
+
+
+def check_sync(root, spec):
+    """Is REMOTE_DIR the tree the workspace last synced (spec["expect"])? Then apply spec["delta"]."""
+    if not os.path.isfile(os.path.join(root, ".remote-run", "owner")):
+        return {"state": "stale", "detail": "REMOTE_DIR is not set up by remote-run yet"}
+    stamp = read_text(os.path.join(root, tree.STAMP))
+    rules = tree.compile_rules(spec["rules"])
+    if stamp != spec["expect"] or tree.host_fingerprint(root, rules, spec.get("protected", {})) != spec["expect"]:
+        return {"state": "stale", "detail": "REMOTE_DIR differs from the last sync"}
+    delta = spec.get("delta")
+    if not delta:
+        return {"state": "ok"}
+    try:
+        remove(os.path.join(root, tree.STAMP))  # a delta cut short must not look synced
+        tree.apply_delta(root, delta)
+    except OSError as exc:
+        return {"state": "stale", "detail": "applying the changes failed: %s" % (exc.strerror or exc)}
+    if tree.host_fingerprint(root, rules, delta.get("protected", {})) != delta["target"]:
+        return {"state": "stale", "detail": "the tree differs after applying the changes"}
+    write_text(os.path.join(root, tree.STAMP), delta["target"] + "\n")
+    return {"state": "applied"}
+
+
+def check_env(root, spec):
+    """REMOTE_DIR/.venv's stamp against spec["stamp"]; or (REMOTE_PYTHON, `local`) the interpreter
+    running this program, and whether torch is there (found, not imported: that takes seconds)."""
+    if spec["kind"] == "venv":
+        current = read_text(os.path.join(root, ".venv", ".remote-run-stamp")) == spec["stamp"]
+        current = current and os.access(os.path.join(root, ".venv", "bin", "python"), os.X_OK)
+        return {"state": "ok" if current else "stale"}
+    import importlib.util
+    import platform
+    import site
+
+    site.main()  # -S left site-packages out
+    text = "python %s %s; " % (platform.python_version(), sys.executable)
+    if importlib.util.find_spec("torch") is None:
+        text += "torch is not installed"
+    else:
+        from importlib.metadata import version
+
+        text += "torch " + version("torch")
+    return {"state": "ok", "text": text}
+
+
+def check_gpu(spec, procs, drop_stale=True):
+    """What the GPUs say, and whether a run may start under ``spec`` (devices or auto, require,
+    allow_busy, wait). A GPU is busy when it has processes or another remote-run run (any user's)
+    holds it in the queue. ``drop_stale``: remove this user's dead queue entries as they are read."""
+    state, gpus, text = gpu_info.answer(procs, spec["limit"])
+    report = {"state": state, "gpus": gpus, "chosen": [], "busy": [], "text": text}
+    if state != "ok":
+        report["go"] = not spec["require"]
+        return report
+    if not gpus:
+        report.update(state="none", go=not spec["require"])
+        return report
+    entries = queue.entries(drop_stale)
+    queue.mark_held(gpus, entries)
+    report["waiting"] = queue.waiting_count(entries)  # for choosing among hosts
+    count = spec.get("count") or 1
+    if spec["devices"] == "auto":
+        free = gpu_info.idle(gpus)
+        report["chosen"] = [g["index"] for g in free[:count]]
+        if len(free) < count:
+            report.update(state="busy", busy=[g["index"] for g in gpus if not gpu_info.is_idle(g)], auto=count)
+            report.update(go=bool(spec["allow_busy"] or spec.get("wait")), waits=bool(spec.get("wait")))
+            return report
+        report["go"] = True
+        return report
+    chosen = gpu_info.visible(gpus, spec["devices"])
+    report["chosen"] = [g["index"] for g in chosen]
+    if spec["devices"] and not chosen:
+        report.update(state="nomatch", go=False)
+        return report
+    report["busy"] = [g["index"] for g in chosen if not gpu_info.is_idle(g)]
+    if report["busy"]:
+        report.update(state="busy", go=bool(spec["allow_busy"] or spec.get("wait")), waits=bool(spec.get("wait")))
+        return report
+    report["go"] = True
+    return report
+
+
+def run_checks(root, payload):
+    """The report of every check the payload asks for; ``ok`` when a run may start."""
+    report = {}
+    procs = gpu_info.start_query() if payload.get("gpu") else None
+    if payload.get("sync"):
+        report["sync"] = check_sync(root, payload["sync"])
+    if payload.get("env"):
+        report["env"] = check_env(root, payload["env"])
+    if payload.get("gpu"):
+        report["gpu"] = check_gpu(payload["gpu"], procs)
+    if payload.get("docker"):
+        report["docker"] = gpu_info.docker(payload.get("gpu", {}).get("limit", 20))
+    report["ok"] = (report.get("sync", {}).get("state", "ok") in ("ok", "applied")
+                    and report.get("env", {}).get("state", "ok") == "ok"
+                    and report.get("gpu", {}).get("go", True))
+    return report
+
+
+def check(payload):
+    """The `check` mode: the report as one line of JSON on stdout."""
+    import json
+
+    report = run_checks(payload["root"], payload)
+    sys.stdout.write(json.dumps(report) + "\n")
+    return exits.OK if report["ok"] else exits.PREFLIGHT

@@ -1,0 +1,43 @@
+"""`inv clean`: delete REMOTE_DIR, only if remote-run created it and none of its runs is live."""
+
+import os
+import shutil
+
+from . import exits, states, tree
+from .control import fail, say
+from .files import remove
+from .owner import MARKER, examine, refusal
+from .runs import state_of
+
+
+def clean(root, data):
+    """Delete REMOTE_DIR; keep its dataset cache data/ (and our own state) unless ``data``."""
+    found = examine(root)
+    if found["state"] == "absent":
+        say("nothing to clean: %s does not exist" % root)
+        return exits.OK
+    line = refusal(root, found)
+    if line:
+        return fail(line, exits.REFUSED)
+    if not os.path.isfile(os.path.join(root, MARKER)):
+        return fail("REMOTE_DIR=%s was not created by remote-run (no %s marker); refusing to delete it" % (root, MARKER), exits.REFUSED)
+    runs = os.path.join(root, "runs")
+    for name in sorted(os.listdir(runs)) if os.path.isdir(runs) else []:
+        if state_of(os.path.join(runs, name))[0] in states.LIVE:
+            return fail("run %s is still running in %s; stop it with inv kill first" % (name, root), exits.REFUSED)
+    if data or not os.path.isdir(os.path.join(root, "data")):
+        shutil.rmtree(root)
+        say("removed %s" % root)
+        return exits.OK
+    for name in os.listdir(root):
+        if name in ("data", ".remote-run"):
+            continue
+        path = os.path.join(root, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        else:
+            os.unlink(path)
+    remove(os.path.join(root, tree.STAMP))
+    remove(os.path.join(root, tree.RENDERED))
+    say("removed %s except the dataset cache %s/data (add --data to remove it too)" % (root, root))
+    return exits.OK

@@ -1,0 +1,113 @@
+"""A run's own copy of the synced tree, runs/<id>/work: taken before it starts, released after.
+
+A later sync replaces files (rsync writes a new file and renames it; so does a delta) and never
+writes into one, so hard links keep the code a run started with. What the run writes there stays:
+releasing removes only the links the snapshot made that still hold what it linked.
+"""
+
+import os
+import time
+
+from . import states, tree
+from .files import read_text, remove, write_text
+
+WORK = "work"  # runs/<id>/work: the run's own copy of the synced tree, and its working directory
+LINKED = "work.linked"  # what the snapshot hard-linked: "path\0inode\0" pairs, to tell code from outputs
+OWN = ("runs", ".remote-run")  # REMOTE_DIR's own top-level names: never in a snapshot
+SHARED = ("data", ".venv")  # linked as symbolic links: shared by every run, not copied
+
+
+class SnapshotError(Exception):
+    pass
+
+
+def take(root, run_dir, rules):
+    """Hard-link the synced tree into run_dir/work. data/, .venv and the top-level paths the sync
+    leaves alone are linked as symlinks. Returns {"tree": the sync stamp, "files", "seconds"}."""
+    began = time.time()
+    stamp_path = os.path.join(root, tree.STAMP)
+    before = read_text(stamp_path)
+    work = os.path.join(run_dir, WORK)
+    os.mkdir(work, 0o700)
+    skip = set(tree.read_rendered(root)) | set(tree.PROTECTED)
+    entries = tree.walk(root, tree.compile_rules(rules or []), skip)
+    linked = []
+    for rel in sorted(entries):  # a folder sorts before what is in it
+        kind, _size, _mtime, mode, target = entries[rel]
+        source, dest = os.path.join(root, rel), os.path.join(work, rel)
+        if kind == tree.DIR:
+            os.mkdir(dest, 0o700)
+        elif kind == tree.FILE:
+            os.link(source, dest)
+            linked.append("%s\0%d\0" % (rel, os.lstat(dest).st_ino))
+        elif kind == tree.LINK:
+            os.symlink(target, dest)
+    for rel in sorted(entries, reverse=True):  # the folders' own modes, once their contents are in
+        if entries[rel][0] == tree.DIR:
+            os.chmod(os.path.join(work, rel), entries[rel][3])
+    for name in os.listdir(root):
+        if name not in entries and name not in OWN and name not in skip - set(SHARED):
+            os.symlink(os.path.join(root, name), os.path.join(work, name))
+    if "data" not in entries and not os.path.lexists(os.path.join(work, "data")):
+        os.makedirs(os.path.join(root, "data"), mode=0o700, exist_ok=True)  # the dataset cache stays shared
+        os.symlink(os.path.join(root, "data"), os.path.join(work, "data"))
+    with open(os.path.join(run_dir, LINKED), "w", encoding="utf-8", errors="surrogateescape") as handle:
+        handle.write("".join(linked))
+    if before is None:
+        raise SnapshotError("REMOTE_DIR has no sync stamp, so the run's snapshot cannot be checked; run `inv sync` and then the run again")
+    if read_text(stamp_path) != before:
+        raise SnapshotError("REMOTE_DIR changed while the run's snapshot was taken (a sync from another terminal?); run again")
+    return {"tree": before, "files": len(linked), "seconds": round(time.time() - began, 3)}
+
+
+def release(run_dir):
+    """After the run: remove the code the snapshot linked, unless the run changed it, and the
+    folders and links left empty, so that work/ keeps only what the run wrote (its outputs)."""
+    work = os.path.join(run_dir, WORK)
+    parts = (read_text(os.path.join(run_dir, LINKED), strip=False) or "").split("\0")
+    if not os.path.exists(os.path.join(run_dir, LINKED)):
+        return
+    for rel, inode in zip(parts[0::2], parts[1::2]):
+        path = os.path.join(work, rel)
+        try:
+            if os.lstat(path).st_ino == int(inode):
+                os.unlink(path)
+        except (OSError, ValueError):
+            pass
+    root = os.path.dirname(os.path.dirname(run_dir))
+    for folder, dirs, files in os.walk(work, topdown=False):
+        for name in files + dirs:
+            path = os.path.join(folder, name)
+            if os.path.islink(path) and os.path.isabs(os.readlink(path)) and os.readlink(path).startswith(root + os.sep):
+                os.unlink(path)  # a link into REMOTE_DIR the snapshot made (data/, .venv, ...)
+        try:
+            if folder != work:
+                os.rmdir(folder)
+        except OSError:
+            pass
+    remove(os.path.join(run_dir, LINKED))
+
+
+def release_ended(root):
+    """Release the snapshots of runs that ended without doing it (a supervisor that was killed)."""
+    from .runs import meta_age, state_of
+
+    runs = os.path.join(root, "runs")
+    try:
+        names = os.listdir(runs)
+    except OSError:
+        return
+    for name in names:
+        run_dir = os.path.join(runs, name)
+        if not os.path.exists(os.path.join(run_dir, LINKED)):
+            continue
+        state = state_of(run_dir)[0]
+        # "lost" also reads a run being prepared by another terminal this moment: give it a minute
+        if state in (states.FINISHED, states.FAILED, states.KILLED, states.SKIPPED) or (state == states.LOST and meta_age(run_dir) > 60):
+            release(run_dir)
+
+
+def write_files(work, files):
+    """Write the files a run brings (its rendered runners) into its snapshot."""
+    for rel, text in files.items():
+        write_text(os.path.join(work, rel), text)

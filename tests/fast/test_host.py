@@ -1,0 +1,316 @@
+"""The host program's modules, imported and tested directly on this machine (no sshd, no CLI)."""
+
+import ast
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from remote_run.host import owner, queue, snapshot, states, tree
+from remote_run.host.exits import REFUSED
+
+HOST = Path(__file__).resolve().parents[2] / "remote_run" / "host"
+
+
+# --- only the standard library -------------------------------------------------------------------
+
+def test_every_host_module_imports_only_the_standard_library_or_the_host_package():
+    bad = []
+    for path in sorted(HOST.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                continue  # from . import x / from .files import y: the host package itself
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module] if isinstance(node, ast.ImportFrom) else []
+            for name in names:
+                top = name.split(".")[0]
+                if top not in sys.stdlib_module_names:
+                    bad.append(f"{path.name}:{node.lineno} imports {name}")
+    assert bad == []
+
+
+def test_the_import_check_would_catch_a_third_party_import(tmp_path):
+    tree_ = ast.parse("import json\nfrom invoke import task\nfrom . import files\n")
+    found = [n.module for n in ast.walk(tree_) if isinstance(n, ast.ImportFrom) and not n.level]
+    assert [m for m in found if m.split(".")[0] not in sys.stdlib_module_names] == ["invoke"]
+
+
+# --- which state wins ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("facts, state", [
+    ({}, states.LOST),  # no exit status, no process: its supervisor was killed
+    ({"alive": True}, states.RUNNING),
+    ({"exit_code": 0}, states.FINISHED),
+    ({"exit_code": 3}, states.FAILED),
+    ({"exit_code": 130}, states.KILLED),  # Ctrl+C
+    ({"exit_code": 0, "stopped": True}, states.KILLED),  # a stop was asked for: killed, whatever it exited with
+    ({"stopped": True, "alive": True}, states.STOPPING),
+    ({"stopped": True}, states.KILLED),
+    ({"waiting": True}, states.QUEUED),
+    ({"waiting": True, "stopped": True}, states.QUEUED),  # still waiting: the stop has not reached it
+    ({"timed_out": True, "exit_code": 1}, states.TIMED_OUT),  # gave up waiting: not a failure of its own
+    ({"skipped": True, "exit_code": 130}, states.SKIPPED),
+    ({"exit_code": 0, "disconnected": True}, states.DISCONNECTED),
+    ({"detached": True}, states.DETACHED),
+    ({"detached": True, "alive": True}, states.DETACHED),  # let go on purpose: the run goes on
+    ({"detached": True, "exit_code": 0}, states.FINISHED),  # it ended before it was let go
+    ({"interrupted": True}, states.INTERRUPTED),
+])
+def test_one_function_decides_which_state_holds(facts, state):
+    assert states.decide(**facts) == state
+
+
+@pytest.mark.parametrize("members, state", [
+    ([states.FINISHED, states.RUNNING], states.RUNNING),
+    ([states.FINISHED, states.QUEUED], states.RUNNING),
+    ([states.FINISHED, states.FAILED], states.FAILED),
+    ([states.FINISHED, states.LOST], states.FAILED),
+    ([states.FINISHED, states.TIMED_OUT], states.FAILED),
+    ([states.FAILED, states.KILLED], states.KILLED),
+    ([states.FINISHED, states.SKIPPED], states.KILLED),
+    ([states.FINISHED, states.FINISHED], states.FINISHED),
+])
+def test_a_group_is_running_while_one_run_is_live_and_then_takes_its_worst_end(members, state):
+    assert states.group(members) == state
+
+
+def test_state_of_reads_the_markers_a_run_folder_holds(tmp_path):
+    from remote_run.host import runs
+
+    run = tmp_path / "runs" / "r1"
+    run.mkdir(parents=True)
+    assert runs.state_of(str(run)) == (states.LOST, None)
+    (run / "pid").write_text(str(os.getpid()))
+    assert runs.state_of(str(run))[0] == states.RUNNING
+    (run / runs.KILLED_MARKER).write_text("")
+    assert runs.state_of(str(run))[0] == states.STOPPING
+    (run / "exit_code").write_text("143")
+    assert runs.state_of(str(run)) == (states.KILLED, 143)
+    waiting = tmp_path / "runs" / "r2"
+    waiting.mkdir()
+    (waiting / runs.WAITING_MARKER).write_text(json.dumps({"pid": os.getpid(), "position": 2}))
+    assert runs.state_of(str(waiting))[0] == states.QUEUED
+    assert runs.queue_place(str(waiting))["position"] == 2
+
+
+# --- the GPU queue: order and fairness ----------------------------------------------------------
+
+@pytest.fixture
+def folder(tmp_path, monkeypatch):
+    monkeypatch.setattr(queue, "QUEUE_DIR", str(tmp_path / "q"))
+    made = queue.own_folder()
+    assert made == f"{tmp_path}/q.{os.geteuid()}"
+    return Path(made)
+
+
+def put(folder, name, arrived, *, state=queue.WAITING, devices="0", gpus=(), pid=None, started=None):
+    pid = pid or os.getpid()
+    data = {"run": name, "user": "u", "pid": pid, "pid_started": started if started is not None else queue.started_at(pid),
+            "arrived": arrived, "state": state, "want": {"devices": devices}, "gpus": list(gpus)}
+    (folder / f"{arrived:.6f}-{name}.json").write_text(json.dumps(data))
+
+
+def test_entries_are_served_oldest_first(folder):
+    put(folder, "late", 30.0)
+    put(folder, "early", 10.0)
+    put(folder, "middle", 20.0)
+    assert [e["run"] for e in queue.entries()] == ["early", "middle", "late"]
+
+
+def test_an_entry_whose_process_is_gone_or_was_reused_is_ignored_and_only_its_owner_removes_it(folder):
+    put(folder, "live", 1.0)
+    put(folder, "reused", 2.0, started=1)  # same pid, another start time: a later process
+    dead = os.fork()
+    if not dead:
+        os._exit(0)
+    os.waitpid(dead, 0)
+    put(folder, "dead", 3.0, pid=dead, started=5)
+    assert [e["run"] for e in queue.entries(drop_stale=False)] == ["live"]
+    assert len(list(folder.glob("*.json"))) == 3  # doctor's look removes nothing
+    assert [e["run"] for e in queue.entries()] == ["live"]
+    assert [p.name.split("-", 1)[1] for p in folder.glob("*.json")] == ["live.json"]
+
+
+def test_a_folder_others_can_write_or_named_for_another_user_is_not_read(folder, tmp_path):
+    put(folder, "mine", 1.0)
+    os.chmod(folder, 0o777)
+    assert queue.entries() == [] and queue.own_folder() is None
+    os.chmod(folder, 0o755)
+    impostor = tmp_path / f"q.{os.geteuid() + 1}"  # a folder whose name says another uid than its owner's
+    impostor.mkdir(mode=0o755)
+    put(impostor, "forged", 0.5)
+    assert [e["run"] for e in queue.entries()] == ["mine"]
+
+
+def entry(folder, name, arrived, devices):
+    made = queue.Entry(f"/x/runs/{name}", {"devices": devices})
+    made.data["arrived"], made.path = arrived, str(folder / f"{arrived:.6f}-{name}.json")
+    made.write()
+    return made
+
+
+def test_a_waiter_waits_only_for_earlier_waiters_that_want_one_of_its_gpus(folder):
+    gpu0 = entry(folder, "gpu0", 1.0, "0")
+    gpu1 = entry(folder, "gpu1", 2.0, "1")
+    both = entry(folder, "both", 3.0, "0,1")
+    anyone = entry(folder, "auto", 4.0, "auto")
+    gpu1_later = entry(folder, "gpu1-later", 5.0, "1")
+    found = queue.entries()
+    ahead = {e.run: [a["run"] for a in e.ahead(found)] for e in (gpu0, gpu1, both, anyone, gpu1_later)}
+    assert ahead == {"gpu0": [], "gpu1": [], "both": ["gpu0", "gpu1"], "auto": ["gpu0", "gpu1", "both"],
+                     "gpu1-later": ["gpu1", "both", "auto"]}
+    gpu0.write(state=queue.HOLDING, gpus=[0])  # a holder is not ahead in the queue: it holds
+    assert [a["run"] for a in both.ahead(queue.entries())] == ["gpu1"]
+
+
+def test_a_held_gpu_names_the_run_that_holds_it(folder):
+    put(folder, "holder", 1.0, state=queue.HOLDING, gpus=[1])
+    gpus = [{"index": 0}, {"index": 1}]
+    queue.mark_held(gpus, queue.entries())
+    assert "held_by" not in gpus[0] and gpus[1]["held_by"] == "u's run holder"
+
+
+# --- snapshots: taken, safe from a later sync, released ------------------------------------------
+
+@pytest.fixture
+def synced(tmp_path):
+    root = tmp_path / "remote"
+    (root / "pkg").mkdir(parents=True)
+    (root / "pkg" / "model.py").write_text("v1\n")
+    (root / "train.py").write_text("print(1)\n")
+    (root / ".remote-run").mkdir()
+    (root / tree.STAMP).write_text("stamp-1\n")
+    (root / "runs" / "r1").mkdir(parents=True)
+    return root
+
+
+def test_a_snapshot_keeps_the_code_a_run_started_with_when_a_sync_replaces_it(synced):
+    run = synced / "runs" / "r1"
+    taken = snapshot.take(str(synced), str(run), [])
+    assert (taken["tree"], taken["files"]) == ("stamp-1", 2)
+    work = run / snapshot.WORK
+    new = synced / "pkg" / "model.py.tmp"  # what rsync does: a new file renamed over the old one
+    new.write_text("v2\n")
+    new.rename(synced / "pkg" / "model.py")
+    assert (work / "pkg" / "model.py").read_text() == "v1\n"
+    assert (work / "data").is_symlink() and os.readlink(work / "data") == str(synced / "data")
+    assert not (work / "runs").exists() and not (work / ".remote-run").exists()
+
+
+def test_releasing_a_snapshot_keeps_only_what_the_run_wrote(synced):
+    run = synced / "runs" / "r1"
+    snapshot.take(str(synced), str(run), [])
+    work = run / snapshot.WORK
+    (work / "out").mkdir()
+    (work / "out" / "model.pt").write_text("weights")
+    (work / "train.py").unlink()  # the run rewrote a file of its tree: that one is its output now
+    (work / "train.py").write_text("changed by the run\n")
+    snapshot.release(str(run))
+    left = sorted(str(p.relative_to(work)) for p in work.rglob("*"))
+    assert left == ["out", "out/model.pt", "train.py"]
+    assert (synced / "pkg" / "model.py").read_text() == "v1\n"  # the synced tree is untouched
+    assert not (run / snapshot.LINKED).exists()
+
+
+def test_a_snapshot_is_refused_when_a_sync_lands_while_it_is_taken(synced, monkeypatch):
+    real = tree.walk
+
+    def walk_during_a_sync(*args):
+        (synced / tree.STAMP).write_text("stamp-2\n")
+        return real(*args)
+
+    monkeypatch.setattr(tree, "walk", walk_during_a_sync)
+    with pytest.raises(snapshot.SnapshotError, match="changed while the run's snapshot was taken"):
+        snapshot.take(str(synced), str(synced / "runs" / "r1"), [])
+
+
+def test_snapshots_of_ended_runs_are_released_and_live_ones_kept(synced):
+    ended, live = synced / "runs" / "r1", synced / "runs" / "r2"
+    live.mkdir()
+    for run in (ended, live):
+        snapshot.take(str(synced), str(run), [])
+    (ended / "exit_code").write_text("0")
+    (live / "pid").write_text(str(os.getpid()))
+    snapshot.release_ended(str(synced))
+    assert not (ended / snapshot.LINKED).exists() and not (ended / "work" / "train.py").exists()
+    assert (live / snapshot.LINKED).exists() and (live / "work" / "train.py").exists()
+
+
+# --- REMOTE_DIR's ownership: one check, and what it refuses --------------------------------------
+
+@pytest.fixture
+def place(tmp_path):
+    base = tmp_path / "base"
+    base.mkdir(mode=0o755)
+    return base
+
+
+def state(path):
+    return owner.examine(str(path))["state"]
+
+
+def test_examine_tells_every_kind_of_remote_dir_apart(place, monkeypatch):
+    assert state(place / "new") == "absent"
+    (place / "empty").mkdir(mode=0o700)
+    assert state(place / "empty") == "empty"
+    (place / "theirs").mkdir(mode=0o700)
+    (place / "theirs" / "precious").write_text("x")
+    assert state(place / "theirs") == "unclaimed"
+    (place / "open").mkdir()
+    os.chmod(place / "open", 0o777)
+    assert state(place / "open") == "writable"
+    (place / "link").symlink_to(place / "empty")
+    assert state(place / "link") == "symlink"
+    (place / "file").write_text("")
+    assert state(place / "file") == "notdir"
+    shared = place / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o777)  # writable by all, no sticky bit: anyone could swap what is inside
+    assert owner.examine(str(shared / "mine")) | {"above": None} == {
+        "state": "ancestor", "above": None, "owner": owner.user_name(os.geteuid()), "mode": "0777",
+        "why": f"writable by other users (owner {owner.user_name(os.geteuid())}, mode 777)"}
+    os.chmod(shared, 0o1777)  # sticky, as /tmp is: fine
+    assert state(shared / "mine") == "absent"
+    monkeypatch.setenv("HOME", str(place / "empty" / "home"))
+    assert state(place / "empty") == "home"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to make a directory another user owns")
+def test_examine_refuses_a_directory_another_user_made(place):
+    (place / "theirs").mkdir(mode=0o700)
+    os.chown(place / "theirs", 65534, 65534)
+    assert state(place / "theirs") == "foreign"
+
+
+def test_a_claim_creates_marks_and_stamps_and_later_claims_find_it_ours(place):
+    root = place / "remote"
+    assert owner.claim(str(root), "stamp-9", False, None) == 0
+    assert oct(root.stat().st_mode & 0o777) == "0o700" and (root / owner.MARKER).is_file()
+    assert owner.examine(str(root))["state"] == "ours"
+    assert owner.claim(str(root), "stamp-9", False, ["true"]) == 0
+    assert (root / tree.STAMP).read_text() == "stamp-9\n"
+    assert owner.claim(str(root), "stamp-10", False, ["false"]) == 1
+    assert not (root / tree.STAMP).exists()  # a failed sync leaves no stamp to trust
+
+
+def test_a_dry_run_claim_creates_nothing(place):
+    assert owner.claim(str(place / "remote"), "", True, ["true"]) == 0
+    assert not (place / "remote").exists()
+
+
+@pytest.mark.parametrize("make, needle", [
+    (lambda p: (p.mkdir(), (p / "precious").write_text("x")), "was not created by remote-run"),
+    (lambda p: (p.mkdir(), os.chmod(p, 0o777)), "writable by other users (mode 777)"),
+    (lambda p: p.symlink_to("/etc"), "is a symbolic link (to /etc)"),
+    (lambda p: p.write_text(""), "exists and is not a directory"),
+])
+def test_a_claim_refuses_what_is_not_ours_and_changes_nothing(place, capsys, make, needle):
+    root = place / "remote"
+    make(root)
+    before = sorted(os.listdir(root)) if root.is_dir() and not root.is_symlink() else None
+    assert owner.claim(str(root), "stamp", False, ["touch", str(place / "ran")]) == REFUSED
+    assert needle in capsys.readouterr().err
+    assert not (place / "ran").exists()
+    if before is not None:
+        assert sorted(os.listdir(root)) == before
