@@ -2,27 +2,71 @@
 gpu-check as pre-tasks (``Task.pre``), and this executor runs them.
 
 Invoke's own executor would run each pre-task with its defaults, at once, and only dedupe calls
-with equal arguments. A run task needs three more things, so it gets its own executor (chosen by
-the ``tasks.executor_class`` setting, which `inv` reads from invoke.yaml and the `remote-run`
+with equal arguments. A run task needs more, so it gets its own executor (chosen by the
+``tasks.executor_class`` setting, which `inv` reads from invoke.yaml and the `remote-run`
 program sets itself):
 
 - each step once per invocation, whoever names it (``inv sync bootstrap train-hlb``), with the
-  flags of every mention combined (``inv gpu-check train-hlb --allow-busy`` allows a busy GPU);
-- the run task's flags reach the steps that take them (``--allow-busy``, ``--cpu-ok``); with
-  ``--sky`` the run goes to a cluster and the SSH steps are left out;
-- steps followed by a run task only note what is wanted: the run task carries them out after
-  checking its own flags, beside or inside its one remote command (remote_run.steps.prepare).
+  flags of every mention combined (``inv gpu-check --allow-busy train-hlb``);
+- the steps build a plan (remote_run.steps.Preflight) instead of acting: the plan of the steps
+  before a run task is handed to it, which carries it out beside or inside its one remote
+  command; steps with no run task after them are carried out together, at once;
+- with ``--sky`` the run goes to a cluster and the SSH steps are left out.
 """
 
 from __future__ import annotations
 
+import inspect
+
 from invoke import Call, Executor, Task
 
-from .session import session
+from .options import RunOptions
+
+
+class Step(Task):
+    """One of the chain's steps: ``plan(preflight, settings, **flags)`` adds it to a plan
+    (remote_run.steps.plan_sync, ...); the body carries out that plan alone (for a direct call)."""
+
+    def __init__(self, body, plan=None, **kwargs):
+        self.plan = plan
+        super().__init__(body, **kwargs)
 
 
 class RunTask(Task):
-    """A task that runs work on the host after the chain's steps (train-hlb, train-david, run)."""
+    """A task that runs work on the host after the chain's steps (train-hlb, train-david, run, rerun).
+
+    It declares its own flags; the flags every run task shares are the fields of
+    remote_run.options.RunOptions, added to its arguments here with their help, and its body gets
+    them as one ``options`` value, and the steps' plan as ``preflight`` (None when no chain
+    planned it: then it carries out every step). ``shared``: the names of the fields it takes.
+    """
+
+    def __init__(self, body, shared=None, **kwargs):
+        fields = RunOptions.flags()
+        self.shared = tuple(shared) if shared is not None else tuple(f.name for f in fields if f.name != "sky")
+        mine = [f for f in fields if f.name in self.shared]
+        kwargs["help"] = {**{f.name: f.metadata["help"] for f in mine}, **(kwargs.get("help") or {})}
+        kwargs["iterable"] = [*(kwargs.get("iterable") or []), *(f.name for f in mine if f.metadata["iterable"])]
+        super().__init__(body, **kwargs)
+
+    def argspec(self, body):
+        """The body's own parameters, then the shared flags in RunOptions' order (which, with the
+        names, decides invoke's short flags)."""
+        own = [p for p in super().argspec(body).parameters.values() if p.name not in ("options", "preflight")]
+        shared = [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=None if f.metadata["iterable"] else f.default)
+                  for f in RunOptions.flags() if f.name in self.shared]
+        return inspect.Signature(own + shared)
+
+    def arg_opts(self, name, default, taken_names):
+        # With this many flags invoke runs out of letters and would make `-` a short flag: `--`,
+        # which then reads as that flag instead of the end of the options.
+        opts = super().arg_opts(name, default, taken_names)
+        opts["names"] = [each for each in opts["names"] if len(each) > 1 or each.isalnum()]
+        return opts
+
+    def __call__(self, c, *args, preflight=None, **kwargs):
+        given = {name: kwargs.pop(name) for name in self.shared if name in kwargs}
+        return super().__call__(c, *args, options=RunOptions.of(given), preflight=preflight, **kwargs)
 
 
 class Chain(Executor):
@@ -31,24 +75,11 @@ class Chain(Executor):
         for call in calls:
             if isinstance(call, Task):
                 call = Call(call)
-            if isinstance(call.task, RunTask):
-                if not call.kwargs.get("sky"):
-                    for pre in call.pre:
-                        expanded.extend(self.expand_calls([self._step(pre, call)]))
-            else:
+            if not (isinstance(call.task, RunTask) and call.kwargs.get("sky")):
                 expanded.extend(self.expand_calls(call.pre))
             expanded.append(call)
             expanded.extend(self.expand_calls(call.post))
         return expanded
-
-    @staticmethod
-    def _step(pre, run: Call) -> Call:
-        """A pre-task call given the run call's flags that the step also takes."""
-        step = pre.task if isinstance(pre, Call) else pre
-        kwargs = dict(pre.kwargs) if isinstance(pre, Call) else {}
-        names = {arg.attr_name for arg in step.get_arguments()}
-        kwargs.update({key: value for key, value in run.kwargs.items() if key in names})
-        return Call(step, kwargs=kwargs)
 
     def dedupe(self, calls):
         """One call per task, where it first appears; boolean flags of later mentions are or-ed in."""
@@ -64,14 +95,30 @@ class Chain(Executor):
         return list(kept.values())
 
     def execute(self, *tasks):
+        from .preflight import Preflight
+        from .session import session
+        from .steps import carry_out
+
         calls = self.dedupe(self.expand_calls(self.normalize(tasks)))
         results = {}
+        planned = Preflight()
         for index, call in enumerate(calls):
             self.config.load_collection(self.collection.configuration(call.called_as))
             self.config.load_shell_env()
             context = call.make_context(self.config)
-            sess = session(context)
-            sess.run_follows = any(isinstance(later.task, RunTask) for later in calls[index + 1:])
-            sess.coming = {later.task.name for later in calls[index + 1:]}
-            results[call.task] = call.task(context, *call.args, **call.kwargs)
+            later = calls[index + 1:]
+            if isinstance(call.task, Step):
+                sess = session(context)
+                planned = call.task.plan(planned, sess.settings, **call.kwargs)
+                if any(isinstance(each.task, RunTask) for each in later) or (later and isinstance(later[0].task, Step)):
+                    continue  # a run carries the plan out, or the next step adds to it
+                from .hosts import each_host
+
+                results[call.task] = each_host(sess, lambda one: carry_out(one, planned))
+                planned = Preflight()
+            elif isinstance(call.task, RunTask):
+                results[call.task] = call.task(context, *call.args, preflight=planned, **call.kwargs)
+                planned = Preflight()
+            else:
+                results[call.task] = call.task(context, *call.args, **call.kwargs)
         return results

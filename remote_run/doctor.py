@@ -77,7 +77,7 @@ class Report:
 
 def examine(host: Host) -> Report:
     """Every check: this machine's here, the host's in one remote command beside them."""
-    from .steps import Background
+    from .steps import in_background
 
     started = time.perf_counter()
     s = host.settings
@@ -85,11 +85,11 @@ def examine(host: Host) -> Report:
     local = [check_ssh(host), check_rsync(host)]
     if not host.is_local:
         local.append(check_control_dir(s))  # before the remote command, which creates the directory
-    remote = Background(host_checks, host)
+    remote = in_background(host_checks, host)
     if not host.is_local:
         local.append(check_resolves(host))
     local += [check_workspace(host), check_sync_size(s)]
-    checks, data = remote.join()
+    checks, data = remote.result()
     report.checks = local + checks
     if data and data.get("gpu"):
         report.gpus = data["gpu"]["gpus"]

@@ -10,32 +10,27 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import threading
 
 from . import gpu
 from .host import states
-from .errors import Failure
+from .errors import Failure, Kind
 from .output import say
 from .transport import Host
 
 
 def _each(sess, ask):
     """``ask(host)`` for every listed host at once: [(settings host, answer or None, error text)]."""
-    results = [None] * len(sess.settings.hosts)
+    from concurrent.futures import ThreadPoolExecutor
 
-    def one(i, spec):
+    def one(spec):
         host = Host(dataclasses.replace(sess.settings, hosts=(spec,)), sess.host.context)
         try:
-            results[i] = (spec, ask(host), "")
+            return spec, ask(host), ""
         except Failure as exc:
-            results[i] = (spec, None, str(exc))
+            return spec, None, str(exc)
 
-    threads = [threading.Thread(target=one, args=(i, spec), daemon=True) for i, spec in enumerate(sess.settings.hosts)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return results
+    with ThreadPoolExecutor(max_workers=len(sess.settings.hosts)) as pool:
+        return list(pool.map(one, sess.settings.hosts))
 
 
 def choose(sess, *, allow_busy: bool, cpu_ok: bool, wait: bool, count: int) -> None:
@@ -50,7 +45,7 @@ def choose(sess, *, allow_busy: bool, cpu_ok: bool, wait: bool, count: int) -> N
         try:
             return json.loads(result.stdout.strip().splitlines()[-1])["gpu"]
         except (ValueError, IndexError, KeyError):
-            raise Failure(f"checking {host.label} failed (exit {result.exited})") from None
+            raise Failure(f"checking {host.label} failed (exit {result.exited})", kind=Kind.ENVIRONMENT) from None
 
     answers = _each(sess, ask)
     notes = []
@@ -69,8 +64,8 @@ def choose(sess, *, allow_busy: bool, cpu_ok: bool, wait: bool, count: int) -> N
     elif (wait or allow_busy) and waiting:
         chosen = min(waiting)[2]  # the shortest queue; the first listed among equals
     else:
-        raise Failure(f"no host of REMOTE_HOST has its GPUs free ({'; '.join(notes)}); pass --wait to queue on the "
-                      "least busy one, or --allow-busy")
+        raise Failure(f"no host of REMOTE_HOST has its GPUs free ({'; '.join(notes)})", "pass --wait to queue on the "
+                      "least busy one, or --allow-busy", Kind.GPU)
     say(f"host {chosen.spec} chosen ({'; '.join(notes)})")
     sess.use_host(chosen)
 
@@ -96,8 +91,8 @@ def locate(sess, run_id: str, *, running: bool = False) -> None:
     if not found:
         unreachable = [f"{spec.spec} ({error})" for spec, rows, error in answers if rows is None]
         what = f"run {run_id}" if run_id else ("a running run" if running else "a run")
-        raise Failure(f"no host of REMOTE_HOST has {what}" + (f"; could not ask {', '.join(unreachable)}" if unreachable else "")
-                      + "; see `inv status`")
+        raise Failure(f"no host of REMOTE_HOST has {what}" + (f"; could not ask {', '.join(unreachable)}" if unreachable else ""),
+                      "see `inv status`")
     sess.use_host(max(found, key=lambda item: item[0])[1])
 
 
@@ -109,13 +104,14 @@ def _listing(sess, host) -> list:
     return runs.listing()
 
 
-def each(sess, step) -> None:
-    """Run ``step(sess)`` on every listed host in turn (sync, bootstrap, gpu-check, status)."""
+def each_host(sess, step) -> list:
+    """``step(sess)`` on every listed host in turn (sync, bootstrap, gpu-check, status); what each returned."""
     hosts = sess.settings.hosts
-    if len(hosts) == 1 or sess.run_follows:  # a run task follows: it chooses the host, the step only notes
-        step(sess)
-        return
+    if len(hosts) == 1:
+        return [step(sess)]
+    found = []
     for spec in hosts:
         sess.use_host(spec)
         say(f"on {spec.spec}:")
-        step(sess)
+        found.append(step(sess))
+    return found

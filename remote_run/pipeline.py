@@ -15,15 +15,19 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from concurrent.futures import Future, wait
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
 from . import gpu, groups, records, steps, sync, transport
 from .host import exits, states
 from . import aftermath, notify
-from .errors import Failure
+from .errors import Failure, Kind
+from .options import RunOptions
+from .preflight import Preflight
 from .host.control import CONTROL
+from .host.files import Lines
 from .output import say
 from .render import template
 from .session import Session
@@ -77,13 +81,12 @@ class Tee(io.StringIO):
         self.show = show
         self.t0 = time.perf_counter()
         self.epoch_arrivals: list[float] = []
-        self._line = ""
+        self.lines = Lines()
 
     def write(self, text):
-        lines = (self._line + text).split("\n")
-        self._line = lines.pop()[:64]
         now = round(time.perf_counter() - self.t0, 3)
-        self.epoch_arrivals += [now for line in lines if line.startswith("EPOCH ")]
+        self.epoch_arrivals += [now for line in self.lines.feed(text) if line.startswith("EPOCH ")]
+        self.lines.rest = self.lines.rest[:64]  # enough to see "EPOCH " however long the line gets
         written = super().write(text)
         if self.show:
             sys.stdout.write(text)
@@ -131,12 +134,10 @@ class Stderr:
     def __init__(self, show: bool = True):
         self.show = show
         self.trailer: dict | None = None
-        self._partial = ""
+        self.lines = Lines()
 
     def write(self, text):
-        self._partial += text
-        *lines, self._partial = self._partial.split("\n")
-        for line in lines:
+        for line in self.lines.feed(text):
             if line.startswith(CONTROL):
                 self.trailer = json.loads(line[len(CONTROL):])
             elif self.show:
@@ -198,7 +199,7 @@ class Recording:
 
     def finish(self, ending: Ending, stop_requested: bool) -> records.RunRecord:
         record = self.record
-        code, diff = self.code_job.join()
+        code, diff = self.code_job.result()
         record.git = {"commit": code["commit"], "dirty": code["dirty"]}
         record.code = code
         record.gpu = ending.gpu
@@ -206,8 +207,8 @@ class Recording:
         record.devices = ending.devices
         record.remote_log = ending.remote_log
         record.commands = list(self.backend.commands)
-        sess = getattr(self.backend, "sess", None)
-        record.synced = sync.synced(sess and sess.done.get("sync"))
+        prepared = self.backend.prepared
+        record.synced = sync.synced(prepared.synced if prepared else None)
         log = self.output.getvalue() if ending.log is None else ending.log
         record.finish(log, None if ending.detached and not ending.lost else ending.exit_status,
                       time.perf_counter() - self.started, outcome(ending, stop_requested and not ending.detached), ending.gpu_csv,
@@ -216,7 +217,7 @@ class Recording:
         return record
 
 
-def code_job(backend, settings) -> "steps.Background":
+def code_job(backend, settings) -> Future:
     """What ran, taken beside the run: the commit, the diff against it, the untracked files a sync sends."""
     def take():
         from . import sync
@@ -225,7 +226,7 @@ def code_job(backend, settings) -> "steps.Background":
         synced = set(tree.walk(str(settings.workspace), tree.compile_rules(sync.rules(settings))))
         return records.code_state(backend.run_local, settings.workspace, synced)
 
-    return steps.Background(take)
+    return steps.in_background(take)
 
 
 def execute(backend, settings, specs: list[RunSpec], *, detach: bool = False) -> Done:
@@ -250,13 +251,13 @@ def execute(backend, settings, specs: list[RunSpec], *, detach: bool = False) ->
         with ctrl_c:
             ending = backend.launch(run_id, spec, run.output, detach=detach, ctrl_c=ctrl_c)
     except BaseException:
-        code.join()
+        wait([code])
         _drop_if_empty(run.folder)
         raise
     record = run.finish(ending, ctrl_c.requested)
     aftermath.ended(backend, record, run.folder, spec.pull)  # --pull, NOTIFY_CMD
     if ending.lost:
-        raise Failure(f"{backend.dropped()}; the run goes on: see it with `inv logs --follow --run {run_id}`")
+        raise Failure(backend.dropped(), f"the run goes on: see it with `inv logs --follow --run {run_id}`", Kind.UNREACHABLE)
     if record.outcome == states.DETACHED:
         say(f"run {run_id} goes on detached; {ending.detached_hint}; record: {run.folder}/log.md")
         return Done(exits.OK, [run_id])
@@ -298,11 +299,12 @@ def _execute_group(backend, settings, specs: list[RunSpec], *, detach: bool) -> 
                     finished.append(run.finish(ending, ctrl_c.requested))
                     aftermath.ended(backend, finished[-1], run.folder, spec.pull)  # --pull, NOTIFY_CMD
                     if ending.lost:
-                        raise Failure(f"{backend.dropped()}; the group goes on: see it with `inv logs --follow --run {group_id}`")
+                        raise Failure(backend.dropped(), f"the group goes on: see it with `inv logs --follow --run {group_id}`",
+                                      Kind.UNREACHABLE)
                     if not ending.lost and not ctrl_c.requested:
                         report(finished[-1], run.folder)
     except BaseException:
-        code.join()
+        wait([code])
         if not finished:
             for folder in [settings.runs_dir / group_id, *(run.folder for run in runs)]:
                 _drop_if_empty(folder)
@@ -357,6 +359,7 @@ class Backend:
     through (their record), where it is (``label``) and where the runner lands."""
 
     host = None  # a transport.Host
+    prepared = None  # what the chain's steps did before the run (remote_run.steps.Prepared)
 
     @property
     def label(self) -> str:
@@ -376,11 +379,12 @@ class Backend:
 class HostRuns(Backend):
     """The backend for REMOTE_HOST: the launcher starts, follows, lists and stops runs there."""
 
-    def __init__(self, sess: Session, *, allow_busy: bool = False, cpu_ok: bool = False, wait: bool = False, wait_timeout: float = 0,
-                 gpus: int = 0):
+    def __init__(self, sess: Session, options: RunOptions | None = None, preflight: Preflight | None = None):
         self.sess, self.host = sess, sess.host
-        self.allow_busy, self.cpu_ok = allow_busy, cpu_ok
-        self.wait, self.wait_timeout, self.gpus = wait, wait_timeout, gpus  # the host's GPU queue; gpus: N picked by `auto`
+        self.options = options or RunOptions()  # checked (RunOptions.check): --wait, --gpus, --allow-busy ...
+        self.preflight = preflight or Preflight()  # the chain's steps, with the run's own flags (Preflight.for_run)
+        self.prepared = steps.Prepared()  # what carrying out the steps did, for the record
+        self.pending = steps.Pending()  # the checks that ride along with the run's command
 
     def runner_path(self, path: str, run_id: str) -> str:
         return f"{self.host.settings.remote_dir}/runs/{run_id}/work/{path}"  # the run's snapshot
@@ -390,7 +394,7 @@ class HostRuns(Backend):
 
     def prepare(self, spec: RunSpec) -> None:
         """The steps still due that cannot ride along with the run's command (a full sync, a build)."""
-        self.folded = steps.prepare(self.sess, allow_busy=self.allow_busy, cpu_ok=self.cpu_ok, wait=self.wait, count=self.gpus)
+        self.prepared, self.pending = steps.prepare(self.sess, self.preflight, wait=self.options.wait, count=self.options.gpu_count)
 
     def launch(self, run_id: str, spec: RunSpec, output: Tee, *, detach: bool, ctrl_c=None) -> Ending:
         """One launcher command: the remaining checks, the start and the following."""
@@ -410,7 +414,7 @@ class HostRuns(Backend):
     def follow_member(self, run_id: str, spec: RunSpec, output: Tee, *, ctrl_c=None) -> Ending:
         say(f"{spec.task} on {self.label}: {' '.join(spec.argv)}  [run {run_id}]")
         ending = self.follow(run_id, 0, output, mode="attach")
-        ending.gpu = self.sess.done.get("gpu") or []
+        ending.gpu = list(self.prepared.gpus)
         return ending
 
     def _member(self, run_id: str, spec: RunSpec, *, first: bool, group: str | None = None) -> dict:
@@ -420,39 +424,55 @@ class HostRuns(Backend):
                 "meta": {"task": spec.task, "options": spec.options, "forwarded": list(s.remote_env), "group": group}}
 
     def _start(self, part: dict, output: Tee, *, detach: bool, meta: dict | None = None):
-        """The launcher's `start` with the checks still due; a check that says no is settled (sync,
-        bootstrap) and the command sent again. (invoke's Result, the stderr filter with the trailer)"""
-        sess, host, s, folded = self.sess, self.host, self.host.settings, self.folded
-        variables = {"CUDA_VISIBLE_DEVICES": s.cuda_visible_devices, **s.forwarded_env()}  # PYTHONPATH: the run's snapshot
-        for attempt in range(3):
-            payload = {
-                "root": s.remote_dir, "variables": variables, "detach": detach, "grace": s.kill_grace, "meta": meta or {},
-                "rules": sync.rules(s),
-                "queue": gpu.queue(s, wait=self.wait, timeout=self.wait_timeout, count=self.gpus),
-                "sample": {"seconds": s.gpu_sample_seconds, "devices": s.cuda_visible_devices}, **part, **notify.payload(s),
-                **{name: (check.check() if name == "sync" else check) for name, check in folded.items()},
-            }
-            demux = Demux(output, lambda header: header.get("ok") and steps.settle(sess, header, folded))
-            errors = Stderr()
-            argv, stdin = host.program_with("start", payload, private=bool(s.remote_env) or bool(s.notify_url) or "delta" in payload.get("sync", {}))
-            result = host.run(argv, stream=demux, err_stream=errors, stdin=stdin, own_session=True)
-            header = demux.header
-            if header is None:
-                if errors.trailer is None and result.exited == exits.SSH:
-                    raise Failure(self.dropped())
-                raise Failure(steps.launcher_failure(host, result, "starting the run on"))
-            if header.get("ok"):
-                return result, errors
-            if header.get("missing"):
-                folded["sync"] = folded.get("sync") or steps.plan_for(sess)
-                header = {"sync": {"state": "stale"}}
-            steps.settle(sess, header, folded)  # syncs, builds the environment, or refuses
-        raise Failure(f"the checks on {self.label} kept failing; run `inv sync bootstrap gpu-check` to see which")
+        """The host program's `start` with the pending checks. When the host's report says no, every
+        check it made is settled (a stale sync or environment is brought up to date, busy GPUs are
+        refused) and the run is started once more with nothing left to check.
+        (invoke's Result, the stderr filter with the trailer)"""
+        result, errors, report = self._send(part, output, detach=detach, meta=meta)
+        if report.get("ok"):
+            return result, errors
+        pending = self.pending
+        if report.get("missing") and pending.sync is None:  # REMOTE_DIR is gone (`inv clean`): sync it again
+            pending = replace(pending, sync=steps.sync_plan(self.preflight, self.host.settings))
+        self.prepared = self.prepared.plus(steps.settle(self.sess, pending, report))
+        self.pending = steps.Pending()
+        result, errors, report = self._send(part, output, detach=detach, meta=meta)
+        if not report.get("ok"):
+            raise Failure(f"{self.label} refused the run after its sync and environment were brought up to date "
+                          f"({', '.join(sorted(k for k in report if k != 'ok')) or 'no report'})",
+                          "run `inv sync bootstrap gpu-check` to see which check fails", Kind.ENVIRONMENT)
+        return result, errors
+
+    def _send(self, part: dict, output: Tee, *, detach: bool, meta: dict | None):
+        """One `start` command; returns its Result, its stderr filter and the host's report."""
+        host, s, o, pending = self.host, self.host.settings, self.options, self.pending
+        payload = {
+            "root": s.remote_dir, "detach": detach, "grace": s.kill_grace, "meta": meta or {}, "rules": sync.rules(s),
+            "variables": {"CUDA_VISIBLE_DEVICES": s.cuda_visible_devices, **s.forwarded_env()},  # PYTHONPATH: the run's snapshot
+            "queue": gpu.queue(s, wait=o.wait, timeout=o.wait_seconds, count=o.gpu_count),
+            "sample": {"seconds": s.gpu_sample_seconds, "devices": s.cuda_visible_devices}, **part, **notify.payload(s),
+            **pending.payload(),
+        }
+
+        def took(report):  # a start that goes ahead: its checks' messages come before the run's output
+            if report.get("ok"):
+                self.prepared = self.prepared.plus(steps.settle(self.sess, pending, report))
+                self.pending = steps.Pending()
+
+        demux = Demux(output, took)
+        errors = Stderr()
+        argv, stdin = host.program_with("start", payload, private=bool(s.remote_env) or bool(s.notify_url) or pending.private)
+        result = host.run(argv, stream=demux, err_stream=errors, stdin=stdin, own_session=True)
+        if demux.header is None:
+            if errors.trailer is None and result.exited == exits.SSH:
+                raise Failure(self.dropped(), kind=Kind.UNREACHABLE)
+            raise Failure(host.program_failure(result, "starting the run on"), kind=Kind.ENVIRONMENT)
+        return result, errors, demux.header
 
     def _ending(self, run_id: str, result, errors, *, detach: bool) -> Ending:
         trailer = errors.trailer or {}
         return Ending(result.exited, lost=errors.trailer is None, detached=detach, state=trailer.get("state"),
-                      remote_log=self.remote_log(run_id), gpu=self.sess.done.get("gpu") or [], gpu_csv=trailer.get("gpu_csv", ""), snapshot=trailer.get("snapshot"), devices=trailer.get("devices"),
+                      remote_log=self.remote_log(run_id), gpu=list(self.prepared.gpus), gpu_csv=trailer.get("gpu_csv", ""), snapshot=trailer.get("snapshot"), devices=trailer.get("devices"),
                       detached_hint=f"follow it with `inv logs --follow --run {run_id}`, stop it with `inv kill --run {run_id}`")
 
     def stop(self, run_id: str, first_ctrl_c: bool = False) -> None:
@@ -477,7 +497,7 @@ class HostRuns(Backend):
         host = self.host
         result = host.quick(host.program("status", host.settings.remote_dir), record=False)
         if result.exited:
-            raise Failure(steps.launcher_failure(host, result, "listing runs on"))
+            raise Failure(host.program_failure(result, "listing runs on"), kind=Kind.ENVIRONMENT)
         rows = json.loads(result.stdout.strip().splitlines()[-1])
         return sorted(rows, key=lambda row: (row.get("started") or 0, row["id"]))
 
@@ -521,7 +541,7 @@ def pick(runs: HostRuns, run: str, want_running: bool = False, listing: list | N
         for row in found:
             if row["id"] == run:
                 return row
-        raise Failure(f"no run {run!r} on {where}; `inv status` lists them")
+        raise Failure(f"no run {run!r} on {where}", "`inv status` lists them")
     found = [row for row in found if not row.get("member_of")]
     if want_running:
         found = [row for row in found if row["state"] in states.LIVE]
@@ -594,7 +614,7 @@ def _follow_recorded(runs: "HostRuns", row: dict, mode: str, *, show: bool) -> i
     output = Tee(show=show)
     ending = runs.follow(row["id"], len(seen), output, mode=mode)
     if ending.lost:
-        raise Failure(f"{runs.dropped()}; the run goes on: see it with `inv logs --follow --run {row['id']}`")
+        raise Failure(runs.dropped(), f"the run goes on: see it with `inv logs --follow --run {row['id']}`", Kind.UNREACHABLE)
     if mode == "cat":
         return exits.OK
     code = complete(record, folder, ending, seen.decode("utf-8", "replace") + output.getvalue(), _since(row), report_it=show)

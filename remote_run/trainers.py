@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import shlex
 from pathlib import Path
 
@@ -13,38 +12,10 @@ from .render import render, template
 from .settings import int_between, module_name, positive_float
 
 MAX_BATCH = 50_000  # the CIFAR-10 training set
-MAX_REPEAT = 100
-CLUSTERS = ("gpu", "tpu")
 
 # impl: (template rendered as the runner, files copied beside it)
 HLB = {"workspace": ("hlb_workspace.py", ()), "builtin": ("hlb_cifar.py", ("cifar10_data.py",))}
 DAVID = {"workspace": ("david_workspace.py", ()), "builtin": ("david_cifar.py", ("cifar10_data.py",))}
-
-
-def check_cluster(sky: str) -> str:
-    if sky and sky not in CLUSTERS:
-        raise Failure(f"--sky {sky!r} is not valid: use gpu or tpu")
-    return sky
-
-
-def check_repeat(repeat) -> int:
-    return int_between("--repeat", repeat, 1, MAX_REPEAT)
-
-
-def queueing(sky: str, wait: bool, wait_timeout, gpus) -> dict:
-    """--wait, --wait-timeout SECONDS and --gpus N, checked: the HostRuns options for the GPU queue."""
-    timeout = 0.0
-    if wait_timeout not in ("", None):
-        match = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)([smh]?)", str(wait_timeout).strip())
-        if not match or float(match[1]) <= 0:
-            raise Failure(f"--wait-timeout {wait_timeout!r} is not valid: give a time above 0 such as 90, 30m or 2h")
-        timeout = float(match[1]) * {"": 1, "s": 1, "m": 60, "h": 3600}[match[2]]
-        if not wait:
-            raise Failure("--wait-timeout only applies with --wait; add --wait or drop it")
-    count = int_between("--gpus", gpus, 1, 64) if gpus not in ("", None) else 0
-    if sky and (wait or count):
-        raise Failure("--wait and --gpus are for SSH hosts; a SkyPilot cluster has its own GPUs (sky-up --accel)")
-    return {"wait": bool(wait), "wait_timeout": timeout, "gpus": count}
 
 
 def seeds(seed: str, repeat: int, impl: str) -> list[str]:

@@ -9,20 +9,13 @@ import gc
 
 from invoke import Collection
 
-from .. import lazy
+from ..runner import QuickLocal
+from . import machine, results, runs, setup, sky, train, workspace
 
 # Python's last collection at exit walks every object invoke and remote-run made: 25-30 ms of
 # every invocation, `inv -l` included, for memory the process is about to give back. Frozen
 # objects are left out of it (atexit runs LIFO, so this comes after every other exit handler).
 atexit.register(gc.freeze)
-
-for _name in ("aftermath", "hosts", "pipeline", "ports", "records", "steps", "sync", "trainers", "transport", "settings"):
-    lazy.defer(f"remote_run.{_name}")
-for _name in ("cleanup", "compare", "doctor", "envfile"):  # 10-15 ms a run does not need to pay
-    lazy.defer(f"remote_run.{_name}", until_used=True)
-
-from ..runner import QuickLocal  # noqa: E402
-from . import machine, results, runs, setup, sky, train, workspace  # noqa: E402
 
 ns = Collection()
 for module in (setup, workspace, machine, train, runs, results, sky):

@@ -2,22 +2,24 @@
 
 from invoke import Collection, task
 
-from .. import hosts, steps
-from ..session import session
-from .workspace import sync
+from ..chain import Step
+from ..preflight import plan_bootstrap, plan_gpu_check
+from .workspace import carry_out, sync
 
 
-@task(pre=[sync], help={"force": "rebuild REMOTE_DIR/.venv from scratch even if nothing changed, and try installing uv again if it failed before"})
+@task(klass=Step, plan=plan_bootstrap, pre=[sync], help={
+    "force": "rebuild REMOTE_DIR/.venv from scratch even if nothing changed, and try installing uv again if it failed before"})
 def bootstrap(c, force=False):
     """Create or refresh REMOTE_DIR/.venv with uv (or pip): torch, PIP_PACKAGES, requirements.txt; one command when unchanged."""
-    hosts.each(session(c), lambda sess: steps.bootstrap(sess, force))
+    carry_out(c, plan_bootstrap, force=force)
 
 
-@task(name="gpu-check", help={"allow_busy": "go on even if another process is using the GPU", "cpu_ok": "go on without a GPU (e.g. `local` on a laptop)",
-                              "docker": "also check that Docker on the host can reach the GPUs (the NVIDIA container runtime)"})
+@task(klass=Step, plan=plan_gpu_check, name="gpu-check", help={
+    "allow_busy": "go on even if another process is using the GPU", "cpu_ok": "go on without a GPU (e.g. `local` on a laptop)",
+    "docker": "also check that Docker on the host can reach the GPUs (the NVIDIA container runtime)"})
 def gpu_check(c, allow_busy=False, cpu_ok=False, docker=False):
     """Show the host's GPUs (memory, utilization, processes); refuse a missing or busy GPU."""
-    hosts.each(session(c), lambda sess: steps.gpu_check(sess, allow_busy, cpu_ok, docker=docker))
+    carry_out(c, plan_gpu_check, allow_busy=allow_busy, cpu_ok=cpu_ok, docker=docker)
 
 
 ns = Collection(bootstrap, gpu_check)

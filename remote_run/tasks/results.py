@@ -2,21 +2,16 @@
 
 from invoke import Collection, task
 
-from .. import compare as comparing
-from ..host import exits
-from ..errors import Failure
+from ..errors import Failure, Kind
+from ..options import GATE_HELP
 from ..output import say, show, table
 from ..session import session
-
-GATE_HELP = {
-    "tolerance": "NAME=AMOUNT or NAME=PERCENT%: how much worse a metric may get before it counts (repeatable; default 0)",
-    "higher_is_better": "a metric for which higher is better, whatever its name suggests (repeatable)",
-    "lower_is_better": "a metric for which lower is better (repeatable)",
-}
 
 
 def gate(runs_dir, a, b, *, tolerance=(), higher_is_better=(), lower_is_better=(), fail=False) -> None:
     """Compare ``a`` with ``b`` (Sides), show it, and with ``fail`` exit non-zero on a regression."""
+    from .. import compare as comparing
+
     rows = comparing.compare(a, b, higher=comparing.check_metric_names("--higher-is-better", higher_is_better),
                              lower=comparing.check_metric_names("--lower-is-better", lower_is_better),
                              tolerances=comparing.parse_tolerances(tolerance))
@@ -24,7 +19,8 @@ def gate(runs_dir, a, b, *, tolerance=(), higher_is_better=(), lower_is_better=(
     for line in regressions:
         say(line)
     if fail and regressions:
-        raise Failure(f"{len(regressions)} metric{'s' if len(regressions) > 1 else ''} of {b.ref} regressed against {a.ref}", code=exits.FAILED)
+        raise Failure(f"{len(regressions)} metric{'s' if len(regressions) > 1 else ''} of {b.ref} regressed against {a.ref}",
+                      kind=Kind.REGRESSION)
     if fail:
         say(f"no regression of {b.ref} against {a.ref}")
 
@@ -32,11 +28,13 @@ def gate(runs_dir, a, b, *, tolerance=(), higher_is_better=(), lower_is_better=(
 @task(name="compare", positional=["a", "b"], iterable=["tolerance", "higher_is_better", "lower_is_better"], help={
     "a": "the reference: a run id, a group id, a unique prefix of one, `latest`, or a baseline name",
     "b": "what to compare with it (same forms)",
-    "fail_on_regression": "exit with status 1 when a metric of B is significantly worse than A's beyond its tolerance",
+    "fail_on_regression": "exit with status 4 when a metric of B is significantly worse than A's beyond its tolerance",
     **GATE_HELP,
 })
 def compare(c, a, b, fail_on_regression=False, tolerance=None, higher_is_better=None, lower_is_better=None):
     """Compare two runs, groups or baselines per RESULT metric: means, spread, Welch's test, verdict."""
+    from .. import compare as comparing
+
     runs_dir = session(c).settings.runs_dir
     side_a, side_b = comparing.resolve(runs_dir, a), comparing.resolve(runs_dir, b)
     gate(runs_dir, side_a, side_b, tolerance=tolerance or (), higher_is_better=higher_is_better or (),
@@ -46,6 +44,8 @@ def compare(c, a, b, fail_on_regression=False, tolerance=None, higher_is_better=
 @task(name="save", positional=["name", "ref"], help={"name": "the baseline's name (letters, digits, . _ -)", "ref": "a run, group, unique prefix or `latest`"})
 def baseline_save(c, name, ref):
     """Save a run or group as a named baseline (a snapshot of its metrics) in RUNS_DIR/baselines."""
+    from .. import compare as comparing
+
     runs_dir = session(c).settings.runs_dir
     side, replaced = comparing.save_baseline(runs_dir, name, ref)
     say(f"baseline {name} {'replaced: now' if replaced else '='} {side.kind} {side.name} ({len(side.runs)} run{'s' if len(side.runs) != 1 else ''})")
@@ -54,6 +54,8 @@ def baseline_save(c, name, ref):
 @task(name="list")
 def baseline_list(c):
     """List the saved baselines: name, what they hold, when they were saved."""
+    from .. import compare as comparing
+
     found = comparing.list_baselines(session(c).settings.runs_dir)
     if not found:
         say("no baselines yet; save one with `inv baseline.save NAME latest`")
@@ -65,6 +67,8 @@ def baseline_list(c):
 @task(name="rm", positional=["name"], help={"name": "the baseline to remove"})
 def baseline_rm(c, name):
     """Remove a saved baseline (the runs it was taken from stay)."""
+    from .. import compare as comparing
+
     comparing.remove_baseline(session(c).settings.runs_dir, name)
     say(f"removed baseline {name}")
 

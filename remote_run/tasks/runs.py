@@ -3,7 +3,6 @@
 from invoke import Collection, task
 from invoke.exceptions import Exit
 
-from .. import hosts, pipeline, ports, records
 from ..output import show, table
 from ..session import session
 
@@ -11,6 +10,8 @@ from ..session import session
 @task(help={"run": "the run id (default: the latest run)", "follow": "wait for the run to end, printing its output as it comes"})
 def logs(c, run="", follow=False):
     """Show a run's log; with --follow re-attach to it and complete its local record when it ends."""
+    from .. import hosts, pipeline, records
+
     sess = session(c)
     hosts.locate(sess, records.check_run_id(run))
     code = pipeline.logs(sess, records.check_run_id(run), follow)
@@ -21,6 +22,8 @@ def logs(c, run="", follow=False):
 @task
 def status(c):
     """List the runs on the host: id, task, started, state, exit code and RESULT metrics."""
+    from .. import pipeline
+
     sess = session(c)
     several = len(sess.settings.hosts) > 1
     found = []
@@ -38,6 +41,8 @@ def status(c):
 @task(help={"run": "the run id (default: the latest running run)"})
 def kill(c, run=""):
     """Stop a running run: SIGINT to its process group, then SIGTERM, then SIGKILL."""
+    from .. import hosts, pipeline, records
+
     sess = session(c)
     hosts.locate(sess, records.check_run_id(run), running=True)
     pipeline.kill(sess, records.check_run_id(run))
@@ -49,6 +54,8 @@ def kill(c, run=""):
 })
 def tunnel(c, port=None, run=""):
     """Forward ports of the host to this machine for a running (detached) run, until Ctrl+C or the run ends."""
+    from .. import hosts, pipeline, ports, records
+
     sess = session(c)
     forwards = ports.parse(port)  # checked before anything is asked of the host
     hosts.locate(sess, records.check_run_id(run), running=True)

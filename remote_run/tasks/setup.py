@@ -5,11 +5,7 @@ import sys
 
 from invoke import Collection, task
 
-from .. import doctor as doctoring
-from .. import envfile
-from .. import settings as settings_mod
-from .. import transport
-from ..errors import Failure
+from ..errors import Failure, Kind
 from ..output import say
 from ..session import session
 
@@ -17,6 +13,8 @@ from ..session import session
 @task(name="doctor", help={"json_": "print the checks as JSON, for scripts (same exit status)"})
 def doctor(c, json_=False):
     """Check everything a run needs, here and on the host (one remote command); one line each, with the fix."""
+    from .. import doctor as doctoring
+
     doctoring.conclude(doctoring.examine(session(c).host), as_json=json_)
 
 
@@ -30,19 +28,26 @@ def doctor(c, json_=False):
 })
 def init(c, host="", workspace="", remote_dir="", torch_index_url="", yes=False, force=False):
     """Write a .env for this workspace (asks, or takes flags with --yes), then run doctor."""
+    from .. import doctor as doctoring
+    from .. import envfile
+    from .. import settings as settings_mod
+    from .. import transport
+
     options = c.config.get("remote_run") or {}
     path = envfile.env_path(options)
     if path.exists() and not force:
-        raise Failure(f"{path} exists; run again with --force to update its {', '.join(envfile.WRITTEN)} lines (other lines are kept)")
+        raise Failure(f"{path} exists", f"run again with --force to update its {', '.join(envfile.WRITTEN)} lines (other lines are kept)")
     if not yes and not sys.stdin.isatty():
-        raise Failure("init asks its questions on a terminal and stdin is not one; pass --yes (with --host, --workspace, --remote-dir, --torch-index-url as needed)")
+        raise Failure("init asks its questions on a terminal and stdin is not one",
+                      "pass --yes (with --host, --workspace, --remote-dir, --torch-index-url as needed)")
     values = envfile.answers(c, path, envfile.Questions(ask=not yes), host=host or options.get("host") or "", workspace=workspace,
                              remote_dir=remote_dir, torch_index_url=torch_index_url)
     chosen = envfile.check(values, path)
     content = envfile.text(values, path.read_text(encoding="utf-8", errors="surrogateescape") if path.exists() else None)
     back = envfile.read_back(content)
     if any(back.get(key) != value for key, value in values.items()):
-        raise Failure(f"the .env init would write does not read back as written ({values}); nothing was written, write it by hand")
+        raise Failure(f"the .env init would write does not read back as written ({values}); nothing was written", "write it by hand",
+                      Kind.ENVIRONMENT)
     envfile.write(path, content)
     say(f"wrote {path}: " + ", ".join(f"{key}={value}" for key, value in values.items()))
     for line in envfile.ignore(path, chosen.workspace):

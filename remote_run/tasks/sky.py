@@ -3,11 +3,9 @@
 from invoke import Collection, task
 from invoke.exceptions import Exit
 
-from .. import pipeline, trainers
 from ..errors import Failure
 from ..output import say, show, table
 from ..session import session
-from .. import settings as settings_mod
 
 # remote_run.sky is imported by the tasks that use it: listing tasks and SSH runs never need it.
 TARGET_HELP = "which cluster: gpu (.cluster_name_gpu, the default) or tpu (.cluster_name_tpu)"
@@ -24,6 +22,8 @@ TARGET_HELP = "which cluster: gpu (.cluster_name_gpu, the default) or tpu (.clus
 })
 def sky_up(c, accel="", name=None, idle_minutes="30", down=True, infra=None, nodes="1", replace=False):
     """Launch a SkyPilot cluster with uv set up, and write its name to .cluster_name_gpu or .cluster_name_tpu."""
+    from .. import settings as settings_mod
+
     from ..sky import clusters
 
     sess = session(c)
@@ -38,7 +38,7 @@ def sky_down(c, target="gpu"):
 
     sess = session(c)
     if target not in (*names.TARGETS, "all"):
-        raise Failure(f"--target {target!r} is not valid: use gpu, tpu or all")
+        raise Failure(f"--target {target!r} is not valid", "use gpu, tpu or all")
     for each in names.TARGETS if target == "all" else (target,):
         clusters.down(sess.host, sess.settings, each)
 
@@ -65,6 +65,9 @@ def sky_status(c):
 })
 def sky_exec(c, path=None, args="", target="gpu", module="", detach=False):
     """Run a workspace script on the SkyPilot cluster: sky exec NAME --workdir WORKSPACE "uv run ... python PATH ARGS"."""
+    from .. import pipeline, trainers
+    from .. import settings as settings_mod
+
     from ..sky import backend, names
 
     sess = session(c)
@@ -76,7 +79,8 @@ def sky_exec(c, path=None, args="", target="gpu", module="", detach=False):
     elif path:
         python_args = [trainers.script_in_workspace(workspace, path)]
     else:
-        raise Failure("give a script (inv sky-exec scripts/bench.py) or --module NAME (inv sky-exec --module pytest tests/)")
+        raise Failure("sky-exec needs something to run",
+                      "give a script (inv sky-exec scripts/bench.py) or --module NAME (inv sky-exec --module pytest tests/)")
     spec = pipeline.RunSpec(task="sky-exec", argv=["python", *python_args, *arguments],
                             options={"path": path or None, "module": module or None, "args": arguments, "target": target})
     done = pipeline.execute(backend.ClusterRuns(sess, target), sess.settings, [spec], detach=detach)

@@ -2,10 +2,10 @@
 
 from invoke import Collection, task
 
-from .. import cleanup, hosts, records, steps, sync as syncing
-from ..host import exits
+from ..chain import Step
 from ..errors import Failure
 from ..output import say
+from ..preflight import Preflight, plan_sync
 from ..session import session
 
 
@@ -15,19 +15,28 @@ SYNC_HELP = {
 }
 
 
-@task(name="sync", iterable=["only"], help={
+def carry_out(c, plan, **flags) -> None:
+    """A step called on its own (not through remote_run.chain): its plan, carried out on each host."""
+    from .. import hosts, steps
+
+    hosts.each_host(session(c), lambda sess: steps.carry_out(sess, plan(Preflight(), sess.settings, **flags)))
+
+
+@task(klass=Step, plan=plan_sync, name="sync", iterable=["only"], help={
     **SYNC_HELP,
     "dry_run": "show what a sync would upload and delete (counts, bytes, the ten largest files) and change nothing",
     "force": "go on even when the upload is over SYNC_MAX_MB or SYNC_MAX_FILES",
 })
 def sync(c, only=None, dry_run=False, force=False, checksum=False):
     """Mirror the workspace into REMOTE_DIR with rsync --delete (runs/, .venv and data/ are never deleted)."""
-    hosts.each(session(c), lambda sess: steps.sync(sess, only=only or (), dry_run=dry_run, force=force, checksum=checksum))
+    carry_out(c, plan_sync, only=only or (), dry_run=dry_run, force=force, checksum=checksum)
 
 
 @task(name="pull-logs", help={"run": "pull only this run id (default: every run)"})
 def pull_logs(c, run=""):
     """Copy REMOTE_DIR/runs/ into RUNS_DIR; files that already exist locally are never overwritten."""
+    from .. import hosts, records, sync as syncing
+
     sess = session(c)
     if run:
         hosts.locate(sess, records.check_run_id(run))
@@ -46,10 +55,12 @@ def pull_logs(c, run=""):
 @task(name="clean", help={"yes": "really delete (without it, only say what would be deleted)", "data": "also delete the dataset cache REMOTE_DIR/data"})
 def clean(c, yes=False, data=False):
     """Delete REMOTE_DIR on the host (only a directory remote-run created); keeps data/ unless --data."""
+    from .. import cleanup
+
     sess = session(c)
     what = f"{sess.host.label}:{sess.settings.remote_dir}" + ("" if data else " (keeping its data/ dataset cache)")
     if not yes:
-        raise Failure(f"this would delete {what}; run again with --yes to do it", code=exits.FAILED)
+        raise Failure(f"this would delete {what}", "run again with --yes to do it")
     say(cleanup.clean(sess.host, data=data))
 
 

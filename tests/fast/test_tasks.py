@@ -14,9 +14,11 @@ from invoke.runners import Result
 
 from remote_run import pipeline, session as session_mod, settings, ship, steps, transport
 from remote_run.host import exits, gpus as gpus_host
-from remote_run.errors import Failure
+from remote_run.chain import Chain
+from remote_run.errors import Failure, Kind
+from remote_run.preflight import Preflight
 from remote_run.host.control import CONTROL
-from remote_run.tasks import machine, workspace
+from remote_run.tasks import machine, ns, workspace
 from support.fakehost import FakeHost, launcher_args, mode
 
 H100 = "0, NVIDIA H100 80GB HBM3, GPU-aaa, {used}, 81559, {util}\n"
@@ -60,7 +62,8 @@ def test_gpu_check_refuses_a_busy_gpu_naming_the_job_and_the_flag(env, capsys):
     c = mock({CHECK: Result(json.dumps({"gpu": gpu_report(busy=True), "ok": False}), exited=exits.PREFLIGHT)})
     with pytest.raises(Failure) as info:
         machine.gpu_check(c)
-    assert "in use by another job" in info.value.message and "pid 4242" in info.value.message and "--allow-busy" in info.value.message
+    assert info.value.kind is Kind.GPU and info.value.code == exits.PREFLIGHT
+    assert "in use by another job" in info.value.problem and "pid 4242" in info.value.problem and "--allow-busy" in info.value.message
     assert "4242 python train.py (11990 MiB)" in capsys.readouterr().out  # the table, before the refusal
     [call] = c.run.call_args_list
     command = call.args[0]
@@ -80,16 +83,17 @@ def test_gpu_check_allows_a_busy_gpu_when_asked(env, capsys):
 
 def test_each_step_runs_once_per_invocation(env, capsys):
     c = mock({CHECK: Result(json.dumps({"gpu": gpu_report(busy=False), "ok": True}))})
-    machine.gpu_check(c)
-    machine.gpu_check(c, allow_busy=True)
+    session_mod.session(c)  # the invocation's session, sending through the mock
+    Chain(ns, c.config).execute(("gpu-check", {}), ("gpu-check", {"allow_busy": True}))
     assert c.run.call_count == 1
+    assert payload_of(c.run.call_args)["gpu"]["allow_busy"] is True  # the flags of both mentions
 
 
 def test_clean_without_yes_says_what_it_would_delete_and_sends_nothing(env):
     c = mock()
     with pytest.raises(Failure) as info:
         workspace.clean(c)
-    assert info.value.code == 1 and "l1:/tmp/rrt_fast_remote" in info.value.message and "--yes" in info.value.message
+    assert info.value.kind is Kind.USAGE and "l1:/tmp/rrt_fast_remote" in info.value.problem and "--yes" in info.value.fix
     assert c.run.call_count == 0
 
 
@@ -100,15 +104,14 @@ def test_an_unknown_alias_is_one_line_from_ssh_s_own_message(env):
     assert "cannot resolve host 'l1'" in info.value.message
 
 
-def test_a_step_followed_by_a_run_only_notes_what_is_wanted(env):
+def test_a_step_followed_by_a_run_only_adds_to_its_plan(env):
     c = mock()
-    sess = session_mod.session(c)
-    sess.run_follows = True
-    workspace.sync(c)
-    machine.bootstrap(c, force=True)
-    machine.gpu_check(c, cpu_ok=True)
+    s = session_mod.session(c).settings
+    plan = workspace.sync.plan(Preflight(), s)
+    plan = machine.bootstrap.plan(plan, s, force=True)
+    plan = machine.gpu_check.plan(plan, s, cpu_ok=True)
     assert c.run.call_count == 0
-    assert sess.wanted == {"sync": {}, "bootstrap": {"force": True}, "gpu": {"allow_busy": False, "cpu_ok": True}}
+    assert plan == Preflight(sync=True, bootstrap=True, rebuild=True, gpu=True, cpu_ok=True)
 
 
 # ------------------------------------------------------------------------ with a fake host
@@ -140,8 +143,10 @@ class Machine:
 def host_session(env, respond):
     sess = session_mod.Session(settings.load(), context=None)
     sess.host = FakeHost(sess.settings, respond)
-    sess.done["sync"] = sess.done["bootstrap"] = True  # steps are tested above; here: the run itself
     return sess
+
+
+GPU_ONLY = Preflight(gpu=True)  # sync and bootstrap are tested above; here: the run itself
 
 
 def spec():
@@ -151,7 +156,7 @@ def spec():
 def test_a_warm_run_is_one_command_carrying_the_checks(env, capsys):
     machine_ = Machine({"ok": True, "gpu": gpu_report(busy=False)})
     sess = host_session(env, machine_)
-    code = pipeline.execute(pipeline.HostRuns(sess), sess.settings, [spec()]).code
+    code = pipeline.execute(pipeline.HostRuns(sess, preflight=GPU_ONLY), sess.settings, [spec()]).code
     out, err = capsys.readouterr()
     assert code == 0 and "RESULT_HELLO answer=42" in out and "NVIDIA H100" in out
     assert [mode(a) for a in sess.host.seen if mode(a)] == ["start"]
@@ -164,23 +169,24 @@ def test_a_warm_run_is_one_command_carrying_the_checks(env, capsys):
 def test_a_busy_gpu_refuses_before_anything_starts_and_leaves_no_record(env):
     sess = host_session(env, Machine({"ok": False, "gpu": gpu_report(busy=True)}))
     with pytest.raises(Failure) as info:
-        pipeline.execute(pipeline.HostRuns(sess), sess.settings, [spec()]).code
-    assert "in use by another job" in info.value.message
+        pipeline.execute(pipeline.HostRuns(sess, preflight=GPU_ONLY), sess.settings, [spec()]).code
+    assert info.value.kind is Kind.GPU and "in use by another job" in info.value.problem
     assert not any((env / "var" / "runs").iterdir())
 
 
 def test_a_connection_lost_mid_run_is_recorded_and_says_how_to_reattach(env):
     sess = host_session(env, Machine({"ok": True, "gpu": gpu_report(busy=False)}, trailer=False))
     with pytest.raises(Failure) as info:
-        pipeline.execute(pipeline.HostRuns(sess), sess.settings, [spec()]).code
+        pipeline.execute(pipeline.HostRuns(sess, preflight=GPU_ONLY), sess.settings, [spec()]).code
     [folder] = (env / "var" / "runs").iterdir()
-    assert "dropped; the run goes on" in info.value.message and f"inv logs --follow --run {folder.name}" in info.value.message
+    assert info.value.kind is Kind.UNREACHABLE and info.value.code == exits.UNREACHABLE
+    assert "dropped" in info.value.problem and f"inv logs --follow --run {folder.name}" in info.value.fix
     assert json.loads((folder / "result.json").read_text())["outcome"] == "connection lost"
 
 
 def test_a_run_that_fails_passes_its_exit_status_on(env):
     sess = host_session(env, Machine({"ok": True, "gpu": gpu_report(busy=False)}, exit_status=3, run_output="RESULT_EXIT code=3\n"))
-    assert pipeline.execute(pipeline.HostRuns(sess), sess.settings, [spec()]).code == 3
+    assert pipeline.execute(pipeline.HostRuns(sess, preflight=GPU_ONLY), sess.settings, [spec()]).code == 3
     record = json.loads(next((env / "var" / "runs").glob("*_run/result.json")).read_text())
     assert (record["outcome"], record["exit_status"]) == ("failed", 3)
 
@@ -215,9 +221,10 @@ def test_the_header_is_taken_before_any_output_is_shown(capsys):
 def test_steps_prepare_folds_every_check_into_the_run_when_the_tree_is_unchanged(env, monkeypatch):
     sess = session_mod.Session(settings.load(), context=None)
     sess.host = FakeHost(sess.settings, lambda argv, stdin: (_ for _ in ()).throw(AssertionError(argv)))
-    monkeypatch.setattr(steps.syncing, "plan", lambda s: steps.syncing.Plan("clean", [], {}, "f" * 32, {}))
-    folded = steps.prepare(sess, allow_busy=True, cpu_ok=False)
-    assert sorted(folded) == ["env", "gpu", "sync"] and folded["gpu"]["allow_busy"] is True
+    monkeypatch.setattr(steps.syncing, "plan", lambda s, **flags: steps.syncing.Plan("clean", [], {}, "f" * 32, {}))
+    prepared, pending = steps.prepare(sess, Preflight(sync=True, bootstrap=True, gpu=True, allow_busy=True))
+    assert sorted(pending.payload()) == ["env", "gpu", "sync"] and pending.gpu["allow_busy"] is True
+    assert prepared == steps.Prepared()  # nothing done yet
     assert sess.host.seen == []  # nothing sent yet: it all rides with the run's command
 
 

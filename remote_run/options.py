@@ -1,0 +1,130 @@
+"""The flags every run task shares (train-hlb, train-david, run, rerun), declared once.
+
+RunOptions holds them as the command line gave them; check() validates them all before anything
+runs and returns them parsed (numbers, seconds, workspace paths, port forwards). What reaches the
+sync, the host and the record is that object. RunTask (remote_run.chain) adds these fields to each
+run task's own flags, with their help, so a task declares only what is its own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+
+from .errors import Failure
+
+CLUSTERS = ("gpu", "tpu")  # --sky: the clusters of .cluster_name_gpu and .cluster_name_tpu
+MAX_REPEAT = 100
+
+GATE_HELP = {  # also the flags of `inv compare`
+    "tolerance": "NAME=AMOUNT or NAME=PERCENT%: how much worse a metric may get before it counts (repeatable; default 0)",
+    "higher_is_better": "a metric for which higher is better, whatever its name suggests (repeatable)",
+    "lower_is_better": "a metric for which lower is better (repeatable)",
+}
+
+
+def _flag(default, help: str, *, iterable: bool = False):
+    return field(default=default, metadata={"help": help, "iterable": iterable})
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    allow_busy: bool = _flag(False, "run even if another process is using the GPU")
+    cpu_ok: bool = _flag(False, "run without a GPU (e.g. `local` on a laptop)")
+    detach: bool = _flag(False, "start the run and return at once; follow it later with `inv logs --follow`")
+    wait: bool = _flag(False, "when the GPUs are busy, wait for them in the host's queue (shared by every user) instead of refusing")
+    wait_timeout: object = _flag("", "with --wait: give up after this long (seconds, or 30m, 2h)")
+    gpus: object = _flag("", "use N idle GPUs the host picks (least memory used), as CUDA_VISIBLE_DEVICES=auto")
+    sky: str = _flag("", "run on the SkyPilot cluster of .cluster_name_gpu (gpu) or .cluster_name_tpu (tpu) instead of REMOTE_HOST")
+    repeat: object = _flag("1", "run N times one after another (builtin trainers: seeds seed, seed+1, ...) as a group with a summary "
+                                "(default 1)")
+    compare_to: str = _flag("", "then compare with this baseline (`inv baseline.save`) and exit 4 on a regression")
+    tolerance: tuple = _flag((), GATE_HELP["tolerance"], iterable=True)
+    higher_is_better: tuple = _flag((), GATE_HELP["higher_is_better"], iterable=True)
+    lower_is_better: tuple = _flag((), GATE_HELP["lower_is_better"], iterable=True)
+    port: tuple = _flag((), "forward this port of the host to this machine while the run is followed (6006, or REMOTE:LOCAL such as "
+                            "6006:16006); repeatable", iterable=True)
+    pull: tuple = _flag((), "when the run ends, copy the files it wrote matching this pattern (relative to its directory on the host, "
+                            "e.g. outputs/**/*.pt) into its record's pulled/; repeatable", iterable=True)
+    only: tuple = _flag((), "sync only this workspace path, a folder or a file (repeatable); the rest of REMOTE_DIR is left alone "
+                            "(default SYNC_ONLY)", iterable=True)
+    force_sync: bool = _flag(False, "sync even when the upload is over SYNC_MAX_MB or SYNC_MAX_FILES")
+    checksum: bool = _flag(False, "sync by comparing file contents, not size and time (after a branch switch, when times lie)")
+    # What check() parses the flags into.
+    forwards: tuple = ()
+    wait_seconds: float = 0.0
+    gpu_count: int = 0
+    runs: int = 1
+
+    @classmethod
+    def flags(cls) -> list[dataclasses.Field]:
+        """The fields that are flags, in the order tasks list them (which decides their short flags)."""
+        return [f for f in dataclasses.fields(cls) if "help" in f.metadata]
+
+    @classmethod
+    def of(cls, given: dict) -> RunOptions:
+        """The options among a task's keyword arguments (None, invoke's empty repeatable, as ())."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: (tuple(v) if isinstance(v, list) else () if v is None and k in _ITERABLE else v)
+                      for k, v in given.items() if k in names})
+
+    def check(self, settings) -> RunOptions:
+        """Every flag validated, and their combinations, before anything runs; returns the options
+        with what they parse into (workspace paths, port forwards, seconds, counts)."""
+        from . import aftermath, compare, ports
+        from .settings import int_between, sync_paths
+
+        runs = int_between("--repeat", self.repeat, 1, MAX_REPEAT)
+        if self.sky and self.sky not in CLUSTERS:
+            raise Failure(f"--sky {self.sky!r} is not valid", "use gpu or tpu")
+        seconds = _seconds(self.wait_timeout, self.wait)
+        count = int_between("--gpus", self.gpus, 1, 64) if self.gpus not in ("", None) else 0
+        if self.sky and (self.wait or count):
+            raise Failure("--wait and --gpus are for SSH hosts", "a SkyPilot cluster has its own GPUs (sky-up --accel)")
+        if self.sky and (self.only or self.force_sync or self.checksum):
+            raise Failure("--only, --force-sync and --checksum shape the sync to REMOTE_HOST",
+                          "SkyPilot uploads the workspace itself (.skyignore)")
+        only = tuple(sync_paths("--only", settings.workspace, self.only)) if self.only else ()
+        forwards, patterns = ports.parse(self.port), aftermath.check_patterns(self.pull)
+        if self.sky and (forwards or patterns):
+            raise Failure(f"--{'port' if forwards else 'pull'} works on REMOTE_HOST runs",
+                          "a SkyPilot cluster is an SSH host too: run with REMOTE_HOST=<cluster name> instead of --sky")
+        if forwards and self.detach:
+            raise Failure("--port forwards while a run is followed", "with --detach, forward later with `inv tunnel --port PORT`")
+        gating = self.gating()
+        if not self.compare_to and any(gating.values()):
+            flag = next(k for k, v in gating.items() if v).replace("_", "-")
+            raise Failure(f"--{flag} only applies with --compare-to NAME (or to `inv compare`)", "add --compare-to or drop it")
+        if self.compare_to:
+            if self.detach:
+                raise Failure("--compare-to compares the finished runs", "drop --detach (or compare later with `inv compare`)")
+            compare.check_metric_names("--higher-is-better", self.higher_is_better)
+            compare.check_metric_names("--lower-is-better", self.lower_is_better)
+        return dataclasses.replace(self, only=only, pull=patterns, forwards=tuple(forwards), wait_seconds=seconds, gpu_count=count,
+                                   runs=runs)
+
+    def gating(self) -> dict:
+        """The gate's flags, as remote_run.tasks.results.gate takes them."""
+        return {"tolerance": self.tolerance, "higher_is_better": self.higher_is_better, "lower_is_better": self.lower_is_better}
+
+    def invocation(self, names) -> dict:
+        """The flags among ``names``, as given, that `inv rerun` gives a run again (no --repeat, gate
+        or --detach)."""
+        skip = ("repeat", "compare_to", "tolerance", "higher_is_better", "lower_is_better", "detach")
+        return {f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v for f in self.flags()
+                if f.name in names and f.name not in skip}
+
+
+_ITERABLE = {f.name for f in RunOptions.flags() if f.metadata["iterable"]}
+
+
+def _seconds(value, wait: bool) -> float:
+    if value in ("", None):
+        return 0.0
+    match = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)([smh]?)", str(value).strip())
+    if not match or float(match[1]) <= 0:
+        raise Failure(f"--wait-timeout {value!r} is not valid", "give a time above 0 such as 90, 30m or 2h")
+    if not wait:
+        raise Failure("--wait-timeout only applies with --wait", "add --wait or drop it")
+    return float(match[1]) * {"": 1, "s": 1, "m": 60, "h": 3600}[match[2]]
