@@ -25,7 +25,7 @@ from . import aftermath, notify
 from .errors import Failure
 from .host.control import CONTROL
 from .output import say
-from .render import template
+from .runner_files import template
 from .session import Session
 
 
