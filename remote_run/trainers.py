@@ -107,7 +107,7 @@ def david(settings, python: str, *, epochs="12", batch_size="512", impl="", seed
 def runner_flags(options: dict) -> list[str]:
     """The runner's command-line flags for validated options: ``batch_size`` is ``--batch-size``, a
     switch that is on is its bare flag. A switch that is off is left out: every runner's switches
-    default to off, and a by-hand run then reads the same."""
+    default to off, so the argv holds only what was chosen."""
     flags = []
     for name, value in options.items():
         flag = "--" + name.replace("_", "-")
