@@ -80,7 +80,7 @@ def run_one(label, cmd, quiet):
 
 
 def default_option(script, name):
-    """A trainer's default, read from its option block (NAME = <literal> lines)."""
+    """A trainer's default, read from the constants at its top (NAME = <literal> lines)."""
     text = (RUNNERS / script).read_text()
     return ast.literal_eval(re.search(rf"^{name} = (.+)$", text, re.M).group(1))
 

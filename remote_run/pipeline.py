@@ -29,7 +29,7 @@ from .preflight import Preflight
 from .host.control import CONTROL
 from .host.files import Lines
 from .output import say
-from .render import template
+from .runner_files import template
 from .session import Session
 
 

@@ -1,4 +1,4 @@
-"""What train-hlb, train-david and run start: validated options, rendered runners, the argv."""
+"""What train-hlb, train-david and run start: validated options, the runner files, the argv."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ from pathlib import Path
 
 from .errors import Failure
 from .pipeline import RunSpec
-from .render import render, template
+from .runner_files import template
 from .settings import int_between, module_name, positive_float
 
 MAX_BATCH = 50_000  # the CIFAR-10 training set
 
-# impl: (template rendered as the runner, files copied beside it)
+# impl: (the runner, files copied beside it); both are written unchanged, the options come as flags
 HLB = {"workspace": ("hlb_workspace.py", ()), "builtin": ("hlb_cifar.py", ("cifar10_data.py",))}
 DAVID = {"workspace": ("david_workspace.py", ()), "builtin": ("david_cifar.py", ("cifar10_data.py",))}
 
@@ -41,48 +41,60 @@ def _builtin_options(impl: str, seed: str, synthetic: bool, subset: str, **extra
         if used:
             raise Failure(f"{', '.join(used)} only apply to the builtin trainer; drop them or use --impl builtin")
         return {}
-    options = {"SYNTHETIC": bool(synthetic)}
+    options = {"synthetic": bool(synthetic)}
     if seed != "":
-        options["SEED"] = int_between("--seed", seed, 0, 2**31 - 1)
+        options["seed"] = int_between("--seed", seed, 0, 2**31 - 1)
     if subset != "":
-        options["SUBSET"] = int_between("--subset", subset, 1, MAX_BATCH)
+        options["subset"] = int_between("--subset", subset, 1, MAX_BATCH)
     return options
 
 
 def hlb(settings, python: str, *, epochs, impl="", batch_size="", seed="", compile=False, synthetic=False, subset="") -> RunSpec:
     impl = choose_impl(settings, impl)
-    options = {"EPOCHS": positive_float("--epochs", epochs)}
+    options = {"epochs": positive_float("--epochs", epochs)}
     options.update(_builtin_options(impl, seed, synthetic, subset, **{"--batch-size": batch_size, "--compile": compile}))
     if impl == "workspace":
-        options["HLB_MODULE"] = settings.hlb_module
+        options["hlb_module"] = settings.hlb_module
     else:
-        options["COMPILE"] = bool(compile)
+        options["compile"] = bool(compile)
         if batch_size != "":
-            options["BATCH_SIZE"] = int_between("--batch-size", batch_size, 1, MAX_BATCH)
+            options["batch_size"] = int_between("--batch-size", batch_size, 1, MAX_BATCH)
     return _trainer("train-hlb", "run_hlb.py", HLB[impl], options, impl, python)
 
 
 def david(settings, python: str, *, epochs="12", batch_size="512", impl="", seed="", synthetic=False, subset="") -> RunSpec:
     impl = choose_impl(settings, impl)
     options = {
-        "EPOCHS": int_between("--epochs", epochs, 1, 10_000),
-        "BATCH_SIZE": int_between("--batch-size", batch_size, 1, MAX_BATCH),
+        "epochs": int_between("--epochs", epochs, 1, 10_000),
+        "batch_size": int_between("--batch-size", batch_size, 1, MAX_BATCH),
     }
     options.update(_builtin_options(impl, seed, synthetic, subset))
     if impl == "workspace":
-        options["DAVID_NET_MODULE"] = settings.david_net_module
-        options["DAVID_TRAINER_MODULE"] = settings.david_trainer_module
+        options["david_net_module"] = settings.david_net_module
+        options["david_trainer_module"] = settings.david_trainer_module
     return _trainer("train-david", "run_david_trainer.py", DAVID[impl], options, impl, python)
 
 
-def _trainer(task: str, script_name: str, templates: tuple, options: dict, impl: str, python: str) -> RunSpec:
-    main_template, extra_files = templates
+def runner_flags(options: dict) -> list[str]:
+    """The runner's command-line flags for validated options: ``batch_size`` is ``--batch-size``, a
+    switch that is on is its bare flag. A switch that is off is left out: every runner's switches
+    default to off, so the argv holds only what was chosen."""
+    flags = []
+    for name, value in options.items():
+        flag = "--" + name.replace("_", "-")
+        if value is True:
+            flags.append(flag)
+        elif value is not False:
+            flags += [flag, str(value)]  # str() of a float is its shortest round-tripping form
+    return flags
+
+
+def _trainer(task: str, script_name: str, runner_files: tuple, options: dict, impl: str, python: str) -> RunSpec:
+    runner, beside = runner_files
     path = f"scripts/{script_name}"
-    files = {path: render(template(main_template), options)}
-    for name in extra_files:
-        files[f"scripts/{name}"] = template(name)
-    return RunSpec(task=task, argv=[python, path], files=files, runner_path=path,
-                   options={"impl": impl, **{k.lower(): v for k, v in options.items()}})
+    files = {path: template(runner), **{f"scripts/{name}": template(name) for name in beside}}
+    return RunSpec(task=task, argv=[python, path, *runner_flags(options)], files=files, runner_path=path,
+                   options={"impl": impl, **options})
 
 
 def split_args(args: str, flag: str = "--args") -> list[str]:

@@ -3,6 +3,10 @@
     python runners/david_cifar.py --epochs 1 --synthetic     # smoke test, any machine
     python runners/david_cifar.py                            # the real run (downloads CIFAR-10 once)
 
+remote-run writes this file unchanged into the run's copy of the workspace as
+scripts/run_david_trainer.py (cifar10_data.py beside it) and passes train-david's options as
+flags; by hand, from that copy: `python scripts/run_david_trainer.py --epochs 1 --synthetic`.
+
 Written from David Page's published "How to train your ResNet" recipe: prep 64 -> layer1 128
 (+residual) -> layer2 256 -> layer3 512 (+residual) -> 4x4 max-pool -> linear x 0.125; piecewise
 linear lr 0 -> 0.4 -> 0, Nesterov momentum 0.9, weight decay 5e-4 x batch size with a summed loss;
@@ -35,14 +39,13 @@ import torch.nn.functional as F
 
 from cifar10_data import DatasetError, default_data_dir, load_cifar10
 
-# --- options (remote-run renders these) ---
+# Defaults of the flags (parse_args); remote-run passes what you chose as flags.
 EPOCHS = 12
 BATCH_SIZE = 512
 SEED = 0
 SYNTHETIC = False
 SUBSET = None
 DATA_DIR = None
-# --- end options ---
 
 PEAK_LR = 0.4  # per example of a mean loss; see make_optimizer for how it is applied
 PEAK_EPOCH = 5  # or half way, for runs shorter than 10 epochs

@@ -1,7 +1,8 @@
 """Run the workspace's DavidNet trainer (CVlization's by default); print one RESULT_DAVID line.
 
-remote-run renders this file into REMOTE_DIR/scripts/run_david_trainer.py with the options
-below set; by hand: `python scripts/run_david_trainer.py --epochs 12` from the workspace root.
+remote-run writes this file unchanged into the run's copy of the workspace as
+scripts/run_david_trainer.py and passes the options as flags; by hand, from the workspace root:
+`python scripts/run_david_trainer.py --epochs 12 --batch-size 512`.
 """
 
 import argparse
@@ -10,12 +11,11 @@ import sys
 import time
 from pathlib import Path
 
-# --- options (remote-run renders these) ---
+# Defaults; remote-run passes its DAVID_NET_MODULE and DAVID_TRAINER_MODULE settings as flags.
 EPOCHS = 12
 BATCH_SIZE = 512
 DAVID_NET_MODULE = "cvlization.torch.net.image_classification.davidnet.dawn_utils"
 DAVID_TRAINER_MODULE = "cvlization.torch.trainer.david_trainer"
-# --- end options ---
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the workspace root
 try:
@@ -31,9 +31,11 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=EPOCHS)
     parser.add_argument("--batch-size", type=int, default=BATCH_SIZE)
+    parser.add_argument("--david-net-module", default=DAVID_NET_MODULE, help="the module with net() and Network (default %(default)s)")
+    parser.add_argument("--david-trainer-module", default=DAVID_TRAINER_MODULE, help="the module with DavidTrainer (default %(default)s)")
     args = parser.parse_args()
-    nets = importlib.import_module(DAVID_NET_MODULE)
-    trainers = importlib.import_module(DAVID_TRAINER_MODULE)
+    nets = importlib.import_module(args.david_net_module)
+    trainers = importlib.import_module(args.david_trainer_module)
     try:
         import torch
 

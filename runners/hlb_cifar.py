@@ -3,6 +3,10 @@
     python runners/hlb_cifar.py --epochs 0.5 --synthetic      # smoke test, any machine
     python runners/hlb_cifar.py                               # the real run (downloads CIFAR-10 once)
 
+remote-run writes this file unchanged into the run's copy of the workspace as scripts/run_hlb.py
+(cifar10_data.py beside it) and passes train-hlb's options as flags; by hand, from that copy:
+`python scripts/run_hlb.py --epochs 0.5 --synthetic --subset 4096`.
+
 Written from hlb-CIFAR10 / airbench94 (airbench94.py in github.com/KellerJordan/cifar10-airbench):
 a 2x2 patch-whitening first conv (weights frozen, bias trained for the first 3 epochs only), GELU
 conv groups whose BatchNorms have a frozen weight and fast statistics, label smoothing 0.2,
@@ -37,7 +41,7 @@ import torch.nn.functional as F
 
 from cifar10_data import DatasetError, default_data_dir, load_cifar10
 
-# --- options (remote-run renders these) ---
+# Defaults of the flags (parse_args); remote-run passes what you chose as flags.
 EPOCHS = 11.5
 BATCH_SIZE = 1024
 SEED = 0
@@ -45,7 +49,6 @@ COMPILE = False
 SYNTHETIC = False
 SUBSET = None
 DATA_DIR = None
-# --- end options ---
 
 WIDTHS = (64, 256, 256)  # channels of the three conv groups
 BN_MOMENTUM = 0.4  # PyTorch convention: running = 0.6*running + 0.4*batch. A short run moves the

@@ -1,7 +1,8 @@
 """Run the workspace's hlb CIFAR-10 trainer (CVlization's by default); print one RESULT_HLB line.
 
-remote-run renders this file into REMOTE_DIR/scripts/run_hlb.py with the options below set;
-by hand: `python scripts/run_hlb.py --epochs 11.5` from the workspace root.
+remote-run writes this file unchanged into the run's copy of the workspace as scripts/run_hlb.py
+and passes the options as flags; by hand, from the workspace root:
+`python scripts/run_hlb.py --epochs 11.5 --hlb-module mypkg.hlb`.
 """
 
 import argparse
@@ -10,10 +11,9 @@ import sys
 import time
 from pathlib import Path
 
-# --- options (remote-run renders these) ---
+# Defaults; remote-run passes its HLB_MODULE setting as --hlb-module.
 EPOCHS = 11.5
 HLB_MODULE = "cvlization.torch.training_pipeline.image_classification.hlb"
-# --- end options ---
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the workspace root
 try:
@@ -28,9 +28,9 @@ except ImportError:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=float, default=EPOCHS)
-    parser.add_argument("--module", default=HLB_MODULE)
+    parser.add_argument("--hlb-module", default=HLB_MODULE, help="the module whose hyp and main() train (default %(default)s)")
     args = parser.parse_args()
-    hlb = importlib.import_module(args.module)
+    hlb = importlib.import_module(args.hlb_module)
     hlb.hyp["misc"]["train_epochs"] = args.epochs
     started = time.perf_counter()
     accuracy = hlb.main()

@@ -108,6 +108,6 @@ def release_ended(root):
 
 
 def write_files(work, files):
-    """Write the files a run brings (its rendered runners) into its snapshot."""
+    """Write the files a run brings (a trainer's runner files) into its snapshot."""
     for rel, text in files.items():
         write_text(os.path.join(work, rel), text)

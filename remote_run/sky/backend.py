@@ -19,8 +19,10 @@ from . import cli, names, staging
 class ClusterRuns(Backend):
     """Runs on the cluster named in .cluster_name_<target>.
 
-    A spec with files (a rendered trainer) runs from a staged copy of the workspace with the files
-    written in; one without (`sky-exec`) runs from the workspace itself, as the playbook does.
+    A spec with files (a trainer's runner files) runs from a staged copy of the workspace with the
+    files written in; one without (`sky-exec`) runs from the workspace itself, as the playbook does.
+    The trainer's options are flags in its argv, quoted into the one command line by
+    cli.playbook_command.
     """
 
     def __init__(self, sess, target: str):
@@ -54,7 +56,7 @@ class ClusterRuns(Backend):
         return self.launch(run_id, spec, output, detach=False, ctrl_c=ctrl_c)
 
     def launch(self, run_id: str, spec: RunSpec, output: Tee, *, detach: bool, ctrl_c=None) -> Ending:
-        # Each run gets its own copy when it brings files (a --repeat group's runs differ in their seed).
+        # A run that brings files gets its own staged copy: `sky exec` uploads it, then it is removed.
         self.workdir = staging.stage(self.host, self.settings, spec.files) if spec.files else self.settings.workspace
         command = cli.playbook_command(self.settings, self.target, spec.argv[1:])
         argv = cli.exec_argv(self.name, self.workdir, command, detach=detach, forward=self.settings.remote_env)

@@ -1,5 +1,5 @@
 """What a cluster gets of the workspace: the workspace itself (`sky exec --workdir`, after making
-sure no secrets file goes with it), or a staged copy with the rendered runner written in."""
+sure no secrets file goes with it), or a staged copy with a trainer's runner files written in."""
 
 from __future__ import annotations
 

@@ -1,6 +1,5 @@
-"""Pure helpers: quoting, rendering, RESULT parsing, nvidia-smi parsing, records, sync rules."""
+"""Pure helpers: quoting, RESULT parsing, nvidia-smi parsing, records, sync rules."""
 
-import ast
 import json
 import subprocess
 
@@ -8,9 +7,8 @@ import pytest
 
 import threading
 
-from remote_run import gpu, records, render, settings, shell, sync
+from remote_run import gpu, records, settings, shell, sync
 from remote_run.host import gpus as gpus_host
-from remote_run.errors import Failure
 
 NASTY = ["a b", "it's", '"q"', "$(touch /tmp/canary)", "`id`", "x;y", "new\nline", "-rf", "naïve", "*"]
 
@@ -29,25 +27,6 @@ def test_script_passes_values_as_positional_parameters():
 
 def test_summary_shortens_inline_scripts():
     assert shell.summary(["sh", "-c", "a\nb\nc", "x y"]) == "sh -c '<3-line script>' 'x y'"
-
-
-def test_render_bakes_literals_into_the_option_block():
-    text = render.template("hlb_workspace.py")
-    out = render.render(text, {"EPOCHS": 2.5, "HLB_MODULE": "pkg.hlb"})
-    tree = ast.parse(out)
-    values = {n.targets[0].id: ast.literal_eval(n.value) for n in tree.body if isinstance(n, ast.Assign) and isinstance(n.targets[0], ast.Name) and n.targets[0].id.isupper()}
-    assert values["EPOCHS"] == 2.5 and values["HLB_MODULE"] == "pkg.hlb"
-
-
-@pytest.mark.parametrize("value", ["x'); import os; os.system('id')  #", float("nan"), "a b", ["list"]])
-def test_render_refuses_anything_but_plain_literals(value):
-    with pytest.raises(Failure):
-        render.render(render.template("hlb_workspace.py"), {"HLB_MODULE": value})
-
-
-def test_render_requires_the_option_to_exist():
-    with pytest.raises(ValueError):
-        render.render(render.template("hlb_workspace.py"), {"NOT_THERE": 1})
 
 
 def test_parse_result_takes_the_last_line_and_types_values():

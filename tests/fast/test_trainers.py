@@ -1,16 +1,17 @@
-"""The CIFAR-10 trainers in runners/, on the CPU, small: synthetic or fake data, no internet."""
-import ast
-import importlib.util
+"""The CIFAR-10 trainers in runners/, on the CPU, small: synthetic or fake data, no internet; and
+what remote-run sends them: the files unchanged, the options as flags."""
 import math
 import os
-import re
-import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
+
+from remote_run import settings, trainers
+from remote_run.errors import Failure
 
 RUNNERS = Path(__file__).resolve().parents[2] / "runners"
 sys.path.insert(0, str(RUNNERS))
@@ -18,13 +19,10 @@ import cifar10_data  # noqa: E402
 import david_cifar  # noqa: E402
 import hlb_cifar  # noqa: E402
 
-BLOCK = re.compile(r"^# --- options \(remote-run renders these\) ---\n((?:.*\n)*?)# --- end options ---\n", re.M)
-OPTION = re.compile(r"^([A-Z][A-Z0-9_]*) = (.+)$")
-EXPECTED_OPTIONS = {
-    "hlb_cifar.py": {"EPOCHS": 11.5, "BATCH_SIZE": 1024, "SEED": 0, "COMPILE": False, "SYNTHETIC": False,
-                     "SUBSET": None, "DATA_DIR": None},
-    "david_cifar.py": {"EPOCHS": 12, "BATCH_SIZE": 512, "SEED": 0, "SYNTHETIC": False, "SUBSET": None,
-                       "DATA_DIR": None},
+EXPECTED_DEFAULTS = {
+    "hlb_cifar.py": {"epochs": 11.5, "batch_size": 1024, "seed": 0, "compile": False, "synthetic": False,
+                     "subset": None},
+    "david_cifar.py": {"epochs": 12, "batch_size": 512, "seed": 0, "synthetic": False, "subset": None},
 }
 RESULT_KEYS = {
     "RESULT_HLB": {"elapsed_seconds": float, "train_epochs": float, "ema_val_acc": float,
@@ -33,26 +31,6 @@ RESULT_KEYS = {
                      "images_per_second": float, "device": str, "eval_seconds": float},
 }
 HEADER = f"{'epoch':>7} {'train_loss':>10} {'train_acc':>9} {'val_acc':>8} {'time_s':>7}"  # parsed by records.py
-
-
-def option_block(text):
-    """{NAME: value} of the contracted block; fails on anything but `NAME = <literal>` lines."""
-    match = BLOCK.search(text)
-    assert match, "option block markers missing"
-    options = {}
-    for line in match.group(1).splitlines():
-        m = OPTION.match(line)
-        assert m, f"not NAME = <literal> at column 0: {line!r}"
-        options[m.group(1)] = ast.literal_eval(m.group(2))
-    return options
-
-
-def render(text, **values):
-    """What remote-run does: swap each literal in the block for repr() of the new value."""
-    for name, value in values.items():
-        text, n = re.subn(rf"^{name} = .*$", f"{name} = {value!r}", text, count=1, flags=re.M)
-        assert n == 1, name
-    return text
 
 
 def parse_result(stdout, tag):
@@ -89,58 +67,164 @@ def run(args, cwd):
                           timeout=120)
 
 
-@pytest.mark.parametrize("script", sorted(EXPECTED_OPTIONS))
-def test_option_block_is_in_the_contracted_format(script):
-    text = (RUNNERS / script).read_text()
-    options = option_block(text)
-    assert options == EXPECTED_OPTIONS[script]
-    assert all(type(options[k]) is type(v) for k, v in EXPECTED_OPTIONS[script].items())
-    assert text.index("# --- options") < 2500  # near the top, after the docstring (which says what is timed)
-    # rendered values become the argparse defaults of the rendered file
-    rendered = render(text, EPOCHS=3, BATCH_SIZE=256, SEED=7, SYNTHETIC=True, SUBSET=1000, DATA_DIR="/d/c")
-    assert option_block(rendered)["SUBSET"] == 1000
-    spec = importlib.util.spec_from_loader(f"rendered_{script[:-3]}", loader=None)
-    module = importlib.util.module_from_spec(spec)
-    exec(compile(rendered, script, "exec"), module.__dict__)
-    args = module.parse_args([])
+@pytest.mark.parametrize("script", sorted(EXPECTED_DEFAULTS))
+def test_defaults_live_in_the_runners_argparse_and_flags_override_them(script):
+    module = hlb_cifar if script == "hlb_cifar.py" else david_cifar
+    defaults = vars(module.parse_args([]))
+    assert {k: defaults[k] for k in EXPECTED_DEFAULTS[script]} == EXPECTED_DEFAULTS[script]
+    assert all(type(defaults[k]) is type(v) for k, v in EXPECTED_DEFAULTS[script].items())
+    args = module.parse_args(["--epochs", "3", "--batch-size", "256", "--seed", "7", "--synthetic", "--subset", "1000",
+                              "--data-dir", "/d/c"])
     assert (args.epochs, args.batch_size, args.seed, args.synthetic, args.subset, args.data_dir) == \
         (3, 256, 7, True, 1000, "/d/c")
     assert module.parse_args(["--epochs", "2", "--no-synthetic"]).synthetic is False
 
 
-def test_hlb_runs_and_prints_a_result_line(tmp_path):
-    proc = run([RUNNERS / "hlb_cifar.py", "--synthetic", "--subset", 128, "--batch-size", 32, "--epochs", 0.5],
-               cwd=tmp_path)
+def load_settings(workspace, **environ):
+    return settings.load(environ={"WORKSPACE": str(workspace), **environ})
+
+
+def write_run_copy(root, files):
+    """What the host does with RunSpec.files: write them into the run's copy of the workspace."""
+    for relative, text in files.items():
+        (root / relative).parent.mkdir(parents=True, exist_ok=True)
+        (root / relative).write_text(text)
+
+
+# (trainer, impl, the runner in runners/, the files beside it, two runs' options)
+TWO_RUNS = [
+    ("hlb", "builtin", "hlb_cifar.py", ["cifar10_data.py"], dict(epochs="1", synthetic=True, subset="128"),
+     dict(epochs="2.5", seed="3", batch_size="64", compile=True)),
+    ("hlb", "workspace", "hlb_workspace.py", [], dict(epochs="1"), dict(epochs="11.5")),
+    ("david", "builtin", "david_cifar.py", ["cifar10_data.py"], dict(epochs="1", synthetic=True),
+     dict(epochs="24", batch_size="256", seed="5", subset="1000")),
+    ("david", "workspace", "david_workspace.py", [], dict(), dict(epochs="3", batch_size="64")),
+]
+
+
+@pytest.mark.parametrize("trainer, impl, runner, beside, first, second", TWO_RUNS, ids=[f"{r[0]}-{r[1]}" for r in TWO_RUNS])
+def test_two_runs_carry_byte_identical_runner_files_and_differ_only_in_argv(tmp_path, trainer, impl, runner, beside,
+                                                                           first, second):
+    s = load_settings(tmp_path)
+    a = getattr(trainers, trainer)(s, "python", impl=impl, **first)
+    b = getattr(trainers, trainer)(s, "python", impl=impl, **second)
+    unchanged = {a.runner_path: (RUNNERS / runner).read_text(), **{f"scripts/{n}": (RUNNERS / n).read_text() for n in beside}}
+    assert a.files == b.files == unchanged  # the files in runners/, byte for byte
+    assert a.argv[:2] == ["python", a.runner_path] and a.argv != b.argv
+    assert replace(a, argv=b.argv, options=b.options) == b  # nothing else differs (the options are recorded)
+
+
+def test_the_options_are_recorded_as_before_and_passed_as_flags(tmp_path):
+    s = load_settings(tmp_path, HLB_MODULE="lab.hlb", DAVID_NET_MODULE="lab.nets", DAVID_TRAINER_MODULE="lab.trainer")
+    spec = trainers.hlb(s, "py", epochs="11.5", impl="builtin", batch_size="256", seed="0", synthetic=True, subset="4096")
+    assert spec.argv == ["py", "scripts/run_hlb.py", "--epochs", "11.5", "--synthetic", "--seed", "0", "--subset", "4096",
+                         "--batch-size", "256"]  # a seed of 0 was given, so it is passed; --compile is off: left out
+    assert spec.options == {"impl": "builtin", "epochs": 11.5, "synthetic": True, "seed": 0, "subset": 4096,
+                            "compile": False, "batch_size": 256}
+    spec = trainers.hlb(s, "py", epochs="0.5", impl="workspace")
+    assert spec.argv == ["py", "scripts/run_hlb.py", "--epochs", "0.5", "--hlb-module", "lab.hlb"]
+    assert spec.options == {"impl": "workspace", "epochs": 0.5, "hlb_module": "lab.hlb"}
+    spec = trainers.david(s, "py", impl="builtin")
+    assert spec.argv == ["py", "scripts/run_david_trainer.py", "--epochs", "12", "--batch-size", "512"]
+    assert spec.options == {"impl": "builtin", "epochs": 12, "batch_size": 512, "synthetic": False}
+    spec = trainers.david(s, "py", epochs="3", impl="workspace")
+    assert spec.argv == ["py", "scripts/run_david_trainer.py", "--epochs", "3", "--batch-size", "512",
+                         "--david-net-module", "lab.nets", "--david-trainer-module", "lab.trainer"]
+    assert spec.options == {"impl": "workspace", "epochs": 3, "batch_size": 512, "david_net_module": "lab.nets",
+                            "david_trainer_module": "lab.trainer"}
+
+
+@pytest.mark.parametrize("trainer, module", [("hlb", hlb_cifar), ("david", david_cifar)])
+def test_the_builtin_runners_read_every_flag_remote_run_passes(tmp_path, trainer, module):
+    extra = {"compile": True} if trainer == "hlb" else {}
+    spec = getattr(trainers, trainer)(load_settings(tmp_path), "py", epochs="3", impl="builtin", batch_size="64", seed="9",
+                                      synthetic=True, subset="128", **extra)
+    args = module.parse_args(spec.argv[2:])
+    options = {k: v for k, v in spec.options.items() if k != "impl"}
+    assert {k: getattr(args, k) for k in options} == options
+
+
+def test_hlb_runs_by_hand_with_the_flags_remote_run_gives_it(tmp_path):
+    """The run's copy as remote-run lays it out (scripts/run_hlb.py, cifar10_data.py beside it), run
+    from its root with the RunSpec's argv. 256 images in batches of 64 are 4 steps an epoch, so 0.5
+    epochs are 2 steps: train_epochs=0.5 only if --subset and --batch-size took effect."""
+    spec = trainers.hlb(load_settings(tmp_path), sys.executable, epochs="0.5", impl="builtin", batch_size="64",
+                        synthetic=True, subset="256")
+    write_run_copy(tmp_path, spec.files)
+    proc = run(spec.argv[1:], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[0] == "device: cpu" and lines[1].startswith("warm-up: 2 steps") and lines[2] == HEADER
     assert len(table_rows(proc.stdout)) == 1
     result = parse_result(proc.stdout, "RESULT_HLB")
-    assert result["train_epochs"] == 0.5 and result["device"] == "cpu"  # 4 steps per epoch -> 2 steps
+    assert result["train_epochs"] == 0.5 and result["device"] == "cpu"
     assert result["elapsed_seconds"] > 0 and result["images_per_second"] > 0 and result["eval_seconds"] > 0
     assert 0 <= result["ema_val_acc"] <= 1 and 0 <= result["val_acc"] <= 1
 
 
-def test_rendered_david_runs_with_no_arguments_on_the_default_data_dir(tmp_path):
-    """As remote-run lays it out: REMOTE_DIR/scripts/run_david_trainer.py + cifar10_data.py, cwd
-    REMOTE_DIR, data from the cache in REMOTE_DIR/data/cifar10 (here a small fake one)."""
-    (tmp_path / "scripts").mkdir()
-    text = render((RUNNERS / "david_cifar.py").read_text(), EPOCHS=1, BATCH_SIZE=16, SUBSET=64)
-    (tmp_path / "scripts" / "run_david_trainer.py").write_text(text)
-    shutil.copy(RUNNERS / "cifar10_data.py", tmp_path / "scripts")
+def test_david_runs_as_remote_run_lays_it_out_on_the_default_data_dir(tmp_path):
+    """As remote-run lays it out: the run's copy with scripts/run_david_trainer.py + cifar10_data.py,
+    run from its root with the RunSpec's flags, data from the cache in data/cifar10 (here a small
+    fake one)."""
+    spec = trainers.david(load_settings(tmp_path), sys.executable, epochs="1", batch_size="16", impl="builtin",
+                          subset="64")
+    write_run_copy(tmp_path, spec.files)
     data_dir = tmp_path / "data" / "cifar10"
     data_dir.mkdir(parents=True)
-    # The cache must look like all of CIFAR-10 (the loader checks); SUBSET is taken after loading.
+    # The cache must look like all of CIFAR-10 (the loader checks); --subset is taken after loading.
     # 100 copies of a small synthetic set: the right sizes, generated in a fraction of the time.
     small = cifar10_data.synthetic_cifar10(500, 100, seed=3)
     data = {k: t.repeat(100, *[1] * (t.dim() - 1)) for k, t in zip(cifar10_data.TENSORS, small)}
     cifar10_data.write_cache(data_dir / cifar10_data.CACHE, {**data, "classes": cifar10_data.CLASSES})
-    proc = run(["scripts/run_david_trainer.py"], cwd=tmp_path)
+    proc = run(spec.argv[1:], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     result = parse_result(proc.stdout, "RESULT_DAVID")
     assert (result["epochs"], result["batch_size"], result["device"]) == (1, 16, "cpu")
     assert result["elapsed_seconds"] > 0 and result["images_per_second"] > 0 and result["eval_seconds"] > 0
     assert 0 <= result["val_acc"] <= 1 and len(table_rows(proc.stdout)) == 1
+
+
+LAB = {  # stand-ins for the workspace's CVlization modules, named by HLB_MODULE and DAVID_*_MODULE
+    "lab/__init__.py": "",
+    "lab/hlb.py": "hyp = {'misc': {}}\n\ndef main():\n    print('lab hlb', hyp['misc']['train_epochs'])\n    return 0.5\n",
+    "lab/nets.py": "class Network:\n    def __init__(self, net): pass\n    def to(self, device): return self\n"
+                   "    def half(self): return self\n\ndef net(): return None\n",
+    "lab/trainer.py": "class DavidTrainer:\n    def __init__(self, **kw): self.kw = kw\n"
+                      "    def train(self): print('lab david', self.kw['epochs'], self.kw['train_batch_size'])\n",
+}
+
+
+def test_the_workspace_runners_call_the_modules_their_flags_name(tmp_path):
+    s = load_settings(tmp_path, HLB_MODULE="lab.hlb", DAVID_NET_MODULE="lab.nets", DAVID_TRAINER_MODULE="lab.trainer")
+    write_run_copy(tmp_path, LAB)
+    hlb = trainers.hlb(s, sys.executable, epochs="2.5", impl="workspace")
+    david = trainers.david(s, sys.executable, epochs="3", batch_size="64", impl="workspace")
+    write_run_copy(tmp_path, {**hlb.files, **david.files})
+    proc = run(hlb.argv[1:], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "lab hlb 2.5" in proc.stdout and "train_epochs=2.5 ema_val_acc=0.5000" in proc.stdout.splitlines()[-1]
+    proc = run(david.argv[1:], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "lab david 3 64" in proc.stdout and proc.stdout.splitlines()[-1].endswith("epochs=3 batch_size=64")
+
+
+@pytest.mark.parametrize("epochs", ["nan", "inf", "-inf", "1e999"])
+def test_a_non_finite_epochs_is_refused_in_one_line_before_a_run_is_made(tmp_path, epochs):
+    """Values that could never be written as a Python literal are still refused here, on this machine."""
+    s = load_settings(tmp_path)
+    for trainer in (trainers.hlb, trainers.david):
+        with pytest.raises(Failure) as refused:
+            trainer(s, "py", epochs=epochs)
+        assert refused.value.line.startswith(f"--epochs={epochs!r} is not valid") and "\n" not in refused.value.line
+
+
+@pytest.mark.parametrize("value", ["x'); import os; os.system('id')  #", "a b", "os;touch /tmp/canary", "-m", ""])
+def test_a_module_setting_that_is_not_a_module_name_is_refused_in_one_line(tmp_path, value):
+    """A module setting becomes a flag's value: only dotted names get that far."""
+    for key in ("HLB_MODULE", "DAVID_NET_MODULE", "DAVID_TRAINER_MODULE"):
+        with pytest.raises(Failure) as refused:
+            load_settings(tmp_path, **{key: value})
+        assert refused.value.line.startswith(f"{key}=") and "\n" not in refused.value.line
 
 
 @pytest.mark.parametrize("epochs, per_epoch, steps", [

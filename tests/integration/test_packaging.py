@@ -98,9 +98,10 @@ def test_inv_from_the_wheel_with_a_two_line_tasks_file_runs_the_chain(installed,
     assert done.stderr.count("going on without a GPU (--cpu-ok)") == 1 and "RESULT_HELLO answer=42" in done.stdout
 
 
-def test_runner_templates_ship_inside_the_wheel(installed, tmp_path):
-    code = "from remote_run.render import runners_dir; print(runners_dir())"
+def test_runner_files_ship_inside_the_wheel(installed, tmp_path):
+    code = "from remote_run.runner_files import runners_dir; print(runners_dir())"
     done = subprocess.run([str(installed / "bin" / "python"), "-c", code], cwd=tmp_path, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     where = Path(done.stdout.strip())
     assert str(installed) in str(where) and (where / "hlb_workspace.py").is_file() and (where / "hlb_cifar.py").is_file()
+    assert (where / "hlb_cifar.py").read_bytes() == (REPO / "runners" / "hlb_cifar.py").read_bytes()  # as in the checkout

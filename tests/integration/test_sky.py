@@ -1,9 +1,11 @@
 """SkyPilot clusters: the remote-run program against a fake `sky` (tests/fake_sky/sky), which
 records every command line it is given. No network, no cloud, no SkyPilot API server."""
 
+import dataclasses
 import hashlib
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -14,7 +16,8 @@ import pytest
 
 from invoke import Context
 
-from remote_run import pipeline, session as session_mod, settings as settings_mod
+from remote_run import pipeline, session as session_mod, settings as settings_mod, trainers
+from remote_run.runner_files import template
 from remote_run.errors import Failure
 from remote_run.sky import backend, cli as sky_cli, names
 from support.cli import one_line_error as cli_error
@@ -480,6 +483,21 @@ def test_train_on_cluster_detached(gpu_cluster):
     assert gpu_cluster.records()[0]["outcome"] == "detached"
 
 
+def test_a_trainers_flags_reach_the_cluster_shell_as_its_argv(gpu_cluster):
+    """The runner's options are words of its argv: the one quoting place turns them into the
+    command `sky exec` hands the cluster's shell, and that shell splits them back exactly."""
+    s = settings_mod.load(overrides={"WORKSPACE": str(gpu_cluster.workspace), "HLB_MODULE": "lab.hlb"})
+    spec = trainers.hlb(s, "python", epochs="0.5", impl="workspace")
+    odd = dataclasses.replace(spec, argv=[*spec.argv, "--note", "two words; $(touch /tmp/canary) `id`"])
+    sess = session_mod.Session(s, Context())
+    assert pipeline.execute(backend.ClusterRuns(sess, "tpu"), s, [odd], detach=False).code == 0
+    [call] = gpu_cluster.calls()
+    assert call[-1] == "uv run --extra tpu python scripts/run_hlb.py --epochs 0.5 --hlb-module lab.hlb --note " \
+                      "'two words; $(touch /tmp/canary) `id`'"
+    assert shlex.split(call[-1]) == ["uv", "run", "--extra", "tpu", "python", *odd.argv[1:]]
+    assert gpu_cluster.records()[0]["runner"] == template("hlb_workspace.py")
+
+
 # --- the task YAML, checked by SkyPilot itself ----------------------------------------------
 
 def test_every_rendered_task_yaml_is_valid_for_skypilot(fake):
@@ -510,9 +528,11 @@ def test_train_hlb_with_sky_runs_the_rendered_trainer_on_the_cluster(gpu_cluster
                       FAKE_SKY_OUTPUT="RESULT_HLB elapsed_seconds=2.9 train_epochs=2.5 ema_val_acc=0.94")
     assert result.returncode == 0, result.stderr
     [call] = fake.calls()
-    assert call[:2] == ["exec", GPU] and call[-1] == "export CUDA_VISIBLE_DEVICES=0; uv run --group dev --extra gpu python scripts/run_hlb.py"
+    assert call[:2] == ["exec", GPU]
+    assert call[-1] == "export CUDA_VISIBLE_DEVICES=0; uv run --group dev --extra gpu python scripts/run_hlb.py --epochs 2.5 --synthetic"
     [record] = fake.records()
-    assert record["task"] == "train-hlb" and record["options"]["epochs"] == 2.5 and "EPOCHS = 2.5" in record["runner"]
+    assert record["task"] == "train-hlb" and record["options"]["epochs"] == 2.5 and record["options"]["synthetic"] is True
+    assert record["runner"] == template("hlb_cifar.py")  # unchanged: the options went as flags
     assert record["result"]["metrics"]["ema_val_acc"] == 0.94
     assert not (fake.workspace / ".remote-run").exists()  # no sync to REMOTE_HOST happened
 

@@ -9,6 +9,7 @@ import tempfile
 
 import pytest
 
+from remote_run.runner_files import template
 from support.cli import REPO, cli, latest_record, no_secret_files, one_line_error, remote_exists, remote_read
 from support.workspace import make_workspace, unique_remote_dir
 
@@ -43,14 +44,15 @@ def test_train_hlb_chain_writes_result_record_and_remote_log(sshd, shared):
     assert data["outcome"] == "finished" and data["exit_status"] == 0 and data["host"] == "l1"
     assert data["result"]["metrics"]["ema_val_acc"] == 0.9375
     assert data["options"]["epochs"] == 2.5 and data["gpu"][0]["name"].startswith("NVIDIA H100")
-    assert "EPOCHS = 2.5" in data["runner"]
+    assert data["runner"] == template("hlb_workspace.py")  # unchanged: the options went as flags
+    assert "/python scripts/run_hlb.py --epochs 2.5 --hlb-module cvlization.torch.training_pipeline.image_classification.hlb  [run " in done.stderr
     log_md = (records[0] / "log.md").read_text()
-    assert "RESULT_HLB" in log_md and "rsync" in log_md and "EPOCHS = 2.5" in log_md
+    assert "RESULT_HLB" in log_md and "rsync" in log_md and "- `epochs`: 2.5" in log_md
     run_id = records[0].name
     remote_log = remote_read(sshd, f"{remote}/runs/{run_id}/run.log")
     assert (records[0] / "run.log").read_text() == remote_log
-    assert data["runner_path"] == f"{remote}/runs/{run_id}/work/scripts/run_hlb.py"  # rendered into the run's snapshot
-    assert "EPOCHS = 2.5" in remote_read(sshd, data["runner_path"]) and not remote_exists(sshd, f"{remote}/scripts/run_hlb.py")
+    assert data["runner_path"] == f"{remote}/runs/{run_id}/work/scripts/run_hlb.py"  # written into the run's snapshot
+    assert remote_read(sshd, data["runner_path"]) == data["runner"] and not remote_exists(sshd, f"{remote}/scripts/run_hlb.py")
     assert len(data["snapshot"]["tree"]) > 8 and data["snapshot"]["files"] > 0
     assert remote_exists(sshd, f"{remote}/.venv/bin/python")
 

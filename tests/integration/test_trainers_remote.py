@@ -7,7 +7,8 @@ import json
 import pytest
 
 from remote_run.records import parse_result
-from support.cli import LOCAL_INDEX_PIP, cli, latest_record, remote_exists, write_pip_conf
+from remote_run.runner_files import template
+from support.cli import LOCAL_INDEX_PIP, cli, latest_record, remote_exists, remote_read, write_pip_conf
 from support.workspace import make_workspace, unique_remote_dir
 
 TORCH = {"TRAIN_IMPL": "builtin", "TORCH_PACKAGES": "torch==2.13.0", "TORCH_INDEX_URL": ""}
@@ -38,9 +39,12 @@ def test_hlb_trainer_runs_a_fraction_of_an_epoch_over_ssh(sshd, torch_host):
     assert 0 <= result["metrics"]["ema_val_acc"] <= 1 and result["metrics"]["elapsed_seconds"] > 0
     record = json.loads((latest_record(ws, "train-hlb") / "result.json").read_text())
     assert record["outcome"] == "finished" and record["result"] == result
-    assert record["options"]["synthetic"] is True and "SUBSET = 512" in record["runner"]
-    work = f"{remote}/runs/{latest_record(ws, 'train-hlb').name}/work"  # the run's snapshot keeps what was rendered for it
-    assert remote_exists(sshd, f"{work}/scripts/run_hlb.py") and remote_exists(sshd, f"{work}/scripts/cifar10_data.py")
+    assert record["options"]["synthetic"] is True and record["options"]["subset"] == 512
+    assert record["runner"] == template("hlb_cifar.py")  # unchanged: the options went as flags
+    assert "/python scripts/run_hlb.py --epochs 0.5 --synthetic --subset 512 --batch-size 128  [run " in done.stderr  # --compile is off: no flag
+    work = f"{remote}/runs/{latest_record(ws, 'train-hlb').name}/work"  # the run's snapshot keeps the files it was given
+    assert remote_read(sshd, f"{work}/scripts/run_hlb.py") == template("hlb_cifar.py")
+    assert remote_read(sshd, f"{work}/scripts/cifar10_data.py") == template("cifar10_data.py")
     assert remote_exists(sshd, f"{remote}/data/cifar10") or record["options"]["synthetic"]  # the dataset cache is shared
 
 
@@ -53,5 +57,7 @@ def test_david_trainer_runs_one_small_epoch_over_ssh(sshd, torch_host):
     assert result["name"] == "RESULT_DAVID"
     assert result["metrics"]["epochs"] == 1 and result["metrics"]["batch_size"] == 64
     assert "environment is up to date" in done.stderr  # bootstrapped once, by the fixture
+    assert "/python scripts/run_david_trainer.py --epochs 1 --batch-size 64 --synthetic --subset 256  [run " in done.stderr
     record = json.loads((latest_record(ws, "train-david") / "result.json").read_text())
     assert record["outcome"] == "finished" and record["result"] == result
+    assert record["runner"] == template("david_cifar.py")
