@@ -43,6 +43,13 @@ def alive(pid):
     return True
 
 
+def live(entry):
+    """Whether the entry's supervisor still runs: its pid, and that process's start time, so that a
+    later process given the same pid does not count as it."""
+    pid = entry.get("pid")
+    return alive(pid) and started_at(pid) == entry.get("pid_started")
+
+
 def own_folder():
     """This user's queue folder, created private to writers; None when it cannot be trusted."""
     folder = "%s.%d" % (QUEUE_DIR, os.geteuid())
@@ -85,7 +92,7 @@ def entries(drop_stale=True):
                 entry["uid"], entry["path"] = int(suffix), os.path.join(folder, name)
             except (OSError, ValueError, TypeError):
                 continue
-            if alive(entry.get("pid")) and started_at(entry["pid"]) == entry.get("pid_started"):
+            if live(entry):
                 found.append(entry)
             elif drop_stale and entry["uid"] == os.geteuid():
                 remove(entry["path"])  # its owner died: dropped
