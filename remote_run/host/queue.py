@@ -46,6 +46,10 @@ def alive(pid):
 def live(entry):
     """Whether the entry's supervisor still runs: its pid, and that process's start time, so that a
     later process given the same pid does not count as it."""
+    # Weighed against a flock held by the supervisor (bench/bench_queue.py): a little faster, and it also
+    # works where /proc hides other users' processes (hidepid) or pids differ (pid namespaces), but
+    # it needs a lock file beside each entry, since a rewritten entry is a new file, and any reader
+    # may hold a flock, so it cannot say that the entry's own user holds it.
     pid = entry.get("pid")
     return alive(pid) and started_at(pid) == entry.get("pid_started")
 
