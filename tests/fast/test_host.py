@@ -132,6 +132,27 @@ def test_an_entry_whose_process_is_gone_or_was_reused_is_ignored_and_only_its_ow
     assert [p.name.split("-", 1)[1] for p in folder.glob("*.json")] == ["live.json"]
 
 
+def test_a_holder_killed_with_sigkill_is_ignored_at_once_and_dropped_by_its_owner(folder):
+    """A supervisor killed with -9 cannot remove its entry: nobody counts it from then on."""
+    import signal
+
+    ready, tell = os.pipe()
+    holder = os.fork()
+    if not holder:
+        made = queue.Entry("/x/runs/killed", {"devices": "0"})
+        made.write(state=queue.HOLDING, gpus=[0])
+        os.write(tell, b"x")
+        signal.pause()
+    try:
+        os.read(ready, 1)
+        assert [e["run"] for e in queue.entries(drop_stale=False)] == ["killed"]
+    finally:
+        os.kill(holder, signal.SIGKILL)
+        os.waitpid(holder, 0)
+    assert queue.entries(drop_stale=False) == [] and len(list(folder.glob("*.json"))) == 1
+    assert queue.entries() == [] and list(folder.glob("*.json")) == []
+
+
 def test_a_folder_others_can_write_or_named_for_another_user_is_not_read(folder, tmp_path):
     put(folder, "mine", 1.0)
     os.chmod(folder, 0o777)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -225,6 +226,25 @@ def test_auto_picks_the_idle_gpu_and_the_record_says_which(sshd, queue_box):
     assert record["devices"] == "1"
     line = one_line_error(cli(sshd, ws, "run", "scripts/q.py", "--gpus", "2", REMOTE_DIR=remote, venv=False))
     assert "fewer than 2 idle GPUs" in line and "--wait" in line, line
+
+
+def test_a_killed_supervisor_frees_the_gpu_it_held_for_the_next_run(sshd, queue_box):
+    """kill -9 of a holding run's supervisor leaves its queue entry behind: nobody counts it, the
+    waiting run starts, and the owner's next look removes it. The run's own process lives on; what
+    shows its use of the GPU is nvidia-smi (the fake GPU here says idle), not the queue."""
+    ws, remote, _ = queue_box
+    holder = detached(sshd, ws, remote, HOLD="30", REMOTE_ENV="HOLD")
+    wait_for(lambda: log_has(holder, "started"), 10, "the first run")
+    [supervisor] = [e["pid"] for e in queue_entries(sshd) if e["run"] == holder.name]
+    waiter = detached(sshd, ws, remote, "--wait")
+    wait_for(lambda: log_has(waiter, f"busy: GPU 0: {sshd.user}'s run {holder.name}"), 15, "the run to wait behind the first")
+    os.kill(supervisor, signal.SIGKILL)
+    wait_for(lambda: log_has(waiter, "started 0 "), 15, "the waiting run to start")
+    assert not [e for e in queue_entries(sshd) if e["run"] == holder.name]
+    run = int((holder / "pid").read_text())
+    os.kill(run, 0)  # the first run's process is still there
+    Path(f"{remote}/runs/release").touch()
+    wait_for(lambda: not Path(f"/proc/{run}").exists(), 20, "the first run's process to end (and be reaped)")
 
 
 @pytest.fixture
