@@ -16,7 +16,8 @@ from pathlib import Path
 
 from . import groups, stats
 from .errors import Failure
-from .records import RunRecord, _write
+from .host.files import write_text
+from .records import RunRecord
 
 ALPHA = 0.05  # a difference is significant when Welch's test gives p below this
 BASELINE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
@@ -163,7 +164,7 @@ def save_baseline(runs_dir: Path, name: str, ref: str) -> tuple[Side, bool]:
     path.parent.mkdir(parents=True, exist_ok=True)
     data = {"name": name, "ref": ref, "kind": side.kind, "source": side.name, "runs": side.runs,
             "saved": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    _write(path, json.dumps(data, indent=2) + "\n")
+    write_text(path, json.dumps(data, indent=2) + "\n")
     return side, replaced
 
 

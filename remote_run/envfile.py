@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 
 from . import settings as settings_mod
 from .errors import Failure
+from .host.files import write_text
 
 WRITTEN = ("REMOTE_HOST", "WORKSPACE", "REMOTE_DIR", "TORCH_INDEX_URL")
 HEADER = ("# remote-run settings, written by `inv init` (every key: .env.example). Never commit this file.\n"
@@ -80,17 +81,7 @@ def read_back(content: str) -> dict:
 
 def write(path: Path, content: str) -> None:
     """Write atomically; a new file is readable by its owner only (a .env may hold tokens)."""
-    mode = path.stat().st_mode & 0o777 if path.exists() else 0o600
-    temporary = path.with_name(f".{path.name}.init-{os.getpid()}")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(content)
-        os.chmod(temporary, mode)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    write_text(path, content, path.stat().st_mode & 0o777 if path.exists() else 0o600)
 
 
 def ignore(env_file: Path, workspace: Path) -> list[str]:
