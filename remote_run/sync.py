@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .host import exits, tree
-from .host.files import write_atomic
+from .host.files import Lines, write_atomic
 from .errors import Failure
 from .output import say
 from . import ship
@@ -169,12 +169,10 @@ class ProgressLine:
     PROGRESS = re.compile(r"\s*[0-9][0-9,.]*[KMGT]?B?\s+[0-9]+%")
 
     def __init__(self, out):
-        self.out, self.pending, self.shown = out, "", False
+        self.out, self.lines, self.shown = out, Lines("\r\n"), False
 
     def write(self, text: str) -> int:
-        self.pending += text
-        *done, self.pending = re.split(r"[\r\n]", self.pending)
-        progress = [part for part in done if self.PROGRESS.match(part)]
+        progress = [part for part in self.lines.feed(text) if self.PROGRESS.match(part)]
         if progress:
             self.out.write("\rremote-run: sending " + progress[-1].strip()[:100] + "\033[K")
             self.out.flush()
