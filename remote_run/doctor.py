@@ -17,8 +17,8 @@ import stat
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from functools import cache
 from pathlib import Path
 
 from . import records
@@ -27,7 +27,7 @@ from . import gpu as gpus
 from . import sync as syncing
 from .errors import Failure
 from .output import say, show
-from .transport import Host
+from .transport import Host, exposed
 
 OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"
 MARKS = {OK: "✓", WARN: "!", FAIL: "✗", SKIP: "–"}
@@ -77,19 +77,18 @@ class Report:
 
 def examine(host: Host) -> Report:
     """Every check: this machine's here, the host's in one remote command beside them."""
-    from .steps import Background
-
     started = time.perf_counter()
     s = host.settings
     report = Report(host=s.host.spec)
     local = [check_ssh(host), check_rsync(host)]
     if not host.is_local:
         local.append(check_control_dir(s))  # before the remote command, which creates the directory
-    remote = Background(host_checks, host)
-    if not host.is_local:
-        local.append(check_resolves(host))
-    local += [check_workspace(host), check_sync_size(s)]
-    checks, data = remote.join()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        remote = pool.submit(host_checks, host)
+        if not host.is_local:
+            local.append(check_resolves(host))
+        local += [check_workspace(host), check_sync_size(s)]
+        checks, data = remote.result()
     report.checks = local + checks
     if data and data.get("gpu"):
         report.gpus = data["gpu"]["gpus"]
@@ -211,7 +210,10 @@ def check_resolves(host: Host) -> Check:
 
 
 def _resolve(name: str, port: str):
-    """True, or why ``name`` does not resolve (a DNS lookup may hang: at most 5 s)."""
+    """True, or why ``name`` does not resolve (a DNS lookup may hang: at most 5 s).
+
+    A daemon thread of its own, not concurrent.futures: the interpreter waits at exit for an
+    executor's threads, and a hung lookup would hold `inv doctor` open after its report."""
     answer = ["no answer within 5 s"]
 
     def look():
@@ -235,12 +237,11 @@ def check_control_dir(settings) -> Check:
         return Check(LOCAL, "control dir", OK, f"{path} will be created, mode 700 (for SSH ControlMaster sockets)")
     except OSError as exc:
         return Check(LOCAL, "control dir", FAIL, f"{path}: {exc.strerror}", "set REMOTE_RUN_CONTROL_DIR to a directory of yours")
-    mode = stat.S_IMODE(info.st_mode)
-    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or mode & 0o077:
-        what = "not a directory" if not stat.S_ISDIR(info.st_mode) else f"owner uid {info.st_uid}, mode {mode:04o}"
+    what = exposed(info)
+    if what:
         return Check(LOCAL, "control dir", FAIL, f"{path} is not private ({what}): others could use your SSH connections",
                      f"chmod 700 {path} if it is yours, else set REMOTE_RUN_CONTROL_DIR to a directory of yours")
-    return Check(LOCAL, "control dir", OK, f"{path} is private (mode {mode:04o})")
+    return Check(LOCAL, "control dir", OK, f"{path} is private (mode {stat.S_IMODE(info.st_mode):04o})")
 
 
 def check_workspace(host: Host) -> Check:

@@ -245,10 +245,18 @@ def control_dir(settings: Settings) -> Path:
         pass
     except OSError as exc:
         raise Failure(f"cannot create {path} for SSH control sockets ({exc.strerror}); set REMOTE_RUN_CONTROL_DIR to a directory of yours") from None
-    info = path.lstat()
-    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or stat.S_IMODE(info.st_mode) & 0o077:
+    if exposed(path.lstat()):
         raise Failure(f"{path} must be a directory only you can access (chmod 700 {path}); it holds SSH control sockets")
     return path
+
+
+def exposed(info) -> str:
+    """What makes a directory with lstat ``info`` unfit for the SSH control sockets ("" when it is
+    this user's and nobody else can use it); doctor asks the same."""
+    mode = stat.S_IMODE(info.st_mode)
+    if not stat.S_ISDIR(info.st_mode):
+        return "not a directory"
+    return f"owner uid {info.st_uid}, mode {mode:04o}" if info.st_uid != os.getuid() or mode & 0o077 else ""
 
 
 # OpenSSH's messages (regular expressions), first match wins. A dropped link through a master says nothing at all:
