@@ -25,7 +25,7 @@ from . import records
 from .host import exits, installer, tree
 from . import gpu as gpus
 from . import sync as syncing
-from .errors import Failure
+from .errors import Failure, Kind
 from .output import say, show
 from .transport import Host, exposed
 
@@ -104,8 +104,7 @@ def conclude(report: Report, as_json: bool = False) -> None:
     failed = report.failed
     if failed:
         names = ", ".join(c.name if c.group == LOCAL else f"{c.name} on {report.host}" for c in failed)
-        raise Failure(f"{len(failed)} of {len(report.checks)} checks failed ({names}); "
-                      "fix them as shown above and run `inv doctor` again", code=exits.FAILED)
+        raise Failure(f"{len(failed)} of {len(report.checks)} checks failed ({names})", "fix them as shown above and run `inv doctor` again", Kind.RUN)
     warned = len(report.warnings)
     say(f"nothing failed ({len(report.checks)} checks{f', {warned} warnings' if warned else ''}, {report.seconds:.2f} s)")
 
@@ -298,8 +297,7 @@ def host_checks(host: Host) -> tuple[list, dict | None]:
         result = host.run(argv, hide=True, timeout=s.check_timeout, record=False)
         elapsed = time.perf_counter() - started
     except Failure as exc:
-        text, _, fix = str(exc.message).removeprefix("remote-run: ").partition("; ")
-        return [Check(HOST, "connection", FAIL, text, fix or f"check `ssh {host.spec.ssh_destination}` by hand")], None
+        return [Check(HOST, "connection", FAIL, exc.problem, exc.fix or f"check `ssh {host.spec.ssh_destination}` by hand")], None
     try:
         data = json.loads(result.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):
@@ -483,14 +481,13 @@ def _gpu(host, data):
         text = f"{kinds}{f', {versions}' if versions else ''}; {usage}"
         if state == "busy":
             busy = ", ".join(str(i) for i in report["busy"])
-            fix = gpus.problem(report, host.label, s.cuda_visible_devices, limit).partition("; ")[2]
+            fix = gpus.failure(report, host.label, s.cuda_visible_devices, limit).fix
             return Check(HOST, "GPU", FAIL, f"GPU {busy} (CUDA_VISIBLE_DEVICES={s.cuda_visible_devices or 'all'}) is in use by another job: {text}", fix)
         return Check(HOST, "GPU", OK, text)
-    line = gpus.problem(report, host.label, s.cuda_visible_devices, limit)
-    text, _, fix = line.partition("; ")
+    found = gpus.failure(report, host.label, s.cuda_visible_devices, limit)
     if host.is_local:
-        return Check(HOST, "GPU", WARN, f"{text}: runs here need --cpu-ok (fine for the quickstart)", fix)
-    return Check(HOST, "GPU", FAIL, text + (f" ({versions})" if versions else ""), fix)
+        return Check(HOST, "GPU", WARN, f"{found.problem}: runs here need --cpu-ok (fine for the quickstart)", found.fix)
+    return Check(HOST, "GPU", FAIL, found.problem + (f" ({versions})" if versions else ""), found.fix)
 
 
 def _process(p: dict) -> str:
@@ -544,12 +541,12 @@ def _docker(host, data):
     if state == "missing":
         return Check(HOST, "docker", SKIP, "not installed (optional: remote-run does not use it; Docker-based examples do)")
     version = found.get("version") or "docker"
-    text, _, fix = gpus.docker_line(found, host.label).partition("; ")
-    if state == "ok":
-        return Check(HOST, "docker", OK, f"{version}; {text}")
+    problem = gpus.docker(found, host.label)
+    if problem is None:
+        return Check(HOST, "docker", OK, f"{version}; {gpus.docker_line(found, host.label)}")
     if state == "noruntime" and not (data.get("gpu") or {}).get("gpus"):
         return Check(HOST, "docker", OK, f"{version}; no NVIDIA runtime (and no GPU)")
-    return Check(HOST, "docker", WARN, f"{version}; {text}", fix)
+    return Check(HOST, "docker", WARN, f"{version}; {problem.problem}", problem.fix)
 
 
 # --------------------------------------------------------------------------- ssh_config, for init

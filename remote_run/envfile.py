@@ -33,7 +33,7 @@ def check(values: dict, env_file: Path, environ=None) -> settings_mod.Settings:
     parser: a bad value is the settings' own one-line error, before anything is written."""
     url = values.get("TORCH_INDEX_URL") or ""
     if urlsplit(url).username or urlsplit(url).password:
-        raise Failure("TORCH_INDEX_URL carries credentials (user:token@); init never writes a secret into .env: "
+        raise Failure("TORCH_INDEX_URL carries credentials (user:token@): init never writes a secret into .env",
                       "give the host its index credentials with ~/.netrc or pip's keyring there, or set TORCH_INDEX_URL in the environment")
     return settings_mod.from_layers(env_file, {}, dict(os.environ if environ is None else environ), values)
 
@@ -45,7 +45,7 @@ def quoted(key: str, value: str) -> str:
         return value
     if not any(ch in value for ch in "'\\\n") and "${" not in value:
         return f"'{value}'"
-    raise Failure(f"{key}={value!r} cannot be written to .env (quotes, backslashes, newlines or ${{...}}); rename the directory or set {key} by hand")
+    raise Failure(f"{key}={value!r} cannot be written to .env (quotes, backslashes, newlines or ${{...}})", f"rename the directory or set {key} by hand")
 
 
 def text(values: dict, old: str | None) -> str:
@@ -147,7 +147,7 @@ class Questions:
                 valid(value)
                 return value
             except Failure as exc:
-                self.tell(str(exc.message))
+                self.tell(exc.message)
 
 
 def answers(c, env_file: Path, questions: Questions, *, host: str, workspace: str, remote_dir: str, torch_index_url: str) -> dict:

@@ -228,7 +228,7 @@ def check_run_id(run: str) -> str:
     from .errors import Failure
 
     if run and not RUN_ID.match(run):
-        raise Failure(f"--run {run!r} is not a run id; run ids look like 20261122T101500Z_train-hlb (see `inv status`)")
+        raise Failure(f"--run {run!r} is not a run id", "run ids look like 20261122T101500Z_train-hlb (see `inv status`)")
     return run
 
 
