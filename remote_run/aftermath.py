@@ -8,12 +8,11 @@ the --pull patterns in the record, so whoever completes the record later pulls t
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 from . import notify
 from .host import states
-from .errors import Failure
+from .errors import Failure, Kind
 from .output import say
 
 MAX_FILES = 10_000
@@ -30,7 +29,7 @@ def check_patterns(patterns) -> tuple[str, ...]:
         parts = text.split("/")
         if (not text.strip() or text.startswith(("/", "-", "~")) or ".." in parts or any(ch in text for ch in "\0\n\r\\")
                 or all(part in ("", ".") for part in parts)):
-            raise Failure(f"--pull {text!r} is not valid: give a pattern relative to the run's directory on the host, such as "
+            raise Failure(f"--pull {text!r} is not valid", "give a pattern relative to the run's directory on the host, such as "
                           "outputs/**/*.pt (no leading /, no `..`, no backslash)")
         checked.append("/".join(part for part in parts if part not in ("", ".")))
     return tuple(dict.fromkeys(checked))
@@ -57,7 +56,8 @@ def pull(host, run_id: str, bases: list[str], patterns, dest: Path) -> dict:
         answer = json.loads(listed.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):
         detail = (listed.stderr.strip().splitlines() or ["no answer"])[-1]
-        raise Failure(f"--pull: cannot list the files of run {run_id} on {host.label} (exit {listed.exited}): {detail[:200]}") from None
+        raise Failure(f"--pull: cannot list the files of run {run_id} on {host.label} (exit {listed.exited}): {detail[:200]}",
+                      kind=Kind.of(listed.exited)) from None
     base = answer["base"]
     if answer.get("cut"):
         say(f"--pull: more than {MAX_FILES} files match; pulling the first {MAX_FILES}")
@@ -83,7 +83,7 @@ def pull(host, run_id: str, bases: list[str], patterns, dest: Path) -> dict:
             result = sync.rsync(host, host.rsync_path(base.rstrip("/") + "/"), f"{dest}/",
                                 extra=["--ignore-existing", "--from0", f"--files-from={listing.name}"])
         if result.exited:
-            raise Failure(sync.rsync_error(host, result, f"--pull from {host.label}:{base}"))
+            raise sync.rsync_error(host, result, f"--pull from {host.label}:{base}")
     files = sorted(fresh + same)
     return {"patterns": list(patterns), "from": f"{host.label}:{base}", "files": [{"path": rel, "size": size} for rel, size in files],
             "new": [rel for rel, _ in fresh], "kept": kept}
@@ -132,7 +132,7 @@ def ended(backend, record, folder: Path, patterns=()) -> None:
             entry = pull(host, record.run_id, run_bases(host.settings, record.run_id), wanted, dest)
             say(describe(entry, record.run_id, dest))
         except Failure as exc:
-            entry = {**(record.pulled or {}), "error": exc.message.removeprefix("remote-run: ")}
+            entry = {**(record.pulled or {}), "error": exc.line}
             say(entry["error"])
         record.pulled = entry
         record.write(folder)

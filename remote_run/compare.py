@@ -15,8 +15,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from . import groups, stats
-from .errors import Failure
-from .records import RunRecord, _write
+from .errors import Failure, Kind
+from .host.files import write_text
+from .records import RunRecord
 
 ALPHA = 0.05  # a difference is significant when Welch's test gives p below this
 BASELINE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
@@ -71,12 +72,12 @@ def _load_run(folder: Path) -> RunRecord:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
-        raise Failure(f"cannot read {path}: {exc.strerror}") from None
+        raise Failure(f"cannot read {path}: {exc.strerror}", kind=Kind.ENVIRONMENT) from None
     except ValueError:
-        raise Failure(f"{path} is not valid JSON (a corrupt record); delete that run's folder or restore the file") from None
+        raise Failure(f"{path} is not valid JSON (a corrupt record)", "delete that run's folder or restore the file", Kind.ENVIRONMENT) from None
     record = RunRecord.load(folder)
     if record is None or not isinstance(data.get("result", {}) or {}, dict):
-        raise Failure(f"{path} is not a run record remote-run can read; delete that run's folder or restore the file")
+        raise Failure(f"{path} is not a run record remote-run can read", "delete that run's folder or restore the file", Kind.ENVIRONMENT)
     return record
 
 
@@ -95,11 +96,11 @@ def _records(runs_dir: Path) -> dict[str, str]:
 def resolve(runs_dir: Path, ref: str) -> Side:
     """A run id, a group id, a unique prefix of one, `latest`, or a saved baseline's name."""
     if not ref or "/" in ref or "\0" in ref or ref in (".", ".."):
-        raise Failure(f"{ref!r} is not a run, group or baseline; give an id from `inv status`, `latest` or a name from `inv baseline.list`")
+        raise Failure(f"{ref!r} is not a run, group or baseline", "give an id from `inv status`, `latest` or a name from `inv baseline.list`")
     known = _records(runs_dir)
     if ref == "latest":
         if not known:
-            raise Failure(f"no runs recorded in {runs_dir} yet; run something first")
+            raise Failure(f"no runs recorded in {runs_dir} yet", "run something first")
         ref_id = max(known, key=lambda i: (_started(runs_dir, i, known[i]), i))
         member_of = _group_of(runs_dir, ref_id, known)
         return _side("latest", member_of or ref_id, runs_dir, known)
@@ -115,8 +116,9 @@ def resolve(runs_dir: Path, ref: str) -> Side:
     if len(matches) == 1:
         return _side(ref, matches[0], runs_dir, known)
     if matches:
-        raise Failure(f"{ref!r} is ambiguous: it starts {len(matches)} records ({', '.join(matches[:4])}{', ...' if len(matches) > 4 else ''}); give more of the id")
-    raise Failure(f"no run, group or baseline named {ref!r} in {runs_dir}; see `inv status` (runs on the host) or `inv baseline.list`")
+        raise Failure(f"{ref!r} is ambiguous: it starts {len(matches)} records ({', '.join(matches[:4])}{', ...' if len(matches) > 4 else ''})",
+                      "give more of the id")
+    raise Failure(f"no run, group or baseline named {ref!r} in {runs_dir}", "see `inv status` (runs on the host) or `inv baseline.list`")
 
 
 def _started(runs_dir: Path, record_id: str, kind: str) -> str:
@@ -136,7 +138,8 @@ def _side(ref: str, record_id: str, runs_dir: Path, known: dict) -> Side:
     if known[record_id] == "group":
         summary = groups.load(runs_dir / record_id)
         if summary is None:
-            raise Failure(f"{runs_dir / record_id / 'summary.json'} cannot be read (a corrupt record); delete the group's folder")
+            raise Failure(f"{runs_dir / record_id / 'summary.json'} cannot be read (a corrupt record)", "delete the group's folder",
+                          Kind.ENVIRONMENT)
         runs = [_run_entry(_load_run(runs_dir / run_id)) for run_id in summary["runs"] if (runs_dir / run_id).is_dir()]
         return Side(ref, "group", record_id, runs)
     return Side(ref, "run", record_id, [_run_entry(_load_run(runs_dir / record_id))])
@@ -150,7 +153,8 @@ def baseline_path(runs_dir: Path, name: str) -> Path:
 
 def check_baseline_name(name: str) -> str:
     if not BASELINE_NAME.match(name or ""):
-        raise Failure(f"baseline name {name!r} is not valid: use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit (no paths)")
+        raise Failure(f"baseline name {name!r} is not valid",
+                      "use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit (no paths)")
     return name
 
 
@@ -163,7 +167,7 @@ def save_baseline(runs_dir: Path, name: str, ref: str) -> tuple[Side, bool]:
     path.parent.mkdir(parents=True, exist_ok=True)
     data = {"name": name, "ref": ref, "kind": side.kind, "source": side.name, "runs": side.runs,
             "saved": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    _write(path, json.dumps(data, indent=2) + "\n")
+    write_text(path, json.dumps(data, indent=2) + "\n")
     return side, replaced
 
 
@@ -173,9 +177,10 @@ def load_baseline(runs_dir: Path, name: str) -> Side:
         data = json.loads(path.read_text(encoding="utf-8"))
         return Side(name, "baseline", f"{name} ({data['kind']} {data['source']})", data["runs"])
     except FileNotFoundError:
-        raise Failure(f"no baseline named {name!r}; save one with `inv baseline.save {name} REF` (see `inv baseline.list`)") from None
+        raise Failure(f"no baseline named {name!r}", f"save one with `inv baseline.save {name} REF` (see `inv baseline.list`)") from None
     except (OSError, ValueError, KeyError, TypeError):
-        raise Failure(f"{path} is not a baseline remote-run can read; remove it with `inv baseline.rm {name}` and save it again") from None
+        raise Failure(f"{path} is not a baseline remote-run can read", f"remove it with `inv baseline.rm {name}` and save it again",
+                      Kind.ENVIRONMENT) from None
 
 
 def list_baselines(runs_dir: Path) -> list[dict]:
@@ -193,7 +198,7 @@ def list_baselines(runs_dir: Path) -> list[dict]:
 def remove_baseline(runs_dir: Path, name: str) -> None:
     path = baseline_path(runs_dir, check_baseline_name(name))
     if not path.is_file():
-        raise Failure(f"no baseline named {name!r}; `inv baseline.list` shows the saved ones")
+        raise Failure(f"no baseline named {name!r}", "`inv baseline.list` shows the saved ones")
     path.unlink()
 
 
@@ -205,7 +210,8 @@ def parse_tolerances(items) -> dict[str, tuple[float, bool]]:
     for item in items or ():
         match = re.fullmatch(r"([A-Za-z_][A-Za-z0-9_]*)=([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(%?)", item or "")
         if not match:
-            raise Failure(f"--tolerance {item!r} is not valid: give NAME=AMOUNT or NAME=PERCENT%, e.g. ema_val_acc=0.2 or elapsed_seconds=5%")
+            raise Failure(f"--tolerance {item!r} is not valid",
+                          "give NAME=AMOUNT or NAME=PERCENT%, e.g. ema_val_acc=0.2 or elapsed_seconds=5%")
         found[match[1]] = (float(match[2]), bool(match[3]))
     return found
 
@@ -234,7 +240,7 @@ class Row:
 def compare(a: Side, b: Side, *, higher=(), lower=(), tolerances=None) -> list[Row]:
     """A row per RESULT metric both sides have."""
     if set(a.ids) == set(b.ids):
-        raise Failure(f"{a.ref!r} and {b.ref!r} are the same runs; compare two different runs, groups or baselines")
+        raise Failure(f"{a.ref!r} and {b.ref!r} are the same runs", "compare two different runs, groups or baselines")
     tolerances = tolerances or {}
     a_values, b_values = _values(a), _values(b)
     common = [name for name in a_values if name in b_values]

@@ -17,17 +17,17 @@ import stat
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from functools import cache
 from pathlib import Path
 
 from . import records
 from .host import exits, installer, tree
 from . import gpu as gpus
 from . import sync as syncing
-from .errors import Failure
+from .errors import Failure, Kind
 from .output import say, show
-from .transport import Host
+from .transport import Host, exposed
 
 OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"
 MARKS = {OK: "✓", WARN: "!", FAIL: "✗", SKIP: "–"}
@@ -77,19 +77,18 @@ class Report:
 
 def examine(host: Host) -> Report:
     """Every check: this machine's here, the host's in one remote command beside them."""
-    from .steps import in_background
-
     started = time.perf_counter()
     s = host.settings
     report = Report(host=s.host.spec)
     local = [check_ssh(host), check_rsync(host)]
     if not host.is_local:
         local.append(check_control_dir(s))  # before the remote command, which creates the directory
-    remote = in_background(host_checks, host)
-    if not host.is_local:
-        local.append(check_resolves(host))
-    local += [check_workspace(host), check_sync_size(s)]
-    checks, data = remote.result()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        remote = pool.submit(host_checks, host)
+        if not host.is_local:
+            local.append(check_resolves(host))
+        local += [check_workspace(host), check_sync_size(s)]
+        checks, data = remote.result()
     report.checks = local + checks
     if data and data.get("gpu"):
         report.gpus = data["gpu"]["gpus"]
@@ -105,8 +104,7 @@ def conclude(report: Report, as_json: bool = False) -> None:
     failed = report.failed
     if failed:
         names = ", ".join(c.name if c.group == LOCAL else f"{c.name} on {report.host}" for c in failed)
-        raise Failure(f"{len(failed)} of {len(report.checks)} checks failed ({names}); "
-                      "fix them as shown above and run `inv doctor` again", code=exits.FAILED)
+        raise Failure(f"{len(failed)} of {len(report.checks)} checks failed ({names})", "fix them as shown above and run `inv doctor` again", Kind.RUN)
     warned = len(report.warnings)
     say(f"nothing failed ({len(report.checks)} checks{f', {warned} warnings' if warned else ''}, {report.seconds:.2f} s)")
 
@@ -211,7 +209,10 @@ def check_resolves(host: Host) -> Check:
 
 
 def _resolve(name: str, port: str):
-    """True, or why ``name`` does not resolve (a DNS lookup may hang: at most 5 s)."""
+    """True, or why ``name`` does not resolve (a DNS lookup may hang: at most 5 s).
+
+    A daemon thread of its own, not concurrent.futures: the interpreter waits at exit for an
+    executor's threads, and a hung lookup would hold `inv doctor` open after its report."""
     answer = ["no answer within 5 s"]
 
     def look():
@@ -235,12 +236,11 @@ def check_control_dir(settings) -> Check:
         return Check(LOCAL, "control dir", OK, f"{path} will be created, mode 700 (for SSH ControlMaster sockets)")
     except OSError as exc:
         return Check(LOCAL, "control dir", FAIL, f"{path}: {exc.strerror}", "set REMOTE_RUN_CONTROL_DIR to a directory of yours")
-    mode = stat.S_IMODE(info.st_mode)
-    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or mode & 0o077:
-        what = "not a directory" if not stat.S_ISDIR(info.st_mode) else f"owner uid {info.st_uid}, mode {mode:04o}"
+    what = exposed(info)
+    if what:
         return Check(LOCAL, "control dir", FAIL, f"{path} is not private ({what}): others could use your SSH connections",
                      f"chmod 700 {path} if it is yours, else set REMOTE_RUN_CONTROL_DIR to a directory of yours")
-    return Check(LOCAL, "control dir", OK, f"{path} is private (mode {mode:04o})")
+    return Check(LOCAL, "control dir", OK, f"{path} is private (mode {stat.S_IMODE(info.st_mode):04o})")
 
 
 def check_workspace(host: Host) -> Check:
@@ -297,8 +297,7 @@ def host_checks(host: Host) -> tuple[list, dict | None]:
         result = host.run(argv, hide=True, timeout=s.check_timeout, record=False)
         elapsed = time.perf_counter() - started
     except Failure as exc:
-        text, _, fix = str(exc.message).removeprefix("remote-run: ").partition("; ")
-        return [Check(HOST, "connection", FAIL, text, fix or f"check `ssh {host.spec.ssh_destination}` by hand")], None
+        return [Check(HOST, "connection", FAIL, exc.problem, exc.fix or f"check `ssh {host.spec.ssh_destination}` by hand")], None
     try:
         data = json.loads(result.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):
@@ -482,14 +481,13 @@ def _gpu(host, data):
         text = f"{kinds}{f', {versions}' if versions else ''}; {usage}"
         if state == "busy":
             busy = ", ".join(str(i) for i in report["busy"])
-            fix = gpus.problem(report, host.label, s.cuda_visible_devices, limit).partition("; ")[2]
+            fix = gpus.failure(report, host.label, s.cuda_visible_devices, limit).fix
             return Check(HOST, "GPU", FAIL, f"GPU {busy} (CUDA_VISIBLE_DEVICES={s.cuda_visible_devices or 'all'}) is in use by another job: {text}", fix)
         return Check(HOST, "GPU", OK, text)
-    line = gpus.problem(report, host.label, s.cuda_visible_devices, limit)
-    text, _, fix = line.partition("; ")
+    found = gpus.failure(report, host.label, s.cuda_visible_devices, limit)
     if host.is_local:
-        return Check(HOST, "GPU", WARN, f"{text}: runs here need --cpu-ok (fine for the quickstart)", fix)
-    return Check(HOST, "GPU", FAIL, text + (f" ({versions})" if versions else ""), fix)
+        return Check(HOST, "GPU", WARN, f"{found.problem}: runs here need --cpu-ok (fine for the quickstart)", found.fix)
+    return Check(HOST, "GPU", FAIL, found.problem + (f" ({versions})" if versions else ""), found.fix)
 
 
 def _process(p: dict) -> str:
@@ -543,12 +541,12 @@ def _docker(host, data):
     if state == "missing":
         return Check(HOST, "docker", SKIP, "not installed (optional: remote-run does not use it; Docker-based examples do)")
     version = found.get("version") or "docker"
-    text, _, fix = gpus.docker_line(found, host.label).partition("; ")
-    if state == "ok":
-        return Check(HOST, "docker", OK, f"{version}; {text}")
+    problem = gpus.docker(found, host.label)
+    if problem is None:
+        return Check(HOST, "docker", OK, f"{version}; {gpus.docker_line(found, host.label)}")
     if state == "noruntime" and not (data.get("gpu") or {}).get("gpus"):
         return Check(HOST, "docker", OK, f"{version}; no NVIDIA runtime (and no GPU)")
-    return Check(HOST, "docker", WARN, f"{version}; {text}", fix)
+    return Check(HOST, "docker", WARN, f"{version}; {problem.problem}", problem.fix)
 
 
 # --------------------------------------------------------------------------- ssh_config, for init

@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 
 from . import settings as settings_mod
 from .errors import Failure
+from .host.files import write_text
 
 WRITTEN = ("REMOTE_HOST", "WORKSPACE", "REMOTE_DIR", "TORCH_INDEX_URL")
 HEADER = ("# remote-run settings, written by `inv init` (every key: .env.example). Never commit this file.\n"
@@ -32,7 +33,7 @@ def check(values: dict, env_file: Path, environ=None) -> settings_mod.Settings:
     parser: a bad value is the settings' own one-line error, before anything is written."""
     url = values.get("TORCH_INDEX_URL") or ""
     if urlsplit(url).username or urlsplit(url).password:
-        raise Failure("TORCH_INDEX_URL carries credentials (user:token@); init never writes a secret into .env: "
+        raise Failure("TORCH_INDEX_URL carries credentials (user:token@): init never writes a secret into .env",
                       "give the host its index credentials with ~/.netrc or pip's keyring there, or set TORCH_INDEX_URL in the environment")
     return settings_mod.from_layers(env_file, {}, dict(os.environ if environ is None else environ), values)
 
@@ -44,7 +45,7 @@ def quoted(key: str, value: str) -> str:
         return value
     if not any(ch in value for ch in "'\\\n") and "${" not in value:
         return f"'{value}'"
-    raise Failure(f"{key}={value!r} cannot be written to .env (quotes, backslashes, newlines or ${{...}}); rename the directory or set {key} by hand")
+    raise Failure(f"{key}={value!r} cannot be written to .env (quotes, backslashes, newlines or ${{...}})", f"rename the directory or set {key} by hand")
 
 
 def text(values: dict, old: str | None) -> str:
@@ -80,17 +81,7 @@ def read_back(content: str) -> dict:
 
 def write(path: Path, content: str) -> None:
     """Write atomically; a new file is readable by its owner only (a .env may hold tokens)."""
-    mode = path.stat().st_mode & 0o777 if path.exists() else 0o600
-    temporary = path.with_name(f".{path.name}.init-{os.getpid()}")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(content)
-        os.chmod(temporary, mode)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    write_text(path, content, path.stat().st_mode & 0o777 if path.exists() else 0o600)
 
 
 def ignore(env_file: Path, workspace: Path) -> list[str]:
@@ -156,7 +147,7 @@ class Questions:
                 valid(value)
                 return value
             except Failure as exc:
-                self.tell(str(exc.message))
+                self.tell(exc.message)
 
 
 def answers(c, env_file: Path, questions: Questions, *, host: str, workspace: str, remote_dir: str, torch_index_url: str) -> dict:

@@ -24,6 +24,12 @@ class Kind(enum.Enum):
     def status(self) -> int:
         return self.value
 
+    @classmethod
+    def of(cls, status: int) -> "Kind":
+        """The kind of a failure the host program reported with exit ``status`` (host.exits): its
+        refusals, crashes and missing tools are the environment's."""
+        return {exits.USAGE: cls.USAGE, exits.PREFLIGHT: cls.GPU}.get(status, cls.ENVIRONMENT)
+
 
 class Failure(Exit):
     """An expected failure: bad input, an unreachable host, a refused sync, a failed run.
@@ -39,6 +45,9 @@ class Failure(Exit):
         self.kind = kind
         line = f"{self.problem}; {self.fix}" if self.fix else self.problem
         super().__init__(f"remote-run: {line}", code=kind.status if code is None else code)
+
+    def __str__(self) -> str:
+        return self.message
 
     @property
     def line(self) -> str:

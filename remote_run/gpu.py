@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .errors import Failure, Kind
 from .output import table
 
 
@@ -16,40 +17,43 @@ def show_table(gpus: list) -> str:
     return table(rows)
 
 
-def problem(report: dict, label: str, devices: str, limit: float) -> str:
-    """One line for a GPU check that did not pass (or passed only because of --cpu-ok/--allow-busy)."""
+def failure(report: dict, label: str, devices: str, limit: float) -> Failure | None:
+    """What the GPU check found wrong (also when --cpu-ok/--allow-busy let it pass) and the fix;
+    None when nothing is."""
     state = report["state"]
     if state == "missing":
-        return f"nvidia-smi is not installed on {label} (no NVIDIA driver); install the driver, or pick a GPU host with REMOTE_HOST"
+        return Failure(f"nvidia-smi is not installed on {label} (no NVIDIA driver)", "install the driver, or pick a GPU host with REMOTE_HOST", Kind.GPU)
     if state == "hung":
-        return f"nvidia-smi on {label} did not answer within {limit:g} s (a hung driver?); check `nvidia-smi` there, the GPU may need a reset"
+        return Failure(f"nvidia-smi on {label} did not answer within {limit:g} s (a hung driver?)",
+                       "check `nvidia-smi` there, the GPU may need a reset", Kind.GPU)
     if state == "nodriver":
-        return f"nvidia-smi on {label} cannot talk to the NVIDIA driver; reboot or reinstall the driver (check `nvidia-smi` there)"
+        return Failure(f"nvidia-smi on {label} cannot talk to the NVIDIA driver", "reboot or reinstall the driver (check `nvidia-smi` there)", Kind.GPU)
     if state == "failed":
-        return f"nvidia-smi failed on {label} ({report['text']})"
+        return Failure(f"nvidia-smi failed on {label} ({report['text']})", kind=Kind.GPU)
     if state == "none":
-        return f"nvidia-smi on {label} lists no GPU; check the driver"
+        return Failure(f"nvidia-smi on {label} lists no GPU", "check the driver", Kind.GPU)
     if state == "nomatch":
         found = ", ".join(str(g["index"]) for g in report["gpus"]) or "none"
-        return f"CUDA_VISIBLE_DEVICES={devices} matches none of the GPUs on {label} ({found}); set it to one of them"
+        return Failure(f"CUDA_VISIBLE_DEVICES={devices} matches none of the GPUs on {label} ({found})", "set it to one of them", Kind.GPU)
     if state == "busy" and report.get("auto"):
-        return (f"{label} has fewer than {report['auto']} idle GPU{'s' if report['auto'] > 1 else ''} (busy: "
-                f"{', '.join(str(i) for i in report['busy']) or 'none'}); pass --wait to queue for them, or --gpus fewer")
+        return Failure(f"{label} has fewer than {report['auto']} idle GPU{'s' if report['auto'] > 1 else ''} (busy: "
+                       f"{', '.join(str(i) for i in report['busy']) or 'none'})", "pass --wait to queue for them, or --gpus fewer", Kind.GPU)
     if state == "busy":
         by_index = {g["index"]: g for g in report["gpus"]}
         listing = "; ".join(f"GPU {i}: " + (by_index[i].get("held_by") or ", ".join(f"pid {p['pid']} {p['name']} ({p['memory']} MiB)" for p in by_index[i]["processes"]))
                             for i in report["busy"])
         busy = ", ".join(str(i) for i in report["busy"])
-        return f"GPU {busy} on {label} is in use by another job ({listing}); pass --wait to queue for it, pick another GPU with CUDA_VISIBLE_DEVICES (or auto), or pass --allow-busy"
-    return ""
+        return Failure(f"GPU {busy} on {label} is in use by another job ({listing})",
+                       "pass --wait to queue for it, pick another GPU with CUDA_VISIBLE_DEVICES (or auto), or pass --allow-busy", Kind.GPU)
+    return None
 
 
-def refusal(report: dict, label: str, devices: str, limit: float) -> str:
-    """The error line for a check that says no, with the flag that would let it pass."""
-    line = problem(report, label, devices, limit)
+def refused(report: dict, label: str, devices: str, limit: float) -> Failure:
+    """The Failure of a check that says no, its fix naming the flag that would let it pass."""
+    found = failure(report, label, devices, limit)
     if report["state"] in ("missing", "hung", "nodriver", "failed", "none"):
-        line += " (or pass --cpu-ok to run on the CPU)"
-    return line
+        return Failure(found.problem, f"{found.fix} (or pass --cpu-ok to run on the CPU)" if found.fix else "pass --cpu-ok to run on the CPU", found.kind)
+    return found
 
 
 def host_limit(check_timeout: float) -> float:
@@ -71,15 +75,21 @@ def queue(settings, *, wait: bool, timeout: float, count: int) -> dict:
     return {"want": {"devices": devices, "count": count or 1}, "wait": wait, "timeout": timeout}
 
 
-def docker_line(report: dict, label: str) -> str:
-    """One line on whether Docker on the host can reach the GPUs (launcher.check_docker)."""
+def docker(report: dict, label: str) -> Failure | None:
+    """Why Docker on the host cannot reach the GPUs (launcher.check_docker), and the fix; None when it can."""
     state, text = report.get("state"), report.get("text", "")
-    fix = ("install the NVIDIA Container Toolkit there and run `sudo nvidia-ctk runtime configure --runtime=docker && "
-           "sudo systemctl restart docker`")
     if state == "ok":
-        return f"Docker on {label} can reach the GPUs (runtimes: {text})"
+        return None
     if state == "missing":
-        return f"Docker is not installed on {label}; install Docker and the NVIDIA Container Toolkit to run GPU containers"
+        return Failure(f"Docker is not installed on {label}", "install Docker and the NVIDIA Container Toolkit to run GPU containers", Kind.ENVIRONMENT)
     if state == "noruntime":
-        return f"Docker on {label} has no NVIDIA runtime (runtimes: {text or 'none'}), so containers cannot reach the GPUs; {fix}"
-    return f"Docker on {label} did not answer ({text or 'no output'}); start the daemon or add your user to the docker group"
+        return Failure(f"Docker on {label} has no NVIDIA runtime (runtimes: {text or 'none'}), so containers cannot reach the GPUs",
+                       "install the NVIDIA Container Toolkit there and run `sudo nvidia-ctk runtime configure --runtime=docker && "
+                       "sudo systemctl restart docker`", Kind.ENVIRONMENT)
+    return Failure(f"Docker on {label} did not answer ({text or 'no output'})", "start the daemon or add your user to the docker group", Kind.ENVIRONMENT)
+
+
+def docker_line(report: dict, label: str) -> str:
+    """One line on whether Docker on the host can reach the GPUs."""
+    found = docker(report, label)
+    return found.line if found else f"Docker on {label} can reach the GPUs (runtimes: {report.get('text', '')})"

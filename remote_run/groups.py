@@ -8,7 +8,8 @@ import math
 from pathlib import Path
 
 from . import stats
-from .records import RunRecord, _write
+from .host.files import write_text
+from .records import RunRecord
 
 
 def metrics_of(record: RunRecord) -> dict:
@@ -42,8 +43,8 @@ def summarize(group_id: str, records: list[RunRecord]) -> dict:
 
 def write(folder: Path, summary: dict) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    _write(folder / "summary.json", json.dumps(summary, indent=2) + "\n")
-    _write(folder / "summary.md", markdown(summary))
+    write_text(folder / "summary.json", json.dumps(summary, indent=2) + "\n")
+    write_text(folder / "summary.md", markdown(summary))
     return folder
 
 

@@ -55,7 +55,7 @@ def choose(sess, *, allow_busy: bool, cpu_ok: bool, wait: bool, count: int) -> N
         elif report["go"]:
             notes.append(f"{spec_.spec}: free")
         else:
-            notes.append(f"{spec_.spec}: {gpu.problem(report, spec_.spec, sess.settings.cuda_visible_devices, spec['limit']).split(';')[0]}")
+            notes.append(f"{spec_.spec}: {gpu.failure(report, spec_.spec, sess.settings.cuda_visible_devices, spec['limit']).problem}")
     free = [spec_ for spec_, report, _ in answers if report is not None and report["go"]]
     waiting = [(report.get("waiting", 0), i, spec_) for i, (spec_, report, _) in enumerate(answers)
                if report is not None and report["state"] in ("ok", "busy")]

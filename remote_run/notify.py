@@ -52,12 +52,12 @@ def parse_command(value: str, loading=None) -> tuple[str, ...]:
     try:
         argv = tuple(shlex.split(value))
     except ValueError as exc:
-        raise bad("NOTIFY_CMD", value, f"it cannot be split into arguments ({exc}); check its quotes") from None
+        raise bad("NOTIFY_CMD", value, "check its quotes", why=f"it cannot be split into arguments ({exc})") from None
     program = argv[0] if argv else ""
     if not program or program.startswith("-") or "\0" in value:
         raise bad("NOTIFY_CMD", value, "give a command such as `notify-send remote-run` (a program, then its arguments)")
     if ("/" in program and not os.access(program, os.X_OK)) or ("/" not in program and shutil.which(program) is None):
-        raise bad("NOTIFY_CMD", value, f"the program {program!r} is not found (not on PATH, or not executable)")
+        raise bad("NOTIFY_CMD", value, why=f"the program {program!r} is not found (not on PATH, or not executable)")
     return argv
 
 
@@ -74,7 +74,7 @@ def parse_url(value: str, loading=None) -> Secret | None:
     if (parts is None or parts.scheme not in ("http", "https") or not parts.hostname or len(value) > 2048
             or re.search(r"[\s\x00-\x1f\x7f]", value)):
         scheme = (parts.scheme if parts is not None and parts.scheme else "none")
-        raise Failure(f"NOTIFY_URL is not valid (scheme: {scheme}): give an http:// or https:// URL such as "
+        raise Failure(f"NOTIFY_URL is not valid (scheme: {scheme})", "give an http:// or https:// URL such as "
                       "https://ntfy.sh/my-topic or a Slack webhook (the value is not shown: it may hold a token)")
     return Secret(value)
 

@@ -466,7 +466,7 @@ class HostRuns(Backend):
         if demux.header is None:
             if errors.trailer is None and result.exited == exits.SSH:
                 raise Failure(self.dropped(), kind=Kind.UNREACHABLE)
-            raise Failure(host.program_failure(result, "starting the run on"), kind=Kind.ENVIRONMENT)
+            raise host.failed(result, "starting the run on")
         return result, errors, demux.header
 
     def _ending(self, run_id: str, result, errors, *, detach: bool) -> Ending:
@@ -484,7 +484,7 @@ class HostRuns(Backend):
             try:
                 result = self.host.run(self.host.program("kill", s.remote_dir, run_id, str(s.kill_grace)), hide=True, record=False)
             except Failure as exc:
-                say(exc.message.removeprefix("remote-run: "))
+                say(exc.line)
                 return
             if result.exited != exits.USAGE:
                 return
@@ -497,7 +497,7 @@ class HostRuns(Backend):
         host = self.host
         result = host.quick(host.program("status", host.settings.remote_dir), record=False)
         if result.exited:
-            raise Failure(host.program_failure(result, "listing runs on"), kind=Kind.ENVIRONMENT)
+            raise host.failed(result, "listing runs on")
         rows = json.loads(result.stdout.strip().splitlines()[-1])
         return sorted(rows, key=lambda row: (row.get("started") or 0, row["id"]))
 

@@ -16,7 +16,7 @@ import threading
 from contextlib import contextmanager
 from typing import NamedTuple
 
-from .errors import Failure
+from .errors import Failure, Kind
 from .host import states
 from .output import say
 
@@ -39,10 +39,10 @@ def parse(values) -> list[Forward]:
         text = str(value).strip()
         parts = text.split(":")
         if len(parts) > 2 or not all(p.isdigit() and len(p) <= 5 and 0 < int(p) < 65536 for p in parts):
-            raise Failure(f"--port {text!r} is not valid: give a port 1-65535 (6006), or REMOTE:LOCAL to use another port here (6006:16006)")
+            raise Failure(f"--port {text!r} is not valid", "give a port 1-65535 (6006), or REMOTE:LOCAL to use another port here (6006:16006)")
         forward = Forward(int(parts[0]), int(parts[-1]))
         if any(f.local == forward.local for f in forwards):
-            raise Failure(f"--port: local port {forward.local} is given twice; give each forward its own local port (REMOTE:LOCAL)")
+            raise Failure(f"--port: local port {forward.local} is given twice", "give each forward its own local port (REMOTE:LOCAL)")
         forwards.append(forward)
     return forwards
 
@@ -55,15 +55,16 @@ def check_free(forwards: list[Forward]) -> None:
             try:
                 probe.bind(("127.0.0.1", forward.local))
             except OSError as exc:
-                raise Failure(busy(forward, exc.errno)) from None
+                raise busy(forward, exc.errno) from None
 
 
-def busy(forward: Forward, code: int | None = errno.EADDRINUSE) -> str:
+def busy(forward: Forward, code: int | None = errno.EADDRINUSE) -> Failure:
+    """A local port that cannot be listened on: another --port is the fix."""
     if code == errno.EACCES:
-        return (f"cannot listen on local port {forward.local}: ports below 1024 need root here; "
-                f"choose another local port with --port {forward.remote}:LOCAL (e.g. {forward.remote}:{forward.remote + 10000 if forward.remote < 55536 else 8080})")
-    return (f"local port {forward.local} is already in use on this machine (another program, or a tunnel that is still open); "
-            f"choose another local port with --port {forward.remote}:LOCAL (e.g. {forward.remote}:{_other(forward.local)})")
+        return Failure(f"cannot listen on local port {forward.local}: ports below 1024 need root here",
+                       f"choose another local port with --port {forward.remote}:LOCAL (e.g. {forward.remote}:{forward.remote + 10000 if forward.remote < 55536 else 8080})")
+    return Failure(f"local port {forward.local} is already in use on this machine (another program, or a tunnel that is still open)",
+                   f"choose another local port with --port {forward.remote}:LOCAL (e.g. {forward.remote}:{_other(forward.local)})")
 
 
 def _other(port: int) -> int:
@@ -80,7 +81,7 @@ def open_forwards(host, forwards: list[Forward]) -> list[Forward]:
         result = host.forward(forward.local, forward.remote)
         if result.exited:
             close_forwards(host, opened)
-            raise Failure(forward_failure(host.label, forward, result.stderr))
+            raise forward_failure(host.label, forward, result.stderr)
         opened.append(forward)
     return opened
 
@@ -93,17 +94,15 @@ def close_forwards(host, forwards: list[Forward]) -> None:
             pass  # the master is gone, and its forwards with it
 
 
-def forward_failure(label: str, forward: Forward, stderr: str) -> str:
-    """ssh's answer to ``-O forward`` as our one line."""
+def forward_failure(label: str, forward: Forward, stderr: str) -> Failure:
+    """ssh's answer to ``-O forward`` as our Failure."""
     from .transport import failure
 
     if "Port forwarding failed" in (stderr or "") or "Address already in use" in (stderr or ""):
         return busy(forward)
-    line = failure(label, stderr)
-    if line:
-        return line
     last = [l for l in (stderr or "").splitlines() if l.strip()]
-    return f"cannot forward port {forward.remote} of {label} to 127.0.0.1:{forward.local}: {last[-1] if last else 'ssh said nothing'}"
+    return failure(label, stderr) or Failure(f"cannot forward port {forward.remote} of {label} to 127.0.0.1:{forward.local}: "
+                                             f"{last[-1] if last else 'ssh said nothing'}", kind=Kind.ENVIRONMENT)
 
 
 def _local_note(forwards: list[Forward]) -> str:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+
+from .host.files import write_text
 
 _RESULT = re.compile(r"^(RESULT_[A-Z0-9_]+)((?:\s+[A-Za-z_][A-Za-z0-9_]*=\S*)*)\s*$", re.M)
 _PAIR = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=(\S*)")
@@ -227,7 +228,7 @@ def check_run_id(run: str) -> str:
     from .errors import Failure
 
     if run and not RUN_ID.match(run):
-        raise Failure(f"--run {run!r} is not a run id; run ids look like 20261122T101500Z_train-hlb (see `inv status`)")
+        raise Failure(f"--run {run!r} is not a run id", "run ids look like 20261122T101500Z_train-hlb (see `inv status`)")
     return run
 
 
@@ -320,9 +321,9 @@ class RunRecord:
         if diff:
             (folder / "code.diff").write_bytes(diff)
         if gpu_csv:
-            _write(folder / "gpu.csv", gpu_csv)
-        _write(folder / "result.json", json.dumps(asdict(self), indent=2, default=str) + "\n")
-        _write(folder / "log.md", self.markdown())
+            write_text(folder / "gpu.csv", gpu_csv)
+        write_text(folder / "result.json", json.dumps(asdict(self), indent=2, default=str) + "\n")
+        write_text(folder / "log.md", self.markdown())
         return folder
 
     @classmethod
@@ -411,12 +412,6 @@ class RunRecord:
             return ""
         cut = f", first {DIFF_LIMIT} bytes kept" if code.get("diff_truncated") else ""
         return f"; diff against it: code.diff ({code['diff_bytes']} bytes{cut}, sha256 {code['diff_sha256'][:12]})"
-
-
-def _write(path: Path, text: str) -> None:
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temp.write_text(text, encoding="utf-8", errors="surrogateescape")
-    os.replace(temp, path)
 
 
 def _short(command: str, limit: int = 300) -> str:

@@ -13,7 +13,7 @@ import io
 from pathlib import Path
 
 from . import compare, groups
-from .errors import Failure
+from .errors import Failure, Kind
 from .records import RunRecord
 
 DEFAULT_RUNS = 10
@@ -33,7 +33,7 @@ def _pyplot():
     try:
         import matplotlib
     except ImportError:
-        raise Failure("the report needs matplotlib: pip install 'remote-run[report]'") from None
+        raise Failure("the report needs matplotlib", "pip install 'remote-run[report]'", Kind.ENVIRONMENT) from None
     matplotlib.use("Agg")
     matplotlib.rcParams["svg.fonttype"] = "none"  # text stays text: small, searchable, no font files
     import matplotlib.pyplot as plt

@@ -28,9 +28,10 @@ _URL = re.compile(r"(?:https?|file)://[^\s'\"`$\\;|&<>]+\Z")
 _PATH = re.compile(r"[A-Za-z0-9._+@%=,/ -]+\Z")  # no ':' (the PYTHONPATH separator) and no shell characters
 
 
-def bad(key: str, value, allowed: str) -> Failure:
-    """The one shape of a settings error: the key, the value and what is allowed."""
-    return Failure(f"{key}={value!r} is not valid: {allowed}")
+def bad(key: str, value, allowed: str = "", *, why: str = "") -> Failure:
+    """The one shape of a settings error: the key, the value, ``why`` it is wrong (if the key and
+    value do not say it) and what is allowed, which is the fix."""
+    return Failure(f"{key}={value!r} is not valid" + (f": {why}" if why else ""), allowed)
 
 
 def split_list(text: str) -> list[str]:
@@ -88,9 +89,9 @@ def _workspace(value: str, loading) -> Path:
         workspace = base / workspace
     workspace = workspace.resolve()
     if not workspace.exists():
-        raise bad("WORKSPACE", value, "it does not exist; point it at your checkout")
+        raise bad("WORKSPACE", value, "point it at your checkout", why="it does not exist")
     if not workspace.is_dir():
-        raise bad("WORKSPACE", value, "it is not a directory; point it at your checkout")
+        raise bad("WORKSPACE", value, "point it at your checkout", why="it is not a directory")
     return workspace
 
 
@@ -136,19 +137,20 @@ def sync_paths(key: str, workspace: Path, paths) -> tuple[str, ...]:
                 except ValueError:
                     pass
             else:
-                raise bad(key, given, f"it is outside the workspace {workspace}; give a path inside it, e.g. examples/x")
+                raise bad(key, given, "give a path inside it, e.g. examples/x", why=f"it is outside the workspace {workspace}")
         parts = [part for part in path.as_posix().split("/") if part not in ("", ".")]
         if ".." in parts:
             raise bad(key, given, "give a path inside the workspace, without `..`, e.g. examples/x")
         if not parts:
-            raise bad(key, given, "that is the whole workspace; leave it out to sync everything")
+            raise bad(key, given, "leave it out to sync everything", why="that is the whole workspace")
         here = workspace
         for depth, part in enumerate(parts, 1):
             here = here / part
             if not os.path.lexists(here):
-                raise bad(key, given, f"{'/'.join(parts[:depth])} does not exist in the workspace {workspace}")
+                raise bad(key, given, why=f"{'/'.join(parts[:depth])} does not exist in the workspace {workspace}")
             if depth < len(parts) and (here.is_symlink() or not here.is_dir()):
-                raise bad(key, given, f"{'/'.join(parts[:depth])} is a symbolic link or a file, which a sync sends as it is; name it or a real folder")
+                raise bad(key, given, "name it or a real folder",
+                          why=f"{'/'.join(parts[:depth])} is a symbolic link or a file, which a sync sends as it is")
         found.append("/".join(parts))
     return tuple(dict.fromkeys(found))
 
@@ -200,7 +202,7 @@ def _forwarded(value: str, loading) -> tuple[str, ...]:
             raise bad("REMOTE_ENV", name, "give variable names (letters, digits, _), comma separated, e.g. WANDB_API_KEY,HF_TOKEN")
     missing = [name for name in names if name not in loading.variables]
     if missing:
-        raise bad("REMOTE_ENV", value, f"{', '.join(missing)} has no value here; set it in the environment or .env, or drop it from REMOTE_ENV")
+        raise bad("REMOTE_ENV", value, "set it in the environment or .env, or drop it from REMOTE_ENV", why=f"{', '.join(missing)} has no value here")
     return names
 
 
@@ -208,7 +210,7 @@ def _runs_dir(value: str, loading) -> Path:
     runs_dir = Path(value).expanduser()
     runs_dir = (runs_dir if runs_dir.is_absolute() else loading.values["WORKSPACE"] / runs_dir).resolve()
     if runs_dir.exists() and not runs_dir.is_dir():
-        raise bad("RUNS_DIR", value, "it exists and is not a directory")
+        raise bad("RUNS_DIR", value, why="it exists and is not a directory")
     return runs_dir
 
 
@@ -430,14 +432,14 @@ def read_env_file(path: Path) -> dict[str, str]:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise Failure(f"cannot read env file {path}: {exc.strerror}; fix the path given by --env-file or {ENV_FILE_VARIABLE}") from None
+        raise Failure(f"cannot read env file {path}: {exc.strerror}", f"fix the path given by --env-file or {ENV_FILE_VARIABLE}") from None
     except UnicodeDecodeError:
-        raise Failure(f"env file {path} is not UTF-8 text; save it as UTF-8") from None
+        raise Failure(f"env file {path} is not UTF-8 text", "save it as UTF-8") from None
     for binding in parse_stream(io.StringIO(text)):
         if binding.error:
             lineno = binding.original.line
             raw = binding.original.string.strip().splitlines()[0] if binding.original.string.strip() else ""
-            raise Failure(f"{path} line {lineno}: cannot parse {raw!r}; write KEY=VALUE (quote values with spaces)")
+            raise Failure(f"{path} line {lineno}: cannot parse {raw!r}", "write KEY=VALUE (quote values with spaces)")
     values = DotEnv(path, interpolate=True).dict()
     return {k: v for k, v in values.items() if v is not None}
 
@@ -447,7 +449,7 @@ def find_env_file(environ, explicit: str | None) -> Path | None:
     if given:
         path = Path(given).expanduser()
         if not path.is_file():
-            raise Failure(f"env file {given!r} does not exist; fix --env-file or {ENV_FILE_VARIABLE}")
+            raise Failure(f"env file {given!r} does not exist", f"fix --env-file or {ENV_FILE_VARIABLE}")
         return path
     path = Path.cwd() / ".env"
     return path if path.is_file() else None

@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from . import environment, gpu, sync as syncing
 from .errors import Failure, Kind
 from .host import exits
-from .host.control import FINAL, PROGRESS
+from .host.control import FINAL, PROGRESS, ours
 from .host.files import Lines
 from .output import say, show
 from .preflight import Preflight
@@ -126,12 +126,12 @@ def settle(sess, pending: Pending, report: dict) -> Prepared:
             build_environment(sess, force=False)
         prepared = prepared.plus(Prepared(env=True))
     if pending.docker:
-        line = gpu.docker_line(report.get("docker") or {}, host.label)
-        if (report.get("docker") or {}).get("state") != "ok":
+        problem = gpu.docker(report.get("docker") or {}, host.label)
+        if problem:
             if report["gpu"]["gpus"]:
                 show(gpu.show_table(report["gpu"]["gpus"]))
-            raise Failure(line, kind=Kind.ENVIRONMENT)
-        say(line)
+            raise problem
+        say(gpu.docker_line(report["docker"], host.label))
     if pending.gpu is not None:
         prepared = prepared.plus(Prepared(gpus=gpus_ready(sess, report["gpu"])))
     return prepared
@@ -156,11 +156,11 @@ def build_environment(sess, force: bool) -> None:
     result = host.run(argv, err_stream=progress, stdin=stdin)
     progress.close()
     if result.exited == exits.MISSING and "python3" in result.stderr:
-        raise Failure(host.program_failure(result, "bootstrapping"), kind=Kind.ENVIRONMENT)
+        raise host.failed(result, "bootstrapping")
     if result.exited:
         lines = [line.lstrip(FINAL) for line in (result.stderr + result.stdout).splitlines() if line.strip() and not line.startswith(PROGRESS)]
-        ours = [line for line in lines if line.startswith("remote-run: ")]
-        detail = ours[-1][len("remote-run: "):] if ours else (lines[-1] if lines else "no output")
+        said = ours(lines)
+        detail = said[-1] if said else (lines[-1] if lines else "no output")
         raise Failure(f"bootstrap on {host.label} failed (exit {result.exited}): {detail}",
                       "fix it and run `inv bootstrap` again (--force rebuilds)", Kind.ENVIRONMENT)
 
@@ -216,13 +216,13 @@ def gpus_ready(sess, report: dict) -> tuple:
     if report["gpus"]:
         show(gpu.show_table(report["gpus"]))
     if not report["go"]:
-        raise Failure(gpu.refusal(report, sess.host.label, s.cuda_visible_devices, limit), kind=Kind.GPU)
+        raise gpu.refused(report, sess.host.label, s.cuda_visible_devices, limit)
     if report["state"] == "busy" and report.get("waits"):
         say(f"GPU {', '.join(str(i) for i in report['busy'])} is busy: the run waits for its GPUs in {sess.host.label}'s queue (--wait)")
     elif report["state"] == "busy":
         say(f"GPU {', '.join(str(i) for i in report['busy'])} is busy; going on (--allow-busy)")
     elif report["state"] != "ok":
-        say(gpu.problem(report, sess.host.label, s.cuda_visible_devices, limit).split(";")[0] + "; going on without a GPU (--cpu-ok)")
+        say(gpu.failure(report, sess.host.label, s.cuda_visible_devices, limit).problem + "; going on without a GPU (--cpu-ok)")
     return tuple(g for g in report["gpus"] if g["index"] in report["chosen"])
 
 
@@ -234,7 +234,7 @@ def checks(sess, pending: Pending) -> dict:
     try:
         return json.loads(result.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):
-        raise Failure(host.program_failure(result, "checking"), kind=Kind.ENVIRONMENT) from None
+        raise host.failed(result, "checking") from None
 
 
 def in_background(fn, *args) -> Future:

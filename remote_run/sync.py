@@ -23,13 +23,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .host import exits, tree
-from .host.files import write_atomic
-from .errors import Failure
+from .host import tree
+from .host.control import ours
+from .host.files import Lines, write_atomic
+from .errors import Failure, Kind
 from .output import say
 from . import ship
 from .shell import join
-from .transport import Host, failure
+from .transport import Host, dropped, failure
 
 SECRETS = (".env", ".env.*")  # never sent, whatever .remoteignore says (but .env.example is)
 DEFAULT_EXCLUDES = (".git", "var", ".venv", "__pycache__")
@@ -82,7 +83,7 @@ def remoteignore(workspace: Path) -> list[tuple[str, str, int]]:
             continue
         kind, pattern = ("+", line[1:].strip()) if line.startswith("!") else ("-", line)
         if not pattern:
-            raise Failure(f"{path} line {number}: `!` needs a pattern after it, e.g. !data/keep.csv")
+            raise Failure(f"{path} line {number}: `!` needs a pattern after it", "e.g. !data/keep.csv")
         found.append((kind, pattern, number))
     return found
 
@@ -169,12 +170,10 @@ class ProgressLine:
     PROGRESS = re.compile(r"\s*[0-9][0-9,.]*[KMGT]?B?\s+[0-9]+%")
 
     def __init__(self, out):
-        self.out, self.pending, self.shown = out, "", False
+        self.out, self.lines, self.shown = out, Lines("\r\n"), False
 
     def write(self, text: str) -> int:
-        self.pending += text
-        *done, self.pending = re.split(r"[\r\n]", self.pending)
-        progress = [part for part in done if self.PROGRESS.match(part)]
+        progress = [part for part in self.lines.feed(text) if self.PROGRESS.match(part)]
         if progress:
             self.out.write("\rremote-run: sending " + progress[-1].strip()[:100] + "\033[K")
             self.out.flush()
@@ -298,8 +297,9 @@ def _check_roots(settings, roots, sourced, what: str) -> None:
             origin = sourced[compiled.index(rule)][2]
             if origin in ("secrets", "RUNS_DIR"):
                 why = "secrets never leave this machine" if origin == "secrets" else "RUNS_DIR holds this machine's run records"
-                raise Failure(f"{what} {root}: {rel} is never synced ({why}); choose another path")
-            raise Failure(f"{what} {root}: {rel} is left out by `{rule.pattern}` ({origin}); drop that rule, or add `!/{rel}` to .remoteignore, to sync it")
+                raise Failure(f"{what} {root}: {rel} is never synced ({why})", "choose another path")
+            raise Failure(f"{what} {root}: {rel} is left out by `{rule.pattern}` ({origin})",
+                          f"drop that rule, or add `!/{rel}` to .remoteignore, to sync it")
 
 
 def over_limits(settings, files: int, size: int) -> str:
@@ -368,7 +368,7 @@ def full(host: Host, plan: Plan, *, progress: bool | None = None) -> SyncSummary
                    progress=progress, claim=s.remote_dir, stamp=plan.fingerprint, extra=["--checksum"] if plan.checksum else [])
     seconds = time.perf_counter() - started
     if result.exited:
-        raise Failure(rsync_error(host, result, f"sync of {s.workspace} to {host.label}:{s.remote_dir}"))
+        raise rsync_error(host, result, f"sync of {s.workspace} to {host.label}:{s.remote_dir}")
     save(plan)
     plan.how = "rsync"
     return SyncSummary(_stat(result.stdout, "Number of regular files transferred"), _stat(result.stdout, "Total transferred file size"), seconds)
@@ -397,7 +397,7 @@ def guard(host: Host, plan: Plan) -> None:
     folders = heavy_folders(sending, by_size)
     where = "; " + _most_of_it(folders) if folders else ""
     leave_out = f"add /{folders[0][0]}/ to .remoteignore to leave it out, " if folders else "leave folders out with .remoteignore or --only, "
-    raise Failure(f"the sync would upload {_count(len(sending))} ({_size(size)}) to {host.label}:{s.remote_dir}, over {over}{where}: "
+    raise Failure(f"the sync would upload {_count(len(sending))} ({_size(size)}) to {host.label}:{s.remote_dir}, over {over}{where}",
                   f"{leave_out}or go on with --force (train-*/run: --force-sync); `inv sync --dry-run` lists it all")
 
 
@@ -495,7 +495,7 @@ def preview(host: Host, plan: Plan) -> Preview:
     result = rsync(host, f"{s.workspace}/", host.rsync_path(s.remote_dir + "/"), filters=filters(plan.rules), delete=True,
                    extra=["--dry-run", "--out-format=%i %l %n", *(["--checksum"] if plan.checksum else [])], claim=s.remote_dir, stamp=None)
     if result.exited:
-        raise Failure(rsync_error(host, result, f"dry run of the sync of {s.workspace} to {host.label}:{s.remote_dir}"))
+        raise rsync_error(host, result, f"dry run of the sync of {s.workspace} to {host.label}:{s.remote_dir}")
     uploads, created, deletions = [], 0, []
     for line in result.stdout.splitlines():
         match = ITEM.match(line)
@@ -597,33 +597,30 @@ def pull_runs(host: Host, run_id: str | None = None) -> SyncSummary:
     if result.exited:
         if "No such file or directory" in result.stderr or "change_dir" in result.stderr:
             what = f"run {run_id}" if run_id else "runs"
-            raise Failure(f"no {what} in {host.label}:{s.remote_dir}/runs; see `inv status` or `ls {s.remote_dir}/runs` on the host")
-        raise Failure(rsync_error(host, result, f"pulling logs from {host.label}:{source}"))
+            raise Failure(f"no {what} in {host.label}:{s.remote_dir}/runs", f"see `inv status` or `ls {s.remote_dir}/runs` on the host")
+        raise rsync_error(host, result, f"pulling logs from {host.label}:{source}")
     return SyncSummary(_stat(result.stdout, "Number of regular files transferred"), _stat(result.stdout, "Total transferred file size"), time.perf_counter() - started)
 
 
-def rsync_error(host: Host, result, what: str) -> str:
+def rsync_error(host: Host, result, what: str) -> Failure:
+    """The Failure of an rsync that ended with an error: the host program's claim refusing
+    REMOTE_DIR, no Python or a full disk there, OpenSSH's own failures, else rsync's last line."""
     stderr = result.stderr or ""
-    claim = _claim_error(stderr)
+    claim = ours(stderr.splitlines())  # the claim around rsync said why (host.owner.claim)
     if claim:
-        return claim
+        return Failure(claim[0], kind=Kind.ENVIRONMENT)
     if host.interpreter_missing(stderr):  # the claim around rsync found no Python
-        return host.program_failure(result, what)
+        return host.failed(result, what)
     if "No space left on device" in stderr:
-        return f"{what} failed: the disk is full on {host.label} (No space left on device); free space there or choose another REMOTE_DIR"
-    if not host.is_local:
-        line = failure(host.label, stderr)
-        if line:
-            return line + ("; run the command again (a sync resumes where it stopped)" if "dropped" in line else "")
+        return Failure(f"{what} failed: the disk is full on {host.label} (No space left on device)",
+                       "free space there or choose another REMOTE_DIR", Kind.ENVIRONMENT)
+    found = failure(host.label, stderr) if not host.is_local else None
+    if found and found.problem == dropped(host.label):
+        return Failure(found.problem, "run the command again (a sync resumes where it stopped)", found.kind)
+    if found:
+        return found
     last = [line for line in stderr.strip().splitlines() if line.strip()]
-    return f"{what} failed (rsync exit {result.exited}): {last[-1] if last else 'no error text'}"
-
-
-def _claim_error(stderr: str) -> str | None:
-    for line in stderr.splitlines():
-        if line.startswith("remote-run: "):
-            return line[len("remote-run: "):]
-    return None
+    return Failure(f"{what} failed (rsync exit {result.exited}): {last[-1] if last else 'no error text'}", kind=Kind.ENVIRONMENT)
 
 
 def _stat(text: str, label: str) -> int:

@@ -22,9 +22,9 @@ import time
 from pathlib import Path
 
 from . import ship
-from .errors import Failure
+from .errors import Failure, Kind
 from .host import exits
-from .host.control import CONTROL
+from .host.control import CONTROL, ours
 from .runner import QuickLocal
 from .settings import Settings
 from .shell import join, summary
@@ -158,9 +158,9 @@ class Host:
         # A launcher command that ended on its own said so on stderr (CONTROL): then the 255 and
         # any text in there are the run's, not ssh's.
         if not self.is_local and result.exited == exits.SSH and CONTROL not in result.stderr:
-            line = failure(self.label, result.stderr)
-            if line:
-                raise Failure(line)
+            found = failure(self.label, result.stderr)
+            if found:
+                raise found
         return result
 
     def missed_program(self, result, *, wrapped: bool = False) -> bool:
@@ -173,22 +173,23 @@ class Host:
             self._cannot_keep().touch()
         return True
 
-    def program_failure(self, result, doing: str) -> str:
-        """One line for a host program command that did not run or did not answer."""
+    def failed(self, result, doing: str) -> Failure:
+        """The Failure of a host program command that did not run or did not answer: its own last
+        line (the problem and fix as the host wrote them) with the kind its exit status says."""
         python = self.settings.remote_python or ("python3" if not self.is_local else "this Python")
         text = (result.stderr or "").strip()
         if result.exited == exits.MISSING or self.interpreter_missing(text):
             if self.settings.remote_python:
                 lines = text.splitlines()
                 last = next((line for line in lines if self.interpreter_missing(line)), lines[-1] if lines else "not found")[:160]
-                return (f"REMOTE_PYTHON={self.settings.remote_python} does not run on {self.label} ({last}); "
-                        "fix REMOTE_PYTHON or unset it to create a venv")
-            return f"{python} is not installed on {self.label}; install Python 3 there or set REMOTE_PYTHON"
-        ours = [line[len("remote-run: "):] for line in text.splitlines() if line.startswith("remote-run: ")]
-        if ours:
-            return ours[-1]
+                return Failure(f"REMOTE_PYTHON={self.settings.remote_python} does not run on {self.label} ({last})",
+                               "fix REMOTE_PYTHON or unset it to create a venv", Kind.ENVIRONMENT)
+            return Failure(f"{python} is not installed on {self.label}", "install Python 3 there or set REMOTE_PYTHON", Kind.ENVIRONMENT)
+        said = ours(text.splitlines())
+        if said:
+            return Failure(said[-1], kind=Kind.of(result.exited))
         last = text.splitlines()[-1][:200] if text else "no output"
-        return f"{doing} {self.label} failed (exit {result.exited}): {last}"
+        return Failure(f"{doing} {self.label} failed (exit {result.exited}): {last}", kind=Kind.ENVIRONMENT)
 
     def interpreter_missing(self, stderr: str) -> bool:
         """Whether the shell found no interpreter to run the host program with."""
@@ -199,7 +200,7 @@ class Host:
         """A short command with hidden output, bounded by REMOTE_RUN_CHECK_TIMEOUT."""
         result = self.run(argv, hide=True, stdin=stdin, timeout=self.settings.check_timeout, record=record)
         if not self.is_local and result.exited == exits.SSH and not result.stdout.strip():
-            raise Failure(dropped(self.label))
+            raise Failure(dropped(self.label), kind=Kind.UNREACHABLE)
         return result
 
     def local(self, argv, *, hide=False, stream=None, err_stream=None, stdin: str | None = None, timeout=None, env=None,
@@ -217,8 +218,8 @@ class Host:
                 return OwnSession(self.context).run(join(argv), **kwargs)
             return self.context.run(join(argv), **kwargs)
         except CommandTimedOut:
-            raise Failure(f"`{summary(argv)[:80]}` did not finish within {timeout:g} s on {self.label}; the host may be overloaded "
-                          "or a tool (nvidia-smi, a full disk) may hang: check it with ssh") from None
+            raise Failure(f"`{summary(argv)[:80]}` did not finish within {timeout:g} s on {self.label}",
+                          "the host may be overloaded or a tool (nvidia-smi, a full disk) may hang: check it with ssh", Kind.UNREACHABLE) from None
 
     def rsync_path(self, path: str) -> str:
         """How rsync names ``path`` on the host."""
@@ -244,44 +245,58 @@ def control_dir(settings: Settings) -> Path:
     except FileExistsError:
         pass
     except OSError as exc:
-        raise Failure(f"cannot create {path} for SSH control sockets ({exc.strerror}); set REMOTE_RUN_CONTROL_DIR to a directory of yours") from None
-    info = path.lstat()
-    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or stat.S_IMODE(info.st_mode) & 0o077:
-        raise Failure(f"{path} must be a directory only you can access (chmod 700 {path}); it holds SSH control sockets")
+        raise Failure(f"cannot create {path} for SSH control sockets ({exc.strerror})", "set REMOTE_RUN_CONTROL_DIR to a directory of yours",
+                      Kind.ENVIRONMENT) from None
+    if exposed(path.lstat()):
+        raise Failure(f"{path} must be a directory only you can access: it holds SSH control sockets", f"chmod 700 {path}", Kind.ENVIRONMENT)
     return path
 
 
-# OpenSSH's messages (regular expressions), first match wins. A dropped link through a master says nothing at all:
-# callers that stream (the launcher) treat a missing end-of-command line as a dropped link.
+def exposed(info) -> str:
+    """What makes a directory with lstat ``info`` unfit for the SSH control sockets ("" when it is
+    this user's and nobody else can use it); doctor asks the same."""
+    mode = stat.S_IMODE(info.st_mode)
+    if not stat.S_ISDIR(info.st_mode):
+        return "not a directory"
+    return f"owner uid {info.st_uid}, mode {mode:04o}" if info.st_uid != os.getuid() or mode & 0o077 else ""
+
+
+# OpenSSH's messages (regular expressions) and our (problem, fix) for each, first match wins. A
+# dropped link through a master says nothing at all: callers that stream (the launcher) treat a
+# missing end-of-command line as a dropped link.
 _SSH_ERRORS = [
     (r"Could not resolve hostname|Name or service not known|nodename nor servname",
-     "cannot resolve host {name!r} (REMOTE_HOST): it is neither a Host alias in ~/.ssh/config nor a known hostname; add a Host entry or fix REMOTE_HOST"),
+     "cannot resolve host {name!r} (REMOTE_HOST): it is neither a Host alias in ~/.ssh/config nor a known hostname",
+     "add a Host entry or fix REMOTE_HOST"),
     (r"REMOTE HOST IDENTIFICATION HAS CHANGED",
-     "the host key of {name} has CHANGED since it was recorded in known_hosts; if the machine was really reinstalled, remove the old key with `ssh-keygen -R` and connect once with `ssh {name}`, otherwise do not connect"),
+     "the host key of {name} has CHANGED since it was recorded in known_hosts",
+     "if the machine was really reinstalled, remove the old key with `ssh-keygen -R` and connect once with `ssh {name}`, otherwise do not connect"),
     (r"Host key verification failed|No ED25519 host key is known|host key is not known",
-     "the host key of {name} is not trusted (unknown or changed); connect once with `ssh {name}` to check and accept it"),
+     "the host key of {name} is not trusted (unknown or changed)", "connect once with `ssh {name}` to check and accept it"),
     (r"Permission denied \((publickey|password|keyboard|gssapi|hostbased)",
-     "{name} refused our SSH key (authentication failed); check IdentityFile in ~/.ssh/config or load the key into ssh-agent, then try `ssh {name}`"),
+     "{name} refused our SSH key (authentication failed)",
+     "check IdentityFile in ~/.ssh/config or load the key into ssh-agent, then try `ssh {name}`"),
     (r"Connection refused",
-     "cannot reach {name}: connection refused; check that the machine is up and its SSH port is right (`ssh {name}`)"),
+     "cannot reach {name}: connection refused", "check that the machine is up and its SSH port is right (`ssh {name}`)"),
     (r"timed out|No route to host|Network is unreachable",
-     "cannot reach {name}: the connection timed out or has no route; check the network, VPN or ProxyJump (`ssh {name}`)"),
+     "cannot reach {name}: the connection timed out or has no route", "check the network, VPN or ProxyJump (`ssh {name}`)"),
     (r"Connection (closed|reset)|Broken pipe|connection unexpectedly closed|Control master terminated",
-     "the connection to {name} dropped"),
+     "the connection to {name} dropped", ""),
     (r"Bad configuration option|Unsupported option|Bad key types|Can't open user config|Too many authentication failures",
-     "ssh cannot use its configuration for {name} ({detail}); fix ~/.ssh/config and check with `ssh {name}`"),
+     "ssh cannot use its configuration for {name} ({detail})", "fix ~/.ssh/config and check with `ssh {name}`"),
 ]
 
 
-def failure(name: str, stderr: str) -> str | None:
-    """OpenSSH's error text (or rsync's, which passes it on) as our one line; None if it is not one."""
-    for pattern, message in _SSH_ERRORS:
+def failure(name: str, stderr: str) -> Failure | None:
+    """OpenSSH's error text (or rsync's, which passes it on) as our Failure; None if it is not one."""
+    for pattern, problem, fix in _SSH_ERRORS:
         match = re.search(pattern, stderr or "")  # compiled only when something failed
         if match:
             line = next((l for l in stderr.splitlines() if match.group(0) in l), "")
-            return message.format(name=name, detail=line.strip()[:120])
+            return Failure(problem.format(name=name, detail=line.strip()[:120]), fix.format(name=name), Kind.UNREACHABLE)
     return None
 
 
 def dropped(name: str) -> str:
+    """The problem of a connection that broke (Kind.UNREACHABLE)."""
     return f"the connection to {name} dropped"

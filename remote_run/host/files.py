@@ -7,14 +7,21 @@ import os
 
 def write_atomic(path, data, mode=None):
     """Write ``data`` (bytes) to ``path`` through a temporary name, as rsync does: a reader sees
-    the old file or the new one, and a hardlinked copy of the old one keeps its contents."""
+    the old file or the new one, and a hardlinked copy of the old one keeps its contents. The
+    file has ``mode`` from its first byte (a private file is never readable by others, not even
+    half written); a failed write leaves no temporary file behind."""
     folder = os.path.dirname(path) or "."
     temp = os.path.join(folder, ".%s.rr%d" % (os.path.basename(path), os.getpid()))
-    with open(temp, "wb") as handle:
-        handle.write(data)
-    if mode is not None:
-        os.chmod(temp, mode)
-    os.replace(temp, path)
+    remove(temp)  # left by a writer of ours that was killed, with a mode of its own
+    try:
+        with open(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666 if mode is None else mode), "wb") as handle:
+            if mode is not None:
+                os.fchmod(handle.fileno(), mode)  # the umask may have taken bits away
+            handle.write(data)
+        os.replace(temp, path)
+    except BaseException:
+        remove(temp)
+        raise
     return path
 
 

@@ -16,7 +16,6 @@ All of it, the installers' whole output included, is also written to LOG.
 """
 
 import functools
-import json
 import os
 import queue
 import re
@@ -556,7 +555,7 @@ class Pip:
             if "disk is full" not in why and disk_full():
                 why = "the host's disk is full (%s)" % why
             self.out.final("python3 -m venv failed (%s); install python3-venv on the host or set REMOTE_PYTHON" % why)
-            return exits.USAGE
+            return exits.ENVIRONMENT
         status, lines = run(self.out, [self.python, "-m", "pip", "install", "--progress-bar", "off", "--disable-pip-version-check",
                                        "--upgrade", "pip"], "upgrading pip", self.tick, show=pip_shown, phase=pip_phase)
         return failed(self.out, "upgrading pip in .venv", lines, pip_text(self.conf)) if status else exits.OK
@@ -689,7 +688,7 @@ def main(payload):
         lock = open(LOCK, "a")
     except OSError as exc:
         out.final("cannot write to %s/.remote-run (%s); check free space and permissions" % (root, exc.strerror))
-        return exits.USAGE
+        return exits.ENVIRONMENT
     try:
         if not wait_for(lock, out, root, payload["tick"]) and current(payload):
             out.say("environment is up to date (%s/%s)" % (root, VENV))  # the other bootstrap made it

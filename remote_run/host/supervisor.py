@@ -48,7 +48,7 @@ def start(payload):
     except snapshot.SnapshotError as exc:
         return fail(str(exc), exits.USAGE)
     except OSError as exc:
-        return fail("cannot prepare the run in %s: %s" % (root, exc.strerror or exc), exits.USAGE)
+        return fail("cannot prepare the run in %s: %s" % (root, exc.strerror or exc), exits.ENVIRONMENT)
     os.chdir(root)
     started, told = os.pipe()  # the supervisor says the first run's pid on it (or closes it when it cannot start)
     ended, ends = os.pipe()  # ... and closes this one once the first run's exit status is written

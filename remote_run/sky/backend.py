@@ -7,7 +7,7 @@ import dataclasses
 import shutil
 
 from ..host import exits
-from ..errors import Failure
+from ..errors import Failure, Kind
 from ..output import say
 from ..pipeline import Backend, Ending, RunSpec, Tee
 from ..settings import parse_host
@@ -79,9 +79,10 @@ class ClusterRuns(Backend):
                 cli.cancel(self.host, self.name, text, self.commands)
         code = result.exited
         if code and not job and ("ClusterDoesNotExist" in text or "does not exist" in text):
-            raise Failure(f"cluster {self.name} (from {names.name_file(self.settings, self.target).name}) does not exist any more; run `inv sky-up --accel …` again", code=code)
+            raise Failure(f"cluster {self.name} (from {names.name_file(self.settings, self.target).name}) does not exist any more",
+                          "run `inv sky-up --accel …` again", Kind.ENVIRONMENT, code=code)
         if code and not job and "ClusterNotUpError" in text:
-            raise Failure(f"cluster {self.name} is not up (stopped?); run `inv sky-up --accel …` to bring it back", code=code)
+            raise Failure(f"cluster {self.name} is not up (stopped?)", "run `inv sky-up --accel …` to bring it back", Kind.ENVIRONMENT, code=code)
         if interrupted:
             code = exits.INTERRUPTED
         elif stop_requested and not code:

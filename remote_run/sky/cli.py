@@ -5,13 +5,12 @@ from __future__ import annotations
 import re
 import shutil
 
-from ..errors import Failure
+from ..errors import Failure, Kind
 from ..output import say
 from ..shell import join, summary
 from .names import check_target
 from .taskyaml import RUN
 
-NOT_INSTALLED = "sky is not installed: pip install 'remote-run[sky]'"
 LIVE = ("UP", "INIT", "STOPPED")  # cluster states `sky status` shows for a cluster that exists
 LIVE_JOB = ("INIT", "PENDING", "SETTING_UP", "RUNNING")
 QUERY_TIMEOUT = 600
@@ -23,7 +22,7 @@ JOB_SUBMITTED = re.compile(r"Job submitted, ID: ([0-9]+)")
 
 def require_sky() -> None:
     if not shutil.which("sky"):
-        raise Failure(NOT_INSTALLED)
+        raise Failure("sky is not installed", "pip install 'remote-run[sky]'", Kind.ENVIRONMENT)
 
 
 def launch_argv(name: str, accel: str, yaml_path, *, idle_minutes: int, down: bool, infra: str | None, nodes: int) -> list[str]:
@@ -73,7 +72,7 @@ def statuses(host, names) -> dict[str, str]:
         return {}
     result = quiet(host, ["sky", "status", *names])
     if result.exited:
-        raise Failure(f"`sky status` failed (exit {result.exited}): {last_line(result.stderr + result.stdout)}")
+        raise Failure(f"`sky status` failed (exit {result.exited}): {last_line(result.stderr + result.stdout)}", kind=Kind.ENVIRONMENT)
     found = {}
     for line in plain(result.stdout).splitlines():
         tokens = line.split()

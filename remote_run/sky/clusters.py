@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..host import exits
-from ..errors import Failure
+from ..errors import Failure, Kind
 from ..output import say
 from ..shell import join
 from . import cli, names, staging, taskyaml
@@ -41,10 +41,11 @@ def up(host, settings, *, accel: str, experiment: str | None, idle_minutes: int,
     say(join(argv))
     code, text, interrupted = cli.stream(host, argv)
     if interrupted:
-        raise Failure(f"Ctrl+C: sky launch interrupted, {path.name} not written; the cluster {name} may still come up: "
-                      f"check `sky status {name}`, tear it down with `sky down {name} -y`", code=exits.INTERRUPTED)
+        raise Failure(f"Ctrl+C: sky launch interrupted, {path.name} not written", f"the cluster {name} may still come up: "
+                      f"check `sky status {name}`, tear it down with `sky down {name} -y`", Kind.RUN, code=exits.INTERRUPTED)
     if code:
-        raise Failure(f"sky launch failed (exit {code}): {cli.last_line(text)}; {path.name} not written (check `sky status`)", code=code)
+        raise Failure(f"sky launch failed (exit {code}): {cli.last_line(text)}", f"{path.name} not written (check `sky status`)", Kind.ENVIRONMENT,
+                      code=code)
     path.write_text(name + "\n", encoding="utf-8")
     say(f"cluster {name} is up; its name is in {path}")
     return name
@@ -53,7 +54,8 @@ def up(host, settings, *, accel: str, experiment: str | None, idle_minutes: int,
 def _down(host, name: str) -> None:
     code, text, _ = cli.stream(host, ["sky", "down", name, "-y"])
     if code:
-        raise Failure(f"sky down {name} failed (exit {code}): {cli.last_line(text)}; run `sky down {name} -y` again or check `sky status`", code=code)
+        raise Failure(f"sky down {name} failed (exit {code}): {cli.last_line(text)}", f"run `sky down {name} -y` again or check `sky status`",
+                      Kind.ENVIRONMENT, code=code)
 
 
 def down(host, settings, target: str) -> None:

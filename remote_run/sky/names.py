@@ -7,7 +7,7 @@ import hashlib
 import re
 from pathlib import Path
 
-from ..errors import Failure
+from ..errors import Failure, Kind
 
 TARGETS = ("gpu", "tpu")
 MAX_NAME = 60
@@ -22,7 +22,7 @@ INFRA = re.compile(r"[A-Za-z0-9*][A-Za-z0-9._:@/*-]*\Z")
 
 def check_target(target: str) -> str:
     if target not in TARGETS:
-        raise Failure(f"--target {target!r} is not valid: use gpu or tpu")
+        raise Failure(f"--target {target!r} is not valid", "use gpu or tpu")
     return target
 
 
@@ -33,23 +33,23 @@ def check_accelerator(accel: str) -> tuple[str, str]:
         raise Failure("give --accel, e.g. --accel H100:1 or --accel tpu-v6e-1")
     match = ACCELERATOR.match(accel)
     if not match or (match["count"] is not None and int(match["count"]) < 1):
-        raise Failure(f"--accel {accel!r} is not valid: {allowed}")
+        raise Failure(f"--accel {accel!r} is not valid", allowed)
     if match["name"].lower().startswith("tpu-"):
         if not TPU.match(match["name"]):
-            raise Failure(f"--accel {accel!r} is not valid: {allowed}")
+            raise Failure(f"--accel {accel!r} is not valid", allowed)
         return accel, "tpu"
     return accel, "gpu"
 
 
 def check_experiment(name: str) -> str:
     if not EXPERIMENT.match(name or ""):
-        raise Failure(f"--name {name!r} is not valid: use 1-40 letters, digits, '.', '_' or '-', starting with a letter or digit")
+        raise Failure(f"--name {name!r} is not valid", "use 1-40 letters, digits, '.', '_' or '-', starting with a letter or digit")
     return name
 
 
 def check_infra(infra: str | None) -> str | None:
     if infra is not None and not INFRA.match(infra):
-        raise Failure(f"--infra {infra!r} is not valid: give a SkyPilot infra such as aws, gcp/us-central1 or k8s")
+        raise Failure(f"--infra {infra!r} is not valid", "give a SkyPilot infra such as aws, gcp/us-central1 or k8s")
     return infra
 
 
@@ -74,7 +74,7 @@ def cluster_name(experiment: str, accel: str, user: str | None = None) -> str:
         head = head[: budget - 7].rstrip("-") + "-" + digest
     name = f"{head}-{suffix}"
     if not CLUSTER_NAME.match(name):
-        raise Failure(f"cannot make a SkyPilot cluster name from {experiment!r}: got {name!r}; pass --name with letters and digits")
+        raise Failure(f"cannot make a SkyPilot cluster name from {experiment!r}: got {name!r}", "pass --name with letters and digits")
     return name
 
 
@@ -90,9 +90,10 @@ def read_name(settings, target: str) -> str | None:
     except FileNotFoundError:
         return None
     except (OSError, UnicodeDecodeError) as exc:
-        raise Failure(f"cannot read {path}: {exc}; delete it and run `inv sky-up` again") from None
+        raise Failure(f"cannot read {path}: {exc}", "delete it and run `inv sky-up` again", Kind.ENVIRONMENT) from None
     if name and not CLUSTER_NAME.match(name):
-        raise Failure(f"{path} holds {name[:80]!r}, which is not a SkyPilot cluster name; delete it and run `inv sky-up --accel …` again")
+        raise Failure(f"{path} holds {name[:80]!r}, which is not a SkyPilot cluster name",
+                      "delete it and run `inv sky-up --accel …` again", Kind.ENVIRONMENT)
     return name or None
 
 
@@ -100,5 +101,5 @@ def require_name(settings, target: str) -> str:
     name = read_name(settings, target)
     if not name:
         example = "tpu-v6e-1" if target == "tpu" else "H100:1"
-        raise Failure(f"no {target} cluster: {name_file(settings, target)} is missing or empty; run `inv sky-up --accel {example}` first")
+        raise Failure(f"no {target} cluster: {name_file(settings, target)} is missing or empty", f"run `inv sky-up --accel {example}` first")
     return name

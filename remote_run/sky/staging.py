@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 
 from .. import sync as syncing
-from ..errors import Failure
+from ..errors import Failure, Kind
 
 
 def unignored_env_files(host, workspace: Path) -> list[str]:
@@ -40,7 +40,7 @@ def refuse_env_upload(host, workspace: Path) -> None:
     """SkyPilot uploads the workdir as it is: stop before a secrets file goes with it."""
     leaking = unignored_env_files(host, workspace)
     if leaking:
-        raise Failure(f"SkyPilot would upload {', '.join(leaking)} (secrets) from {workspace} to the cluster: add them to "
+        raise Failure(f"SkyPilot would upload {', '.join(leaking)} (secrets) from {workspace} to the cluster", "add them to "
                       ".gitignore (or .skyignore), or use REMOTE_ENV to forward single variables")
 
 
@@ -49,12 +49,13 @@ def stage(host, settings, files: dict) -> Path:
     folder = Path(tempfile.mkdtemp(prefix="remote-run-sky-"))
     if not shutil.which("rsync"):
         shutil.rmtree(folder, ignore_errors=True)
-        raise Failure("rsync is not installed; install it (apt-get install rsync, brew install rsync)")
+        raise Failure("rsync is not installed", "install it (apt-get install rsync, brew install rsync)", Kind.ENVIRONMENT)
     done = syncing.rsync(host, f"{settings.workspace}/", f"{folder}/", filters=syncing.rsync_filters(settings))
     if done.exited:
         shutil.rmtree(folder, ignore_errors=True)
         last = [line for line in done.stderr.splitlines() if line.strip()]
-        raise Failure(f"copying {settings.workspace} to {folder} failed (rsync exit {done.exited}): {last[-1] if last else 'no error text'}")
+        raise Failure(f"copying {settings.workspace} to {folder} failed (rsync exit {done.exited}): {last[-1] if last else 'no error text'}",
+                      kind=Kind.ENVIRONMENT)
     for relative, text in files.items():
         target = folder / relative
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -6,7 +6,7 @@ import json
 import os
 from pathlib import Path
 
-from ..errors import Failure
+from ..errors import Failure, Kind
 from ..shell import join
 
 # `sky launch` runs this once per node: uv if missing, then the project's dependencies.
@@ -57,7 +57,8 @@ def check_workspace_extras(workspace: Path, target: str) -> None:
     """The cluster's setup runs `uv sync --extra TARGET` in the workspace: refuse early if it cannot."""
     pyproject = workspace / "pyproject.toml"
     if not pyproject.is_file():
-        raise Failure(f"{workspace} has no pyproject.toml, but the cluster's setup runs `{join(SYNC[target])}` there; add one with a `{target}` extra")
+        raise Failure(f"{workspace} has no pyproject.toml, but the cluster's setup runs `{join(SYNC[target])}` there",
+                      f"add one with a `{target}` extra", Kind.ENVIRONMENT)
     try:
         import tomllib
     except ImportError:  # Python 3.10: the cluster's setup will say it
@@ -65,9 +66,11 @@ def check_workspace_extras(workspace: Path, target: str) -> None:
     try:
         data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise Failure(f"{pyproject} cannot be read as TOML ({exc}); fix it before `inv sky-up`") from None
+        raise Failure(f"{pyproject} cannot be read as TOML ({exc})", "fix it before `inv sky-up`", Kind.ENVIRONMENT) from None
     extras = data.get("project", {}).get("optional-dependencies", {})
     if target not in extras:
-        raise Failure(f"{pyproject} has no `{target}` extra, but the cluster's setup runs `{join(SYNC[target])}`; add [project.optional-dependencies] {target} = [...]")
+        raise Failure(f"{pyproject} has no `{target}` extra, but the cluster's setup runs `{join(SYNC[target])}`",
+                      f"add [project.optional-dependencies] {target} = [...]", Kind.ENVIRONMENT)
     if target == "gpu" and "dev" not in data.get("dependency-groups", {}):
-        raise Failure(f"{pyproject} has no `dev` dependency group, but the cluster's setup runs `{join(SYNC[target])}`; add [dependency-groups] dev = [...]")
+        raise Failure(f"{pyproject} has no `dev` dependency group, but the cluster's setup runs `{join(SYNC[target])}`",
+                      "add [dependency-groups] dev = [...]", Kind.ENVIRONMENT)

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from remote_run import doctor, envfile, settings
 from remote_run.host import doctor as doctor_host, installer, owner
-from remote_run.errors import Failure
+from remote_run.errors import Failure, Kind
 from remote_run.transport import Host
 
 
@@ -62,7 +62,7 @@ def test_values_are_checked_by_the_settings_parsers_and_credentials_are_refused(
                            ({"TORCH_INDEX_URL": "https://me:tok@pkgs.example.com/simple"}, "credentials")]:
         with pytest.raises(Failure) as info:
             envfile.check(values, path, environ={})
-        assert needle in str(info.value.message)
+        assert needle in info.value.problem and info.value.kind is Kind.USAGE
 
 
 def test_a_relative_workspace_is_written_relative_to_the_env_file(ws, tmp_path):

@@ -11,7 +11,7 @@ import subprocess
 import pytest
 
 from remote_run import compare, groups, records, report, stats
-from remote_run.errors import Failure
+from remote_run.errors import Failure, Kind
 
 
 def test_welch_matches_scipy():
@@ -119,13 +119,15 @@ def test_refs_resolve_runs_groups_prefixes_latest_and_baselines(tmp_path):
     (runs / members[0].run_id / "result.json").write_text("{broken")
     baseline = compare.resolve(runs, "main")  # a snapshot: it needs no record any more
     assert baseline.kind == "baseline" and [r["metrics"]["acc"] for r in baseline.runs] == [0.91, 0.92]
-    with pytest.raises(Failure, match="not valid JSON"):
+    with pytest.raises(Failure, match="not valid JSON") as info:
         compare.resolve(runs, members[0].run_id)
+    assert info.value.kind is Kind.ENVIRONMENT and info.value.fix == "delete that run's folder or restore the file"
     with pytest.raises(Failure, match="not valid"):
         compare.save_baseline(runs, "../escape", "latest")
     compare.remove_baseline(runs, "main")
-    with pytest.raises(Failure, match="no baseline named 'main'"):
+    with pytest.raises(Failure) as info:
         compare.load_baseline(runs, "main")
+    assert (info.value.problem, info.value.kind) == ("no baseline named 'main'", Kind.USAGE)
 
 
 EPOCH_TABLE = """device: cpu

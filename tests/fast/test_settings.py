@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from remote_run import settings
-from remote_run.errors import Failure
+from remote_run.errors import Failure, Kind
 
 
 def load(tmp_path, environ=None, env_text=None, **kw):
@@ -103,8 +103,8 @@ BAD = [
 def test_bad_values_are_one_line_errors_naming_key_and_value(tmp_path, key, value):
     with pytest.raises(Failure) as info:
         load(tmp_path, environ={key: value})
-    message = info.value.message
-    assert "\n" not in message and key in message and repr(value) in message
+    assert info.value.kind is Kind.USAGE and "\n" not in info.value.message
+    assert info.value.problem.startswith(f"{key}={value!r} is not valid")
 
 
 def test_workspace_that_is_a_file(tmp_path):
@@ -117,7 +117,7 @@ def test_workspace_that_is_a_file(tmp_path):
 def test_malformed_env_line_names_the_line(tmp_path):
     with pytest.raises(Failure) as info:
         load(tmp_path, env_text="REMOTE_HOST=l1\nthis is not an assignment\n")
-    assert "line 2" in info.value.message and "KEY=VALUE" in info.value.message
+    assert "line 2" in info.value.problem and "KEY=VALUE" in info.value.fix
 
 
 @pytest.mark.parametrize("text,ok", [("11.5", 11.5), ("1", 1.0), (" 0.25", 0.25)])
@@ -179,4 +179,4 @@ def test_every_settings_row_of_the_bad_input_table_is_refused_in_process(tmp_pat
     environ = {"WORKSPACE": str(tmp_path), "REMOTE_HOST": "local", **{k: v for k, v in row.env.items() if v is not None}}
     with pytest.raises(Failure) as info:
         settings.load(environ=environ)
-    assert row.needle in info.value.message and "\n" not in info.value.message
+    assert row.needle in info.value.line and "\n" not in info.value.message and info.value.code == row.status

@@ -231,8 +231,9 @@ def test_remoteignore_reincludes_like_gitignore_and_never_secrets(tmp_path):
     assert {"keep.log", "data", "data/keep", "data/keep/k.py", "var", "var/keep", "var/keep/v.py", "gone", "gone/x", "gone/y"} <= sent
     assert not sent & {"a.log", "data/raw", "data/raw/keep.bin", "var/other.txt", ".env", "sub/.env", "var/runs"}
     (ws / ".remoteignore").write_text("# only a comment\n!\n")
-    with pytest.raises(Failure, match="line 2: `!` needs a pattern"):
+    with pytest.raises(Failure) as info:
         sync.rules(s)
+    assert info.value.problem.endswith("line 2: `!` needs a pattern after it") and "!data/keep.csv" in info.value.fix
 
 
 def test_a_plan_for_one_scope_never_makes_another_look_unchanged(tmp_path):
@@ -251,9 +252,11 @@ def test_a_plan_for_one_scope_never_makes_another_look_unchanged(tmp_path):
     assert sync.plan(s, only=("lib", "examples/y")).kind == "full"
     assert sync.plan(s).kind == "full"
     assert sync.plan(s, only=("lib", "examples/x"), checksum=True).kind == "full"  # sizes and times may lie
-    with pytest.raises(Failure, match="examples/x/t.sh: examples is left out by `examples`"):
+    with pytest.raises(Failure) as info:
         sync.plan(settings_mod.load(environ={"WORKSPACE": str(ws), "REMOTE_HOST": "local", "SYNC_EXCLUDE": "examples"}),
                   only=("examples/x/t.sh",))
+    assert info.value.problem == "--only examples/x/t.sh: examples is left out by `examples` (SYNC_EXCLUDE)"
+    assert info.value.fix == "drop that rule, or add `!/examples` to .remoteignore, to sync it"
 
 
 def test_the_largest_folders_are_followed_down_to_where_the_bulk_is():

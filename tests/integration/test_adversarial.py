@@ -102,6 +102,7 @@ def test_bad_input_is_one_line_and_changes_nothing(sshd, fresh, gpu, row):
             os.rmdir(cm777)
     line = one_line_error(done)
     assert row.needle in line, line
+    assert done.returncode == row.status, f"exit {done.returncode}, not {row.status}: {line}"
     assert not os.path.exists(CANARY)
     if row.where == LOCAL:
         assert sshd.count("Starting session:", mark) == 0, f"connected to the host for an input it could refuse locally: {line}"

@@ -195,7 +195,7 @@ def test_a_local_port_in_use_is_one_line_and_nothing_starts(sshd, box, monkeypat
         from invoke import Context
 
         from remote_run import ports, settings
-        from remote_run.errors import Failure
+        from remote_run.errors import Failure, Kind
         from remote_run.transport import Host
 
         for name, value in sshd.env(REMOTE_HOST="l1", REMOTE_DIR=remote).items():
@@ -204,7 +204,7 @@ def test_a_local_port_in_use_is_one_line_and_nothing_starts(sshd, box, monkeypat
         monkeypatch.setattr(ports, "check_free", lambda forwards: None)
         with pytest.raises(Failure) as info:
             ports.open_forwards(host, [ports.Forward(rport, lport)])
-        assert f"local port {lport} is already in use" in info.value.message, info.value.message
+        assert info.value.problem.startswith(f"local port {lport} is already in use") and info.value.kind is Kind.USAGE, info.value.message
 
 
 # -------------------------------------------------------------------------------------- pull
@@ -379,4 +379,4 @@ def test_ntfy_gets_a_text_body_other_webhooks_json_and_a_bad_url_is_never_repeat
     for value in (f"ftp://{secret}@example.com/x", f"https://example.com/{secret} x", f"http://{secret}:99999/"):
         with pytest.raises(Failure) as info:
             notify.parse_url(value)
-        assert "NOTIFY_URL" in info.value.message and secret not in info.value.message, info.value.message
+        assert info.value.problem.startswith("NOTIFY_URL is not valid") and secret not in info.value.message, info.value.message

@@ -17,8 +17,8 @@ import pytest
 from invoke import Context
 
 from remote_run import pipeline, session as session_mod, settings as settings_mod, trainers
+from remote_run.errors import Failure, Kind
 from remote_run.runner_files import template
-from remote_run.errors import Failure
 from remote_run.sky import backend, cli as sky_cli, names
 from support.cli import one_line_error as cli_error
 
@@ -203,7 +203,7 @@ def test_replace_tears_the_old_cluster_down_and_launches_a_new_one(fake):
 def test_a_bad_accelerator_is_refused_in_one_line(accel):
     with pytest.raises(Failure) as caught:
         names.check_accelerator(accel)
-    assert "\n" not in caught.value.message and "accel" in caught.value.message
+    assert "\n" not in caught.value.message and "accel" in caught.value.problem and caught.value.kind is Kind.USAGE
 
 
 @pytest.mark.parametrize("accel, target", [("H100:1", "gpu"), ("A100", "gpu"), ("L4:8", "gpu"), ("tpu-v4-8", "tpu"),
@@ -216,7 +216,7 @@ def test_accelerators_choose_the_target(accel, target):
 def test_a_bad_experiment_name_is_refused_in_one_line(name):
     with pytest.raises(Failure) as caught:
         names.check_experiment(name)
-    assert "\n" not in caught.value.message and "--name" in caught.value.message
+    assert "\n" not in caught.value.message and caught.value.problem == f"--name {name!r} is not valid" and caught.value.kind is Kind.USAGE
 
 
 def test_sky_up_with_a_bad_accelerator_or_name_launches_nothing(fake):
@@ -335,7 +335,9 @@ def test_sky_exec_refuses_a_script_outside_the_workspace(gpu_cluster):
 @pytest.mark.parametrize("task", [["sky-up", "--accel", "H100:1"], ["sky-exec", "scripts/bench.py"], ["sky-status"], ["sky-down"]],
                          ids=lambda t: t[0])
 def test_without_sky_installed_every_task_says_how_to_install_it(gpu_cluster, task):
-    one_line_error(gpu_cluster.run(*task, PATH="/usr/bin:/bin"), "sky is not installed: pip install 'remote-run[sky]'")
+    result = gpu_cluster.run(*task, PATH="/usr/bin:/bin")
+    one_line_error(result, "sky is not installed; pip install 'remote-run[sky]'")
+    assert result.returncode == Kind.ENVIRONMENT.status
 
 
 # --- Ctrl+C ---------------------------------------------------------------------------------

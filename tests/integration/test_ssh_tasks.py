@@ -9,6 +9,7 @@ import tempfile
 
 import pytest
 
+from remote_run.errors import Kind
 from remote_run.runner_files import template
 from support.cli import REPO, cli, latest_record, no_secret_files, one_line_error, remote_exists, remote_read
 from support.workspace import make_workspace, unique_remote_dir
@@ -292,16 +293,24 @@ def test_clean_needs_yes_and_only_removes_our_directory(sshd, fresh):
 
 def test_unknown_alias_unreachable_host_and_refused_key(sshd, fresh, tmp_path):
     ws, remote = fresh
-    assert "cannot resolve host 'no-such-alias'" in one_line_error(cli(sshd, ws, "gpu-check", REMOTE_HOST="no-such-alias", REMOTE_DIR=remote))
-    assert "cannot resolve host" in one_line_error(cli(sshd, ws, "sync", REMOTE_HOST="no-such-alias", REMOTE_DIR=remote))
+
+    def unreachable(task, **env):
+        """The one line of a task that cannot reach the host: OpenSSH's problem, exit 69."""
+        done = cli(sshd, ws, task, REMOTE_DIR=remote, **env)
+        line = one_line_error(done)
+        assert done.returncode == Kind.UNREACHABLE.status, line
+        return line
+
+    assert "cannot resolve host 'no-such-alias'" in unreachable("gpu-check", REMOTE_HOST="no-such-alias")
+    assert "cannot resolve host" in unreachable("sync", REMOTE_HOST="no-such-alias")
     import socket
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         closed_port = s.getsockname()[1]
     sshd.add_alias("deadbox", closed_port)
-    assert "connection refused" in one_line_error(cli(sshd, ws, "gpu-check", REMOTE_HOST="deadbox", REMOTE_DIR=remote))
-    assert "connection refused" in one_line_error(cli(sshd, ws, "sync", REMOTE_HOST="deadbox", REMOTE_DIR=remote))
+    assert "connection refused" in unreachable("gpu-check", REMOTE_HOST="deadbox")
+    assert "connection refused" in unreachable("sync", REMOTE_HOST="deadbox")
     key = tmp_path / "other_key"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
     with open(sshd.ssh_config, "a") as config:
@@ -310,7 +319,7 @@ def test_unknown_alias_unreachable_host_and_refused_key(sshd, fresh, tmp_path):
     # (ControlPath %C: same host, port and user), as it does for the user's own ssh.
     for task in ("gpu-check", "sync"):
         own_control = tempfile.mkdtemp(prefix="rr-cm-", dir="/tmp")
-        assert "refused our SSH key" in one_line_error(cli(sshd, ws, task, REMOTE_HOST="wrongkey", REMOTE_DIR=remote, REMOTE_RUN_CONTROL_DIR=own_control))
+        assert "refused our SSH key" in unreachable(task, REMOTE_HOST="wrongkey", REMOTE_RUN_CONTROL_DIR=own_control)
     assert not remote_exists(sshd, remote)
 
 

@@ -1,10 +1,12 @@
-"""The one table of bad input: every row is one line on stderr, exit != 0, no traceback, and nothing
+"""The one table of bad input: every row is one line on stderr, its exit status, no traceback, and nothing
 changed on the host (tests/integration/test_adversarial.py drives them through the CLI; the fast
 tier checks the settings rows in-process)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+from remote_run.errors import Kind
 
 # Refused before connecting ("local"), or only the host can judge it ("host": its GPU, its runs,
 # its directories) -- then nothing may start: no REMOTE_DIR/runs.
@@ -23,6 +25,7 @@ class BadInput:
     dotenv: str | bytes | None = None  # the workspace's .env
     where: str = LOCAL
     setup: str | None = None  # remote-run (the program), evil_link, cm777, remote-file, gpu:STATE, records
+    status: int = Kind.USAGE.status  # the exit status (remote_run.errors.Kind)
 
 
 ROWS = [
@@ -130,16 +133,21 @@ ROWS = [
     BadInput(id='dotenv-not-utf8', args=['sync'], needle='UTF-8', dotenv=b'MY_TOKEN=\xff\xfe\n'),
     BadInput(id='env-file-missing', args=['sync'], needle='does not exist', env={'REMOTE_RUN_ENV_FILE': '{ws}/nope.env'}),
     BadInput(id='env-file-is-a-directory', args=['--env-file', '{ws}/scripts', 'sync'], needle='does not exist', setup='remote-run'),
-    BadInput(id='control-dir-world-writable', args=['sync'], needle='chmod 700', env={'REMOTE_RUN_CONTROL_DIR': '{cm777}'}, setup='cm777'),
+    BadInput(id='control-dir-world-writable', args=['sync'], needle='chmod 700', env={'REMOTE_RUN_CONTROL_DIR': '{cm777}'}, setup='cm777',
+             status=Kind.ENVIRONMENT.status),
     BadInput(id='sky-down-target', args=['sky-down', '--target', 'junk'], needle='--target'),
     BadInput(id='sky-exec-target', args=['sky-exec', 'scripts/hello.py', '--target', 'junk'], needle='--target'),
-    BadInput(id='host-cuda-no-such-gpu', args=['run', 'scripts/hello.py'], needle='matches none', env={'CUDA_VISIBLE_DEVICES': '7'}, where=HOST),
-    BadInput(id='host-busy-gpu', args=['run', 'scripts/hello.py'], needle='in use by another job', where=HOST, setup='gpu:busy'),
-    BadInput(id='host-no-driver', args=['train-david', '--epochs', '1'], needle='nvidia-smi is not installed', where=HOST, setup='gpu:absent'),
-    BadInput(id='host-python-missing', args=['run', 'scripts/hello.py'], needle='REMOTE_PYTHON', env={'REMOTE_PYTHON': '/nonexistent/python3'}, where=HOST),
+    BadInput(id='host-cuda-no-such-gpu', args=['run', 'scripts/hello.py'], needle='matches none', env={'CUDA_VISIBLE_DEVICES': '7'}, where=HOST,
+             status=Kind.GPU.status),
+    BadInput(id='host-busy-gpu', args=['run', 'scripts/hello.py'], needle='in use by another job', where=HOST, setup='gpu:busy',
+             status=Kind.GPU.status),
+    BadInput(id='host-no-driver', args=['train-david', '--epochs', '1'], needle='nvidia-smi is not installed', where=HOST, setup='gpu:absent',
+             status=Kind.GPU.status),
+    BadInput(id='host-python-missing', args=['run', 'scripts/hello.py'], needle='REMOTE_PYTHON', env={'REMOTE_PYTHON': '/nonexistent/python3'}, where=HOST,
+             status=Kind.ENVIRONMENT.status),
     BadInput(id='host-kill-unknown-run', args=['kill', '--run', '20990101T000000Z_nope'], needle='run `inv sync` first', where=HOST),
     BadInput(id='host-logs-no-dir', args=['logs'], needle='run `inv sync` first', where=HOST),
-    BadInput(id='host-remote-dir-is-a-file', args=['sync'], needle='not a directory', where=HOST, setup='remote-file'),
+    BadInput(id='host-remote-dir-is-a-file', args=['sync'], needle='not a directory', where=HOST, setup='remote-file', status=Kind.ENVIRONMENT.status),
     # the settings that used to be environment-only
     BadInput(id="check-timeout-zero", args=["gpu-check"], needle="REMOTE_RUN_CHECK_TIMEOUT", env={"REMOTE_RUN_CHECK_TIMEOUT": "0"}),
     BadInput(id="check-timeout-word", args=["status"], needle="REMOTE_RUN_CHECK_TIMEOUT", env={"REMOTE_RUN_CHECK_TIMEOUT": "soon"}),
@@ -172,7 +180,7 @@ ROWS = [
     BadInput(id='compare-ambiguous-ref', args=['compare', '20261101', '20261102'], needle='ambiguous', setup='records'),
     BadInput(id='compare-group-with-itself', args=['compare', '20261102T000000Z_run-x2', '20261102'], needle='same runs', setup='records'),
     BadInput(id='compare-no-common-metric', args=['compare', '20261101T000000Z_run', '20261101T000001Z_run'], needle='no RESULT metric in common', setup='records'),
-    BadInput(id='compare-corrupt-result-json', args=['compare', '20261103', 'main'], needle='not valid JSON', setup='records'),
+    BadInput(id='compare-corrupt-result-json', args=['compare', '20261103', 'main'], needle='not valid JSON', setup='records', status=Kind.ENVIRONMENT.status),
     BadInput(id='compare-ref-with-path', args=['compare', '../x', 'main'], needle='not a run, group or baseline', setup='records'),
     BadInput(id='baseline-save-path', args=['baseline.save', '../evil', 'latest'], needle='baseline name', setup='records'),
     BadInput(id='baseline-save-slash', args=['baseline.save', 'a/b', 'latest'], needle='baseline name', setup='records'),
@@ -290,5 +298,6 @@ ROWS = [
     BadInput(id='sync-max-files-exponent', args=['train-david'], needle='SYNC_MAX_FILES', env={'SYNC_MAX_FILES': '1e3'}),
     BadInput(id='guardrail-files', args=['sync'], needle='SYNC_MAX_FILES=2', env={'SYNC_MAX_FILES': '2'}, where=HOST),
     BadInput(id='guardrail-files-run', args=['run', 'scripts/hello.py'], needle='--force-sync', env={'SYNC_MAX_FILES': '3'}, where=HOST),
-    BadInput(id='dry-run-into-a-file', args=['sync', '--dry-run'], needle='a sync would refuse it', setup='remote-file', where=HOST),
+    BadInput(id='dry-run-into-a-file', args=['sync', '--dry-run'], needle='a sync would refuse it', setup='remote-file', where=HOST,
+             status=Kind.ENVIRONMENT.status),
 ]
