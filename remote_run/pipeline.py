@@ -510,12 +510,12 @@ class HostRuns(Backend):
         result = self.host.run(self.host.program(mode, *args), stream=output, err_stream=errors, record=False, own_session=True)
         if errors.trailer is None and result.exited == exits.SSH:
             return Ending(None, lost=True)
-        lines = [l[len("remote-run: "):] for l in result.stderr.splitlines() if l.startswith("remote-run: ")]
-        refused = result.exited and not (errors.trailer or {}).get("state")  # no such run: the launcher said why
-        if refused or (mode == "kill" and result.exited == exits.NOT_RUNNING and any("is not running" in l for l in lines)):
-            raise Failure(lines[-1] if lines else f"run {run_id} on {self.label}: exit {result.exited}",
-                          code=exits.NOT_RUNNING if mode == "kill" else exits.USAGE)
         trailer = errors.trailer or {}
+        if trailer.get("refused"):  # no such run, or (kill) it is not running: the host said which
+            raise Failure(trailer["refused"], kind=Kind.of(result.exited),
+                          code=exits.NOT_RUNNING if result.exited == exits.NOT_RUNNING else None)
+        if errors.trailer is None:
+            raise self.host.failed(result, f"following run {run_id} on")
         return Ending(result.exited, state=trailer.get("state"), remote_log=self.remote_log(run_id), gpu_csv=trailer.get("gpu_csv", ""),
                       snapshot=trailer.get("snapshot"), devices=trailer.get("devices"))
 

@@ -75,7 +75,12 @@ def run_mode(mode, argv):
         root = argv[1] if len(argv) > 1 else ""
         run_dir = os.path.join(root, "runs", argv[2]) if len(argv) > 2 else None
         code = read_mode(mode, root, run_dir, argv[3:])
-    control(sys.stderr, runs.trailer(run_dir, code))
+    from . import control as told
+
+    trailer = runs.trailer(run_dir, code)
+    if told.refused is not None:
+        trailer["refused"] = told.refused
+    control(sys.stderr, trailer)
     return code
 
 

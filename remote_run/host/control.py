@@ -20,7 +20,13 @@ def say(message):
     sys.stderr.flush()
 
 
+refused = None  # what this command refused, in its trailer: this machine reads it there, not from the text
+
+
 def fail(message, code):
+    """Refuse the command: say why, and return its exit status."""
+    global refused
+    refused = message
     say(message)
     return code
 

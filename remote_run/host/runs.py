@@ -183,8 +183,8 @@ def follow(run_dir, offset, stop_run, grace=GRACE_SECONDS, ended=None):
             if not known.get("waiting") and not known.get("alive"):
                 lost_since = lost_since or time.time()
                 if time.time() - lost_since > 5:
-                    return fail("run %s ended without recording an exit status (was its supervisor killed?)"
-                                % os.path.basename(run_dir), exits.VANISHED)
+                    say("run %s ended without recording an exit status (was its supervisor killed?)" % os.path.basename(run_dir))
+                    return exits.VANISHED
             # Short naps while output flows or the run just started (a quick run ends sooner),
             # backing off to a tenth of a second for a long quiet one; woken at once by the end.
             if ended is not None and select.select([ended], [], [], nap)[0]:

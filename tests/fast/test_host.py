@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from remote_run.host import owner, queue, snapshot, states, tree
+from remote_run.host import exits, owner, queue, snapshot, states, tree
 from remote_run.host.exits import REFUSED
 
 HOST = Path(__file__).resolve().parents[2] / "remote_run" / "host"
@@ -92,6 +92,36 @@ def test_state_of_reads_the_markers_a_run_folder_holds(tmp_path):
     (waiting / runs.WAITING_MARKER).write_text(json.dumps({"pid": os.getpid(), "position": 2}))
     assert runs.state_of(str(waiting))[0] == states.QUEUED
     assert runs.queue_place(str(waiting))["position"] == 2
+
+
+def run_command(argv, capsys, monkeypatch):
+    """A run mode of the host program, as this machine sees it: its exit status and its trailer."""
+    from remote_run.host import __main__ as entry, control
+
+    monkeypatch.setattr(control, "refused", None)  # one command per process on the host
+    code = entry.main(argv)
+    err = capsys.readouterr().err
+    return code, json.loads(err.splitlines()[-1].lstrip(control.CONTROL))
+
+
+def test_a_refused_run_command_says_so_in_its_trailer_and_a_lost_run_does_not(tmp_path, capsys, monkeypatch):
+    from remote_run.host import runs
+
+    root = tmp_path / "remote"
+    (root / "runs" / "ended").mkdir(parents=True)
+    (root / "runs" / "ended" / "meta.json").write_text("{}")
+    (root / "runs" / "ended" / "exit_code").write_text("0")
+    code, trailer = run_command(["kill", str(root), "ended", "1"], capsys, monkeypatch)
+    assert (code, trailer["state"], trailer["refused"]) == (exits.NOT_RUNNING, states.FINISHED, "run ended is not running (finished)")
+    code, trailer = run_command(["cat", str(root), "nope", "0"], capsys, monkeypatch)
+    assert code == exits.USAGE and trailer["refused"].startswith("no run nope")
+    (root / "runs" / "gone").mkdir()
+    (root / "runs" / "gone" / "meta.json").write_text("{}")
+    (root / "runs" / "gone" / "run.log").write_text("")
+    monkeypatch.setattr(runs.time, "time", iter(range(0, 10_000, 10)).__next__)  # its supervisor is gone for good
+    monkeypatch.setattr(runs.signal, "signal", lambda *args: None)  # following installs a Ctrl+C handler
+    code, trailer = run_command(["attach", str(root), "gone", "0"], capsys, monkeypatch)
+    assert code == exits.VANISHED and trailer["state"] == states.LOST and "refused" not in trailer
 
 
 # --- the GPU queue: order and fairness ----------------------------------------------------------
