@@ -34,8 +34,8 @@ HOST = Path(__file__).resolve().parent / "host"
 KEPT = "host-%s-%s.pyz"  # version, sys.implementation.cache_tag + sys.hexversion
 
 # First in everything a host's Python runs (LOADER, KEEPER, local_argv, ENTRY): a Python older than
-# the host program's FLOOR says so in one line, rather than failing somewhere inside. It and what
-# follows it must parse on an old python3 too: no f-strings, nothing newer than 3.6's syntax.
+# the host program's FLOOR says so in one line, rather than failing somewhere inside. Python parses
+# all of a text before it runs the guard: these texts keep to old syntax (no f-strings, no :=).
 TOO_OLD = "remote-run needs Python %d.%d or newer" % FLOOR
 GUARD = r"""
 import sys

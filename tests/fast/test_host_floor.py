@@ -54,6 +54,12 @@ def test_the_check_would_catch_what_newer_pythons_added(tmp_path):
         assert found in done.stdout, (found, done.stdout)
 
 
+def test_every_program_text_parses_on_an_older_python3_so_that_its_guard_gets_to_run():
+    for name, code in {**programs(), "KEEPER": ship.keeper()}.items():
+        newer = [type(n).__name__ for n in ast.walk(ast.parse(code)) if isinstance(n, (ast.JoinedStr, ast.NamedExpr))]
+        assert newer == [], name  # f-strings (3.6), := (3.8)
+
+
 def test_no_annotation_in_the_host_package_is_a_union_which_vermin_does_not_see(tmp_path):
     # vermin's own check of `X | Y` is unstable (it takes `os.O_WRONLY | os.O_APPEND` for one):
     # without `from __future__ import annotations`, `def f(x: str | None)` fails on 3.8 and 3.9.
