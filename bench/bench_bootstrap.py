@@ -3,8 +3,8 @@ the installer alone run by hand on the same host, the pip path, and a warm boots
 
 The host gets its packages from this machine's local sources, through its pip.conf as from a
 mirror: ``--find-links`` (torch's CPU wheel; default /opt/wheels), ``--index-url`` (numpy and
-torch's dependencies; default file:///opt/pypi/simple) and uv's own wheel (var/wheels, which
-.ci/run fills). Every cold case starts from a new REMOTE_DIR (synced, untimed) and an empty uv
+torch's dependencies; default file:///opt/pypi/simple) and uv's own wheel (var/wheels, fetched there
+on first use). Every cold case starts from a new REMOTE_DIR (synced, untimed) and an empty uv
 cache on the host; the cases take turns rep by rep, after one untimed round that warms the page
 cache. Cases:
 
@@ -47,8 +47,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from bench_cli import REPO, BenchError, loopback, make_workspace  # noqa: E402
+from remote_run.errors import Failure  # noqa: E402
 from support.cli import write_pip_conf  # noqa: E402
-from support.wheels import UV_WHEEL_HINT, readable_tree, uv_wheel  # noqa: E402
+from support.wheels import ensure_uv_wheel, readable_tree  # noqa: E402
 
 SESSION = "Starting session:"
 TIMEOUT = 900
@@ -87,9 +88,10 @@ class Bench:
         self.settings = {"TORCH_PACKAGES": args.torch, "TORCH_INDEX_URL": "", "PIP_PACKAGES": args.packages}
         self.samples: dict[str, list[dict]] = {}
         self.n = 0
-        wheel = uv_wheel()
-        if wheel is None:
-            raise BenchError(UV_WHEEL_HINT)
+        try:
+            wheel = ensure_uv_wheel()
+        except Failure as exc:
+            raise BenchError(exc.line) from None
         self.uv_version = wheel.name.split("-")[1]
         # uv's wheel for the host's pip (a find-links folder), and its binary for the cases that have uv.
         shared = Path(tempfile.mkdtemp(prefix="rr-bench-uv-", dir="/tmp"))

@@ -21,8 +21,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from . import records
-from .host import exits, installer, tree
+from . import records, ship
+from .host import FLOOR, exits, installer, tree
 from . import gpu as gpus
 from . import sync as syncing
 from .errors import Failure, Kind
@@ -308,11 +308,14 @@ def host_checks(host: Host) -> tuple[list, dict | None]:
 def _no_answer(host: Host, result, python: str) -> Check:
     text = (result.stderr or "").strip()
     last = text.splitlines()[-1][:200] if text else "no output"
+    if result.exited == exits.ENVIRONMENT and ship.TOO_OLD in last:  # the guard first in every host command
+        return Check(HOST, "python", FAIL, last.removeprefix("remote-run: ").partition(": install")[0],
+                     f"install Python {FLOOR[0]}.{FLOOR[1]} or newer there, or set REMOTE_PYTHON to one")
     if result.exited == exits.MISSING or "No such file or directory" in text or "not found" in text:
         if host.settings.remote_python:
             return Check(HOST, "python", FAIL, f"REMOTE_PYTHON={host.settings.remote_python} does not run on {host.label} ({last})",
                          "fix REMOTE_PYTHON, or unset it so bootstrap builds a venv with python3")
-        return Check(HOST, "python", FAIL, f"{python} is not installed on {host.label} (remote-run's host side needs Python 3.6+)",
+        return Check(HOST, "python", FAIL, f"{python} is not installed on {host.label} (remote-run's host side needs Python {FLOOR[0]}.{FLOOR[1]}+)",
                      "install python3 there (apt-get install python3), or set REMOTE_PYTHON to an interpreter it has")
     return Check(HOST, "connection", FAIL, f"the checks on {host.label} did not answer (exit {result.exited}: {last})",
                  f"run `ssh {host.spec.ssh_destination} python3 -V` by hand to see what is wrong")

@@ -1,7 +1,7 @@
 """The one builder of the host program: remote_run/host packed as a zip, and the commands that run
 one of its modes on a host.
 
-On an SSH host a command carries LOADER (about 1 KB) and runs the program the host keeps in
+On an SSH host a command carries LOADER (about 1.4 KB) and runs the program the host keeps in
 ~/.cache/remote-run/host-<version>-<Python>.pyz: a zip of the package with byte code compiled by
 that Python, so nothing is compiled again. The kept file is used only when it is ours and nobody
 else can write it or its folder; it is opened without following links and imported through the
@@ -27,16 +27,28 @@ import zipfile
 from functools import lru_cache
 from pathlib import Path
 
-from .host import exits
+from .host import FLOOR, exits
 from .host.control import CONTROL
 
 HOST = Path(__file__).resolve().parent / "host"
-ENTRY = "import sys\nfrom remote_run.host.__main__ import main\nsys.exit(main(sys.argv[1:]))\n"
 KEPT = "host-%s-%s.pyz"  # version, sys.implementation.cache_tag + sys.hexversion
 
+# First in everything a host's Python runs (LOADER, KEEPER, local_argv, ENTRY): a Python older than
+# the host program's FLOOR says so in one line, rather than failing somewhere inside. Python parses
+# all of a text before it runs the guard: these texts keep to old syntax (no f-strings, no :=).
+TOO_OLD = "remote-run needs Python %d.%d or newer" % FLOOR
+GUARD = r"""
+import sys
+if sys.version_info < FLOOR:
+    sys.stderr.write("remote-run: python3 on this host is %d.%d.%d; TOO_OLD: install it, or set REMOTE_PYTHON\n" % sys.version_info[:3])
+    sys.exit(ENVIRONMENT)
+""".replace("FLOOR", repr(FLOOR)).replace("TOO_OLD", TOO_OLD).replace("ENVIRONMENT", str(exits.ENVIRONMENT))
+
+ENTRY = GUARD + "from remote_run.host.__main__ import main\nsys.exit(main(sys.argv[1:]))\n"
+
 # What an SSH host runs for a command of the kept program: argv is the version, then the mode.
-LOADER = r"""
-import os, stat, sys
+LOADER = GUARD + r"""
+import os, stat
 c = os.path.expanduser("~/.cache/remote-run")
 def kept(name):
     try:
@@ -73,20 +85,22 @@ sys.exit(main(sys.argv[1:]))
 
 
 def _minify(code: str) -> str:
-    """``code`` with one space per indentation level and without comments: every command carries it."""
+    """``code`` with one space per indentation level and without comments or blank lines: every
+    command carries it."""
     lines = []
     for line in code.strip().splitlines():
         text = line.split("  # ")[0].rstrip()
         depth = (len(text) - len(text.lstrip(" "))) // 4
-        lines.append(" " * depth + text.lstrip(" "))
+        if text:
+            lines.append(" " * depth + text.lstrip(" "))
     return "\n".join(lines) + "\n"
 
 
 LOADER = _minify(LOADER).replace("CONTROL", "\\x1e").replace("NO_PROGRAM", str(exits.NO_PROGRAM)).replace("KEPT", KEPT)
 
 # The program itself, for a host that has not kept it: argv is the version, keep|carry, the mode.
-KEEPER = r"""
-import base64, io, marshal, os, stat, sys, zipfile
+KEEPER = _minify(GUARD) + r"""
+import base64, io, marshal, os, stat, zipfile
 import importlib.util
 version, keep = sys.argv.pop(1), sys.argv.pop(1) == "keep"
 bundle = zipfile.ZipFile(io.BytesIO(base64.b64decode(BUNDLE)))
@@ -172,7 +186,7 @@ def keeper() -> str:
 def local_argv(python: str, mode: str, *args: str) -> list[str]:
     """Run a mode on this machine: the package where it is installed, isolated from the
     environment's Python settings and the current directory's modules (-I), without site (-S)."""
-    code = f"import sys; sys.path.insert(0, {str(HOST.parent.parent)!r}); from remote_run.host.__main__ import main; sys.exit(main(sys.argv[1:]))"
+    code = _minify(GUARD) + f"sys.path.insert(0, {str(HOST.parent.parent)!r}); from remote_run.host.__main__ import main; sys.exit(main(sys.argv[1:]))"
     return [python, "-I", "-S", *(["-B"] if sys.dont_write_bytecode else []), "-c", code, mode, *args]
 
 
@@ -201,6 +215,6 @@ def mode_of(argv: list[str]) -> list[str] | None:
     program = rest[1]
     if program == LOADER:
         return rest[3:]
-    if program.startswith("\nimport base64"):
+    if program == keeper():
         return rest[4:]
     return rest[2:]

@@ -1,8 +1,8 @@
 """Bootstrap through the real CLI against the loopback sshd: uv installed once into a tool
 environment from the package index the host's pip uses, progress while installing, one line
 naming the package that failed and why, pip when uv cannot be had, and one remote command when
-nothing changed. Package sources are made here (tiny wheels, a simple index), nothing is downloaded;
-uv's own wheel comes from var/wheels (.ci/run puts it there)."""
+nothing changed. Package sources are made here (tiny wheels, a simple index), nothing is downloaded
+but uv's own wheel, once per checkout, into var/wheels (support.wheels.ensure_uv_wheel)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 from support.cli import Background, cli, one_line_error, remote_exists, remote_read, remote_run_lines, wait_for, write_pip_conf
-from support.wheels import UV_WHEEL_HINT, make_wheel, readable_tree, simple_index, uv_wheel
+from remote_run.errors import Failure
+from support.wheels import ensure_uv_wheel, make_wheel, readable_tree, simple_index
 from support.workspace import make_workspace, unique_remote_dir
 
 # No torch: tiny packages from the test's own index.
@@ -31,10 +32,12 @@ PROGRESS_LINE = re.compile(r"^remote-run: installing rrtiny-slow \(resolving\)â€
 def sources(sshd):
     """Package sources the remote user can read: ``index`` (a simple index with uv and the tiny
     packages), ``links`` (a find-links folder without uv) and ``uv`` (the uv binary, for a host that
-    has uv on its PATH)."""
-    wheel = uv_wheel()
-    if wheel is None:
-        pytest.fail(UV_WHEEL_HINT, pytrace=False)
+    has uv on its PATH). uv's wheel is fetched into var/wheels on first use; offline, the tests
+    that need it are skipped, saying what to run (.ci/run fetches it first, so CI fails instead)."""
+    try:
+        wheel = ensure_uv_wheel()
+    except Failure as exc:
+        pytest.skip(exc.line)
     root = Path(tempfile.mkdtemp(prefix="rr-wheels-", dir="/tmp"))
     built = root / "built"
     tiny = [make_wheel(built, "rrtiny-a"), make_wheel(built, "rrtiny-b", requires=["rrtiny-a"]),

@@ -1,24 +1,36 @@
 """Package sources made on the spot, for bootstrap tests: tiny wheels built with zipfile, a flat
-find-links folder and a PEP 503 simple index over them, and uv's own wheel when one is on disk.
+find-links folder and a PEP 503 simple index over them, and uv's own wheel (var/wheels).
 
-Nothing here touches the network. Plain module: no pytest import, so ``bench/`` can use it.
+Only ``ensure_uv_wheel`` touches the network, once per checkout: it fetches uv's wheel with pip when
+var/wheels has none. Plain module: no pytest import, so ``bench/`` can use it; run as a script
+(.ci/run does), it fetches the wheel or fails saying why.
 """
 
 from __future__ import annotations
 
 import base64
+import fcntl
 import hashlib
 import os
 import re
+import shlex
 import shutil
+import subprocess
+import sys
+import tempfile
 import zipfile
 from pathlib import Path
 
+from remote_run.errors import Failure, Kind
+
 REPO = Path(__file__).resolve().parents[2]
-# Where .ci/run puts uv's wheel (`pip download uv`), and where a developer can put one by hand.
+# Where uv's wheel is kept for the bootstrap tests and bench/bench_bootstrap.py (a developer can put
+# one there by hand), and the one version they fetch.
 UV_WHEELS = REPO / "var" / "wheels"
-UV_WHEEL_HINT = (f"no uv wheel in {UV_WHEELS}: run .ci/run, or "
-                 f"`python3 -m pip download --no-deps --only-binary :all: -d {UV_WHEELS} uv`")
+UV_VERSION = "0.13.8"
+# The whole download (17 MB) may take this long; pip's own --timeout/--retries make a dead network
+# fail in seconds, not the 180 s x 5 tries of its defaults.
+FETCH_TIMEOUT = 120
 
 
 def normalize(name: str) -> str:
@@ -73,10 +85,50 @@ def simple_index(root: Path, wheels) -> Path:
     return simple
 
 
-def uv_wheel() -> Path | None:
-    """uv's wheel for this machine, if one is on disk (UV_WHEELS)."""
-    found = sorted(UV_WHEELS.glob("uv-*.whl")) if UV_WHEELS.is_dir() else []
+def uv_wheel(folder: Path = UV_WHEELS) -> Path | None:
+    """uv's wheel for this machine, if one is on disk (in ``folder``)."""
+    found = sorted(folder.glob("uv-*.whl")) if folder.is_dir() else []
     return found[-1] if found else None
+
+
+def fetch_argv(folder: Path, python: str = sys.executable) -> list[str]:
+    """pip's command that puts uv's wheel into ``folder``: the user's own pip configuration applies
+    (index, mirror, certificates), as for every other package."""
+    return [python, "-m", "pip", "download", "--quiet", "--disable-pip-version-check", "--timeout", "10", "--retries", "1",
+            "--no-deps", "--only-binary", ":all:", "-d", str(folder), f"uv=={UV_VERSION}"]
+
+
+def ensure_uv_wheel(folder: Path = UV_WHEELS, python: str = sys.executable, timeout: float = FETCH_TIMEOUT) -> Path:
+    """uv's wheel in ``folder``, fetched with pip when none is there. Raises Failure (ENVIRONMENT)
+    naming pip's reason and the command to run when it cannot be fetched (offline)."""
+    wheel = uv_wheel(folder)
+    if wheel:
+        return wheel
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        # Test workers that start at once fetch it once: the others wait here, then find it.
+        with open(folder / ".fetch.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            wheel = uv_wheel(folder)
+            if wheel:
+                return wheel
+            # Into a folder of its own first: a download cut short never looks like a wheel here.
+            with tempfile.TemporaryDirectory(prefix=".fetch-", dir=folder) as part:
+                done = subprocess.run(fetch_argv(Path(part), python), capture_output=True, text=True, timeout=timeout,
+                                      stdin=subprocess.DEVNULL)
+                got = sorted(Path(part).glob("uv-*.whl"))
+                if done.returncode == 0 and got:
+                    os.replace(got[0], folder / got[0].name)
+                    return folder / got[0].name
+                said = (done.stderr or done.stdout).strip().splitlines()
+                why = said[-1] if said else f"pip exited with status {done.returncode}"
+    except subprocess.TimeoutExpired:
+        why = f"pip took longer than {timeout:g} s"
+    except OSError as exc:
+        why = str(exc)
+    command = shlex.join([python, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:", "-d", str(folder), f"uv=={UV_VERSION}"])
+    raise Failure(f"no uv wheel in {folder}, and pip could not fetch uv {UV_VERSION} ({why})",
+                  f"run `{command}` where the package index can be reached", Kind.ENVIRONMENT)
 
 
 def readable_tree(root: Path) -> None:
@@ -85,3 +137,10 @@ def readable_tree(root: Path) -> None:
         os.chmod(folder, 0o755)
         for name in names:
             os.chmod(os.path.join(folder, name), 0o644)
+
+
+if __name__ == "__main__":  # .ci/run: fetch it now, and fail (the tests would skip) when it cannot be had
+    try:
+        print(ensure_uv_wheel())
+    except Failure as exc:
+        sys.exit(exc.message)
