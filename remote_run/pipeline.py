@@ -31,6 +31,7 @@ from .host.files import Lines
 from .output import say
 from .runner_files import template
 from .session import Session
+from .shell import join
 
 
 @dataclass
@@ -191,7 +192,7 @@ class Recording:
         self.record = records.RunRecord(
             run_id=run_id, task=spec.task, host=backend.label, options=spec.options, settings=settings.describe(),
             runner=spec.files.get(spec.runner_path) if spec.runner_path else None,
-            runner_path=backend.runner_path(spec.runner_path, run_id) if spec.runner_path else None,
+            runner_path=backend.runner_path(spec.runner_path, run_id) if spec.runner_path else None, argv=list(spec.argv),
             local_log=str(self.folder / "run.log"), started=datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
             group=group, invocation=spec.invocation)
         self.output = Tee()
@@ -398,7 +399,7 @@ class HostRuns(Backend):
 
     def launch(self, run_id: str, spec: RunSpec, output: Tee, *, detach: bool, ctrl_c=None) -> Ending:
         """One launcher command: the remaining checks, the start and the following."""
-        say(f"{spec.task} on {self.label}: {' '.join(spec.argv)}  [run {run_id}]")
+        say(f"{spec.task} on {self.label}: {join(spec.argv)}  [run {run_id}]")
         result, errors = self._start(self._member(run_id, spec, first=True), output, detach=detach)
         return self._ending(run_id, result, errors, detach=detach)
 
@@ -406,13 +407,13 @@ class HostRuns(Backend):
         """One launcher command: the remaining checks and a group of runs, one after another on the
         host (so a detached group needs no laptop); each is then followed by follow_member()."""
         spec = members[0][1]
-        say(f"{spec.task} on {self.label}: {' '.join(spec.argv)}  x{len(members)}  [group {group_id}]")
+        say(f"{spec.task} on {self.label}: {join(spec.argv)}  x{len(members)}  [group {group_id}]")
         payload = {"group_dir": f"runs/{group_id}", "members": [self._member(run_id, spec, first=i == 0, group=group_id)
                                                                for i, (run_id, spec) in enumerate(members)]}
         self._start(payload, Tee(show=False), detach=True, meta={"task": spec.task, "options": spec.options})
 
     def follow_member(self, run_id: str, spec: RunSpec, output: Tee, *, ctrl_c=None) -> Ending:
-        say(f"{spec.task} on {self.label}: {' '.join(spec.argv)}  [run {run_id}]")
+        say(f"{spec.task} on {self.label}: {join(spec.argv)}  [run {run_id}]")
         ending = self.follow(run_id, 0, output, mode="attach")
         ending.gpu = list(self.prepared.gpus)
         return ending

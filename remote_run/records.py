@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .host.files import write_text
+from .shell import join
 
 _RESULT = re.compile(r"^(RESULT_[A-Z0-9_]+)((?:\s+[A-Za-z_][A-Za-z0-9_]*=\S*)*)\s*$", re.M)
 _PAIR = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=(\S*)")
@@ -269,6 +270,7 @@ class RunRecord:
     settings: dict = field(default_factory=dict)
     runner: str | None = None
     runner_path: str | None = None
+    argv: list = field(default_factory=list)  # what ran, relative to the run's copy of the workspace (its runner's flags too)
     commands: list = field(default_factory=list)
     remote_log: str = ""
     local_log: str = ""
@@ -349,6 +351,7 @@ class RunRecord:
             "",
             f"- **Outcome:** {self.outcome} (exit status {self.exit_status}), {self.elapsed_seconds} s wall",
             f"- **Host:** {self.host}",
+            *([f"- **Ran:** `{join(self.argv)}`"] if self.argv else []),
             f"- **GPU:** {gpu}",
             f"- **Workspace commit:** {commit}{dirty}{self._code_line()}",
             *([f"- **Code on the host:** the run's own snapshot of the tree synced as {self.snapshot.get('tree')} "

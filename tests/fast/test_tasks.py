@@ -164,6 +164,8 @@ def test_a_warm_run_is_one_command_carrying_the_checks(env, capsys):
     assert payload["gpu"]["require"] is True and payload["argv"] == ["python3", "scripts/hello.py"]
     record = json.loads(next((env / "var" / "runs").glob("*_run/result.json")).read_text())
     assert record["outcome"] == "finished" and record["result"]["metrics"] == {"answer": 42} and record["gpu"][0]["index"] == 0
+    assert record["argv"] == ["python3", "scripts/hello.py"]
+    assert "- **Ran:** `python3 scripts/hello.py`" in next((env / "var" / "runs").glob("*_run/log.md")).read_text()
 
 
 def test_a_busy_gpu_refuses_before_anything_starts_and_leaves_no_record(env):
