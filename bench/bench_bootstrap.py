@@ -47,9 +47,10 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from bench_cli import REPO, BenchError, loopback, make_workspace  # noqa: E402
-from remote_run.errors import Failure  # noqa: E402
 from support.cli import write_pip_conf  # noqa: E402
 from support.wheels import ensure_uv_wheel, readable_tree  # noqa: E402
+
+from remote_run.errors import Failure  # noqa: E402
 
 SESSION = "Starting session:"
 TIMEOUT = 900

@@ -11,8 +11,8 @@ import json
 from pathlib import Path
 
 from . import notify
-from .host import states
 from .errors import Failure, Kind
+from .host import states
 from .output import say
 
 MAX_FILES = 10_000

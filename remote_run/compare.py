@@ -335,7 +335,8 @@ def regression_lines(rows: list[Row]) -> list[str]:
 
 def report(a: Side, b: Side, rows: list[Row]) -> list[str]:
     """Show the comparison (the table on stdout, what to beware of on stderr); the regressions."""
-    from .output import say, show, table as columns
+    from .output import say, show
+    from .output import table as columns
 
     show(header(a, "A"))
     show(header(b, "B"))

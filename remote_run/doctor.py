@@ -21,11 +21,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from . import records, ship
-from .host import FLOOR, exits, installer, tree
 from . import gpu as gpus
+from . import records, ship
 from . import sync as syncing
 from .errors import Failure, Kind
+from .host import FLOOR, exits, installer, tree
 from .output import say, show
 from .transport import Host, exposed
 

@@ -71,7 +71,7 @@ def markdown(summary: dict) -> str:
         "",
         f"- **Host:** {summary['host']}",
         f"- **Workspace commit:** {commit}{dirty}",
-        f"- **Outcomes:** " + ", ".join(f"{n} {o}" for o, n in summary["outcomes"].items()),
+        "- **Outcomes:** " + ", ".join(f"{n} {o}" for o, n in summary["outcomes"].items()),
         f"- **Started / ended (UTC):** {summary['started']} / {summary['ended']}",
         "",
         "## Metrics",

@@ -12,8 +12,8 @@ import dataclasses
 import json
 
 from . import gpu
-from .host import states
 from .errors import Failure, Kind
+from .host import states
 from .output import say
 from .transport import Host
 

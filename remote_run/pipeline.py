@@ -20,15 +20,14 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import gpu, groups, records, steps, sync, transport
-from .host import exits, states
-from . import aftermath, notify
+from . import aftermath, gpu, groups, notify, records, steps, sync, transport
 from .errors import Failure, Kind
-from .options import RunOptions
-from .preflight import Preflight
+from .host import exits, states
 from .host.control import CONTROL
 from .host.files import Lines
+from .options import RunOptions
 from .output import say
+from .preflight import Preflight
 from .runner_files import template
 from .session import Session
 from .shell import join

@@ -15,7 +15,8 @@ import sys
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
-from . import environment, gpu, sync as syncing
+from . import environment, gpu
+from . import sync as syncing
 from .errors import Failure, Kind
 from .host import exits
 from .host.control import FINAL, PROGRESS, ours

@@ -23,12 +23,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import ship
+from .errors import Failure, Kind
 from .host import tree
 from .host.control import ours
 from .host.files import Lines, write_atomic
-from .errors import Failure, Kind
 from .output import say
-from . import ship
 from .shell import join
 from .transport import Host, dropped, failure
 

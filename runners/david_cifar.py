@@ -36,7 +36,6 @@ import time
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
 from cifar10_data import DatasetError, default_data_dir, load_cifar10
 
 # Defaults of the flags (parse_args); remote-run passes what you chose as flags.

@@ -7,11 +7,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
-from remote_run.settings import ENV_FILE_VARIABLE, KEYS
 from support.cli import OFFLINE_PIP, write_pip_conf
 from support.sshd import ROOT_MODE, SshServer
 from support.workspace import unique_remote_dir
+
+from remote_run.settings import ENV_FILE_VARIABLE, KEYS
 
 REPO = str(Path(__file__).resolve().parents[1])
 

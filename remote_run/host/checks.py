@@ -4,7 +4,8 @@ last synced (and a small delta applied), is the environment current, what do the
 import os
 import sys
 
-from . import exits, gpus as gpu_info, queue, tree
+from . import exits, queue, tree
+from . import gpus as gpu_info
 from .files import read_text, remove, write_text
 
 

@@ -15,7 +15,8 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from . import checks, gpus as gpu_info, installer, owner
+from . import checks, installer, owner
+from . import gpus as gpu_info
 
 PYPI = "https://pypi.org/simple"
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import dataclasses
 import shutil
 
-from ..host import exits
 from ..errors import Failure, Kind
+from ..host import exits
 from ..output import say
 from ..pipeline import Backend, Ending, RunSpec, Tee
 from ..settings import parse_host

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ..host import exits
 from ..errors import Failure, Kind
+from ..host import exits
 from ..output import say
 from ..shell import join
 from . import cli, names, staging, taskyaml

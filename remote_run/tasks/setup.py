@@ -29,9 +29,8 @@ def doctor(c, json_=False):
 def init(c, host="", workspace="", remote_dir="", torch_index_url="", yes=False, force=False):
     """Write a .env for this workspace (asks, or takes flags with --yes), then run doctor."""
     from .. import doctor as doctoring
-    from .. import envfile
+    from .. import envfile, transport
     from .. import settings as settings_mod
-    from .. import transport
 
     options = c.config.get("remote_run") or {}
     path = envfile.env_path(options)

@@ -23,7 +23,6 @@ TARGET_HELP = "which cluster: gpu (.cluster_name_gpu, the default) or tpu (.clus
 def sky_up(c, accel="", name=None, idle_minutes="30", down=True, infra=None, nodes="1", replace=False):
     """Launch a SkyPilot cluster with uv set up, and write its name to .cluster_name_gpu or .cluster_name_tpu."""
     from .. import settings as settings_mod
-
     from ..sky import clusters
 
     sess = session(c)
@@ -67,7 +66,6 @@ def sky_exec(c, path=None, args="", target="gpu", module="", detach=False):
     """Run a workspace script on the SkyPilot cluster: sky exec NAME --workdir WORKSPACE "uv run ... python PATH ARGS"."""
     from .. import pipeline, trainers
     from .. import settings as settings_mod
-
     from ..sky import backend, names
 
     sess = session(c)

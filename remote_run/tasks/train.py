@@ -141,7 +141,8 @@ RERUNNABLE = {"train-hlb": train_hlb, "train-david": train_david, "run": run_}
 })
 def rerun(c, run, *, options, preflight):
     """Run a recorded run's task again with the same options; warn when the workspace now differs."""
-    from .. import compare as comparing, pipeline, records
+    from .. import compare as comparing
+    from .. import pipeline, records
 
     sess = session(c)
     side = comparing.resolve(sess.settings.runs_dir, records.check_run_id(run) or "-")

@@ -8,7 +8,6 @@ from ..output import say
 from ..preflight import Preflight, plan_sync
 from ..session import session
 
-
 SYNC_HELP = {
     "only": "mirror only this workspace path, a folder or a file (repeat for more); the rest of REMOTE_DIR is left alone (default SYNC_ONLY)",
     "checksum": "compare file contents instead of size and time (after a branch switch, when times lie)",
@@ -35,7 +34,8 @@ def sync(c, only=None, dry_run=False, force=False, checksum=False):
 @task(name="pull-logs", help={"run": "pull only this run id (default: every run)"})
 def pull_logs(c, run=""):
     """Copy REMOTE_DIR/runs/ into RUNS_DIR; files that already exist locally are never overwritten."""
-    from .. import hosts, records, sync as syncing
+    from .. import hosts, records
+    from .. import sync as syncing
 
     sess = session(c)
     if run:

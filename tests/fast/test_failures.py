@@ -8,13 +8,13 @@ import tempfile
 
 import pytest
 from invoke.runners import Result
+from support.fakehost import FakeHost
 
 from remote_run import doctor, gpu, ports, settings, sync
 from remote_run.errors import Failure, Kind
 from remote_run.host import exits
 from remote_run.host.files import write_atomic
 from remote_run.transport import dropped, failure
-from support.fakehost import FakeHost
 
 
 @pytest.fixture

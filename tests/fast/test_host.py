@@ -96,7 +96,8 @@ def test_state_of_reads_the_markers_a_run_folder_holds(tmp_path):
 
 def run_command(argv, capsys, monkeypatch):
     """A run mode of the host program, as this machine sees it: its exit status and its trailer."""
-    from remote_run.host import __main__ as entry, control
+    from remote_run.host import __main__ as entry
+    from remote_run.host import control
 
     monkeypatch.setattr(control, "refused", None)  # one command per process on the host
     code = entry.main(argv)

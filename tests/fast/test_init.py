@@ -11,8 +11,9 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from remote_run import doctor, envfile, settings
-from remote_run.host import doctor as doctor_host, installer, owner
 from remote_run.errors import Failure, Kind
+from remote_run.host import doctor as doctor_host
+from remote_run.host import installer, owner
 from remote_run.transport import Host
 
 

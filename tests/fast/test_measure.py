@@ -4,7 +4,6 @@ curves, GPU summaries, the code of a run, and the report's HTML against the reco
 from __future__ import annotations
 
 import html.parser
-import json
 import random
 import subprocess
 

@@ -2,10 +2,9 @@
 
 import json
 import subprocess
+import threading
 
 import pytest
-
-import threading
 
 from remote_run import gpu, records, settings, shell, sync
 from remote_run.host import gpus as gpus_host

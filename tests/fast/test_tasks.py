@@ -11,15 +11,17 @@ import tempfile
 import pytest
 from invoke import Config, MockContext
 from invoke.runners import Result
+from support.fakehost import FakeHost, launcher_args, mode
 
-from remote_run import pipeline, session as session_mod, settings, ship, steps, transport
-from remote_run.host import exits, gpus as gpus_host
+from remote_run import pipeline, settings, ship, steps, transport
+from remote_run import session as session_mod
 from remote_run.chain import Chain
 from remote_run.errors import Failure, Kind
-from remote_run.preflight import Preflight
+from remote_run.host import exits
+from remote_run.host import gpus as gpus_host
 from remote_run.host.control import CONTROL
+from remote_run.preflight import Preflight
 from remote_run.tasks import machine, ns, workspace
-from support.fakehost import FakeHost, launcher_args, mode
 
 H100 = "0, NVIDIA H100 80GB HBM3, GPU-aaa, {used}, 81559, {util}\n"
 CHECK = re.compile(r".* check['\s]", re.S)  # the launcher's `check` mode, however ssh quotes it

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from remote_run.host import tree
 from remote_run.errors import Failure
+from remote_run.host import tree
 
 NAMES = ["a", "b", "var", ".git", "x.py", "y.ckpt", "data", "raw", ".env", ".env.x", ".env.example", "d d", "c[1]", "q?", "]a", "*", "ab", "e\\f"]
 PATTERNS = ["*.ckpt", "data/", "/data", "raw", "data/raw", "a/**", "**/x.py", "/**/x.py", "/a/b/", "b/***", "/a/***", "*", "?", "[ab]",

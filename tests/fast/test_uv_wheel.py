@@ -7,9 +7,9 @@ import threading
 from pathlib import Path
 
 import pytest
+from support.wheels import UV_VERSION, ensure_uv_wheel
 
 from remote_run.errors import Failure, Kind
-from support.wheels import UV_VERSION, ensure_uv_wheel
 
 # Stands for `python -m pip download ... -d DIR uv==VERSION`: logs its argv, then does what MODE says.
 FAKE_PIP = """#!{python}

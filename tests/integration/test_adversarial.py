@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from support import cli as support
 from support.badinput import LOCAL, ROWS
 from support.cli import no_traceback, one_line_error, remote_exists, tree

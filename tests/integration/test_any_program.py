@@ -8,7 +8,6 @@ import shutil
 import uuid
 
 import pytest
-
 from support.cli import Background, cli, log_has, one_line_error, processes, wait_for, wait_for_started_run
 from support.workspace import make_workspace, unique_remote_dir
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import http.server
 import re
 import shutil
-import subprocess
 import tempfile
 import threading
 import time
@@ -17,11 +16,20 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
-from support.cli import Background, cli, one_line_error, remote_exists, remote_read, remote_run_lines, wait_for, write_pip_conf
-from remote_run.errors import Failure
+from support.cli import (
+    Background,
+    cli,
+    one_line_error,
+    remote_exists,
+    remote_read,
+    remote_run_lines,
+    wait_for,
+    write_pip_conf,
+)
 from support.wheels import ensure_uv_wheel, make_wheel, readable_tree, simple_index
 from support.workspace import make_workspace, unique_remote_dir
+
+from remote_run.errors import Failure
 
 # No torch: tiny packages from the test's own index.
 SETTINGS = {"TORCH_PACKAGES": "", "TORCH_INDEX_URL": ""}

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import threading
 import time
@@ -17,7 +16,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-
 from support import cli as support
 from support.cli import (
     group_alive,

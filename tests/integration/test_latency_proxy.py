@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from support.latency_proxy import LatencyProxy
 
 DELAY = 0.02

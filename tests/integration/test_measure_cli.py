@@ -9,10 +9,10 @@ import subprocess
 import time
 
 import pytest
+from support.cli import Background, cli, log_has, run_dirs, wait_for, wait_for_started_run
+from support.workspace import make_workspace, unique_remote_dir
 
 from remote_run.host import exits
-from support.cli import Background, cli, log_has, one_line_error, run_dirs, wait_for, wait_for_started_run
-from support.workspace import make_workspace, unique_remote_dir
 
 # Prints three epochs and a RESULT line; its accuracy is what level.txt says (0.9 if none), with noise.
 METRIC = """import os, random, sys, time

@@ -358,8 +358,8 @@ def test_notify_url_is_called_by_the_host_for_a_detached_group_and_appears_nowhe
 
 def test_ntfy_gets_a_text_body_other_webhooks_json_and_a_bad_url_is_never_repeated(tmp_path):
     from remote_run import notify
-    from remote_run.host import notify as host_notify
     from remote_run.errors import Failure
+    from remote_run.host import notify as host_notify
 
     assert notify.body_format("https://ntfy.sh/my-topic") == notify.body_format("https://ntfy.example.org/t") == "text"
     assert notify.body_format("https://hooks.slack.com/services/T0/B0/x") == "json"

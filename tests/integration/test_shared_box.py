@@ -9,12 +9,19 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
-
-from support.cli import Background, cli, log_has, one_line_error, remote_exists, run_dirs, wait_for, wait_for_started_run
+from support.cli import (
+    Background,
+    cli,
+    log_has,
+    one_line_error,
+    remote_exists,
+    run_dirs,
+    wait_for,
+    wait_for_started_run,
+)
 from support.net import free_port
 from support.sshd import ROOT_MODE
 from support.workspace import make_workspace, unique_remote_dir

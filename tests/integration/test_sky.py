@@ -13,14 +13,16 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from invoke import Context
+from support.cli import one_line_error as cli_error
 
-from remote_run import pipeline, session as session_mod, settings as settings_mod, trainers
+from remote_run import pipeline, trainers
+from remote_run import session as session_mod
+from remote_run import settings as settings_mod
 from remote_run.errors import Failure, Kind
 from remote_run.runner_files import template
-from remote_run.sky import backend, cli as sky_cli, names
-from support.cli import one_line_error as cli_error
+from remote_run.sky import backend, names
+from remote_run.sky import cli as sky_cli
 
 FAKE = Path(__file__).resolve().parents[1] / "support" / "fake_sky"
 GPU = "cifar-h100x1-alice"  # <workspace name>-<accelerator>-<user>

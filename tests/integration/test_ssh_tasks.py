@@ -8,11 +8,11 @@ import sys
 import tempfile
 
 import pytest
+from support.cli import REPO, cli, latest_record, no_secret_files, one_line_error, remote_exists, remote_read
+from support.workspace import make_workspace, unique_remote_dir
 
 from remote_run.errors import Kind
 from remote_run.runner_files import template
-from support.cli import REPO, cli, latest_record, no_secret_files, one_line_error, remote_exists, remote_read
-from support.workspace import make_workspace, unique_remote_dir
 
 
 @pytest.fixture(scope="module")

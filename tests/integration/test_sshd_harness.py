@@ -6,7 +6,6 @@ import subprocess
 import time
 
 import pytest
-
 from support.latency_proxy import LatencyProxy
 from support.sshd import SshServer
 

@@ -7,8 +7,8 @@ import json
 import os
 
 import pytest
-
-from support.cli import cli as run_cli, latest_record, one_line_error, remote_exists, remote_read
+from support.cli import cli as run_cli
+from support.cli import latest_record, one_line_error, remote_exists, remote_read
 from support.workspace import make_workspace, unique_remote_dir
 
 EXAMPLE = "import cvlization, pathlib\nprint('example', pathlib.Path('data.txt').read_text().strip() if pathlib.Path('data.txt').exists() else 'x')\n"

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
+from support.cli import LOCAL_INDEX_PIP, cli, latest_record, remote_exists, remote_read, write_pip_conf
+from support.workspace import make_workspace, unique_remote_dir
 
 from remote_run.records import parse_result
 from remote_run.runner_files import template
-from support.cli import LOCAL_INDEX_PIP, cli, latest_record, remote_exists, remote_read, write_pip_conf
-from support.workspace import make_workspace, unique_remote_dir
 
 TORCH = {"TRAIN_IMPL": "builtin", "TORCH_PACKAGES": "torch==2.13.0", "TORCH_INDEX_URL": ""}
 
