@@ -114,7 +114,8 @@ class Chain(Executor):
                     continue  # a run carries the plan out, or the next step adds to it
                 from .hosts import each_host
 
-                results[call.task] = each_host(sess, lambda one: carry_out(one, planned))
+                # each_host calls it at once, but bind this step's plan anyway: the loop rebinds `planned`
+                results[call.task] = each_host(sess, lambda one, plan=planned: carry_out(one, plan))
                 planned = Preflight()
             elif isinstance(call.task, RunTask):
                 results[call.task] = call.task(context, *call.args, preflight=planned, **call.kwargs)

@@ -100,7 +100,7 @@ def forward_failure(label: str, forward: Forward, stderr: str) -> Failure:
 
     if "Port forwarding failed" in (stderr or "") or "Address already in use" in (stderr or ""):
         return busy(forward)
-    last = [l for l in (stderr or "").splitlines() if l.strip()]
+    last = [line for line in (stderr or "").splitlines() if line.strip()]
     return failure(label, stderr) or Failure(f"cannot forward port {forward.remote} of {label} to 127.0.0.1:{forward.local}: "
                                              f"{last[-1] if last else 'ssh said nothing'}", kind=Kind.ENVIRONMENT)
 

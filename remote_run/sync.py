@@ -466,7 +466,7 @@ CODE_SCAN = 200  # code files counted in a folder before notices() stops looking
 def _code_files(folder: Path, limit: int = 5000) -> int:
     """How many code files ``folder`` holds (up to CODE_SCAN; at most ``limit`` entries looked at)."""
     code = seen = 0
-    for here, dirs, names in os.walk(folder):
+    for _, dirs, names in os.walk(folder):
         seen += len(dirs) + len(names)
         code += sum(name.endswith(CODE_SUFFIXES) for name in names)
         if code >= CODE_SCAN or seen >= limit:

@@ -292,7 +292,7 @@ def failure(name: str, stderr: str) -> Failure | None:
     for pattern, problem, fix in _SSH_ERRORS:
         match = re.search(pattern, stderr or "")  # compiled only when something failed
         if match:
-            line = next((l for l in stderr.splitlines() if match.group(0) in l), "")
+            line = next((each for each in stderr.splitlines() if match.group(0) in each), "")
             return Failure(problem.format(name=name, detail=line.strip()[:120]), fix.format(name=name), Kind.UNREACHABLE)
     return None
 

@@ -228,7 +228,7 @@ def reason(lines, sources):
 
 def last_cause(lines):
     """The installer's own last words: its last `cause:`/`ERROR:` line, else its last line."""
-    lines = [l.strip() for l in lines if l.strip() and not l.startswith("(exit")]
+    lines = [line.strip() for line in lines if line.strip() and not line.startswith("(exit")]
     for line in reversed(lines):
         if line.startswith(("cause:", "ERROR:", "error:")):
             return line.split(":", 1)[1].strip()[:240]
