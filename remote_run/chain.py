@@ -53,7 +53,8 @@ class RunTask(Task):
         """The body's own parameters, then the shared flags in RunOptions' order (which, with the
         names, decides invoke's short flags)."""
         own = [p for p in super().argspec(body).parameters.values() if p.name not in ("options", "preflight")]
-        shared = [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=None if f.metadata["iterable"] else f.default)
+        shared = [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY,
+                                    default=None if f.metadata["iterable"] else f.default)
                   for f in RunOptions.flags() if f.name in self.shared]
         return inspect.Signature(own + shared)
 

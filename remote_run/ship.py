@@ -169,7 +169,8 @@ def bundle() -> bytes:
     data = io.BytesIO()
     with zipfile.ZipFile(data, "w", zipfile.ZIP_DEFLATED) as out:
         for name, content in sorted(files().items()):
-            out.writestr(zipfile.ZipInfo(name, (1980, 1, 1, 0, 0, 0)), content, compress_type=zipfile.ZIP_DEFLATED, compresslevel=9)
+            out.writestr(zipfile.ZipInfo(name, (1980, 1, 1, 0, 0, 0)), content, compress_type=zipfile.ZIP_DEFLATED,
+                         compresslevel=9)
     return data.getvalue()
 
 
@@ -186,7 +187,8 @@ def keeper() -> str:
 def local_argv(python: str, mode: str, *args: str) -> list[str]:
     """Run a mode on this machine: the package where it is installed, isolated from the
     environment's Python settings and the current directory's modules (-I), without site (-S)."""
-    code = _minify(GUARD) + f"sys.path.insert(0, {str(HOST.parent.parent)!r}); from remote_run.host.__main__ import main; sys.exit(main(sys.argv[1:]))"
+    code = _minify(GUARD) + (f"sys.path.insert(0, {str(HOST.parent.parent)!r}); "
+                             "from remote_run.host.__main__ import main; sys.exit(main(sys.argv[1:]))")
     return [python, "-I", "-S", *(["-B"] if sys.dont_write_bytecode else []), "-c", code, mode, *args]
 
 
