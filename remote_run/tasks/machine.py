@@ -11,7 +11,7 @@ from .workspace import carry_out, sync
     "force": "rebuild REMOTE_DIR/.venv from scratch even if nothing changed, "
              "and try installing uv again if it failed before"})
 def bootstrap(c, force=False):
-    """Create or refresh REMOTE_DIR/.venv with uv (or pip): torch, PIP_PACKAGES, requirements.txt; one command when unchanged."""
+    """Create or refresh REMOTE_DIR/.venv with uv (or pip): torch, PIP_PACKAGES, requirements.txt; one command when unchanged."""  # noqa: E501
     carry_out(c, plan_bootstrap, force=force)
 
 

@@ -64,7 +64,7 @@ def sky_status(c):
     "detach": "return once the job is submitted; Ctrl+C then cancels nothing",
 })
 def sky_exec(c, path=None, args="", target="gpu", module="", detach=False):
-    """Run a workspace script on the SkyPilot cluster: sky exec NAME --workdir WORKSPACE "uv run ... python PATH ARGS"."""
+    """Run a workspace script on the SkyPilot cluster: sky exec NAME --workdir WORKSPACE "uv run ... python PATH ARGS"."""  # noqa: E501
     from .. import pipeline, trainers
     from .. import settings as settings_mod
     from ..sky import backend, names

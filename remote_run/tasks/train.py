@@ -127,7 +127,7 @@ def train_david(c, epochs="12", batch_size="512", impl="", seed="", synthetic=Fa
     "args": 'arguments for the script or module, as one quoted string, e.g. "--n 3"',
 })
 def run_(c, target, module=False, args="", cwd="", *, options, preflight):
-    """Run a workspace file (Python, executable, .sh) or module on the host with the run environment; its exit status is ours."""
+    """Run a workspace file (Python, executable, .sh) or module on the host with the run environment; its exit status is ours."""  # noqa: E501
     def specs_of(sess, runs):
         from .. import trainers
 
