@@ -27,9 +27,10 @@ def check_patterns(patterns) -> tuple[str, ...]:
     for pattern in patterns or ():
         text = str(pattern)
         parts = text.split("/")
-        if (not text.strip() or text.startswith(("/", "-", "~")) or ".." in parts or any(ch in text for ch in "\0\n\r\\")
-                or all(part in ("", ".") for part in parts)):
-            raise Failure(f"--pull {text!r} is not valid", "give a pattern relative to the run's directory on the host, such as "
+        if (not text.strip() or text.startswith(("/", "-", "~")) or ".." in parts
+                or any(ch in text for ch in "\0\n\r\\") or all(part in ("", ".") for part in parts)):
+            raise Failure(f"--pull {text!r} is not valid",
+                          "give a pattern relative to the run's directory on the host, such as "
                           "outputs/**/*.pt (no leading /, no `..`, no backslash)")
         checked.append("/".join(part for part in parts if part not in ("", ".")))
     return tuple(dict.fromkeys(checked))
@@ -49,14 +50,15 @@ def pull(host, run_id: str, bases: list[str], patterns, dest: Path) -> dict:
     files now in ``dest`` as the host has them (path, size), how many came this time, and the
     local files kept because they differ from the host's."""
     s = host.settings
-    argv, stdin = host.program_with("pulled", {"bases": list(bases), "run_dir": f"{s.remote_dir}/runs/{run_id}", "patterns": list(patterns),
-                                               "own": list(OWN), "limit": MAX_FILES})
+    argv, stdin = host.program_with("pulled", {"bases": list(bases), "run_dir": f"{s.remote_dir}/runs/{run_id}",
+                                               "patterns": list(patterns), "own": list(OWN), "limit": MAX_FILES})
     listed = host.run(argv, hide=True, stdin=stdin, timeout=max(s.check_timeout, 120))
     try:
         answer = json.loads(listed.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):
         detail = (listed.stderr.strip().splitlines() or ["no answer"])[-1]
-        raise Failure(f"--pull: cannot list the files of run {run_id} on {host.label} (exit {listed.exited}): {detail[:200]}",
+        raise Failure(f"--pull: cannot list the files of run {run_id} on {host.label} "
+                      f"(exit {listed.exited}): {detail[:200]}",
                       kind=Kind.of(listed.exited)) from None
     base = answer["base"]
     if answer.get("cut"):
@@ -66,7 +68,8 @@ def pull(host, run_id: str, bases: list[str], patterns, dest: Path) -> dict:
         local = dest / rel
         if not local.exists() and not local.is_symlink():
             fresh.append((rel, size))
-        elif local.is_file() and not local.is_symlink() and local.stat().st_size == size and int(local.stat().st_mtime) == int(mtime):
+        elif (local.is_file() and not local.is_symlink() and local.stat().st_size == size
+              and int(local.stat().st_mtime) == int(mtime)):
             same.append((rel, size))  # pulled before and left as it was
         else:
             kept.append(rel)
@@ -85,7 +88,8 @@ def pull(host, run_id: str, bases: list[str], patterns, dest: Path) -> dict:
         if result.exited:
             raise sync.rsync_error(host, result, f"--pull from {host.label}:{base}")
     files = sorted(fresh + same)
-    return {"patterns": list(patterns), "from": f"{host.label}:{base}", "files": [{"path": rel, "size": size} for rel, size in files],
+    return {"patterns": list(patterns), "from": f"{host.label}:{base}",
+            "files": [{"path": rel, "size": size} for rel, size in files],
             "new": [rel for rel, _ in fresh], "kept": kept}
 
 
@@ -109,7 +113,8 @@ def describe(entry: dict, run_id: str, dest: Path) -> str:
         text += f"; {len(files) - len(new)} already there"
     if kept:
         shown = ", ".join(kept[:5]) + (", ..." if len(kept) > 5 else "")
-        text += (f"; kept {len(kept)} local file{'s' if len(kept) != 1 else ''} that {'differs' if len(kept) == 1 else 'differ'} "
+        text += (f"; kept {len(kept)} local file{'s' if len(kept) != 1 else ''} "
+                 f"that {'differs' if len(kept) == 1 else 'differ'} "
                  f"from the host's (never overwritten): {shown}")
     return text
 

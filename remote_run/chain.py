@@ -53,7 +53,8 @@ class RunTask(Task):
         """The body's own parameters, then the shared flags in RunOptions' order (which, with the
         names, decides invoke's short flags)."""
         own = [p for p in super().argspec(body).parameters.values() if p.name not in ("options", "preflight")]
-        shared = [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=None if f.metadata["iterable"] else f.default)
+        shared = [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY,
+                                    default=None if f.metadata["iterable"] else f.default)
                   for f in RunOptions.flags() if f.name in self.shared]
         return inspect.Signature(own + shared)
 
@@ -114,7 +115,8 @@ class Chain(Executor):
                     continue  # a run carries the plan out, or the next step adds to it
                 from .hosts import each_host
 
-                results[call.task] = each_host(sess, lambda one: carry_out(one, planned))
+                # each_host calls it at once, but bind this step's plan anyway: the loop rebinds `planned`
+                results[call.task] = each_host(sess, lambda one, plan=planned: carry_out(one, plan))
                 planned = Preflight()
             elif isinstance(call.task, RunTask):
                 results[call.task] = call.task(context, *call.args, preflight=planned, **call.kwargs)

@@ -11,8 +11,10 @@ from . import __version__
 class RemoteRun(Program):
     def core_args(self):
         return super().core_args() + [
-            Argument(names=("env-file",), help="read settings from this .env file (default: ./.env; env: REMOTE_RUN_ENV_FILE)"),
-            Argument(names=("host", "H"), help="REMOTE_HOST for this invocation: an ssh_config alias, user@host[:port] or local"),
+            Argument(names=("env-file",),
+                     help="read settings from this .env file (default: ./.env; env: REMOTE_RUN_ENV_FILE)"),
+            Argument(names=("host", "H"),
+                     help="REMOTE_HOST for this invocation: an ssh_config alias, user@host[:port] or local"),
         ]
 
     def update_config(self, merge=True):

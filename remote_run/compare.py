@@ -27,9 +27,10 @@ DIRECTIONS = {
     "train_epochs": 0, "epochs": 0, "batch_size": 0, "seed": 0,
 }
 # Words of a metric's name (split at "_") that tell its direction when no flag and no table does.
-_UP = {"acc", "accuracy", "auc", "f1", "precision", "recall", "score", "throughput", "iou", "map", "bleu", "reward", "ips"}
-_DOWN = {"loss", "error", "err", "time", "seconds", "sec", "s", "ms", "latency", "duration", "memory", "mib", "mb", "gb",
-         "perplexity", "ppl", "wer", "cer"}
+_UP = {"acc", "accuracy", "auc", "f1", "precision", "recall", "score", "throughput", "iou", "map", "bleu",
+       "reward", "ips"}
+_DOWN = {"loss", "error", "err", "time", "seconds", "sec", "s", "ms", "latency", "duration", "memory", "mib", "mb",
+         "gb", "perplexity", "ppl", "wer", "cer"}
 _RATE = re.compile(r"(^|_)per_(s|sec|second)($|_)")  # images_per_second: a rate, higher is better
 
 
@@ -74,10 +75,12 @@ def _load_run(folder: Path) -> RunRecord:
     except OSError as exc:
         raise Failure(f"cannot read {path}: {exc.strerror}", kind=Kind.ENVIRONMENT) from None
     except ValueError:
-        raise Failure(f"{path} is not valid JSON (a corrupt record)", "delete that run's folder or restore the file", Kind.ENVIRONMENT) from None
+        raise Failure(f"{path} is not valid JSON (a corrupt record)", "delete that run's folder or restore the file",
+                      Kind.ENVIRONMENT) from None
     record = RunRecord.load(folder)
     if record is None or not isinstance(data.get("result", {}) or {}, dict):
-        raise Failure(f"{path} is not a run record remote-run can read", "delete that run's folder or restore the file", Kind.ENVIRONMENT)
+        raise Failure(f"{path} is not a run record remote-run can read", "delete that run's folder or restore the file",
+                      Kind.ENVIRONMENT)
     return record
 
 
@@ -96,7 +99,8 @@ def _records(runs_dir: Path) -> dict[str, str]:
 def resolve(runs_dir: Path, ref: str) -> Side:
     """A run id, a group id, a unique prefix of one, `latest`, or a saved baseline's name."""
     if not ref or "/" in ref or "\0" in ref or ref in (".", ".."):
-        raise Failure(f"{ref!r} is not a run, group or baseline", "give an id from `inv status`, `latest` or a name from `inv baseline.list`")
+        raise Failure(f"{ref!r} is not a run, group or baseline",
+                      "give an id from `inv status`, `latest` or a name from `inv baseline.list`")
     known = _records(runs_dir)
     if ref == "latest":
         if not known:
@@ -116,9 +120,11 @@ def resolve(runs_dir: Path, ref: str) -> Side:
     if len(matches) == 1:
         return _side(ref, matches[0], runs_dir, known)
     if matches:
-        raise Failure(f"{ref!r} is ambiguous: it starts {len(matches)} records ({', '.join(matches[:4])}{', ...' if len(matches) > 4 else ''})",
+        raise Failure(f"{ref!r} is ambiguous: it starts {len(matches)} records "
+                      f"({', '.join(matches[:4])}{', ...' if len(matches) > 4 else ''})",
                       "give more of the id")
-    raise Failure(f"no run, group or baseline named {ref!r} in {runs_dir}", "see `inv status` (runs on the host) or `inv baseline.list`")
+    raise Failure(f"no run, group or baseline named {ref!r} in {runs_dir}",
+                  "see `inv status` (runs on the host) or `inv baseline.list`")
 
 
 def _started(runs_dir: Path, record_id: str, kind: str) -> str:
@@ -138,8 +144,8 @@ def _side(ref: str, record_id: str, runs_dir: Path, known: dict) -> Side:
     if known[record_id] == "group":
         summary = groups.load(runs_dir / record_id)
         if summary is None:
-            raise Failure(f"{runs_dir / record_id / 'summary.json'} cannot be read (a corrupt record)", "delete the group's folder",
-                          Kind.ENVIRONMENT)
+            raise Failure(f"{runs_dir / record_id / 'summary.json'} cannot be read (a corrupt record)",
+                          "delete the group's folder", Kind.ENVIRONMENT)
         runs = [_run_entry(_load_run(runs_dir / run_id)) for run_id in summary["runs"] if (runs_dir / run_id).is_dir()]
         return Side(ref, "group", record_id, runs)
     return Side(ref, "run", record_id, [_run_entry(_load_run(runs_dir / record_id))])
@@ -177,10 +183,11 @@ def load_baseline(runs_dir: Path, name: str) -> Side:
         data = json.loads(path.read_text(encoding="utf-8"))
         return Side(name, "baseline", f"{name} ({data['kind']} {data['source']})", data["runs"])
     except FileNotFoundError:
-        raise Failure(f"no baseline named {name!r}", f"save one with `inv baseline.save {name} REF` (see `inv baseline.list`)") from None
+        raise Failure(f"no baseline named {name!r}",
+                      f"save one with `inv baseline.save {name} REF` (see `inv baseline.list`)") from None
     except (OSError, ValueError, KeyError, TypeError):
-        raise Failure(f"{path} is not a baseline remote-run can read", f"remove it with `inv baseline.rm {name}` and save it again",
-                      Kind.ENVIRONMENT) from None
+        raise Failure(f"{path} is not a baseline remote-run can read",
+                      f"remove it with `inv baseline.rm {name}` and save it again", Kind.ENVIRONMENT) from None
 
 
 def list_baselines(runs_dir: Path) -> list[dict]:
@@ -189,7 +196,8 @@ def list_baselines(runs_dir: Path) -> list[dict]:
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
             found.append({"name": data["name"], "kind": data["kind"], "source": data["source"], "n": len(data["runs"]),
-                          "saved": data["saved"], "commit": (data["runs"][0]["git"].get("commit") or "")[:12] if data["runs"] else ""})
+                          "saved": data["saved"],
+                          "commit": (data["runs"][0]["git"].get("commit") or "")[:12] if data["runs"] else ""})
         except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError):
             found.append({"name": path.stem, "kind": "unreadable", "source": "", "n": 0, "saved": "", "commit": ""})
     return found
@@ -246,9 +254,11 @@ def compare(a: Side, b: Side, *, higher=(), lower=(), tolerances=None) -> list[R
     common = [name for name in a_values if name in b_values]
     unknown = [name for name in tolerances if name not in common]
     if unknown:
-        raise Failure(f"--tolerance names {', '.join(unknown)}, which is not a RESULT metric of both sides ({', '.join(common) or 'none'})")
+        raise Failure(f"--tolerance names {', '.join(unknown)}, which is not a RESULT metric of both sides "
+                      f"({', '.join(common) or 'none'})")
     if not common:
-        raise Failure(f"{a.ref!r} and {b.ref!r} have no RESULT metric in common ({', '.join(a_values) or 'none'} vs {', '.join(b_values) or 'none'})")
+        raise Failure(f"{a.ref!r} and {b.ref!r} have no RESULT metric in common "
+                      f"({', '.join(a_values) or 'none'} vs {', '.join(b_values) or 'none'})")
     rows = []
     for name in common:
         sa, sb = stats.summarize(a_values[name]), stats.summarize(b_values[name])
@@ -281,17 +291,20 @@ def _verdict(diff: float, test, way, tolerance: float) -> tuple[str, bool]:
     if not significant or diff == 0:
         return "no significant change" + suffix, False
     if way is None:
-        return f"{'higher' if diff > 0 else 'lower'}; direction unknown (--higher-is-better/--lower-is-better)" + suffix, False
+        return (f"{'higher' if diff > 0 else 'lower'}; direction unknown (--higher-is-better/--lower-is-better)"
+                + suffix), False
     worse = diff * way < 0
     return ("worse" if worse else "better") + suffix, worse and abs(diff) > tolerance
 
 
 def header(side: Side, letter: str) -> str:
-    commits = sorted({(run["git"].get("commit") or "no git")[:12] + ("+dirty" if run["git"].get("dirty") else "") for run in side.runs})
+    commits = sorted({(run["git"].get("commit") or "no git")[:12] + ("+dirty" if run["git"].get("dirty") else "")
+                      for run in side.runs})
     tasks = sorted({run["task"] for run in side.runs})
     options = _common_options(side)
     shown = ", ".join(f"{k}={v}" for k, v in options.items() if k != "seed")
-    return f"{letter}: {side.kind} {side.name}, {len(side.runs)} run{'s' if len(side.runs) != 1 else ''} of {'/'.join(tasks)} at {', '.join(commits)}; options: {shown or '-'}"
+    return (f"{letter}: {side.kind} {side.name}, {len(side.runs)} run{'s' if len(side.runs) != 1 else ''} "
+            f"of {'/'.join(tasks)} at {', '.join(commits)}; options: {shown or '-'}")
 
 
 def _common_options(side: Side) -> dict:
@@ -328,7 +341,8 @@ def regression_lines(rows: list[Row]) -> list[str]:
     for r in rows:
         if r.regression:
             p = f"p={r.test.p:.3g}" if r.test else "n=1, no test"
-            lines.append(f"regression: {r.metric} is worse by {abs(r.diff):.4g} ({r.b.mean:.6g} vs {r.a.mean:.6g}, {p}), "
+            lines.append(f"regression: {r.metric} is worse by {abs(r.diff):.4g} "
+                         f"({r.b.mean:.6g} vs {r.a.mean:.6g}, {p}), "
                          f"beyond its tolerance {r.tolerance:.4g}")
     return lines
 
@@ -343,7 +357,8 @@ def report(a: Side, b: Side, rows: list[Row]) -> list[str]:
     show(columns(table(rows)))
     differing = differing_options(a, b)
     if differing:
-        say(f"A and B ran with different options ({', '.join(differing)}): the difference may come from them, not from the code")
+        say(f"A and B ran with different options ({', '.join(differing)}): "
+            "the difference may come from them, not from the code")
     lost = [run["id"] for run in a.runs + b.runs if run.get("outcome") not in (None, "finished")]
     if lost:
         say(f"runs that did not finish are compared with what they printed: {', '.join(lost[:4])}")

@@ -104,9 +104,11 @@ def conclude(report: Report, as_json: bool = False) -> None:
     failed = report.failed
     if failed:
         names = ", ".join(c.name if c.group == LOCAL else f"{c.name} on {report.host}" for c in failed)
-        raise Failure(f"{len(failed)} of {len(report.checks)} checks failed ({names})", "fix them as shown above and run `inv doctor` again", Kind.RUN)
+        raise Failure(f"{len(failed)} of {len(report.checks)} checks failed ({names})",
+                      "fix them as shown above and run `inv doctor` again", Kind.RUN)
     warned = len(report.warnings)
-    say(f"nothing failed ({len(report.checks)} checks{f', {warned} warnings' if warned else ''}, {report.seconds:.2f} s)")
+    say(f"nothing failed ({len(report.checks)} checks{f', {warned} warnings' if warned else ''}, "
+        f"{report.seconds:.2f} s)")
 
 
 def render(report: Report) -> str:
@@ -116,7 +118,8 @@ def render(report: Report) -> str:
     for c in report.checks:
         if c.group != group:
             group = c.group
-            lines.append(group if group == LOCAL else f"host {report.host}" + (" (this machine)" if report.host == "local" else ""))
+            lines.append(group if group == LOCAL
+                         else f"host {report.host}" + (" (this machine)" if report.host == "local" else ""))
         line = f"  {marks[c.status]} {c.name.ljust(width)}  {c.text}"
         lines.append(line + (f" — fix: {c.fix}" if c.fix else ""))
     return "\n".join(lines)
@@ -151,10 +154,12 @@ def check_ssh(host: Host) -> Check:
 def check_rsync(host: Host) -> Check:
     code, line = _version_line(host, ["rsync", "--version"])
     if code != 0 or not line:
-        return Check(LOCAL, "rsync", FAIL, "rsync is not installed here (sync uses it)", "install rsync 3 (apt-get install rsync, brew install rsync)")
+        return Check(LOCAL, "rsync", FAIL, "rsync is not installed here (sync uses it)",
+                     "install rsync 3 (apt-get install rsync, brew install rsync)")
     text, match = rsync_version(line)
     if match and (int(match.group(1)), int(match.group(2))) < MIN_RSYNC:
-        return Check(LOCAL, "rsync", FAIL, f"{text} is too old: sync needs rsync 3.1 or newer", "install rsync 3 (brew install rsync on macOS) and put it first on PATH")
+        return Check(LOCAL, "rsync", FAIL, f"{text} is too old: sync needs rsync 3.1 or newer",
+                     "install rsync 3 (brew install rsync on macOS) and put it first on PATH")
     return Check(LOCAL, "rsync", OK, text)
 
 
@@ -176,7 +181,8 @@ def ssh_config(destination: str, port: int | None = None, host: Host | None = No
             done = host.local(argv, hide=True, timeout=10)
             code, out, err = done.exited, done.stdout, done.stderr
         else:
-            done = subprocess.run(argv, capture_output=True, text=True, timeout=10, stdin=subprocess.DEVNULL, check=False)
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=10,
+                                  stdin=subprocess.DEVNULL, check=False)
             code, out, err = done.returncode, done.stdout, done.stderr
     except (OSError, subprocess.TimeoutExpired):
         return None
@@ -193,14 +199,18 @@ def check_resolves(host: Host) -> Check:
     spec = host.spec
     config = ssh_config(spec.ssh_destination, spec.port, host)
     if config is None:
-        return Check(LOCAL, "REMOTE_HOST", FAIL, f"`ssh -G {spec.ssh_destination}` did not run", "install the OpenSSH client")
+        return Check(LOCAL, "REMOTE_HOST", FAIL, f"`ssh -G {spec.ssh_destination}` did not run",
+                     "install the OpenSSH client")
     if "error" in config:
-        return Check(LOCAL, "REMOTE_HOST", FAIL, f"ssh cannot use its configuration for {spec.spec}: {config['error']}", "fix ~/.ssh/config and check with `ssh -G " + spec.ssh_destination + "`")
+        return Check(LOCAL, "REMOTE_HOST", FAIL, f"ssh cannot use its configuration for {spec.spec}: {config['error']}",
+                     "fix ~/.ssh/config and check with `ssh -G " + spec.ssh_destination + "`")
     name, user, port = config.get("hostname", spec.name), config.get("user", ""), config.get("port", "22")
     where = f"{spec.spec} → {user + '@' if user else ''}{name}:{port}"
-    hop = next((f"{key} {config[key]}" for key in ("proxyjump", "proxycommand") if config.get(key, "none") != "none"), "")
+    hop = next((f"{key} {config[key]}" for key in ("proxyjump", "proxycommand")
+                if config.get(key, "none") != "none"), "")
     if hop:
-        return Check(LOCAL, "REMOTE_HOST", OK, f"{where} (via {hop.replace('proxyjump', 'ProxyJump').replace('proxycommand', 'ProxyCommand')})")
+        return Check(LOCAL, "REMOTE_HOST", OK,
+                     f"{where} (via {hop.replace('proxyjump', 'ProxyJump').replace('proxycommand', 'ProxyCommand')})")
     answer = _resolve(name, port)
     if answer is True:
         return Check(LOCAL, "REMOTE_HOST", OK, where)
@@ -235,10 +245,12 @@ def check_control_dir(settings) -> Check:
     except FileNotFoundError:
         return Check(LOCAL, "control dir", OK, f"{path} will be created, mode 700 (for SSH ControlMaster sockets)")
     except OSError as exc:
-        return Check(LOCAL, "control dir", FAIL, f"{path}: {exc.strerror}", "set REMOTE_RUN_CONTROL_DIR to a directory of yours")
+        return Check(LOCAL, "control dir", FAIL, f"{path}: {exc.strerror}",
+                     "set REMOTE_RUN_CONTROL_DIR to a directory of yours")
     what = exposed(info)
     if what:
-        return Check(LOCAL, "control dir", FAIL, f"{path} is not private ({what}): others could use your SSH connections",
+        return Check(LOCAL, "control dir", FAIL,
+                     f"{path} is not private ({what}): others could use your SSH connections",
                      f"chmod 700 {path} if it is yours, else set REMOTE_RUN_CONTROL_DIR to a directory of yours")
     return Check(LOCAL, "control dir", OK, f"{path} is private (mode {stat.S_IMODE(info.st_mode):04o})")
 
@@ -257,7 +269,8 @@ def check_sync_size(settings) -> Check:
     try:
         plan = syncing.plan(settings)
     except OSError as exc:
-        return Check(LOCAL, "sync size", FAIL, f"cannot walk {settings.workspace}: {exc}", "check the permissions of the workspace")
+        return Check(LOCAL, "sync size", FAIL, f"cannot walk {settings.workspace}: {exc}",
+                     "check the permissions of the workspace")
     files = [(rel, entry[1]) for rel, entry in plan.entries.items() if entry[0] == tree.FILE]
     total = sum(size for _, size in files)
     text = f"{syncing._count(len(files))}, {syncing._size(total)}"
@@ -265,14 +278,17 @@ def check_sync_size(settings) -> Check:
     if folders:
         text += "; most of it in " + ", ".join(f"{rel}/ ({syncing._size(size)})" for rel, _, size in folders)
     text = {"clean": f"synced before from here, nothing changed since ({text})",
-            "delta": f"synced before from here; {plan.delta_files} small changes to send ({text})"}.get(plan.kind, f"a full sync sends {text}")
+            "delta": f"synced before from here; {plan.delta_files} small changes to send ({text})"}.get(
+                plan.kind, f"a full sync sends {text}")
     over = syncing.over_limits(settings, len(files), total)
     if over:
         leave = f"add /{folders[0][0]}/ to .remoteignore" if folders else "leave folders out with .remoteignore"
-        return Check(LOCAL, "sync size", WARN, f"{text}: over {over}, so a sync stops", f"{leave}, or pass --force once; `inv sync --dry-run` lists it all")
+        return Check(LOCAL, "sync size", WARN, f"{text}: over {over}, so a sync stops",
+                     f"{leave}, or pass --force once; `inv sync --dry-run` lists it all")
     notes = syncing.notices(plan, settings.workspace, once=False)
     if notes:
-        return Check(LOCAL, "sync size", WARN, f"{text}; {notes[0].split('; if a run')[0]}", "if a run needs it, " + notes[0].split("; if a run needs it, ")[-1])
+        return Check(LOCAL, "sync size", WARN, f"{text}; {notes[0].split('; if a run')[0]}",
+                     "if a run needs it, " + notes[0].split("; if a run needs it, ")[-1])
     return Check(LOCAL, "sync size", OK, text)
 
 
@@ -297,7 +313,8 @@ def host_checks(host: Host) -> tuple[list, dict | None]:
         result = host.run(argv, hide=True, timeout=s.check_timeout, record=False)
         elapsed = time.perf_counter() - started
     except Failure as exc:
-        return [Check(HOST, "connection", FAIL, exc.problem, exc.fix or f"check `ssh {host.spec.ssh_destination}` by hand")], None
+        return [Check(HOST, "connection", FAIL, exc.problem,
+                      exc.fix or f"check `ssh {host.spec.ssh_destination}` by hand")], None
     try:
         data = json.loads(result.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):
@@ -313,9 +330,12 @@ def _no_answer(host: Host, result, python: str) -> Check:
                      f"install Python {FLOOR[0]}.{FLOOR[1]} or newer there, or set REMOTE_PYTHON to one")
     if result.exited == exits.MISSING or "No such file or directory" in text or "not found" in text:
         if host.settings.remote_python:
-            return Check(HOST, "python", FAIL, f"REMOTE_PYTHON={host.settings.remote_python} does not run on {host.label} ({last})",
+            return Check(HOST, "python", FAIL,
+                         f"REMOTE_PYTHON={host.settings.remote_python} does not run on {host.label} ({last})",
                          "fix REMOTE_PYTHON, or unset it so bootstrap builds a venv with python3")
-        return Check(HOST, "python", FAIL, f"{python} is not installed on {host.label} (remote-run's host side needs Python {FLOOR[0]}.{FLOOR[1]}+)",
+        return Check(HOST, "python", FAIL,
+                     f"{python} is not installed on {host.label} "
+                     f"(remote-run's host side needs Python {FLOOR[0]}.{FLOOR[1]}+)",
                      "install python3 there (apt-get install python3), or set REMOTE_PYTHON to an interpreter it has")
     return Check(HOST, "connection", FAIL, f"the checks on {host.label} did not answer (exit {result.exited}: {last})",
                  f"run `ssh {host.spec.ssh_destination} python3 -V` by hand to see what is wrong")
@@ -324,16 +344,19 @@ def _no_answer(host: Host, result, python: str) -> Check:
 def interpret(host: Host, data: dict, elapsed: float, was_up: bool) -> list:
     """One Check per finding of the host's report (None: does not apply here)."""
     found = [_connection(host, data, elapsed, was_up)]
-    found += [check(host, data) for check in (_host_rsync, _python, _uv, _disk, _remote_dir, _index, _gpu, _torch_wheels, _docker)]
+    found += [check(host, data)
+              for check in (_host_rsync, _python, _uv, _disk, _remote_dir, _index, _gpu, _torch_wheels, _docker)]
     return [c for c in found if c is not None]
 
 
 def _connection(host, data, elapsed, was_up):
     if host.is_local:
-        return Check(HOST, "connection", OK, f"this machine ({data['user']}@{data['hostname']}, {data['os']}): no SSH needed")
+        return Check(HOST, "connection", OK,
+                     f"this machine ({data['user']}@{data['hostname']}, {data['os']}): no SSH needed")
     trip = max(0.0, elapsed - data.get("seconds", 0.0))
     how = "over the open connection" if was_up else "with a new connection: handshake and login"
-    return Check(HOST, "connection", OK, f"{data['user']}@{data['hostname']} ({data['os']}); one command took {trip:.2f} s {how}")
+    return Check(HOST, "connection", OK,
+                 f"{data['user']}@{data['hostname']} ({data['os']}); one command took {trip:.2f} s {how}")
 
 
 def _host_rsync(host, data):
@@ -341,8 +364,10 @@ def _host_rsync(host, data):
         return None  # the same rsync as this machine's
     found = data["rsync"]
     if not found["path"]:
-        return Check(HOST, "rsync", FAIL, f"rsync is not on the PATH of {host.label} ({found.get('path_searched', '')}): sync cannot run",
-                     "install rsync there (apt-get install rsync), or put it on the PATH non-interactive ssh sessions get")
+        return Check(HOST, "rsync", FAIL,
+                     f"rsync is not on the PATH of {host.label} ({found.get('path_searched', '')}): sync cannot run",
+                     "install rsync there (apt-get install rsync), "
+                     "or put it on the PATH non-interactive ssh sessions get")
     return Check(HOST, "rsync", OK, rsync_version(found["version"])[0] if found["version"] else found["path"])
 
 
@@ -357,8 +382,10 @@ def _python(host, data):
         elif py["ensurepip"]:
             text = f"python3 {py['version']} with venv and ensurepip; bootstrap makes REMOTE_DIR/.venv"
         else:
-            return Check(HOST, "python", FAIL, f"python3 {py['version']} cannot make a venv on {host.label}: ensurepip is missing",
-                         "install python3-venv there (apt-get install python3-venv), or uv, or set REMOTE_PYTHON to an interpreter that has your packages")
+            return Check(HOST, "python", FAIL,
+                         f"python3 {py['version']} cannot make a venv on {host.label}: ensurepip is missing",
+                         "install python3-venv there (apt-get install python3-venv), or uv, "
+                         "or set REMOTE_PYTHON to an interpreter that has your packages")
         if old:
             return Check(HOST, "python", WARN, text + ": current torch releases need Python 3.10 or newer",
                          "install a newer python3 there, or uv (bootstrap's `uv venv` can use one uv installs)")
@@ -366,9 +393,12 @@ def _python(host, data):
     who = f"REMOTE_PYTHON={s.remote_python}" if s.remote_python else f"{py['executable']} (remote-run's own Python)"
     if py.get("torch"):
         return Check(HOST, "python", OK, f"{who}, Python {py['version']}, torch {py['torch']}; runs use it (no venv)")
-    fix = (f"install torch for it ({py['executable']} -m pip install torch), or unset REMOTE_PYTHON so bootstrap builds a venv" if s.remote_python
+    fix = (f"install torch for it ({py['executable']} -m pip install torch), "
+           "or unset REMOTE_PYTHON so bootstrap builds a venv" if s.remote_python
            else f"{py['executable']} -m pip install torch (pin a version, see the README's install section)")
-    return Check(HOST, "python", WARN, f"{who}, Python {py['version']}: torch is not installed, so train-hlb and train-david cannot run (other scripts can)", fix)
+    return Check(HOST, "python", WARN,
+                 f"{who}, Python {py['version']}: torch is not installed, "
+                 "so train-hlb and train-david cannot run (other scripts can)", fix)
 
 
 def _uv(host, data):
@@ -376,21 +406,25 @@ def _uv(host, data):
     if found["path"]:
         return Check(HOST, "uv", OK, f"{found['version'] or 'uv'} ({found['path']})")
     if not host.uses_venv:
-        return Check(HOST, "uv", SKIP, "not installed; not needed (runs use REMOTE_PYTHON or remote-run's own Python, no venv is built)")
-    return Check(HOST, "uv", OK, f"not installed yet: the first bootstrap installs it into REMOTE_DIR/{installer.TOOL} with the host's pip "
-                                 "(from the package index below), or builds the venv with pip")
+        return Check(HOST, "uv", SKIP,
+                     "not installed; not needed (runs use REMOTE_PYTHON or remote-run's own Python, no venv is built)")
+    return Check(HOST, "uv", OK, f"not installed yet: the first bootstrap installs it into REMOTE_DIR/{installer.TOOL} "
+                                 "with the host's pip (from the package index below), or builds the venv with pip")
 
 
 def _disk(host, data):
     disk, need = data["disk"], host.settings.doctor_min_free_gb
     if "error" in disk:
-        return Check(HOST, "disk", FAIL, f"cannot read the free space at {disk['where']}: {disk['error']}", "check the directory with `df -h` on the host")
+        return Check(HOST, "disk", FAIL, f"cannot read the free space at {disk['where']}: {disk['error']}",
+                     "check the directory with `df -h` on the host")
     free = disk["free_bytes"] / GB
     where = f"{disk['mount']} (REMOTE_DIR's disk)"
     if need and free < need:
         return Check(HOST, "disk", FAIL, f"{free:.1f} GB free at {where}, less than DOCTOR_MIN_FREE_GB={_number(need)}",
-                     "free space there (the venv, datasets and checkpoints need room), choose a REMOTE_DIR on a bigger disk, or lower DOCTOR_MIN_FREE_GB")
-    return Check(HOST, "disk", OK, f"{free:.1f} GB free at {where}" + (f" (at least {_number(need)} GB wanted)" if need else ""))
+                     "free space there (the venv, datasets and checkpoints need room), "
+                     "choose a REMOTE_DIR on a bigger disk, or lower DOCTOR_MIN_FREE_GB")
+    return Check(HOST, "disk", OK,
+                 f"{free:.1f} GB free at {where}" + (f" (at least {_number(need)} GB wanted)" if need else ""))
 
 
 def _number(value: float) -> str:
@@ -404,23 +438,30 @@ def _remote_dir(host, data):
     owner = f"owner {found.get('owner')}, mode {found.get('mode')}"
     if state == "absent":
         if found["writable"]:
-            return Check(HOST, "REMOTE_DIR", OK, f"{root} does not exist yet; the first sync creates it (in {found['parent']})")
-        return Check(HOST, "REMOTE_DIR", FAIL, f"{root} does not exist and {data['user']} cannot create it in {found['parent']}",
+            return Check(HOST, "REMOTE_DIR", OK,
+                         f"{root} does not exist yet; the first sync creates it (in {found['parent']})")
+        return Check(HOST, "REMOTE_DIR", FAIL,
+                     f"{root} does not exist and {data['user']} cannot create it in {found['parent']}",
                      "choose a REMOTE_DIR under a directory you can write, such as /tmp")
     if state == "ours":
         runs = f", {found['runs']} runs" if found.get("runs") else ""
-        return Check(HOST, "REMOTE_DIR", OK, f"{root} is remote-run's ({owner}{', synced' if found.get('synced') else ''}{runs})")
+        return Check(HOST, "REMOTE_DIR", OK,
+                     f"{root} is remote-run's ({owner}{', synced' if found.get('synced') else ''}{runs})")
     if state == "empty":
         return Check(HOST, "REMOTE_DIR", OK, f"{root} exists, empty and yours ({owner}); the first sync claims it")
     texts = {
-        "home": (f"REMOTE_DIR={root} is the remote home directory ({found.get('home')}) or a parent of it; sync refuses it",
+        "home": (f"REMOTE_DIR={root} is the remote home directory ({found.get('home')}) or a parent of it; "
+                 "sync refuses it",
                  "use a directory of its own, such as /tmp/<project>_remote"),
         "foreign": (f"{root} is someone else's ({owner}; you are {found.get('me')}): sync cannot use it", other),
-        "writable": (f"{root} can be written by other users ({owner}): anyone could change what runs", other + f" (or `chmod go-w {root}` if it is yours)"),
+        "writable": (f"{root} can be written by other users ({owner}): anyone could change what runs",
+                     other + f" (or `chmod go-w {root}` if it is yours)"),
         "symlink": (f"{root} is a symlink to {found.get('target')} ({owner}): not safe on a shared host", other),
         "notdir": (f"{root} exists and is not a directory ({owner})", other),
-        "ancestor": (f"{root} is inside {found.get('above')} ({owner}), which another user can change: they could swap its files", other),
-        "unclaimed": (f"{root} is not empty and was not created by remote-run ({owner}); sync refuses it rather than delete its files", other),
+        "ancestor": (f"{root} is inside {found.get('above')} ({owner}), which another user can change: "
+                     "they could swap its files", other),
+        "unclaimed": (f"{root} is not empty and was not created by remote-run ({owner}); "
+                      "sync refuses it rather than delete its files", other),
         "unreadable": (f"{root} cannot be read: {found.get('error')}", other),
     }
     text, fix = texts.get(state, (f"{root}: unexpected state {state}", other))
@@ -455,13 +496,17 @@ def _index(host, data):
     bootstrap = f"bootstrap installs {wanted}" if wanted else "bootstrap installs nothing now (no venv, or no packages)"
     if index.get("no_index"):
         status = WARN if wanted else OK
-        return Check(HOST, "package index", status, f"pip on the host is set to no-index ({index['source']}); {bootstrap} from its find-links only"
-                     + (f"; reachable: {', '.join(reached)}" if reached else ""), "" if status == OK else "make sure its find-links hold them, or allow an index")
+        return Check(HOST, "package index", status,
+                     f"pip on the host is set to no-index ({index['source']}); {bootstrap} from its find-links only"
+                     + (f"; reachable: {', '.join(reached)}" if reached else ""),
+                     "" if status == OK else "make sure its find-links hold them, or allow an index")
     if not missed:
         return Check(HOST, "package index", OK, f"reachable from the host: {', '.join(reached)}")
     fix = ("open outbound HTTPS from the host (or set HTTPS_PROXY in its environment), point pip at a mirror "
-           "(index-url in its pip.conf; TORCH_INDEX_URL=file:///… for torch), or set REMOTE_PYTHON to an interpreter that has the packages")
-    text = f"not reachable from the host: {'; '.join(missed)}" + (f" (reachable: {', '.join(reached)})" if reached else "")
+           "(index-url in its pip.conf; TORCH_INDEX_URL=file:///… for torch), "
+           "or set REMOTE_PYTHON to an interpreter that has the packages")
+    text = (f"not reachable from the host: {'; '.join(missed)}"
+            + (f" (reachable: {', '.join(reached)})" if reached else ""))
     if wanted:
         return Check(HOST, "package index", FAIL, f"{text}: {bootstrap} and would fail", fix)
     return Check(HOST, "package index", WARN, f"{text}; {bootstrap}, but the playbook assumes outbound internet", fix)
@@ -471,7 +516,8 @@ def _gpu(host, data):
     report = data.get("gpu")
     s = host.settings
     limit = gpus.host_limit(s.check_timeout)
-    versions = ", ".join(f"{label} {report[key]}" for key, label in (("driver", "driver"), ("cuda", "CUDA")) if report.get(key))
+    versions = ", ".join(f"{label} {report[key]}" for key, label in (("driver", "driver"), ("cuda", "CUDA"))
+                         if report.get(key))
     state = report["state"]
     if state in ("ok", "busy") and report["gpus"]:
         names: dict[str, int] = {}
@@ -479,17 +525,21 @@ def _gpu(host, data):
             names[g["name"]] = names.get(g["name"], 0) + 1
         kinds = ", ".join(f"{n} × {name}" for name, n in names.items())
         usage = "; ".join(f"GPU {g['index']}: {g['memory_used']}/{g['memory_total']} MiB, {g['utilization']} %, "
-                          + (", ".join([_process(p) for p in g["processes"]] + ([f"held by {g['held_by']}"] if g.get("held_by") else [])) or "free")
+                          + (", ".join([_process(p) for p in g["processes"]]
+                                       + ([f"held by {g['held_by']}"] if g.get("held_by") else [])) or "free")
                           for g in report["gpus"])
         text = f"{kinds}{f', {versions}' if versions else ''}; {usage}"
         if state == "busy":
             busy = ", ".join(str(i) for i in report["busy"])
             fix = gpus.failure(report, host.label, s.cuda_visible_devices, limit).fix
-            return Check(HOST, "GPU", FAIL, f"GPU {busy} (CUDA_VISIBLE_DEVICES={s.cuda_visible_devices or 'all'}) is in use by another job: {text}", fix)
+            return Check(HOST, "GPU", FAIL,
+                         f"GPU {busy} (CUDA_VISIBLE_DEVICES={s.cuda_visible_devices or 'all'}) "
+                         f"is in use by another job: {text}", fix)
         return Check(HOST, "GPU", OK, text)
     found = gpus.failure(report, host.label, s.cuda_visible_devices, limit)
     if host.is_local:
-        return Check(HOST, "GPU", WARN, f"{found.problem}: runs here need --cpu-ok (fine for the quickstart)", found.fix)
+        return Check(HOST, "GPU", WARN,
+                     f"{found.problem}: runs here need --cpu-ok (fine for the quickstart)", found.fix)
     return Check(HOST, "GPU", FAIL, found.problem + (f" ({versions})" if versions else ""), found.fix)
 
 
@@ -526,23 +576,31 @@ def _torch_wheels(host, data):
     tag, suggested = cuda_tag(s.torch_index_url), suggest_index(report["cuda"])
     fix = f"set TORCH_INDEX_URL={suggested} in .env" if suggested else "upgrade the NVIDIA driver"
     if tag is None:
-        return Check(HOST, "torch wheels", OK, f"TORCH_INDEX_URL={s.torch_index_url} (not a PyTorch CUDA index; the driver supports CUDA {report['cuda']})")
+        return Check(HOST, "torch wheels", OK,
+                     f"TORCH_INDEX_URL={s.torch_index_url} "
+                     f"(not a PyTorch CUDA index; the driver supports CUDA {report['cuda']})")
     if tag in ("cpu", "rocm"):
-        return Check(HOST, "torch wheels", WARN, f"TORCH_INDEX_URL is PyTorch's {tag} index: torch will not use the NVIDIA GPU", fix)
+        return Check(HOST, "torch wheels", WARN,
+                     f"TORCH_INDEX_URL is PyTorch's {tag} index: torch will not use the NVIDIA GPU", fix)
     driver = tuple(int(p) for p in report["cuda"].split(".")[:2])
     wheel = f"CUDA {tag[0]}.{tag[1]}"
     if tag[0] > driver[0]:
-        return Check(HOST, "torch wheels", FAIL, f"TORCH_INDEX_URL has {wheel} wheels, which the driver (CUDA {report['cuda']}) cannot run", fix)
+        return Check(HOST, "torch wheels", FAIL,
+                     f"TORCH_INDEX_URL has {wheel} wheels, which the driver (CUDA {report['cuda']}) cannot run", fix)
     if tag > driver:
-        return Check(HOST, "torch wheels", WARN, f"TORCH_INDEX_URL has {wheel} wheels, newer than the driver's CUDA {report['cuda']}: some kernels may fail", fix)
-    return Check(HOST, "torch wheels", OK, f"TORCH_INDEX_URL has {wheel} wheels; the driver supports CUDA {report['cuda']}")
+        return Check(HOST, "torch wheels", WARN,
+                     f"TORCH_INDEX_URL has {wheel} wheels, newer than the driver's CUDA {report['cuda']}: "
+                     "some kernels may fail", fix)
+    return Check(HOST, "torch wheels", OK,
+                 f"TORCH_INDEX_URL has {wheel} wheels; the driver supports CUDA {report['cuda']}")
 
 
 def _docker(host, data):
     found = data["docker"]
     state = found.get("state")
     if state == "missing":
-        return Check(HOST, "docker", SKIP, "not installed (optional: remote-run does not use it; Docker-based examples do)")
+        return Check(HOST, "docker", SKIP,
+                     "not installed (optional: remote-run does not use it; Docker-based examples do)")
     version = found.get("version") or "docker"
     problem = gpus.docker(found, host.label)
     if problem is None:

@@ -34,7 +34,8 @@ def check(values: dict, env_file: Path, environ=None) -> settings_mod.Settings:
     url = values.get("TORCH_INDEX_URL") or ""
     if urlsplit(url).username or urlsplit(url).password:
         raise Failure("TORCH_INDEX_URL carries credentials (user:token@): init never writes a secret into .env",
-                      "give the host its index credentials with ~/.netrc or pip's keyring there, or set TORCH_INDEX_URL in the environment")
+                      "give the host its index credentials with ~/.netrc or pip's keyring there, "
+                      "or set TORCH_INDEX_URL in the environment")
     return settings_mod.from_layers(env_file, {}, dict(os.environ if environ is None else environ), values)
 
 
@@ -45,7 +46,8 @@ def quoted(key: str, value: str) -> str:
         return value
     if not any(ch in value for ch in "'\\\n") and "${" not in value:
         return f"'{value}'"
-    raise Failure(f"{key}={value!r} cannot be written to .env (quotes, backslashes, newlines or ${{...}})", f"rename the directory or set {key} by hand")
+    raise Failure(f"{key}={value!r} cannot be written to .env (quotes, backslashes, newlines or ${{...}})",
+                  f"rename the directory or set {key} by hand")
 
 
 def text(values: dict, old: str | None) -> str:
@@ -96,8 +98,10 @@ def ignore(env_file: Path, workspace: Path) -> list[str]:
         if not path.is_file():
             continue
         current = path.read_text(encoding="utf-8", errors="surrogateescape")
-        rules = [line.strip() for line in current.splitlines() if line.strip() and not line.lstrip().startswith(("#", "!"))]
-        missing = [p for p in patterns if not all(any(_covers(rule, name) for rule in rules) for name in IGNORED.get(p, (p,)))]
+        rules = [line.strip() for line in current.splitlines()
+                 if line.strip() and not line.lstrip().startswith(("#", "!"))]
+        missing = [p for p in patterns
+                   if not all(any(_covers(rule, name) for rule in rules) for name in IGNORED.get(p, (p,)))]
         if missing:
             addition = ("" if current.endswith("\n") or not current else "\n") + "".join(f"{p}\n" for p in missing)
             with open(path, "a", encoding="utf-8", errors="surrogateescape") as handle:
@@ -150,7 +154,8 @@ class Questions:
                 self.tell(exc.message)
 
 
-def answers(c, env_file: Path, questions: Questions, *, host: str, workspace: str, remote_dir: str, torch_index_url: str) -> dict:
+def answers(c, env_file: Path, questions: Questions, *, host: str, workspace: str, remote_dir: str,
+            torch_index_url: str) -> dict:
     """The four values, from the flags, the questions or the defaults, each checked as it comes."""
     from . import doctor
     from .transport import Host
@@ -158,7 +163,8 @@ def answers(c, env_file: Path, questions: Questions, *, host: str, workspace: st
     values: dict = {}
 
     def valid(key):
-        return lambda value: check({**values, key: file_workspace(value, env_file) if key == "WORKSPACE" else value}, env_file)
+        return lambda value: check({**values, key: file_workspace(value, env_file) if key == "WORKSPACE" else value},
+                                   env_file)
 
     def take(key, given, question, default):
         if given or not questions.asking:
@@ -174,7 +180,8 @@ def answers(c, env_file: Path, questions: Questions, *, host: str, workspace: st
             questions.tell("Host aliases in your ~/.ssh/config:")
             for alias in aliases:
                 config = doctor.ssh_config(alias) or {}
-                where = "" if "error" in config else f"{config.get('user', '')}@{config.get('hostname', alias)}:{config.get('port', '22')}"
+                where = ("" if "error" in config
+                         else f"{config.get('user', '')}@{config.get('hostname', alias)}:{config.get('port', '22')}")
                 questions.tell(f"  {alias:<20} {where}")
         else:
             questions.tell("No Host aliases in ~/.ssh/config: give user@host[:port], or local for this machine.")
@@ -190,7 +197,8 @@ def answers(c, env_file: Path, questions: Questions, *, host: str, workspace: st
         suggested = None if torch_index_url else cuda_index(c, chosen)
         default = suggested or next(k.default for k in settings_mod.KEYS if k.name == "TORCH_INDEX_URL")
         if torch_index_url or suggested or questions.asking:
-            take("TORCH_INDEX_URL", torch_index_url, "TORCH_INDEX_URL (the index bootstrap installs torch from)", default)
+            take("TORCH_INDEX_URL", torch_index_url,
+                 "TORCH_INDEX_URL (the index bootstrap installs torch from)", default)
     return values
 
 

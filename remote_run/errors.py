@@ -28,7 +28,8 @@ class Kind(enum.Enum):
     def of(cls, status: int) -> "Kind":
         """The kind of a failure the host program reported with exit ``status`` (host.exits): its
         refusals, crashes and missing tools are the environment's."""
-        return {exits.USAGE: cls.USAGE, exits.NOT_RUNNING: cls.USAGE, exits.PREFLIGHT: cls.GPU}.get(status, cls.ENVIRONMENT)
+        return {exits.USAGE: cls.USAGE, exits.NOT_RUNNING: cls.USAGE,
+                exits.PREFLIGHT: cls.GPU}.get(status, cls.ENVIRONMENT)
 
 
 class Failure(Exit):

@@ -22,29 +22,36 @@ def failure(report: dict, label: str, devices: str, limit: float) -> Failure | N
     None when nothing is."""
     state = report["state"]
     if state == "missing":
-        return Failure(f"nvidia-smi is not installed on {label} (no NVIDIA driver)", "install the driver, or pick a GPU host with REMOTE_HOST", Kind.GPU)
+        return Failure(f"nvidia-smi is not installed on {label} (no NVIDIA driver)",
+                       "install the driver, or pick a GPU host with REMOTE_HOST", Kind.GPU)
     if state == "hung":
         return Failure(f"nvidia-smi on {label} did not answer within {limit:g} s (a hung driver?)",
                        "check `nvidia-smi` there, the GPU may need a reset", Kind.GPU)
     if state == "nodriver":
-        return Failure(f"nvidia-smi on {label} cannot talk to the NVIDIA driver", "reboot or reinstall the driver (check `nvidia-smi` there)", Kind.GPU)
+        return Failure(f"nvidia-smi on {label} cannot talk to the NVIDIA driver",
+                       "reboot or reinstall the driver (check `nvidia-smi` there)", Kind.GPU)
     if state == "failed":
         return Failure(f"nvidia-smi failed on {label} ({report['text']})", kind=Kind.GPU)
     if state == "none":
         return Failure(f"nvidia-smi on {label} lists no GPU", "check the driver", Kind.GPU)
     if state == "nomatch":
         found = ", ".join(str(g["index"]) for g in report["gpus"]) or "none"
-        return Failure(f"CUDA_VISIBLE_DEVICES={devices} matches none of the GPUs on {label} ({found})", "set it to one of them", Kind.GPU)
+        return Failure(f"CUDA_VISIBLE_DEVICES={devices} matches none of the GPUs on {label} ({found})",
+                       "set it to one of them", Kind.GPU)
     if state == "busy" and report.get("auto"):
         return Failure(f"{label} has fewer than {report['auto']} idle GPU{'s' if report['auto'] > 1 else ''} (busy: "
-                       f"{', '.join(str(i) for i in report['busy']) or 'none'})", "pass --wait to queue for them, or --gpus fewer", Kind.GPU)
+                       f"{', '.join(str(i) for i in report['busy']) or 'none'})",
+                       "pass --wait to queue for them, or --gpus fewer", Kind.GPU)
     if state == "busy":
         by_index = {g["index"]: g for g in report["gpus"]}
-        listing = "; ".join(f"GPU {i}: " + (by_index[i].get("held_by") or ", ".join(f"pid {p['pid']} {p['name']} ({p['memory']} MiB)" for p in by_index[i]["processes"]))
+        listing = "; ".join(f"GPU {i}: " + (by_index[i].get("held_by")
+                                            or ", ".join(f"pid {p['pid']} {p['name']} ({p['memory']} MiB)"
+                                                         for p in by_index[i]["processes"]))
                             for i in report["busy"])
         busy = ", ".join(str(i) for i in report["busy"])
         return Failure(f"GPU {busy} on {label} is in use by another job ({listing})",
-                       "pass --wait to queue for it, pick another GPU with CUDA_VISIBLE_DEVICES (or auto), or pass --allow-busy", Kind.GPU)
+                       "pass --wait to queue for it, pick another GPU with CUDA_VISIBLE_DEVICES (or auto), "
+                       "or pass --allow-busy", Kind.GPU)
     return None
 
 
@@ -52,7 +59,9 @@ def refused(report: dict, label: str, devices: str, limit: float) -> Failure:
     """The Failure of a check that says no, its fix naming the flag that would let it pass."""
     found = failure(report, label, devices, limit)
     if report["state"] in ("missing", "hung", "nodriver", "failed", "none"):
-        return Failure(found.problem, f"{found.fix} (or pass --cpu-ok to run on the CPU)" if found.fix else "pass --cpu-ok to run on the CPU", found.kind)
+        return Failure(found.problem,
+                       f"{found.fix} (or pass --cpu-ok to run on the CPU)" if found.fix
+                       else "pass --cpu-ok to run on the CPU", found.kind)
     return found
 
 
@@ -81,12 +90,16 @@ def docker(report: dict, label: str) -> Failure | None:
     if state == "ok":
         return None
     if state == "missing":
-        return Failure(f"Docker is not installed on {label}", "install Docker and the NVIDIA Container Toolkit to run GPU containers", Kind.ENVIRONMENT)
+        return Failure(f"Docker is not installed on {label}",
+                       "install Docker and the NVIDIA Container Toolkit to run GPU containers", Kind.ENVIRONMENT)
     if state == "noruntime":
-        return Failure(f"Docker on {label} has no NVIDIA runtime (runtimes: {text or 'none'}), so containers cannot reach the GPUs",
-                       "install the NVIDIA Container Toolkit there and run `sudo nvidia-ctk runtime configure --runtime=docker && "
+        return Failure(f"Docker on {label} has no NVIDIA runtime (runtimes: {text or 'none'}), "
+                       "so containers cannot reach the GPUs",
+                       "install the NVIDIA Container Toolkit there and run "
+                       "`sudo nvidia-ctk runtime configure --runtime=docker && "
                        "sudo systemctl restart docker`", Kind.ENVIRONMENT)
-    return Failure(f"Docker on {label} did not answer ({text or 'no output'})", "start the daemon or add your user to the docker group", Kind.ENVIRONMENT)
+    return Failure(f"Docker on {label} did not answer ({text or 'no output'})",
+                   "start the daemon or add your user to the docker group", Kind.ENVIRONMENT)
 
 
 def docker_line(report: dict, label: str) -> str:

@@ -15,7 +15,8 @@ from .records import RunRecord
 def metrics_of(record: RunRecord) -> dict:
     """The numeric RESULT metrics of a run (NaN and text left out)."""
     found = (record.result or {}).get("metrics", {})
-    return {k: float(v) for k, v in found.items() if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+    return {k: float(v) for k, v in found.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
 
 
 def summarize(group_id: str, records: list[RunRecord]) -> dict:
@@ -27,8 +28,8 @@ def summarize(group_id: str, records: list[RunRecord]) -> dict:
     metrics = {}
     for name, pairs in values.items():
         summary = stats.summarize(v for _, v in pairs)
-        metrics[name] = {"n": summary.n, "mean": summary.mean, "std": summary.std, "min": summary.min, "max": summary.max,
-                         "runs": [run_id for run_id, _ in pairs]}
+        metrics[name] = {"n": summary.n, "mean": summary.mean, "std": summary.std, "min": summary.min,
+                         "max": summary.max, "runs": [run_id for run_id, _ in pairs]}
     first = records[0] if records else None
     outcomes: dict[str, int] = {}
     for record in records:
@@ -58,7 +59,8 @@ def load(folder: Path) -> dict | None:
 def table(summary: dict) -> list[tuple]:
     rows = [("metric", "n", "mean", "std", "min", "max")]
     for name, m in summary["metrics"].items():
-        rows.append((name, str(m["n"]), f"{m['mean']:.6g}", "—" if m["std"] is None else f"{m['std']:.3g}", f"{m['min']:.6g}", f"{m['max']:.6g}"))
+        rows.append((name, str(m["n"]), f"{m['mean']:.6g}", "—" if m["std"] is None else f"{m['std']:.3g}",
+                     f"{m['min']:.6g}", f"{m['max']:.6g}"))
     return rows
 
 

@@ -55,7 +55,8 @@ def choose(sess, *, allow_busy: bool, cpu_ok: bool, wait: bool, count: int) -> N
         elif report["go"]:
             notes.append(f"{spec_.spec}: free")
         else:
-            notes.append(f"{spec_.spec}: {gpu.failure(report, spec_.spec, sess.settings.cuda_visible_devices, spec['limit']).problem}")
+            failure = gpu.failure(report, spec_.spec, sess.settings.cuda_visible_devices, spec["limit"])
+            notes.append(f"{spec_.spec}: {failure.problem}")
     free = [spec_ for spec_, report, _ in answers if report is not None and report["go"]]
     waiting = [(report.get("waiting", 0), i, spec_) for i, (spec_, report, _) in enumerate(answers)
                if report is not None and report["state"] in ("ok", "busy")]
@@ -77,7 +78,8 @@ def locate(sess, run_id: str, *, running: bool = False) -> None:
     from . import records
 
     if run_id:
-        record = records.RunRecord.load(sess.settings.runs_dir / run_id.split(".")[0]) or records.RunRecord.load(sess.settings.runs_dir / run_id)
+        record = (records.RunRecord.load(sess.settings.runs_dir / run_id.split(".")[0])
+                  or records.RunRecord.load(sess.settings.runs_dir / run_id))
         for spec in sess.settings.hosts:
             if record is not None and record.host == spec.spec:
                 sess.use_host(spec)
@@ -91,7 +93,8 @@ def locate(sess, run_id: str, *, running: bool = False) -> None:
     if not found:
         unreachable = [f"{spec.spec} ({error})" for spec, rows, error in answers if rows is None]
         what = f"run {run_id}" if run_id else ("a running run" if running else "a run")
-        raise Failure(f"no host of REMOTE_HOST has {what}" + (f"; could not ask {', '.join(unreachable)}" if unreachable else ""),
+        raise Failure(f"no host of REMOTE_HOST has {what}"
+                      + (f"; could not ask {', '.join(unreachable)}" if unreachable else ""),
                       "see `inv status`")
     sess.use_host(max(found, key=lambda item: item[0])[1])
 

@@ -55,7 +55,8 @@ def parse_command(value: str, loading=None) -> tuple[str, ...]:
         raise bad("NOTIFY_CMD", value, "check its quotes", why=f"it cannot be split into arguments ({exc})") from None
     program = argv[0] if argv else ""
     if not program or program.startswith("-") or "\0" in value:
-        raise bad("NOTIFY_CMD", value, "give a command such as `notify-send remote-run` (a program, then its arguments)")
+        raise bad("NOTIFY_CMD", value,
+                  "give a command such as `notify-send remote-run` (a program, then its arguments)")
     if ("/" in program and not os.access(program, os.X_OK)) or ("/" not in program and shutil.which(program) is None):
         raise bad("NOTIFY_CMD", value, why=f"the program {program!r} is not found (not on PATH, or not executable)")
     return argv
@@ -144,12 +145,14 @@ def run_command(argv: tuple[str, ...], record, folder: Path) -> str | None:
     """Run NOTIFY_CMD for an ended run; a problem is one line (returned), never the run's failure."""
     env = {**os.environ, **environment(record, folder)}
     try:
-        done = subprocess.run(list(argv), check=False, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=COMMAND_TIMEOUT)
+        done = subprocess.run(list(argv), check=False, env=env, stdin=subprocess.DEVNULL, capture_output=True,
+                              text=True, timeout=COMMAND_TIMEOUT)
     except subprocess.TimeoutExpired:
         return f"NOTIFY_CMD did not finish within {COMMAND_TIMEOUT} s and was stopped"
     except OSError as exc:
         return f"NOTIFY_CMD could not start {argv[0]}: {exc.strerror or exc}"
     if done.returncode:
         last = [line for line in (done.stderr or done.stdout or "").splitlines() if line.strip()]
-        return f"NOTIFY_CMD failed (exit {done.returncode}){': ' + last[-1][:200] if last else ''}; the run's outcome is unchanged"
+        return (f"NOTIFY_CMD failed (exit {done.returncode}){': ' + last[-1][:200] if last else ''}; "
+                "the run's outcome is unchanged")
     return None

@@ -18,7 +18,8 @@ CLUSTERS = ("gpu", "tpu")  # --sky: the clusters of .cluster_name_gpu and .clust
 MAX_REPEAT = 100
 
 GATE_HELP = {  # also the flags of `inv compare`
-    "tolerance": "NAME=AMOUNT or NAME=PERCENT%: how much worse a metric may get before it counts (repeatable; default 0)",
+    "tolerance": "NAME=AMOUNT or NAME=PERCENT%: how much worse a metric may get before it counts "
+                 "(repeatable; default 0)",
     "higher_is_better": "a metric for which higher is better, whatever its name suggests (repeatable)",
     "lower_is_better": "a metric for which lower is better (repeatable)",
 }
@@ -33,24 +34,28 @@ class RunOptions:
     allow_busy: bool = _flag(False, "run even if another process is using the GPU")
     cpu_ok: bool = _flag(False, "run without a GPU (e.g. `local` on a laptop)")
     detach: bool = _flag(False, "start the run and return at once; follow it later with `inv logs --follow`")
-    wait: bool = _flag(False, "when the GPUs are busy, wait for them in the host's queue (shared by every user) instead of refusing")
+    wait: bool = _flag(False, "when the GPUs are busy, wait for them in the host's queue (shared by every user) "
+                              "instead of refusing")
     wait_timeout: object = _flag("", "with --wait: give up after this long (seconds, or 30m, 2h)")
     gpus: object = _flag("", "use N idle GPUs the host picks (least memory used), as CUDA_VISIBLE_DEVICES=auto")
-    sky: str = _flag("", "run on the SkyPilot cluster of .cluster_name_gpu (gpu) or .cluster_name_tpu (tpu) instead of REMOTE_HOST")
-    repeat: object = _flag("1", "run N times one after another (builtin trainers: seeds seed, seed+1, ...) as a group with a summary "
-                                "(default 1)")
+    sky: str = _flag("", "run on the SkyPilot cluster of .cluster_name_gpu (gpu) or .cluster_name_tpu (tpu) "
+                         "instead of REMOTE_HOST")
+    repeat: object = _flag("1", "run N times one after another (builtin trainers: seeds seed, seed+1, ...) "
+                                "as a group with a summary (default 1)")
     compare_to: str = _flag("", "then compare with this baseline (`inv baseline.save`) and exit 4 on a regression")
     tolerance: tuple = _flag((), GATE_HELP["tolerance"], iterable=True)
     higher_is_better: tuple = _flag((), GATE_HELP["higher_is_better"], iterable=True)
     lower_is_better: tuple = _flag((), GATE_HELP["lower_is_better"], iterable=True)
-    port: tuple = _flag((), "forward this port of the host to this machine while the run is followed (6006, or REMOTE:LOCAL such as "
-                            "6006:16006); repeatable", iterable=True)
-    pull: tuple = _flag((), "when the run ends, copy the files it wrote matching this pattern (relative to its directory on the host, "
-                            "e.g. outputs/**/*.pt) into its record's pulled/; repeatable", iterable=True)
-    only: tuple = _flag((), "sync only this workspace path, a folder or a file (repeatable); the rest of REMOTE_DIR is left alone "
-                            "(default SYNC_ONLY)", iterable=True)
+    port: tuple = _flag((), "forward this port of the host to this machine while the run is followed "
+                            "(6006, or REMOTE:LOCAL such as 6006:16006); repeatable", iterable=True)
+    pull: tuple = _flag((), "when the run ends, copy the files it wrote matching this pattern "
+                            "(relative to its directory on the host, e.g. outputs/**/*.pt) into its record's pulled/; "
+                            "repeatable", iterable=True)
+    only: tuple = _flag((), "sync only this workspace path, a folder or a file (repeatable); "
+                            "the rest of REMOTE_DIR is left alone (default SYNC_ONLY)", iterable=True)
     force_sync: bool = _flag(False, "sync even when the upload is over SYNC_MAX_MB or SYNC_MAX_FILES")
-    checksum: bool = _flag(False, "sync by comparing file contents, not size and time (after a branch switch, when times lie)")
+    checksum: bool = _flag(False, "sync by comparing file contents, not size and time "
+                                  "(after a branch switch, when times lie)")
     # What check() parses the flags into.
     forwards: tuple = ()
     wait_seconds: float = 0.0
@@ -91,22 +96,26 @@ class RunOptions:
             raise Failure(f"--{'port' if forwards else 'pull'} works on REMOTE_HOST runs",
                           "a SkyPilot cluster is an SSH host too: run with REMOTE_HOST=<cluster name> instead of --sky")
         if forwards and self.detach:
-            raise Failure("--port forwards while a run is followed", "with --detach, forward later with `inv tunnel --port PORT`")
+            raise Failure("--port forwards while a run is followed",
+                          "with --detach, forward later with `inv tunnel --port PORT`")
         gating = self.gating()
         if not self.compare_to and any(gating.values()):
             flag = next(k for k, v in gating.items() if v).replace("_", "-")
-            raise Failure(f"--{flag} only applies with --compare-to NAME (or to `inv compare`)", "add --compare-to or drop it")
+            raise Failure(f"--{flag} only applies with --compare-to NAME (or to `inv compare`)",
+                          "add --compare-to or drop it")
         if self.compare_to:
             if self.detach:
-                raise Failure("--compare-to compares the finished runs", "drop --detach (or compare later with `inv compare`)")
+                raise Failure("--compare-to compares the finished runs",
+                              "drop --detach (or compare later with `inv compare`)")
             compare.check_metric_names("--higher-is-better", self.higher_is_better)
             compare.check_metric_names("--lower-is-better", self.lower_is_better)
-        return dataclasses.replace(self, only=only, pull=patterns, forwards=tuple(forwards), wait_seconds=seconds, gpu_count=count,
-                                   runs=runs)
+        return dataclasses.replace(self, only=only, pull=patterns, forwards=tuple(forwards), wait_seconds=seconds,
+                                   gpu_count=count, runs=runs)
 
     def gating(self) -> dict:
         """The gate's flags, as remote_run.tasks.results.gate takes them."""
-        return {"tolerance": self.tolerance, "higher_is_better": self.higher_is_better, "lower_is_better": self.lower_is_better}
+        return {"tolerance": self.tolerance, "higher_is_better": self.higher_is_better,
+                "lower_is_better": self.lower_is_better}
 
     def invocation(self, names) -> dict:
         """The flags among ``names``, as given, that `inv rerun` gives a run again (no --repeat, gate

@@ -68,7 +68,8 @@ class Ending:
 def outcome(ending: Ending, stop_requested: bool) -> str:
     """The run's state for its record: how following it ended, with the host's word (states.decide)."""
     return states.decide(None if ending.detached or ending.lost else ending.exit_status,
-                         stopped=stop_requested or ending.state in states.STOPPED, timed_out=ending.state == states.TIMED_OUT,
+                         stopped=stop_requested or ending.state in states.STOPPED,
+                         timed_out=ending.state == states.TIMED_OUT,
                          disconnected=ending.lost, detached=ending.detached, interrupted=ending.interrupted)
 
 
@@ -191,8 +192,9 @@ class Recording:
         self.record = records.RunRecord(
             run_id=run_id, task=spec.task, host=backend.label, options=spec.options, settings=settings.describe(),
             runner=spec.files.get(spec.runner_path) if spec.runner_path else None,
-            runner_path=backend.runner_path(spec.runner_path, run_id) if spec.runner_path else None, argv=list(spec.argv),
-            local_log=str(self.folder / "run.log"), started=datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+            runner_path=backend.runner_path(spec.runner_path, run_id) if spec.runner_path else None,
+            argv=list(spec.argv), local_log=str(self.folder / "run.log"),
+            started=datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
             group=group, invocation=spec.invocation)
         self.output = Tee()
         self.started = time.perf_counter()
@@ -211,9 +213,10 @@ class Recording:
         record.synced = sync.synced(prepared.synced if prepared else None)
         log = self.output.getvalue() if ending.log is None else ending.log
         record.finish(log, None if ending.detached and not ending.lost else ending.exit_status,
-                      time.perf_counter() - self.started, outcome(ending, stop_requested and not ending.detached), ending.gpu_csv,
-                      epoch_arrivals=self.output.epoch_arrivals if ending.log is None else None)
-        record.write(self.folder, None if ending.detached and not ending.log else log, diff=diff, gpu_csv=ending.gpu_csv)
+                      time.perf_counter() - self.started, outcome(ending, stop_requested and not ending.detached),
+                      ending.gpu_csv, epoch_arrivals=self.output.epoch_arrivals if ending.log is None else None)
+        record.write(self.folder, None if ending.detached and not ending.log else log, diff=diff,
+                     gpu_csv=ending.gpu_csv)
         return record
 
 
@@ -257,7 +260,8 @@ def execute(backend, settings, specs: list[RunSpec], *, detach: bool = False) ->
     record = run.finish(ending, ctrl_c.requested)
     aftermath.ended(backend, record, run.folder, spec.pull)  # --pull, NOTIFY_CMD
     if ending.lost:
-        raise Failure(backend.dropped(), f"the run goes on: see it with `inv logs --follow --run {run_id}`", Kind.UNREACHABLE)
+        raise Failure(backend.dropped(), f"the run goes on: see it with `inv logs --follow --run {run_id}`",
+                      Kind.UNREACHABLE)
     if record.outcome == states.DETACHED:
         say(f"run {run_id} goes on detached; {ending.detached_hint}; record: {run.folder}/log.md")
         return Done(exits.OK, [run_id])
@@ -299,7 +303,8 @@ def _execute_group(backend, settings, specs: list[RunSpec], *, detach: bool) -> 
                     finished.append(run.finish(ending, ctrl_c.requested))
                     aftermath.ended(backend, finished[-1], run.folder, spec.pull)  # --pull, NOTIFY_CMD
                     if ending.lost:
-                        raise Failure(backend.dropped(), f"the group goes on: see it with `inv logs --follow --run {group_id}`",
+                        raise Failure(backend.dropped(),
+                                      f"the group goes on: see it with `inv logs --follow --run {group_id}`",
                                       Kind.UNREACHABLE)
                     if not ending.lost and not ctrl_c.requested:
                         report(finished[-1], run.folder)
@@ -312,7 +317,8 @@ def _execute_group(backend, settings, specs: list[RunSpec], *, detach: bool) -> 
     folder = groups.write(settings.runs_dir / group_id, groups.summarize(group_id, finished))
     if detach:
         say(f"group {group_id} goes on detached ({len(specs)} runs, one after another); follow it with "
-            f"`inv logs --follow --run {group_id}`, stop it with `inv kill --run {group_id}`; record: {folder}/summary.md")
+            f"`inv logs --follow --run {group_id}`, stop it with `inv kill --run {group_id}`; "
+            f"record: {folder}/summary.md")
         return Done(exits.OK, member_ids, group_id)
     report_group(groups.load(folder), folder)
     failed = [r.exit_status for r in finished if r.exit_status]
@@ -332,7 +338,8 @@ def _drop_if_empty(folder: Path) -> None:
         folder.rmdir()  # nothing started: no record
 
 
-def complete(record: records.RunRecord, folder: Path, ending: Ending, log_text: str, elapsed: float, report_it: bool = True) -> int:
+def complete(record: records.RunRecord, folder: Path, ending: Ending, log_text: str, elapsed: float,
+             report_it: bool = True) -> int:
     """Finish the record of a run followed to its end again (`logs --follow`) or stopped (`kill`)."""
     record.finish(log_text, ending.exit_status, elapsed, outcome(ending, stop_requested=False), ending.gpu_csv)
     folder.mkdir(parents=True, exist_ok=True)
@@ -349,7 +356,8 @@ def report(record: records.RunRecord, folder: Path) -> None:
         say(f"{record.result['name']} {metrics}")
     for hint in record.hints:
         say(f"hint: {hint}")
-    say(f"run {record.run_id} {record.outcome} (exit status {record.exit_status}) in {record.elapsed_seconds:.1f} s; record: {folder}/log.md")
+    say(f"run {record.run_id} {record.outcome} (exit status {record.exit_status}) in {record.elapsed_seconds:.1f} s; "
+        f"record: {folder}/log.md")
 
 
 # ------------------------------------------------------------------------------ on REMOTE_HOST
@@ -394,7 +402,8 @@ class HostRuns(Backend):
 
     def prepare(self, spec: RunSpec) -> None:
         """The steps still due that cannot ride along with the run's command (a full sync, a build)."""
-        self.prepared, self.pending = steps.prepare(self.sess, self.preflight, wait=self.options.wait, count=self.options.gpu_count)
+        self.prepared, self.pending = steps.prepare(self.sess, self.preflight, wait=self.options.wait,
+                                                    count=self.options.gpu_count)
 
     def launch(self, run_id: str, spec: RunSpec, output: Tee, *, detach: bool, ctrl_c=None) -> Ending:
         """One launcher command: the remaining checks, the start and the following."""
@@ -419,7 +428,8 @@ class HostRuns(Backend):
 
     def _member(self, run_id: str, spec: RunSpec, *, first: bool, group: str | None = None) -> dict:
         s = self.host.settings
-        files = {**spec.files, ".remote-run/site/sitecustomize.py": template("numpy_aliases.py")}  # into the run's snapshot
+        # into the run's snapshot
+        files = {**spec.files, ".remote-run/site/sitecustomize.py": template("numpy_aliases.py")}
         return {"run_dir": f"runs/{run_id}", "files": files, "argv": spec.argv, "cwd": spec.cwd,
                 "meta": {"task": spec.task, "options": spec.options, "forwarded": list(s.remote_env), "group": group}}
 
@@ -448,7 +458,8 @@ class HostRuns(Backend):
         host, s, o, pending = self.host, self.host.settings, self.options, self.pending
         payload = {
             "root": s.remote_dir, "detach": detach, "grace": s.kill_grace, "meta": meta or {}, "rules": sync.rules(s),
-            "variables": {"CUDA_VISIBLE_DEVICES": s.cuda_visible_devices, **s.forwarded_env()},  # PYTHONPATH: the run's snapshot
+            # PYTHONPATH: the run's snapshot
+            "variables": {"CUDA_VISIBLE_DEVICES": s.cuda_visible_devices, **s.forwarded_env()},
             "queue": gpu.queue(s, wait=o.wait, timeout=o.wait_seconds, count=o.gpu_count),
             "sample": {"seconds": s.gpu_sample_seconds, "devices": s.cuda_visible_devices}, **part, **notify.payload(s),
             **pending.payload(),
@@ -461,7 +472,8 @@ class HostRuns(Backend):
 
         demux = Demux(output, took)
         errors = Stderr()
-        argv, stdin = host.program_with("start", payload, private=bool(s.remote_env) or bool(s.notify_url) or pending.private)
+        argv, stdin = host.program_with("start", payload,
+                                        private=bool(s.remote_env) or bool(s.notify_url) or pending.private)
         result = host.run(argv, stream=demux, err_stream=errors, stdin=stdin, own_session=True)
         if demux.header is None:
             if errors.trailer is None and result.exited == exits.SSH:
@@ -472,8 +484,11 @@ class HostRuns(Backend):
     def _ending(self, run_id: str, result, errors, *, detach: bool) -> Ending:
         trailer = errors.trailer or {}
         return Ending(result.exited, lost=errors.trailer is None, detached=detach, state=trailer.get("state"),
-                      remote_log=self.remote_log(run_id), gpu=list(self.prepared.gpus), gpu_csv=trailer.get("gpu_csv", ""), snapshot=trailer.get("snapshot"), devices=trailer.get("devices"),
-                      detached_hint=f"follow it with `inv logs --follow --run {run_id}`, stop it with `inv kill --run {run_id}`")
+                      remote_log=self.remote_log(run_id), gpu=list(self.prepared.gpus),
+                      gpu_csv=trailer.get("gpu_csv", ""), snapshot=trailer.get("snapshot"),
+                      devices=trailer.get("devices"),
+                      detached_hint=f"follow it with `inv logs --follow --run {run_id}`, "
+                                    f"stop it with `inv kill --run {run_id}`")
 
     def stop(self, run_id: str, first_ctrl_c: bool = False) -> None:
         """Stop a run over a second command (the first one is busy following it)."""
@@ -482,7 +497,8 @@ class HostRuns(Backend):
         s = self.host.settings
         for _ in range(10):  # a Ctrl+C right after the launch may come before the run exists
             try:
-                result = self.host.run(self.host.program("kill", s.remote_dir, run_id, str(s.kill_grace)), hide=True, record=False)
+                result = self.host.run(self.host.program("kill", s.remote_dir, run_id, str(s.kill_grace)), hide=True,
+                                       record=False)
             except Failure as exc:
                 say(exc.line)
                 return
@@ -504,10 +520,12 @@ class HostRuns(Backend):
     def follow(self, run_id: str, offset: int, output: Tee, *, mode: str = "attach") -> Ending:
         """Show a run's log from ``offset`` (``cat``), or follow it to its end (``attach``)."""
         s = self.host.settings
-        args = [s.remote_dir, run_id, str(s.kill_grace), str(offset)] if mode == "kill" else [s.remote_dir, run_id, str(offset)]
+        args = ([s.remote_dir, run_id, str(s.kill_grace), str(offset)] if mode == "kill"
+                else [s.remote_dir, run_id, str(offset)])
         errors = Stderr(show=mode != "kill")
         # its own session: a terminal's Ctrl+C reaches only us, and CtrlC decides what it stops
-        result = self.host.run(self.host.program(mode, *args), stream=output, err_stream=errors, record=False, own_session=True)
+        result = self.host.run(self.host.program(mode, *args), stream=output, err_stream=errors, record=False,
+                               own_session=True)
         if errors.trailer is None and result.exited == exits.SSH:
             return Ending(None, lost=True)
         trailer = errors.trailer or {}
@@ -516,8 +534,9 @@ class HostRuns(Backend):
                           code=exits.NOT_RUNNING if result.exited == exits.NOT_RUNNING else None)
         if errors.trailer is None:
             raise self.host.failed(result, f"following run {run_id} on")
-        return Ending(result.exited, state=trailer.get("state"), remote_log=self.remote_log(run_id), gpu_csv=trailer.get("gpu_csv", ""),
-                      snapshot=trailer.get("snapshot"), devices=trailer.get("devices"))
+        return Ending(result.exited, state=trailer.get("state"), remote_log=self.remote_log(run_id),
+                      gpu_csv=trailer.get("gpu_csv", ""), snapshot=trailer.get("snapshot"),
+                      devices=trailer.get("devices"))
 
     def record_of(self, row: dict) -> tuple[records.RunRecord, Path]:
         """The local record of a run on the host, or a new one from what the host knows."""
@@ -525,10 +544,12 @@ class HostRuns(Backend):
         folder = s.runs_dir / row["id"]
         record = records.RunRecord.load(folder)
         if record is None:
-            started = datetime.fromtimestamp(row["started"], timezone.utc).isoformat(timespec="milliseconds") if row.get("started") else ""
+            started = (datetime.fromtimestamp(row["started"], timezone.utc).isoformat(timespec="milliseconds")
+                       if row.get("started") else "")
             record = records.RunRecord(run_id=row["id"], task=row["task"], host=self.label, group=row.get("member_of"),
                                        git=records.git_state(self.run_local, s.workspace), settings=s.describe(),
-                                       remote_log=self.remote_log(row["id"]), local_log=str(folder / "run.log"), started=started)
+                                       remote_log=self.remote_log(row["id"]), local_log=str(folder / "run.log"),
+                                       started=started)
         return record, folder
 
 
@@ -614,10 +635,12 @@ def _follow_recorded(runs: "HostRuns", row: dict, mode: str, *, show: bool) -> i
     output = Tee(show=show)
     ending = runs.follow(row["id"], len(seen), output, mode=mode)
     if ending.lost:
-        raise Failure(runs.dropped(), f"the run goes on: see it with `inv logs --follow --run {row['id']}`", Kind.UNREACHABLE)
+        raise Failure(runs.dropped(), f"the run goes on: see it with `inv logs --follow --run {row['id']}`",
+                      Kind.UNREACHABLE)
     if mode == "cat":
         return exits.OK
-    code = complete(record, folder, ending, seen.decode("utf-8", "replace") + output.getvalue(), _since(row), report_it=show)
+    code = complete(record, folder, ending, seen.decode("utf-8", "replace") + output.getvalue(), _since(row),
+                    report_it=show)
     aftermath.ended(runs, record, folder)  # --pull of a run that ended meanwhile, NOTIFY_CMD
     return code
 
@@ -632,11 +655,13 @@ def status(sess: Session) -> list[tuple]:
     """The runs on the host as table rows: id, task, started, state, exit code, RESULT metrics."""
     rows = [("run", "task", "started (UTC)", "state", "exit", "result")]
     for row in HostRuns(sess).listing():
-        when = datetime.fromtimestamp(row["started"], timezone.utc).strftime("%Y-%m-%d %H:%M:%S") if row.get("started") else "?"
+        when = (datetime.fromtimestamp(row["started"], timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+                if row.get("started") else "?")
         parsed = records.parse_result(row.get("result") or "")
         metrics = " ".join(f"{k}={v}" for k, v in parsed["metrics"].items()) if parsed else ""
         task = f"{row['task']} (group of {len(row['members'])})" if row.get("group") else row["task"]
-        rows.append((row["id"], task, when, shown_state(row), "" if row["exit_code"] is None else str(row["exit_code"]), metrics))
+        rows.append((row["id"], task, when, shown_state(row),
+                     "" if row["exit_code"] is None else str(row["exit_code"]), metrics))
     return rows
 
 

@@ -39,10 +39,12 @@ def parse(values) -> list[Forward]:
         text = str(value).strip()
         parts = text.split(":")
         if len(parts) > 2 or not all(p.isdigit() and len(p) <= 5 and 0 < int(p) < 65536 for p in parts):
-            raise Failure(f"--port {text!r} is not valid", "give a port 1-65535 (6006), or REMOTE:LOCAL to use another port here (6006:16006)")
+            raise Failure(f"--port {text!r} is not valid",
+                          "give a port 1-65535 (6006), or REMOTE:LOCAL to use another port here (6006:16006)")
         forward = Forward(int(parts[0]), int(parts[-1]))
         if any(f.local == forward.local for f in forwards):
-            raise Failure(f"--port: local port {forward.local} is given twice", "give each forward its own local port (REMOTE:LOCAL)")
+            raise Failure(f"--port: local port {forward.local} is given twice",
+                          "give each forward its own local port (REMOTE:LOCAL)")
         forwards.append(forward)
     return forwards
 
@@ -62,9 +64,12 @@ def busy(forward: Forward, code: int | None = errno.EADDRINUSE) -> Failure:
     """A local port that cannot be listened on: another --port is the fix."""
     if code == errno.EACCES:
         return Failure(f"cannot listen on local port {forward.local}: ports below 1024 need root here",
-                       f"choose another local port with --port {forward.remote}:LOCAL (e.g. {forward.remote}:{forward.remote + 10000 if forward.remote < 55536 else 8080})")
-    return Failure(f"local port {forward.local} is already in use on this machine (another program, or a tunnel that is still open)",
-                   f"choose another local port with --port {forward.remote}:LOCAL (e.g. {forward.remote}:{_other(forward.local)})")
+                       f"choose another local port with --port {forward.remote}:LOCAL "
+                       f"(e.g. {forward.remote}:{forward.remote + 10000 if forward.remote < 55536 else 8080})")
+    return Failure(f"local port {forward.local} is already in use on this machine "
+                   "(another program, or a tunnel that is still open)",
+                   f"choose another local port with --port {forward.remote}:LOCAL "
+                   f"(e.g. {forward.remote}:{_other(forward.local)})")
 
 
 def _other(port: int) -> int:
@@ -100,8 +105,9 @@ def forward_failure(label: str, forward: Forward, stderr: str) -> Failure:
 
     if "Port forwarding failed" in (stderr or "") or "Address already in use" in (stderr or ""):
         return busy(forward)
-    last = [l for l in (stderr or "").splitlines() if l.strip()]
-    return failure(label, stderr) or Failure(f"cannot forward port {forward.remote} of {label} to 127.0.0.1:{forward.local}: "
+    last = [line for line in (stderr or "").splitlines() if line.strip()]
+    return failure(label, stderr) or Failure(f"cannot forward port {forward.remote} of {label} "
+                                             f"to 127.0.0.1:{forward.local}: "
                                              f"{last[-1] if last else 'ssh said nothing'}", kind=Kind.ENVIRONMENT)
 
 
@@ -140,7 +146,8 @@ def tunnel(runs, forwards: list[Forward], run: str = "") -> None:
 
     host = runs.host
     if not forwards:
-        raise Failure("give the port(s) to forward with --port, e.g. `inv tunnel --port 6006` (REMOTE:LOCAL for another local port)")
+        raise Failure("give the port(s) to forward with --port, e.g. `inv tunnel --port 6006` "
+                      "(REMOTE:LOCAL for another local port)")
     if not host.is_local:
         check_free(forwards)
     row = pipeline.pick(runs, run, want_running=not run)
@@ -150,7 +157,8 @@ def tunnel(runs, forwards: list[Forward], run: str = "") -> None:
         say(_local_note(forwards) + f"; run {row['id']}")
         return
     opened = open_forwards(host, forwards)
-    say(f"run {row['id']} on {host.label}: " + ", ".join(f"port {f.remote} -> http://127.0.0.1:{f.local}" for f in opened)
+    say(f"run {row['id']} on {host.label}: "
+        + ", ".join(f"port {f.remote} -> http://127.0.0.1:{f.local}" for f in opened)
         + "; Ctrl+C closes the tunnel")
     stop = threading.Event()
     previous = signal.signal(signal.SIGINT, lambda signum, frame: stop.set())

@@ -37,9 +37,10 @@ class Preflight:
     def for_run(self, options) -> Preflight:
         """The plan with a run task's own flags (remote_run.options.RunOptions, checked)."""
         if self.dry_run:
-            raise Failure("`sync --dry-run` only shows what a sync would do", "run it on its own, without a run task after it")
-        return self.plus(only=options.only, force_sync=options.force_sync, checksum=options.checksum, allow_busy=options.allow_busy,
-                         cpu_ok=options.cpu_ok)
+            raise Failure("`sync --dry-run` only shows what a sync would do",
+                          "run it on its own, without a run task after it")
+        return self.plus(only=options.only, force_sync=options.force_sync, checksum=options.checksum,
+                         allow_busy=options.allow_busy, cpu_ok=options.cpu_ok)
 
 
 CHAIN = Preflight(sync=True, bootstrap=True, gpu=True)  # a run task's steps, when no chain planned them

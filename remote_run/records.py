@@ -15,25 +15,34 @@ _RESULT = re.compile(r"^(RESULT_[A-Z0-9_]+)((?:\s+[A-Za-z_][A-Za-z0-9_]*=\S*)*)\
 _PAIR = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=(\S*)")
 
 WARNINGS = [
-    ("numpy alias", re.compile(r"np\.(float|int|bool|object)\b.*(deprecat|alias)|`np\.(float|int|bool)` is a deprecated alias", re.I)),
+    ("numpy alias", re.compile(r"np\.(float|int|bool|object)\b.*(deprecat|alias)|"
+                               r"`np\.(float|int|bool)` is a deprecated alias", re.I)),
     ("torch.load FutureWarning", re.compile(r"FutureWarning:.*torch\.load|torch\.load.*weights_only=False")),
-    ("CUDA not available", re.compile(r"CUDA initialization|torch\.cuda\.is_available\(\) is False|Found no NVIDIA driver")),
+    ("CUDA not available", re.compile(r"CUDA initialization|torch\.cuda\.is_available\(\) is False|"
+                                      r"Found no NVIDIA driver")),
     ("other warning", re.compile(r"\b[A-Z][A-Za-z]*Warning:")),
 ]
 
 HINTS = [
     (re.compile(r"ModuleNotFoundError: No module named '([^']+)'"),
-     "module {0!r} is missing: if it is part of the workspace check that it was synced (not excluded), else add it to PIP_PACKAGES or requirements.txt and run `inv bootstrap`"),
+     "module {0!r} is missing: if it is part of the workspace check that it was synced (not excluded), "
+     "else add it to PIP_PACKAGES or requirements.txt and run `inv bootstrap`"),
     (re.compile(r"AttributeError: module 'numpy' has no attribute '(float|int|bool|object|complex|str)'"),
-     "numpy >= 1.24 removed np.{0}: remote-run adds it back for runs it starts; by hand, add `np.{0} = {0}` after importing numpy, or pin numpy<1.24"),
+     "numpy >= 1.24 removed np.{0}: remote-run adds it back for runs it starts; "
+     "by hand, add `np.{0} = {0}` after importing numpy, or pin numpy<1.24"),
     (re.compile(r"CUDA out of memory|OutOfMemoryError"),
-     "the GPU ran out of memory: lower --batch-size, use lower precision, and check with `inv gpu-check` that no other job shares the GPU"),
-    (re.compile(r"no CUDA-capable device|Found no NVIDIA driver|CUDA driver version is insufficient|No CUDA GPUs are available|Torch not compiled with CUDA"),
-     "the run found no usable GPU: run `inv gpu-check`, check CUDA_VISIBLE_DEVICES, and that TORCH_INDEX_URL matches the host's CUDA"),
+     "the GPU ran out of memory: lower --batch-size, use lower precision, "
+     "and check with `inv gpu-check` that no other job shares the GPU"),
+    (re.compile(r"no CUDA-capable device|Found no NVIDIA driver|CUDA driver version is insufficient|"
+                r"No CUDA GPUs are available|Torch not compiled with CUDA"),
+     "the run found no usable GPU: run `inv gpu-check`, check CUDA_VISIBLE_DEVICES, "
+     "and that TORCH_INDEX_URL matches the host's CUDA"),
     (re.compile(r"No space left on device"),
-     "the disk is full on the host: free space (`inv clean --yes` removes REMOTE_DIR) or choose a REMOTE_DIR on a larger disk"),
+     "the disk is full on the host: free space (`inv clean --yes` removes REMOTE_DIR) "
+     "or choose a REMOTE_DIR on a larger disk"),
     (re.compile(r"Permission denied"),
-     "a permission error: the run writes inside REMOTE_DIR; check that REMOTE_DIR and any output paths are writable by the SSH user"),
+     "a permission error: the run writes inside REMOTE_DIR; "
+     "check that REMOTE_DIR and any output paths are writable by the SSH user"),
 ]
 
 
@@ -140,8 +149,8 @@ def gpu_usage(csv_text: str) -> dict | None:
         cells = [c.strip() for c in line.split(",")]
         if len(cells) == len(GPU_COLUMNS):
             row = dict(zip(GPU_COLUMNS, cells))
-            row["utilization"], row["memory_used"], row["power"] = (_float(row["utilization"]), _float(row["memory_used"]),
-                                                                    _float(row["power"]))
+            row["utilization"], row["memory_used"], row["power"] = (_float(row["utilization"]),
+                                                                    _float(row["memory_used"]), _float(row["power"]))
             rows.append(row)
     util = [r["utilization"] for r in rows if r["utilization"] is not None]
     if not util:
@@ -149,7 +158,8 @@ def gpu_usage(csv_text: str) -> dict | None:
     memory = [r["memory_used"] for r in rows if r["memory_used"] is not None]
     power = [r["power"] for r in rows if r["power"] is not None]
     return {"samples": len(rows), "mean_utilization": round(sum(util) / len(util), 1), "max_utilization": max(util),
-            "peak_memory_mib": max(memory) if memory else None, "mean_power_w": round(sum(power) / len(power), 1) if power else None}
+            "peak_memory_mib": max(memory) if memory else None,
+            "mean_power_w": round(sum(power) / len(power), 1) if power else None}
 
 
 def _float(text: str):
@@ -191,7 +201,8 @@ def code_state(run, workspace: Path, synced: set[str]) -> tuple[dict, bytes]:
         return {**state, "diff_bytes": None, "untracked": []}, b""
     done = run(["git", "-C", str(workspace), "diff", "--binary", "HEAD"], hide=True, timeout=60)
     diff = done.stdout.encode("utf-8", "surrogateescape") if done.exited == 0 else b""
-    listed = run(["git", "-C", str(workspace), "ls-files", "--others", "--exclude-standard", "-z"], hide=True, timeout=60)
+    listed = run(["git", "-C", str(workspace), "ls-files", "--others", "--exclude-standard", "-z"],
+                 hide=True, timeout=60)
     untracked = []
     for rel in sorted(p for p in listed.stdout.split("\0") if p and p in synced):
         path = workspace / rel
@@ -217,7 +228,8 @@ def code_differences(then: dict, now: dict) -> list[str]:
     after = {u["path"]: u["sha256"] for u in now.get("untracked", [])}
     for path in sorted(set(before) | set(after)):
         if before.get(path) != after.get(path):
-            changes.append(f"untracked {path} " + ("added" if path not in before else "removed" if path not in after else "changed"))
+            changes.append(f"untracked {path} "
+                           + ("added" if path not in before else "removed" if path not in after else "changed"))
     return changes
 
 
@@ -229,7 +241,8 @@ def check_run_id(run: str) -> str:
     from .errors import Failure
 
     if run and not RUN_ID.match(run):
-        raise Failure(f"--run {run!r} is not a run id", "run ids look like 20261122T101500Z_train-hlb (see `inv status`)")
+        raise Failure(f"--run {run!r} is not a run id",
+                      "run ids look like 20261122T101500Z_train-hlb (see `inv status`)")
     return run
 
 
@@ -270,7 +283,8 @@ class RunRecord:
     settings: dict = field(default_factory=dict)
     runner: str | None = None
     runner_path: str | None = None
-    argv: list = field(default_factory=list)  # what ran, relative to the run's copy of the workspace (its runner's flags too)
+    # what ran, relative to the run's copy of the workspace (its runner's flags too)
+    argv: list = field(default_factory=list)
     commands: list = field(default_factory=list)
     remote_log: str = ""
     local_log: str = ""
@@ -290,7 +304,8 @@ class RunRecord:
     code: dict = field(default_factory=dict)  # code_state: commit, diff against HEAD, untracked files
     invocation: dict = field(default_factory=dict)  # the task and its arguments, for `inv rerun`
     pulled: dict | None = None  # --pull: patterns, and the files brought into pulled/ (remote_run.aftermath)
-    synced: dict | None = None  # what REMOTE_DIR held of the workspace: {"only", "files", "bytes", "how"} (remote_run.sync.synced)
+    # what REMOTE_DIR held of the workspace: {"only", "files", "bytes", "how"} (remote_run.sync.synced)
+    synced: dict | None = None
 
     def finish(self, log_text: str, exit_status: int | None, elapsed: float, outcome: str, gpu_csv: str = "",
                epoch_arrivals: list[float] | None = None) -> None:
@@ -343,7 +358,8 @@ class RunRecord:
 
     def markdown(self) -> str:
         metrics = (self.result or {}).get("metrics", {})
-        gpu = ", ".join(f"{g.get('index')}: {g.get('name')}" for g in self.gpu) or "none seen (gpu-check not run or no GPU)"
+        gpu = (", ".join(f"{g.get('index')}: {g.get('name')}" for g in self.gpu)
+               or "none seen (gpu-check not run or no GPU)")
         commit = self.git.get("commit") or "not a git checkout"
         dirty = {True: " (dirty: uncommitted changes)", False: " (clean)"}.get(self.git.get("dirty"), "")
         lines = [
@@ -355,8 +371,10 @@ class RunRecord:
             f"- **GPU:** {gpu}",
             f"- **Workspace commit:** {commit}{dirty}{self._code_line()}",
             *([f"- **Code on the host:** the run's own snapshot of the tree synced as {self.snapshot.get('tree')} "
-               f"({self.snapshot.get('files')} files hard-linked in {self.snapshot.get('seconds')} s)"] if self.snapshot else []),
-            *([(f"- **Synced:** {', '.join(self.synced.get('only') or []) or 'the whole workspace'}: {self.synced.get('files')} files, "
+               f"({self.snapshot.get('files')} files hard-linked in {self.snapshot.get('seconds')} s)"]
+              if self.snapshot else []),
+            *([(f"- **Synced:** {', '.join(self.synced.get('only') or []) or 'the whole workspace'}: "
+                f"{self.synced.get('files')} files, "
                 f"{self.synced.get('bytes')} bytes ({self.synced.get('how')})")] if self.synced else []),
             f"- **Started / ended (UTC):** {self.started} / {self.ended}",
             f"- **Remote log:** {self.remote_log}",
@@ -364,7 +382,8 @@ class RunRecord:
             "",
             "## Result",
             "",
-            (f"`{self.result['name']}` " + ", ".join(f"{k}={v}" for k, v in metrics.items())) if self.result else "No RESULT line was printed.",
+            (f"`{self.result['name']}` " + ", ".join(f"{k}={v}" for k, v in metrics.items())) if self.result
+            else "No RESULT line was printed.",
             "",
             "## Options",
             "",
@@ -385,23 +404,29 @@ class RunRecord:
             lines.insert(3, f"- **Group:** {self.group} (summary: ../{self.group}/summary.md)")
         if self.gpu_usage:
             u = self.gpu_usage
-            lines += ["## GPU use", "", f"Mean utilisation {u['mean_utilization']:g} %, peak {u['max_utilization']:g} %, "
-                      f"peak memory {u['peak_memory_mib']} MiB, mean power {u['mean_power_w']} W ({u['samples']} samples, gpu.csv).", ""]
+            lines += ["## GPU use", "",
+                      f"Mean utilisation {u['mean_utilization']:g} %, peak {u['max_utilization']:g} %, "
+                      f"peak memory {u['peak_memory_mib']} MiB, mean power {u['mean_power_w']} W "
+                      f"({u['samples']} samples, gpu.csv).", ""]
         if self.epochs:
             columns = list(dict.fromkeys(k for e in self.epochs for k in e))
             lines += ["## Epochs", "", "| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns),
                       *["| " + " | ".join(str(e.get(c, "")) for c in columns) + " |" for e in self.epochs], ""]
         if self.code.get("untracked"):
-            lines += ["## Untracked files synced", "", *[f"- `{u['path']}` ({u['size']} bytes, sha256 {u['sha256'] or 'not hashed: too large'})"
-                                                         for u in self.code["untracked"]], ""]
+            lines += ["## Untracked files synced", "",
+                      *[f"- `{u['path']}` ({u['size']} bytes, sha256 {u['sha256'] or 'not hashed: too large'})"
+                        for u in self.code["untracked"]], ""]
         if self.pulled:
             p = self.pulled
-            lines += ["## Pulled files", "", f"`--pull {' '.join(p.get('patterns', []))}` from {p.get('from', 'the host')} into pulled/:", "",
+            lines += ["## Pulled files", "",
+                      f"`--pull {' '.join(p.get('patterns', []))}` from {p.get('from', 'the host')} into pulled/:", "",
                       *[f"- `{f['path']}` ({f['size']} bytes)" for f in p.get("files", [])],
                       *[f"- `{k}`: the local copy differs from the host's and was kept" for k in p.get("kept", [])],
                       *([f"- {p['error']}"] if p.get("error") else []),
-                      *([] if p.get("files") or p.get("kept") or p.get("error") or "from" not in p else ["- no matching file was written"]),
-                      *([] if "from" in p or p.get("error") else ["- not yet: the files come when the run has ended (`inv logs --follow`)"]), ""]
+                      *([] if p.get("files") or p.get("kept") or p.get("error") or "from" not in p
+                        else ["- no matching file was written"]),
+                      *([] if "from" in p or p.get("error")
+                        else ["- not yet: the files come when the run has ended (`inv logs --follow`)"]), ""]
         if self.hints:
             lines += ["## Hints", "", *[f"- {h}" for h in self.hints], ""]
         if self.runner:

@@ -52,7 +52,8 @@ def select(runs_dir: Path, refs: list[str]) -> tuple[list[RunRecord], list[dict]
             refs = [latest.name]
         else:
             known = compare._records(runs_dir)
-            runs = sorted((i for i, kind in known.items() if kind == "run"), key=lambda i: (compare._started(runs_dir, i, "run"), i))
+            runs = sorted((i for i, kind in known.items() if kind == "run"),
+                          key=lambda i: (compare._started(runs_dir, i, "run"), i))
             refs = runs[-DEFAULT_RUNS:]
     for ref in refs:
         side = compare.resolve(runs_dir, ref)
@@ -69,7 +70,8 @@ def write(runs_dir: Path, refs: list[str]) -> Path:
     plt = _pyplot()
     records, summaries = select(runs_dir, refs)
     if not records:
-        raise Failure(f"nothing to report: no run records for {', '.join(refs) if refs else 'the latest runs'} in {runs_dir}")
+        raise Failure(f"nothing to report: no run records for {', '.join(refs) if refs else 'the latest runs'} "
+                      f"in {runs_dir}")
     parts = [f"<h1>remote-run report</h1><p>{len(records)} run{'s' if len(records) != 1 else ''}"
              f"{', ' + str(len(summaries)) + ' group' + ('s' if len(summaries) != 1 else '') if summaries else ''}"
              f" from {html.escape(str(runs_dir))}</p>", "<h2>Runs</h2>", runs_table(records)]
@@ -77,9 +79,11 @@ def write(runs_dir: Path, refs: list[str]) -> Path:
     if curves:
         parts.append("<h2>Per-epoch metrics</h2>")
         for name in curves:
-            parts.append(_figure(plt, f"epoch:{name}", f"{name} by epoch", _curve(plt, records, name, "epoch", "epoch")))
+            parts.append(_figure(plt, f"epoch:{name}", f"{name} by epoch",
+                                 _curve(plt, records, name, "epoch", "epoch")))
             if any(any("wall_s" in e and name in e for e in r.epochs) for r in records):
-                parts.append(_figure(plt, f"wall:{name}", f"{name} over wall time", _curve(plt, records, name, "wall_s", "wall time (s)")))
+                parts.append(_figure(plt, f"wall:{name}", f"{name} over wall time",
+                                     _curve(plt, records, name, "wall_s", "wall time (s)")))
     for summary in summaries:
         parts.append(f"<h2>Group {html.escape(summary['group'])}</h2>")
         parts.append(group_table(summary))
@@ -108,14 +112,17 @@ def runs_table(records: list[RunRecord]) -> str:
         metrics = " ".join(f"{k}={v}" for k, v in ((r.result or {}).get("metrics") or {}).items())
         rows.append([r.run_id, r.task, r.host, gpu, commit, options, r.outcome, metrics])
     body = "".join("<tr data-run='" + html.escape(row[0]) + "'>" + "".join(
-        f"<td class='{html.escape(cell) if i == 6 else ''}'>{html.escape(str(cell))}</td>" for i, cell in enumerate(row)) + "</tr>" for row in rows)
+        f"<td class='{html.escape(cell) if i == 6 else ''}'>{html.escape(str(cell))}</td>"
+        for i, cell in enumerate(row)) + "</tr>" for row in rows)
     return "<table id='runs'><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>" + body + "</table>"
 
 
 def group_table(summary: dict) -> str:
     rows = groups.table(summary)
-    return ("<table class='group' data-group='" + html.escape(summary["group"]) + "'><tr>" + "".join(f"<th>{h}</th>" for h in rows[0]) + "</tr>"
-            + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows[1:]) + "</table>")
+    return ("<table class='group' data-group='" + html.escape(summary["group"]) + "'><tr>"
+            + "".join(f"<th>{h}</th>" for h in rows[0]) + "</tr>"
+            + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows[1:])
+            + "</table>")
 
 
 def _figure(plt, key: str, caption: str, fig) -> str:
@@ -130,7 +137,8 @@ def _figure(plt, key: str, caption: str, fig) -> str:
 def _curve(plt, records: list[RunRecord], name: str, x_key: str, x_label: str):
     fig, ax = plt.subplots(figsize=(6, 3.6))
     for r in records:
-        points = [(e[x_key], e[name]) for e in r.epochs if isinstance(e.get(x_key), (int, float)) and isinstance(e.get(name), (int, float))]
+        points = [(e[x_key], e[name]) for e in r.epochs
+                  if isinstance(e.get(x_key), (int, float)) and isinstance(e.get(name), (int, float))]
         if points:
             xs, ys = zip(*points)
             ax.plot(xs, ys, marker="o", markersize=3, label=r.run_id)
@@ -148,7 +156,8 @@ def _spread(plt, summary: dict, name: str, by_id: dict):
     ax.scatter(range(1, len(values) + 1), values, label="runs", zorder=3)
     ax.axhline(metric["mean"], color="black", linewidth=1, label=f"mean {metric['mean']:.4g}")
     if metric["std"] is not None:
-        ax.axhspan(metric["mean"] - metric["std"], metric["mean"] + metric["std"], alpha=0.15, label=f"± std {metric['std']:.2g}")
+        ax.axhspan(metric["mean"] - metric["std"], metric["mean"] + metric["std"], alpha=0.15,
+                   label=f"± std {metric['std']:.2g}")
     ax.set_xticks(range(1, len(values) + 1))
     ax.set_xlabel("run of the group")
     ax.set_ylabel(name)
@@ -177,7 +186,8 @@ def _gpu_rows(path: Path) -> list[dict]:
         except ValueError:
             continue
         first = moment if first is None else first
-        rows.append({"t": moment - first, "index": cells[1], "utilization": _float(cells[3]), "memory_used": _float(cells[4])})
+        rows.append({"t": moment - first, "index": cells[1], "utilization": _float(cells[3]),
+                     "memory_used": _float(cells[4])})
     return rows
 
 

@@ -21,7 +21,8 @@ ENV_FILE_VARIABLE = "REMOTE_RUN_ENV_FILE"
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _MODULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*\Z")
-_HOST = re.compile(r"(?:(?P<user>[A-Za-z0-9_][A-Za-z0-9._-]*)@)?(?P<host>[A-Za-z0-9_][A-Za-z0-9._-]*|\[[0-9A-Fa-f:.]+\])(?::(?P<port>[0-9]{1,5}))?\Z")
+_HOST = re.compile(r"(?:(?P<user>[A-Za-z0-9_][A-Za-z0-9._-]*)@)?"
+                   r"(?P<host>[A-Za-z0-9_][A-Za-z0-9._-]*|\[[0-9A-Fa-f:.]+\])(?::(?P<port>[0-9]{1,5}))?\Z")
 _PACKAGE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+\-\[\],<>=!~*]*\Z")
 _DEVICES = re.compile(r"(?:-1|[0-9]+|(?:GPU|MIG)-[A-Za-z0-9/-]+)(?:,(?:[0-9]+|(?:GPU|MIG)-[A-Za-z0-9/-]+))*\Z")
 _URL = re.compile(r"(?:https?|file)://[^\s'\"`$\\;|&<>]+\Z")
@@ -66,7 +67,8 @@ def parse_hosts(value: str, loading=None) -> tuple:
         return (parse_host(value),)
     hosts = tuple(parse_host(part.strip()) for part in value.split(","))
     if any(h.is_local for h in hosts) or len({h.spec for h in hosts}) != len(hosts) or any(not h.spec for h in hosts):
-        raise bad("REMOTE_HOST", value, "list SSH hosts, each once, comma separated (l1,l2,l3); `local` is one host on its own")
+        raise bad("REMOTE_HOST", value,
+                  "list SSH hosts, each once, comma separated (l1,l2,l3); `local` is one host on its own")
     return hosts
 
 
@@ -137,7 +139,8 @@ def sync_paths(key: str, workspace: Path, paths) -> tuple[str, ...]:
                 except ValueError:
                     pass
             else:
-                raise bad(key, given, "give a path inside it, e.g. examples/x", why=f"it is outside the workspace {workspace}")
+                raise bad(key, given, "give a path inside it, e.g. examples/x",
+                          why=f"it is outside the workspace {workspace}")
         parts = [part for part in path.as_posix().split("/") if part not in ("", ".")]
         if ".." in parts:
             raise bad(key, given, "give a path inside the workspace, without `..`, e.g. examples/x")
@@ -174,7 +177,8 @@ def _python(value: str, loading) -> str:
 def _url(value: str, loading) -> str:
     value = value.strip()
     if value and not _URL.match(value):
-        raise bad("TORCH_INDEX_URL", value, "give an http(s):// or file:// URL, or leave it empty for the default index")
+        raise bad("TORCH_INDEX_URL", value,
+                  "give an http(s):// or file:// URL, or leave it empty for the default index")
     return value
 
 
@@ -199,10 +203,12 @@ def _forwarded(value: str, loading) -> tuple[str, ...]:
     names = tuple(split_list(value))
     for name in names:
         if not _NAME.match(name):
-            raise bad("REMOTE_ENV", name, "give variable names (letters, digits, _), comma separated, e.g. WANDB_API_KEY,HF_TOKEN")
+            raise bad("REMOTE_ENV", name,
+                      "give variable names (letters, digits, _), comma separated, e.g. WANDB_API_KEY,HF_TOKEN")
     missing = [name for name in names if name not in loading.variables]
     if missing:
-        raise bad("REMOTE_ENV", value, "set it in the environment or .env, or drop it from REMOTE_ENV", why=f"{', '.join(missing)} has no value here")
+        raise bad("REMOTE_ENV", value, "set it in the environment or .env, or drop it from REMOTE_ENV",
+                  why=f"{', '.join(missing)} has no value here")
     return names
 
 
@@ -264,7 +270,8 @@ def _seconds(key: str, high: float):
 
 
 def _sample_seconds(value: str, loading) -> float:
-    seconds = _number("GPU_SAMPLE_SECONDS", value, float, -1.0, 3600.0, "give seconds between GPU samples, 0.1 to 3600, or 0 for none")
+    seconds = _number("GPU_SAMPLE_SECONDS", value, float, -1.0, 3600.0,
+                      "give seconds between GPU samples, 0.1 to 3600, or 0 for none")
     if 0 < seconds < 0.1 or seconds < 0:
         raise bad("GPU_SAMPLE_SECONDS", value, "give seconds between GPU samples, 0.1 to 3600, or 0 for none")
     return seconds
@@ -283,7 +290,8 @@ def _control_dir(value: str, loading) -> Path:
     # ssh appends the master's socket name (%C, 40 characters) and a temporary suffix; a Unix
     # socket path holds at most 107 bytes.
     if not path.is_absolute() or len(str(path)) > 48 or not _PATH.match(str(path)):
-        raise bad("REMOTE_RUN_CONTROL_DIR", value, "give an absolute directory of at most 48 characters without shell characters, e.g. /tmp/rr-me")
+        raise bad("REMOTE_RUN_CONTROL_DIR", value,
+                  "give an absolute directory of at most 48 characters without shell characters, e.g. /tmp/rr-me")
     return path
 
 
@@ -305,40 +313,73 @@ class Key:
 
 
 KEYS = (
-    Key("REMOTE_HOST", "local", parse_hosts, "ssh_config alias (`l1`), `user@host[:port]`, or `local` for this machine; several, comma separated (`l1,l2,l3`): a run goes to the first with free GPUs (with `--wait`, the shortest queue)", field="hosts"),
-    Key("WORKSPACE", ".", _workspace, "the checkout to sync and run; relative to the `.env` it is written in", shown_default="current directory"),
-    Key("REMOTE_DIR", "", check_remote_dir, "absolute directory remote-run owns on the host (`/tmp/cvlization_remote` for a CVlization checkout)",
+    Key("REMOTE_HOST", "local", parse_hosts,
+        "ssh_config alias (`l1`), `user@host[:port]`, or `local` for this machine; several, comma separated "
+        "(`l1,l2,l3`): a run goes to the first with free GPUs (with `--wait`, the shortest queue)", field="hosts"),
+    Key("WORKSPACE", ".", _workspace, "the checkout to sync and run; relative to the `.env` it is written in",
+        shown_default="current directory"),
+    Key("REMOTE_DIR", "", check_remote_dir,
+        "absolute directory remote-run owns on the host (`/tmp/cvlization_remote` for a CVlization checkout)",
         shown_default="`/tmp/<workspace name>_remote`", example="/tmp/cvlization_remote"),
-    Key("SYNC_EXCLUDE", "", _excludes, "extra rsync exclude patterns, comma/space separated, added to `.git var .venv __pycache__ .env .env.*` (but `.env.example` is synced) and `RUNS_DIR`",
+    Key("SYNC_EXCLUDE", "", _excludes,
+        "extra rsync exclude patterns, comma/space separated, added to `.git var .venv __pycache__ .env .env.*` "
+        "(but `.env.example` is synced) and `RUNS_DIR`",
         example="data/raw,*.ckpt"),
-    Key("SYNC_ONLY", "", _only, "workspace paths (folders or files), comma/space separated: a sync mirrors only these and leaves everything else in `REMOTE_DIR` alone; `--only PATH` overrides it; empty = the whole workspace",
+    Key("SYNC_ONLY", "", _only,
+        "workspace paths (folders or files), comma/space separated: a sync mirrors only these and leaves everything "
+        "else in `REMOTE_DIR` alone; `--only PATH` overrides it; empty = the whole workspace",
         example="cvlization,examples/x"),
-    Key("SYNC_MAX_MB", "1000", _sync_limit("SYNC_MAX_MB", "megabytes (10^6 bytes)"), "a sync that would upload more megabytes stops before sending anything and names the largest folders (`--force` goes on); 0 = no limit"),
-    Key("SYNC_MAX_FILES", "50000", _sync_limit("SYNC_MAX_FILES", "files"), "a sync that would upload more files stops before sending anything and names the largest folders (`--force` goes on); 0 = no limit"),
+    Key("SYNC_MAX_MB", "1000", _sync_limit("SYNC_MAX_MB", "megabytes (10^6 bytes)"),
+        "a sync that would upload more megabytes stops before sending anything and names the largest folders "
+        "(`--force` goes on); 0 = no limit"),
+    Key("SYNC_MAX_FILES", "50000", _sync_limit("SYNC_MAX_FILES", "files"),
+        "a sync that would upload more files stops before sending anything and names the largest folders "
+        "(`--force` goes on); 0 = no limit"),
     Key("REMOTE_PYTHON", "", _python, "use this interpreter on the host instead of creating `REMOTE_DIR/.venv`",
         shown_default="— (on `local`: the Python running remote-run)", example="/usr/bin/python3"),
-    Key("TORCH_INDEX_URL", "https://download.pytorch.org/whl/cu121", _url, "index for `TORCH_PACKAGES`; empty = the default index"),
-    Key("TORCH_PACKAGES", "torch torchvision", _packages("TORCH_PACKAGES"), "what bootstrap installs from `TORCH_INDEX_URL`; empty = nothing"),
+    Key("TORCH_INDEX_URL", "https://download.pytorch.org/whl/cu121", _url,
+        "index for `TORCH_PACKAGES`; empty = the default index"),
+    Key("TORCH_PACKAGES", "torch torchvision", _packages("TORCH_PACKAGES"),
+        "what bootstrap installs from `TORCH_INDEX_URL`; empty = nothing"),
     Key("PIP_PACKAGES", "", _packages("PIP_PACKAGES"), "extra packages bootstrap installs", example="numpy tqdm"),
     Key("BOOTSTRAP_INSTALLER", "auto", _choice("BOOTSTRAP_INSTALLER", ("auto", "uv", "pip")),
-        "what builds `REMOTE_DIR/.venv`: `auto`: the host's uv, else uv installed once into `REMOTE_DIR/.remote-run/uv`, else pip; `uv`: never pip; `pip`: `python3 -m venv` and pip"),
-    Key("CUDA_VISIBLE_DEVICES", "0", _devices, "GPUs a run may use (indices or UUIDs); gpu-check checks these; `auto`: the idle ones (`--gpus N`, default 1), least memory used first"),
-    Key("REMOTE_ENV", "", _forwarded, "names of local variables (environment or `.env`) forwarded to runs, e.g. `WANDB_API_KEY,HF_TOKEN`",
+        "what builds `REMOTE_DIR/.venv`: `auto`: the host's uv, else uv installed once into "
+        "`REMOTE_DIR/.remote-run/uv`, else pip; `uv`: never pip; `pip`: `python3 -m venv` and pip"),
+    Key("CUDA_VISIBLE_DEVICES", "0", _devices,
+        "GPUs a run may use (indices or UUIDs); gpu-check checks these; `auto`: the idle ones (`--gpus N`, default 1), "
+        "least memory used first"),
+    Key("REMOTE_ENV", "", _forwarded,
+        "names of local variables (environment or `.env`) forwarded to runs, e.g. `WANDB_API_KEY,HF_TOKEN`",
         example="WANDB_API_KEY,HF_TOKEN"),
-    Key("NOTIFY_CMD", "", notify.parse_command, "a command run here when a followed run ends (finished, failed, killed), with `REMOTE_RUN_ID`, `REMOTE_RUN_OUTCOME`, `REMOTE_RUN_EXIT`, `REMOTE_RUN_RESULT` in its environment; split like a shell would, never run by one",
+    Key("NOTIFY_CMD", "", notify.parse_command,
+        "a command run here when a followed run ends (finished, failed, killed), with `REMOTE_RUN_ID`, "
+        "`REMOTE_RUN_OUTCOME`, `REMOTE_RUN_EXIT`, `REMOTE_RUN_RESULT` in its environment; split like a shell would, "
+        "never run by one",
         example="notify-send remote-run"),
-    Key("NOTIFY_URL", "", notify.parse_url, "a webhook the host calls when a run ends, even detached (POST: a text body for ntfy.sh, else Slack-compatible JSON `{\"text\": ...}`); a secret like `REMOTE_ENV` values",
+    Key("NOTIFY_URL", "", notify.parse_url,
+        "a webhook the host calls when a run ends, even detached (POST: a text body for ntfy.sh, "
+        "else Slack-compatible JSON `{\"text\": ...}`); a secret like `REMOTE_ENV` values",
         example="https://ntfy.sh/my-private-topic"),
     Key("RUNS_DIR", "var/runs", _runs_dir, "local run records and pulled logs; relative = inside `WORKSPACE`"),
-    Key("TRAIN_IMPL", "builtin", _choice("TRAIN_IMPL", ("builtin", "workspace")), "`builtin`: self-contained trainers; `workspace`: the workspace's (CVlization) modules"),
-    Key("HLB_MODULE", "cvlization.torch.training_pipeline.image_classification.hlb", _module("HLB_MODULE"), "module train-hlb calls with `--impl workspace`"),
-    Key("DAVID_NET_MODULE", "cvlization.torch.net.image_classification.davidnet.dawn_utils", _module("DAVID_NET_MODULE"), "module with `net()` and `Network`"),
-    Key("DAVID_TRAINER_MODULE", "cvlization.torch.trainer.david_trainer", _module("DAVID_TRAINER_MODULE"), "module with `DavidTrainer`"),
-    Key("GPU_SAMPLE_SECONDS", "2", _sample_seconds, "seconds between the samples of the run's GPUs (utilisation, memory, power) the host writes to `runs/<id>/gpu.csv`; 0 = none"),
-    Key("REMOTE_RUN_CHECK_TIMEOUT", "60", _seconds("REMOTE_RUN_CHECK_TIMEOUT", 3600), "seconds the quick remote checks (GPU query, run listing) may take, so a hung `nvidia-smi` cannot hang the tool; runs never time out"),
-    Key("REMOTE_RUN_CONTROL_DIR", "", _control_dir, "private directory (yours, mode 700) for the SSH ControlMaster sockets",
+    Key("TRAIN_IMPL", "builtin", _choice("TRAIN_IMPL", ("builtin", "workspace")),
+        "`builtin`: self-contained trainers; `workspace`: the workspace's (CVlization) modules"),
+    Key("HLB_MODULE", "cvlization.torch.training_pipeline.image_classification.hlb", _module("HLB_MODULE"),
+        "module train-hlb calls with `--impl workspace`"),
+    Key("DAVID_NET_MODULE", "cvlization.torch.net.image_classification.davidnet.dawn_utils",
+        _module("DAVID_NET_MODULE"), "module with `net()` and `Network`"),
+    Key("DAVID_TRAINER_MODULE", "cvlization.torch.trainer.david_trainer", _module("DAVID_TRAINER_MODULE"),
+        "module with `DavidTrainer`"),
+    Key("GPU_SAMPLE_SECONDS", "2", _sample_seconds,
+        "seconds between the samples of the run's GPUs (utilisation, memory, power) the host writes to "
+        "`runs/<id>/gpu.csv`; 0 = none"),
+    Key("REMOTE_RUN_CHECK_TIMEOUT", "60", _seconds("REMOTE_RUN_CHECK_TIMEOUT", 3600),
+        "seconds the quick remote checks (GPU query, run listing) may take, so a hung `nvidia-smi` cannot hang "
+        "the tool; runs never time out"),
+    Key("REMOTE_RUN_CONTROL_DIR", "", _control_dir,
+        "private directory (yours, mode 700) for the SSH ControlMaster sockets",
         shown_default="`/tmp/remote-run-<uid>`", example="/tmp/remote-run-me"),
-    Key("REMOTE_RUN_KILL_GRACE", "3", _seconds("REMOTE_RUN_KILL_GRACE", 600), "seconds between SIGINT, SIGTERM and SIGKILL when a run is stopped"),
+    Key("REMOTE_RUN_KILL_GRACE", "3", _seconds("REMOTE_RUN_KILL_GRACE", 600),
+        "seconds between SIGINT, SIGTERM and SIGKILL when a run is stopped"),
     Key("DOCTOR_MIN_FREE_GB", "20", _gigabytes,
         "free space (GB) `inv doctor` wants on the disk of `REMOTE_DIR`; 0 = no minimum"),
 )
@@ -432,7 +473,8 @@ def read_env_file(path: Path) -> dict[str, str]:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise Failure(f"cannot read env file {path}: {exc.strerror}", f"fix the path given by --env-file or {ENV_FILE_VARIABLE}") from None
+        raise Failure(f"cannot read env file {path}: {exc.strerror}",
+                      f"fix the path given by --env-file or {ENV_FILE_VARIABLE}") from None
     except UnicodeDecodeError:
         raise Failure(f"env file {path} is not UTF-8 text", "save it as UTF-8") from None
     for binding in parse_stream(io.StringIO(text)):
@@ -468,7 +510,8 @@ def from_layers(path: Path | None, file_values: dict, environ: dict, overrides: 
     loading = Loading(path, file_values, environ, overrides)
     for key in KEYS:
         loading.values[key.name] = key.parse(loading.raw[key.name], loading)
-    return Settings(**{key.attribute: loading.values[key.name] for key in KEYS}, env_file=path, variables=loading.variables)
+    return Settings(**{key.attribute: loading.values[key.name] for key in KEYS}, env_file=path,
+                    variables=loading.variables)
 
 
 # ------------------------------------------------------------------------------------ the docs

@@ -36,13 +36,14 @@ KEPT = "host-%s-%s.pyz"  # version, sys.implementation.cache_tag + sys.hexversio
 # First in everything a host's Python runs (LOADER, KEEPER, local_argv, ENTRY): a Python older than
 # the host program's FLOOR says so in one line, rather than failing somewhere inside. Python parses
 # all of a text before it runs the guard: these texts keep to old syntax (no f-strings, no :=).
+# A text is sent as it is written, so its long lines stay: its closing line exempts them from E501.
 TOO_OLD = "remote-run needs Python %d.%d or newer" % FLOOR
 GUARD = r"""
 import sys
 if sys.version_info < FLOOR:
     sys.stderr.write("remote-run: python3 on this host is %d.%d.%d; TOO_OLD: install it, or set REMOTE_PYTHON\n" % sys.version_info[:3])
     sys.exit(ENVIRONMENT)
-""".replace("FLOOR", repr(FLOOR)).replace("TOO_OLD", TOO_OLD).replace("ENVIRONMENT", str(exits.ENVIRONMENT))
+""".replace("FLOOR", repr(FLOOR)).replace("TOO_OLD", TOO_OLD).replace("ENVIRONMENT", str(exits.ENVIRONMENT))  # noqa: E501
 
 ENTRY = GUARD + "from remote_run.host.__main__ import main\nsys.exit(main(sys.argv[1:]))\n"
 
@@ -81,7 +82,7 @@ if not path:
     sys.stderr.write("CONTROL" + '{"program": "missing", "storable": %s}\n' % ("true" if w else "false"))
     sys.exit(NO_PROGRAM)
 sys.exit(main(sys.argv[1:]))
-"""
+"""  # noqa: E501
 
 
 def _minify(code: str) -> str:
@@ -149,7 +150,7 @@ class Bundle:
 sys.meta_path.insert(0, Bundle())
 from remote_run.host.__main__ import main
 sys.exit(main(sys.argv[1:]))
-""".replace("KEPT", KEPT)
+""".replace("KEPT", KEPT)  # noqa: E501
 
 MISSING = f'{CONTROL}{{"program": "missing", "storable": '  # the loader found no kept program
 
@@ -169,7 +170,8 @@ def bundle() -> bytes:
     data = io.BytesIO()
     with zipfile.ZipFile(data, "w", zipfile.ZIP_DEFLATED) as out:
         for name, content in sorted(files().items()):
-            out.writestr(zipfile.ZipInfo(name, (1980, 1, 1, 0, 0, 0)), content, compress_type=zipfile.ZIP_DEFLATED, compresslevel=9)
+            out.writestr(zipfile.ZipInfo(name, (1980, 1, 1, 0, 0, 0)), content, compress_type=zipfile.ZIP_DEFLATED,
+                         compresslevel=9)
     return data.getvalue()
 
 
@@ -186,7 +188,8 @@ def keeper() -> str:
 def local_argv(python: str, mode: str, *args: str) -> list[str]:
     """Run a mode on this machine: the package where it is installed, isolated from the
     environment's Python settings and the current directory's modules (-I), without site (-S)."""
-    code = _minify(GUARD) + f"sys.path.insert(0, {str(HOST.parent.parent)!r}); from remote_run.host.__main__ import main; sys.exit(main(sys.argv[1:]))"
+    code = _minify(GUARD) + (f"sys.path.insert(0, {str(HOST.parent.parent)!r}); "
+                             "from remote_run.host.__main__ import main; sys.exit(main(sys.argv[1:]))")
     return [python, "-I", "-S", *(["-B"] if sys.dont_write_bytecode else []), "-c", code, mode, *args]
 
 

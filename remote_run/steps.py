@@ -35,7 +35,8 @@ class Pending:
     docker: bool = False
 
     def payload(self) -> dict:
-        found = {"sync": self.sync.check() if self.sync else None, "env": self.env, "gpu": self.gpu, "docker": self.docker or None}
+        found = {"sync": self.sync.check() if self.sync else None, "env": self.env, "gpu": self.gpu,
+                 "docker": self.docker or None}
         return {name: value for name, value in found.items() if value}
 
     @property
@@ -153,13 +154,15 @@ def build_environment(sess, force: bool) -> None:
     """Run the installer on the host (remote_run/host/installer.py), its progress shown as it comes."""
     host = sess.host
     progress = Progress(sys.stderr)
-    argv, stdin = host.program_with("bootstrap", environment.bootstrap_payload(host.settings, force, terminal=progress.terminal))
+    argv, stdin = host.program_with("bootstrap",
+                                    environment.bootstrap_payload(host.settings, force, terminal=progress.terminal))
     result = host.run(argv, err_stream=progress, stdin=stdin)
     progress.close()
     if result.exited == exits.MISSING and "python3" in result.stderr:
         raise host.failed(result, "bootstrapping")
     if result.exited:
-        lines = [line.lstrip(FINAL) for line in (result.stderr + result.stdout).splitlines() if line.strip() and not line.startswith(PROGRESS)]
+        lines = [line.lstrip(FINAL) for line in (result.stderr + result.stdout).splitlines()
+                 if line.strip() and not line.startswith(PROGRESS)]
         said = ours(lines)
         detail = said[-1] if said else (lines[-1] if lines else "no output")
         raise Failure(f"bootstrap on {host.label} failed (exit {result.exited}): {detail}",
@@ -219,18 +222,21 @@ def gpus_ready(sess, report: dict) -> tuple:
     if not report["go"]:
         raise gpu.refused(report, sess.host.label, s.cuda_visible_devices, limit)
     if report["state"] == "busy" and report.get("waits"):
-        say(f"GPU {', '.join(str(i) for i in report['busy'])} is busy: the run waits for its GPUs in {sess.host.label}'s queue (--wait)")
+        say(f"GPU {', '.join(str(i) for i in report['busy'])} is busy: "
+            f"the run waits for its GPUs in {sess.host.label}'s queue (--wait)")
     elif report["state"] == "busy":
         say(f"GPU {', '.join(str(i) for i in report['busy'])} is busy; going on (--allow-busy)")
     elif report["state"] != "ok":
-        say(gpu.failure(report, sess.host.label, s.cuda_visible_devices, limit).problem + "; going on without a GPU (--cpu-ok)")
+        say(gpu.failure(report, sess.host.label, s.cuda_visible_devices, limit).problem
+            + "; going on without a GPU (--cpu-ok)")
     return tuple(g for g in report["gpus"] if g["index"] in report["chosen"])
 
 
 def checks(sess, pending: Pending) -> dict:
     """One host program `check` command: the report of each pending check."""
     host = sess.host
-    argv, stdin = host.program_with("check", {"root": host.settings.remote_dir, **pending.payload()}, private=pending.private)
+    argv, stdin = host.program_with("check", {"root": host.settings.remote_dir, **pending.payload()},
+                                    private=pending.private)
     result = host.quick(argv, stdin=stdin)
     try:
         return json.loads(result.stdout.strip().splitlines()[-1])

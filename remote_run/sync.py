@@ -59,7 +59,8 @@ def sourced_rules(settings) -> list[tuple[str, str, str]]:
         found.append(("-", f"/{runs.as_posix()}/", "RUNS_DIR"))
     except ValueError:
         pass
-    found += [(kind, pattern, f".remoteignore line {number}") for kind, pattern, number in reversed(remoteignore(settings.workspace))]
+    found += [(kind, pattern, f".remoteignore line {number}")
+              for kind, pattern, number in reversed(remoteignore(settings.workspace))]
     found += [("-", pattern, "SYNC_EXCLUDE") for pattern in settings.sync_exclude]
     found += [("-", pattern, "built-in") for pattern in DEFAULT_EXCLUDES]
     return found
@@ -119,8 +120,8 @@ def filters(found) -> list[str]:
     return [f"P /{name}/***" for name in tree.PROTECTED] + [f"{kind} {pattern}" for kind, pattern in found]
 
 
-def rsync(host: Host, source: str, target: str, *, filters=(), delete=False, progress=False, extra=(), claim: str | None = None,
-          stamp: str = ""):
+def rsync(host: Host, source: str, target: str, *, filters=(), delete=False, progress=False, extra=(),
+          claim: str | None = None, stamp: str = ""):
     """rsync ``source`` to ``target`` (either may be remote, written as ``host.rsync_path(...)``).
 
     Symlinks are kept as symlinks (-a) and paths are arguments, never shell text. For an SSH host
@@ -260,8 +261,9 @@ def plan(settings, *, only=None, checksum: bool = False, force: bool = False) ->
     outside, inside = tree.split_protected(entries)
     fingerprint = tree.fingerprint(outside)
     path = manifest_path(settings)
-    base = dict(rules=found, entries=entries, fingerprint=fingerprint, protected=inside, manifest=path, only=roots, checksum=checksum,
-                force=force, excluded={rel: (rule.pattern, origins.get(id(rule), "--only")) for rel, rule in left_out.items()})
+    base = dict(rules=found, entries=entries, fingerprint=fingerprint, protected=inside, manifest=path, only=roots,
+                checksum=checksum, force=force,
+                excluded={rel: (rule.pattern, origins.get(id(rule), "--only")) for rel, rule in left_out.items()})
     try:
         last = json.loads(path.read_text(encoding="utf-8", errors="surrogateescape"))
         base["before"] = before = {rel: tuple(entry) for rel, entry in last["entries"].items()}
@@ -296,7 +298,8 @@ def _check_roots(settings, roots, sourced, what: str) -> None:
                 continue
             origin = sourced[compiled.index(rule)][2]
             if origin in ("secrets", "RUNS_DIR"):
-                why = "secrets never leave this machine" if origin == "secrets" else "RUNS_DIR holds this machine's run records"
+                why = ("secrets never leave this machine" if origin == "secrets"
+                       else "RUNS_DIR holds this machine's run records")
                 raise Failure(f"{what} {root}: {rel} is never synced ({why})", "choose another path")
             raise Failure(f"{what} {root}: {rel} is left out by `{rule.pattern}` ({origin})",
                           f"drop that rule, or add `!/{rel}` to .remoteignore, to sync it")
@@ -364,14 +367,16 @@ def full(host: Host, plan: Plan, *, progress: bool | None = None) -> SyncSummary
         say(line)
     forget(plan)  # until the host confirms the new state, no fast path may trust the old one
     started = time.perf_counter()
-    result = rsync(host, f"{s.workspace}/", host.rsync_path(s.remote_dir + "/"), filters=filters(plan.rules), delete=True,
-                   progress=progress, claim=s.remote_dir, stamp=plan.fingerprint, extra=["--checksum"] if plan.checksum else [])
+    result = rsync(host, f"{s.workspace}/", host.rsync_path(s.remote_dir + "/"), filters=filters(plan.rules),
+                   delete=True, progress=progress, claim=s.remote_dir, stamp=plan.fingerprint,
+                   extra=["--checksum"] if plan.checksum else [])
     seconds = time.perf_counter() - started
     if result.exited:
         raise rsync_error(host, result, f"sync of {s.workspace} to {host.label}:{s.remote_dir}")
     save(plan)
     plan.how = "rsync"
-    return SyncSummary(_stat(result.stdout, "Number of regular files transferred"), _stat(result.stdout, "Total transferred file size"), seconds)
+    return SyncSummary(_stat(result.stdout, "Number of regular files transferred"),
+                       _stat(result.stdout, "Total transferred file size"), seconds)
 
 
 def guard(host: Host, plan: Plan) -> None:
@@ -396,8 +401,10 @@ def guard(host: Host, plan: Plan) -> None:
     by_size = "SYNC_MAX_MB" in over
     folders = heavy_folders(sending, by_size)
     where = "; " + _most_of_it(folders) if folders else ""
-    leave_out = f"add /{folders[0][0]}/ to .remoteignore to leave it out, " if folders else "leave folders out with .remoteignore or --only, "
-    raise Failure(f"the sync would upload {_count(len(sending))} ({_size(size)}) to {host.label}:{s.remote_dir}, over {over}{where}",
+    leave_out = (f"add /{folders[0][0]}/ to .remoteignore to leave it out, " if folders
+                 else "leave folders out with .remoteignore or --only, ")
+    raise Failure(f"the sync would upload {_count(len(sending))} ({_size(size)}) to {host.label}:{s.remote_dir}, "
+                  f"over {over}{where}",
                   f"{leave_out}or go on with --force (train-*/run: --force-sync); `inv sync --dry-run` lists it all")
 
 
@@ -446,7 +453,8 @@ def notices(plan: Plan, workspace: Path, *, once: bool) -> list[str]:
         if code:
             found.append((rel, pattern, origin, code))
     if once and found:
-        memory = cache_dir() / "sync" / ("noticed-" + hashlib.sha256(str(workspace).encode("utf-8", "surrogateescape")).hexdigest()[:24] + ".json")
+        memory = cache_dir() / "sync" / (
+            "noticed-" + hashlib.sha256(str(workspace).encode("utf-8", "surrogateescape")).hexdigest()[:24] + ".json")
         try:
             seen = set(json.loads(memory.read_text(encoding="utf-8")))
         except (OSError, ValueError, TypeError):
@@ -456,7 +464,9 @@ def notices(plan: Plan, workspace: Path, *, once: bool) -> list[str]:
         if found:
             memory.parent.mkdir(parents=True, exist_ok=True)
             write_atomic(str(memory), json.dumps(sorted(seen | keys)).encode("utf-8", "surrogateescape"))
-    return [f"not synced, though it holds code: {rel}/ ({code}{'+' if code >= CODE_SCAN else ''} code file{'s' if code > 1 else ''}), left out by the broad pattern `{pattern}` "
+    return [f"not synced, though it holds code: {rel}/ "
+            f"({code}{'+' if code >= CODE_SCAN else ''} code file{'s' if code > 1 else ''}), "
+            f"left out by the broad pattern `{pattern}` "
             f"({origin}); if a run needs it, add `!/{rel}/` to .remoteignore" for rel, pattern, origin, code in found]
 
 
@@ -466,7 +476,7 @@ CODE_SCAN = 200  # code files counted in a folder before notices() stops looking
 def _code_files(folder: Path, limit: int = 5000) -> int:
     """How many code files ``folder`` holds (up to CODE_SCAN; at most ``limit`` entries looked at)."""
     code = seen = 0
-    for here, dirs, names in os.walk(folder):
+    for _, dirs, names in os.walk(folder):
         seen += len(dirs) + len(names)
         code += sum(name.endswith(CODE_SUFFIXES) for name in names)
         if code >= CODE_SCAN or seen >= limit:
@@ -492,8 +502,10 @@ def preview(host: Host, plan: Plan) -> Preview:
     not even on a fresh REMOTE_DIR (the host program's claim only checks it)."""
     s = host.settings
     started = time.perf_counter()
-    result = rsync(host, f"{s.workspace}/", host.rsync_path(s.remote_dir + "/"), filters=filters(plan.rules), delete=True,
-                   extra=["--dry-run", "--out-format=%i %l %n", *(["--checksum"] if plan.checksum else [])], claim=s.remote_dir, stamp=None)
+    result = rsync(host, f"{s.workspace}/", host.rsync_path(s.remote_dir + "/"), filters=filters(plan.rules),
+                   delete=True,
+                   extra=["--dry-run", "--out-format=%i %l %n", *(["--checksum"] if plan.checksum else [])],
+                   claim=s.remote_dir, stamp=None)
     if result.exited:
         raise rsync_error(host, result, f"dry run of the sync of {s.workspace} to {host.label}:{s.remote_dir}")
     uploads, created, deletions = [], 0, []
@@ -518,10 +530,12 @@ def preview_text(host: Host, plan: Plan, seen: Preview) -> str:
     scope = f", only {', '.join(plan.only)}" if plan.only else ""
     lines = [f"dry run: {s.workspace} -> {host.label}:{s.remote_dir}{scope}{' (by checksum)' if plan.checksum else ''}",
              (f"would upload {_count(len(seen.uploads))} ({_size(size)}), create {seen.created:,} folders and links, "
-              f"delete {len(seen.deletions):,}; the synced tree holds {_count(synced(plan)['files'])} ({_size(synced(plan)['bytes'])})")]
+              f"delete {len(seen.deletions):,}; the synced tree holds {_count(synced(plan)['files'])} "
+              f"({_size(synced(plan)['bytes'])})")]
     if seen.uploads:
         lines.append("largest uploads:")
-        lines += [f"  {_size(size):>10}  {rel}" for rel, size in sorted(seen.uploads, key=lambda item: (-item[1], item[0]))[:10]]
+        lines += [f"  {_size(size):>10}  {rel}"
+                  for rel, size in sorted(seen.uploads, key=lambda item: (-item[1], item[0]))[:10]]
     if seen.deletions:
         lines.append("would delete:")
         lines += [f"  {rel}" for rel in seen.deletions[:10]]
@@ -593,13 +607,16 @@ def pull_runs(host: Host, run_id: str | None = None) -> SyncSummary:
     dest.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     # Not the runs' snapshots (work/): their code was released; what a run wrote there comes back with --pull.
-    result = rsync(host, host.rsync_path(source), f"{dest}/", extra=["--ignore-existing", "--exclude=/work/" if run_id else "--exclude=/*/work/"])
+    result = rsync(host, host.rsync_path(source), f"{dest}/",
+                   extra=["--ignore-existing", "--exclude=/work/" if run_id else "--exclude=/*/work/"])
     if result.exited:
         if "No such file or directory" in result.stderr or "change_dir" in result.stderr:
             what = f"run {run_id}" if run_id else "runs"
-            raise Failure(f"no {what} in {host.label}:{s.remote_dir}/runs", f"see `inv status` or `ls {s.remote_dir}/runs` on the host")
+            raise Failure(f"no {what} in {host.label}:{s.remote_dir}/runs",
+                          f"see `inv status` or `ls {s.remote_dir}/runs` on the host")
         raise rsync_error(host, result, f"pulling logs from {host.label}:{source}")
-    return SyncSummary(_stat(result.stdout, "Number of regular files transferred"), _stat(result.stdout, "Total transferred file size"), time.perf_counter() - started)
+    return SyncSummary(_stat(result.stdout, "Number of regular files transferred"),
+                       _stat(result.stdout, "Total transferred file size"), time.perf_counter() - started)
 
 
 def rsync_error(host: Host, result, what: str) -> Failure:
@@ -620,7 +637,8 @@ def rsync_error(host: Host, result, what: str) -> Failure:
     if found:
         return found
     last = [line for line in stderr.strip().splitlines() if line.strip()]
-    return Failure(f"{what} failed (rsync exit {result.exited}): {last[-1] if last else 'no error text'}", kind=Kind.ENVIRONMENT)
+    return Failure(f"{what} failed (rsync exit {result.exited}): {last[-1] if last else 'no error text'}",
+                   kind=Kind.ENVIRONMENT)
 
 
 def _stat(text: str, label: str) -> int:

@@ -49,10 +49,12 @@ def _builtin_options(impl: str, seed: str, synthetic: bool, subset: str, **extra
     return options
 
 
-def hlb(settings, python: str, *, epochs, impl="", batch_size="", seed="", compile=False, synthetic=False, subset="") -> RunSpec:
+def hlb(settings, python: str, *, epochs, impl="", batch_size="", seed="", compile=False,
+        synthetic=False, subset="") -> RunSpec:
     impl = choose_impl(settings, impl)
     options = {"epochs": positive_float("--epochs", epochs)}
-    options.update(_builtin_options(impl, seed, synthetic, subset, **{"--batch-size": batch_size, "--compile": compile}))
+    options.update(_builtin_options(impl, seed, synthetic, subset,
+                                    **{"--batch-size": batch_size, "--compile": compile}))
     if impl == "workspace":
         options["hlb_module"] = settings.hlb_module
     else:
@@ -62,7 +64,8 @@ def hlb(settings, python: str, *, epochs, impl="", batch_size="", seed="", compi
     return _trainer("train-hlb", "run_hlb.py", HLB[impl], options, impl, python)
 
 
-def david(settings, python: str, *, epochs="12", batch_size="512", impl="", seed="", synthetic=False, subset="") -> RunSpec:
+def david(settings, python: str, *, epochs="12", batch_size="512", impl="", seed="",
+          synthetic=False, subset="") -> RunSpec:
     impl = choose_impl(settings, impl)
     options = {
         "epochs": int_between("--epochs", epochs, 1, 10_000),
@@ -107,12 +110,14 @@ def split_args(args: str, flag: str = "--args") -> list[str]:
 def script_in_workspace(workspace: Path, script: str) -> str:
     """The script's path relative to the workspace; it must exist inside it."""
     if not script or script.startswith("-") or "\0" in script:
-        raise Failure(f"script {script!r} is not a file path; give a path inside the workspace such as scripts/bench.py")
+        raise Failure(f"script {script!r} is not a file path; "
+                      "give a path inside the workspace such as scripts/bench.py")
     path = (workspace / script).resolve() if not Path(script).is_absolute() else Path(script).resolve()
     try:
         relative = path.relative_to(workspace)
     except ValueError:
-        raise Failure(f"script {script!r} is outside the workspace {workspace}; only workspace files are synced, so move it there") from None
+        raise Failure(f"script {script!r} is outside the workspace {workspace}; "
+                      "only workspace files are synced, so move it there") from None
     if not path.is_file():
         raise Failure(f"script {script!r} does not exist in the workspace {workspace}")
     return relative.as_posix()
@@ -127,7 +132,8 @@ def path_in_workspace(workspace: Path, path: str) -> str:
     try:
         relative = resolved.relative_to(workspace).as_posix()
     except ValueError:
-        raise Failure(f"path {path!r} is outside the workspace {workspace}; only workspace files reach the cluster") from None
+        raise Failure(f"path {path!r} is outside the workspace {workspace}; "
+                      "only workspace files reach the cluster") from None
     if not resolved.exists():
         raise Failure(f"path {path!r} does not exist in the workspace {workspace}")
     return relative + path[len(head):]
@@ -136,7 +142,8 @@ def path_in_workspace(workspace: Path, path: str) -> str:
 def folder_in_workspace(workspace: Path, folder: str) -> str:
     """--cwd: a folder of the workspace, relative to it ("" for the workspace itself)."""
     if not folder or folder.startswith("-") or "\0" in folder or Path(folder).is_absolute():
-        raise Failure(f"--cwd {folder!r} is not valid: give a folder of the workspace, relative to it, such as examples/x")
+        raise Failure(f"--cwd {folder!r} is not valid: "
+                      "give a folder of the workspace, relative to it, such as examples/x")
     resolved = (workspace / folder).resolve()
     try:
         relative = resolved.relative_to(workspace).as_posix()
@@ -158,7 +165,8 @@ def program(workspace: Path, python: str, target: str, cwd: str) -> list:
         return [path if "/" in path else "./" + path]
     if relative.endswith(".sh"):
         return ["bash", path]
-    raise Failure(f"{target!r} is neither a Python file nor executable; run chmod +x on it (it then runs by its #! line), "
+    raise Failure(f"{target!r} is neither a Python file nor executable; "
+                  "run chmod +x on it (it then runs by its #! line), "
                   "or give it a .sh name to run it with bash")
 
 
@@ -172,5 +180,6 @@ def script(settings, python: str, target: str, *, module: bool, args: str, cwd: 
     else:
         argv = program(settings.workspace, python, target, folder)
     return RunSpec(task="run", argv=[*argv, *arguments], cwd=folder,
-                   options={"script": None if module else script_in_workspace(settings.workspace, target), "module": target if module else None,
+                   options={"script": None if module else script_in_workspace(settings.workspace, target),
+                            "module": target if module else None,
                             "args": arguments, **({"cwd": folder} if folder else {})})

@@ -97,7 +97,8 @@ class Host:
             noted = time.time() - self._cannot_keep().stat().st_mtime < 24 * 3600  # then it is asked again
         except FileNotFoundError:
             noted = False
-        return ship.remote_argv(self.settings.remote_python or "python3", mode, *args, carry=noted or not keep, keep=keep and not noted)
+        return ship.remote_argv(self.settings.remote_python or "python3", mode, *args, carry=noted or not keep,
+                                keep=keep and not noted)
 
     def _cannot_keep(self) -> Path:
         """A note, beside the control sockets, that this host cannot keep the launcher (its home is
@@ -140,8 +141,8 @@ class Host:
             return [str(a) for a in argv]
         return [*self.ssh_argv(), "-T", "--", self.spec.ssh_destination, join(argv)]
 
-    def run(self, argv, *, hide=False, stream=None, err_stream=None, stdin: str | None = None, timeout=None, record=True,
-            own_session=False):
+    def run(self, argv, *, hide=False, stream=None, err_stream=None, stdin: str | None = None, timeout=None,
+            record=True, own_session=False):
         """Run ``argv`` on the host; invoke's Result, never raising on a non-zero exit.
 
         A connection that cannot be made or breaks is a Failure naming the cause (see failure()).
@@ -150,8 +151,8 @@ class Host:
         if record:
             self.commands.append(summary(argv))
         for _ in range(2):  # as it is; again carrying the program when the host has not kept it
-            result = self.local(self.full_argv(argv), hide=hide, stream=stream, err_stream=err_stream, stdin=stdin, timeout=timeout,
-                                own_session=own_session)
+            result = self.local(self.full_argv(argv), hide=hide, stream=stream, err_stream=err_stream, stdin=stdin,
+                                timeout=timeout, own_session=own_session)
             if argv[4:5] != [ship.LOADER] or not self.missed_program(result):
                 break
             argv = ship.carrying(argv)  # once per host and version of remote-run
@@ -181,10 +182,12 @@ class Host:
         if result.exited == exits.MISSING or self.interpreter_missing(text):
             if self.settings.remote_python:
                 lines = text.splitlines()
-                last = next((line for line in lines if self.interpreter_missing(line)), lines[-1] if lines else "not found")[:160]
+                last = next((line for line in lines if self.interpreter_missing(line)),
+                            lines[-1] if lines else "not found")[:160]
                 return Failure(f"REMOTE_PYTHON={self.settings.remote_python} does not run on {self.label} ({last})",
                                "fix REMOTE_PYTHON or unset it to create a venv", Kind.ENVIRONMENT)
-            return Failure(f"{python} is not installed on {self.label}", "install Python 3 there or set REMOTE_PYTHON", Kind.ENVIRONMENT)
+            return Failure(f"{python} is not installed on {self.label}", "install Python 3 there or set REMOTE_PYTHON",
+                           Kind.ENVIRONMENT)
         said = ours(text.splitlines())
         if said:
             return Failure(said[-1], kind=Kind.of(result.exited))
@@ -194,7 +197,8 @@ class Host:
     def interpreter_missing(self, stderr: str) -> bool:
         """Whether the shell found no interpreter to run the host program with."""
         python = self.settings.remote_python or "python3"
-        return bool(re.search(re.escape(python) + r"\S*: (?:No such file or directory|(?:command )?not found)", stderr or ""))
+        return bool(re.search(re.escape(python) + r"\S*: (?:No such file or directory|(?:command )?not found)",
+                              stderr or ""))
 
     def quick(self, argv, *, stdin: str | None = None, record=True):
         """A short command with hidden output, bounded by REMOTE_RUN_CHECK_TIMEOUT."""
@@ -208,7 +212,8 @@ class Host:
         """Run ``argv`` on this machine through invoke's runner (``env`` is added to the environment)."""
         from invoke.exceptions import CommandTimedOut
 
-        kwargs = dict(hide=hide, warn=True, timeout=timeout, in_stream=WholeInput(stdin) if stdin is not None else False, env=env or {})
+        kwargs = dict(hide=hide, warn=True, timeout=timeout,
+                      in_stream=WholeInput(stdin) if stdin is not None else False, env=env or {})
         if stream is not None:
             kwargs["out_stream"] = stream
         if err_stream is not None:
@@ -219,7 +224,8 @@ class Host:
             return self.context.run(join(argv), **kwargs)
         except CommandTimedOut:
             raise Failure(f"`{summary(argv)[:80]}` did not finish within {timeout:g} s on {self.label}",
-                          "the host may be overloaded or a tool (nvidia-smi, a full disk) may hang: check it with ssh", Kind.UNREACHABLE) from None
+                          "the host may be overloaded or a tool (nvidia-smi, a full disk) may hang: check it with ssh",
+                          Kind.UNREACHABLE) from None
 
     def rsync_path(self, path: str) -> str:
         """How rsync names ``path`` on the host."""
@@ -227,7 +233,8 @@ class Host:
 
     def master_running(self) -> bool:
         """Whether this host's ControlMaster is up (``ssh -O check``, a question to the local socket)."""
-        return self.local([*self.ssh_argv(), "-O", "check", "--", self.spec.ssh_destination], hide=True, timeout=CONNECT_TIMEOUT).exited == 0
+        return self.local([*self.ssh_argv(), "-O", "check", "--", self.spec.ssh_destination], hide=True,
+                          timeout=CONNECT_TIMEOUT).exited == 0
 
     def forward(self, local: int, remote: int, *, cancel: bool = False):
         """Add (``cancel``: remove) a forward of 127.0.0.1:``local`` here to 127.0.0.1:``remote`` on
@@ -245,10 +252,11 @@ def control_dir(settings: Settings) -> Path:
     except FileExistsError:
         pass
     except OSError as exc:
-        raise Failure(f"cannot create {path} for SSH control sockets ({exc.strerror})", "set REMOTE_RUN_CONTROL_DIR to a directory of yours",
-                      Kind.ENVIRONMENT) from None
+        raise Failure(f"cannot create {path} for SSH control sockets ({exc.strerror})",
+                      "set REMOTE_RUN_CONTROL_DIR to a directory of yours", Kind.ENVIRONMENT) from None
     if exposed(path.lstat()):
-        raise Failure(f"{path} must be a directory only you can access: it holds SSH control sockets", f"chmod 700 {path}", Kind.ENVIRONMENT)
+        raise Failure(f"{path} must be a directory only you can access: it holds SSH control sockets",
+                      f"chmod 700 {path}", Kind.ENVIRONMENT)
     return path
 
 
@@ -270,19 +278,24 @@ _SSH_ERRORS = [
      "add a Host entry or fix REMOTE_HOST"),
     (r"REMOTE HOST IDENTIFICATION HAS CHANGED",
      "the host key of {name} has CHANGED since it was recorded in known_hosts",
-     "if the machine was really reinstalled, remove the old key with `ssh-keygen -R` and connect once with `ssh {name}`, otherwise do not connect"),
+     "if the machine was really reinstalled, remove the old key with `ssh-keygen -R` "
+     "and connect once with `ssh {name}`, otherwise do not connect"),
     (r"Host key verification failed|No ED25519 host key is known|host key is not known",
-     "the host key of {name} is not trusted (unknown or changed)", "connect once with `ssh {name}` to check and accept it"),
+     "the host key of {name} is not trusted (unknown or changed)",
+     "connect once with `ssh {name}` to check and accept it"),
     (r"Permission denied \((publickey|password|keyboard|gssapi|hostbased)",
      "{name} refused our SSH key (authentication failed)",
      "check IdentityFile in ~/.ssh/config or load the key into ssh-agent, then try `ssh {name}`"),
     (r"Connection refused",
-     "cannot reach {name}: connection refused", "check that the machine is up and its SSH port is right (`ssh {name}`)"),
+     "cannot reach {name}: connection refused",
+     "check that the machine is up and its SSH port is right (`ssh {name}`)"),
     (r"timed out|No route to host|Network is unreachable",
-     "cannot reach {name}: the connection timed out or has no route", "check the network, VPN or ProxyJump (`ssh {name}`)"),
+     "cannot reach {name}: the connection timed out or has no route",
+     "check the network, VPN or ProxyJump (`ssh {name}`)"),
     (r"Connection (closed|reset)|Broken pipe|connection unexpectedly closed|Control master terminated",
      "the connection to {name} dropped", ""),
-    (r"Bad configuration option|Unsupported option|Bad key types|Can't open user config|Too many authentication failures",
+    (r"Bad configuration option|Unsupported option|Bad key types|Can't open user config|"
+     r"Too many authentication failures",
      "ssh cannot use its configuration for {name} ({detail})", "fix ~/.ssh/config and check with `ssh {name}`"),
 ]
 
@@ -292,8 +305,9 @@ def failure(name: str, stderr: str) -> Failure | None:
     for pattern, problem, fix in _SSH_ERRORS:
         match = re.search(pattern, stderr or "")  # compiled only when something failed
         if match:
-            line = next((l for l in stderr.splitlines() if match.group(0) in l), "")
-            return Failure(problem.format(name=name, detail=line.strip()[:120]), fix.format(name=name), Kind.UNREACHABLE)
+            line = next((each for each in stderr.splitlines() if match.group(0) in each), "")
+            return Failure(problem.format(name=name, detail=line.strip()[:120]), fix.format(name=name),
+                           Kind.UNREACHABLE)
     return None
 
 

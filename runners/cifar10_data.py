@@ -99,7 +99,7 @@ def _load_real(data_dir, url, md5, timeout, sizes):
     try:
         os.makedirs(data_dir, exist_ok=True)
     except OSError as e:
-        raise DatasetError(f"cifar10: cannot create {data_dir} ({e.strerror}); pass a writable --data-dir")
+        raise DatasetError(f"cifar10: cannot create {data_dir} ({e.strerror}); pass a writable --data-dir") from None
     if not os.path.exists(tarball):
         _download(url, tarball, timeout)
     corrupt = _md5_problem(tarball, md5)

@@ -31,8 +31,10 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=EPOCHS)
     parser.add_argument("--batch-size", type=int, default=BATCH_SIZE)
-    parser.add_argument("--david-net-module", default=DAVID_NET_MODULE, help="the module with net() and Network (default %(default)s)")
-    parser.add_argument("--david-trainer-module", default=DAVID_TRAINER_MODULE, help="the module with DavidTrainer (default %(default)s)")
+    parser.add_argument("--david-net-module", default=DAVID_NET_MODULE,
+                        help="the module with net() and Network (default %(default)s)")
+    parser.add_argument("--david-trainer-module", default=DAVID_TRAINER_MODULE,
+                        help="the module with DavidTrainer (default %(default)s)")
     args = parser.parse_args()
     nets = importlib.import_module(args.david_net_module)
     trainers = importlib.import_module(args.david_trainer_module)

@@ -28,7 +28,8 @@ except ImportError:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=float, default=EPOCHS)
-    parser.add_argument("--hlb-module", default=HLB_MODULE, help="the module whose hyp and main() train (default %(default)s)")
+    parser.add_argument("--hlb-module", default=HLB_MODULE,
+                        help="the module whose hyp and main() train (default %(default)s)")
     args = parser.parse_args()
     hlb = importlib.import_module(args.hlb_module)
     hlb.hyp["misc"]["train_epochs"] = args.epochs

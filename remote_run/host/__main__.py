@@ -59,7 +59,8 @@ def main(argv):
         return pulled.main(payload_of(argv))
     if mode == "explode" and len(argv) == 2:
         return explode(argv[1])
-    return fail("unknown host program mode %r; see `python3 -m remote_run.host` in the host program's sources" % mode, exits.USAGE)
+    return fail("unknown host program mode %r; see `python3 -m remote_run.host` in the host program's sources" % mode,
+                exits.USAGE)
 
 
 def run_mode(mode, argv):
@@ -123,7 +124,8 @@ def explode(folder):
         init = os.path.join(folder, "remote_run", "__init__.py")
         if not os.path.exists(init):
             open(init, "w").close()
-    sys.stderr.write("remote-run: the host program's sources are in %s; run a mode with: cd %s && python3 -m remote_run.host MODE ...\n"
+    sys.stderr.write("remote-run: the host program's sources are in %s; "
+                     "run a mode with: cd %s && python3 -m remote_run.host MODE ...\n"
                      % (folder, folder))
     return exits.OK
 

@@ -20,7 +20,8 @@ def clean(root, data):
     if line:
         return fail(line, exits.REFUSED)
     if not os.path.isfile(os.path.join(root, MARKER)):
-        return fail("REMOTE_DIR=%s was not created by remote-run (no %s marker); refusing to delete it" % (root, MARKER), exits.REFUSED)
+        return fail("REMOTE_DIR=%s was not created by remote-run (no %s marker); refusing to delete it"
+                    % (root, MARKER), exits.REFUSED)
     runs = os.path.join(root, "runs")
     for name in sorted(os.listdir(runs)) if os.path.isdir(runs) else []:
         if state_of(os.path.join(runs, name))[0] in states.LIVE:

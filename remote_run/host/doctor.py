@@ -146,7 +146,8 @@ def reach(target, timeout):
         host, _, text = hostport.rpartition(":")
         port = int(text) if text.isdigit() else port
     proxy = proxy_for(scheme)
-    no_proxy = [n.strip().lstrip(".") for n in (os.environ.get("no_proxy") or os.environ.get("NO_PROXY") or "").split(",") if n.strip()]
+    no_proxy = [n.strip().lstrip(".")
+                for n in (os.environ.get("no_proxy") or os.environ.get("NO_PROXY") or "").split(",") if n.strip()]
     if proxy and not any(host == n or host.endswith("." + n) for n in no_proxy):
         found["proxy"] = proxy
         via = proxy.partition("://")[2] or proxy
@@ -208,7 +209,8 @@ def main(payload):
     header = None
     if payload.get("gpu"):
         try:
-            header = subprocess.Popen(["nvidia-smi"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            header = subprocess.Popen(["nvidia-smi"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                      stdin=subprocess.DEVNULL)
         except OSError:
             header = None
     timeout = payload.get("connect_timeout", 3.0)
@@ -228,7 +230,8 @@ def main(payload):
     if payload.get("gpu"):
         report["gpu"] = gpu_check(payload["gpu"], header)
     report["indexes"] = [answer(future, timeout + 1) for future in reaching]
-    report["docker"] = answer(docker, 15) or {"path": "?", "state": "error", "text": "docker did not answer within 15 s"}
+    report["docker"] = (answer(docker, 15)
+                        or {"path": "?", "state": "error", "text": "docker did not answer within 15 s"})
     pool.shutdown(wait=False)
     report["seconds"] = round(time.time() - started, 4)
     sys.stdout.write(json.dumps(report) + "\n")

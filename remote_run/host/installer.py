@@ -42,12 +42,14 @@ UV_REQUIREMENT = "uv>=0.5"
 TAIL = 12  # installer lines shown when it fails
 LOW_DISK = 32 * 1024 * 1024  # bytes free below which a failure is put down to a full disk
 
-UV_INDEX_VARIABLES = ("UV_INDEX", "UV_DEFAULT_INDEX", "UV_INDEX_URL", "UV_EXTRA_INDEX_URL", "UV_FIND_LINKS", "UV_NO_INDEX",
-                      "UV_CONFIG_FILE")
-UV_INDEX_KEY = re.compile(r"^\s*(\[\[(tool\.uv\.)?index\]\]|(index-url|extra-index-url|find-links|no-index|index)\s*=)", re.M)
+UV_INDEX_VARIABLES = ("UV_INDEX", "UV_DEFAULT_INDEX", "UV_INDEX_URL", "UV_EXTRA_INDEX_URL", "UV_FIND_LINKS",
+                      "UV_NO_INDEX", "UV_CONFIG_FILE")
+UV_INDEX_KEY = re.compile(r"^\s*(\[\[(tool\.uv\.)?index\]\]|"
+                          r"(index-url|extra-index-url|find-links|no-index|index)\s*=)", re.M)
 CONNECT_CAUSES = (
     (r"Connection refused", "connection refused"),
-    (r"dns error|Name or service not known|Temporary failure in name resolution|failed to lookup address", "the host name does not resolve"),
+    (r"dns error|Name or service not known|Temporary failure in name resolution|failed to lookup address",
+     "the host name does not resolve"),
     (r"certificate|CERTIFICATE|SSLError", "its TLS certificate is not trusted"),
     (r"timed out|TimeoutError", "timed out"),
     (r"Network is unreachable", "network unreachable"),
@@ -117,7 +119,8 @@ def run(out, argv, label, tick, env=None, show=lambda line: True, phase=None, do
     started = time.time()
     environment = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
     try:
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=environment)
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env=environment)
     except OSError as exc:
         line = "%s: %s" % (argv[0], exc.strerror)
         out.write("  " + line + "\n", show=False)
@@ -183,31 +186,38 @@ def reason(lines, sources):
     if re.search(r"No space left on device|os error 28|Errno 28|Disk quota exceeded", text):
         return "the host's disk is full (No space left on device); free some space (df -h) and run it again"
     match = re.search(r"Failed to fetch: `?([^`\s]+)", text)
-    unreachable = re.search(r"error sending request|dns error|tcp connect error|Connection refused|timed out|Network is unreachable|"
-                            r"NewConnectionError|Failed to establish a new connection|Temporary failure in name resolution|"
-                            r"Name or service not known|Max retries exceeded|ConnectTimeoutError|ReadTimeoutError|ProxyError|"
+    unreachable = re.search(r"error sending request|dns error|tcp connect error|Connection refused|timed out|"
+                            r"Network is unreachable|NewConnectionError|Failed to establish a new connection|"
+                            r"Temporary failure in name resolution|Name or service not known|Max retries exceeded|"
+                            r"ConnectTimeoutError|ReadTimeoutError|ProxyError|"
                             r"certificate verify failed|CERTIFICATE_VERIFY_FAILED|SSLError", text)
     if unreachable:
         where = match.group(1) if match else sources
         cause = next((words for pattern, words in CONNECT_CAUSES if re.search(pattern, text)), "cannot connect")
-        return "no package index reachable (%s: %s); check the host's network or its pip index settings" % (where, cause)
+        return ("no package index reachable (%s: %s); check the host's network or its pip index settings"
+                % (where, cause))
     match = re.search(r"Because (\S+) was not found in the (package registry|provided package locations)", text)
     if match:
         return "%s is not in the package sources (%s)" % (match.group(1), sources)
     match = re.search(r"there is no version of (\S+?)(?:,| and |$)", text, re.M)
     if match:
         return "no version %s in the package sources (%s)" % (match.group(1), sources)
-    match = re.search(r"(\S+?)==\S+ has no wheels with a matching (Python implementation tag|Python ABI tag|platform tag|Python version tag)", text)
+    match = re.search(r"(\S+?)==\S+ has no wheels with a matching "
+                      r"(Python implementation tag|Python ABI tag|platform tag|Python version tag)", text)
     if match:
         found = re.search(r"with the following [^:]*: (.+)$", text, re.M)
         return "%s has no wheel for this Python (%s; its wheels are for %s)" % (
             match.group(1), platform_tag(), found.group(1).strip() if found else "other Pythons or platforms")
-    match = re.search(r"(\S+?)==(\S+) requires Python ?([^\s,]+)", text) or re.search(r"(\S+?)==(\S+) depends on Python ?([^\s,]+)", text)
+    match = (re.search(r"(\S+?)==(\S+) requires Python ?([^\s,]+)", text)
+             or re.search(r"(\S+?)==(\S+) depends on Python ?([^\s,]+)", text))
     if match:
-        return "%s %s needs Python %s; the host's is %s" % (match.group(1), match.group(2), match.group(3), python_version())
-    match = re.search(r"Failed to (?:build|download and build) `?([^`\s]+)", text) or re.search(r"Failed building wheel for (\S+)", text)
+        return ("%s %s needs Python %s; the host's is %s"
+                % (match.group(1), match.group(2), match.group(3), python_version()))
+    match = (re.search(r"Failed to (?:build|download and build) `?([^`\s]+)", text)
+             or re.search(r"Failed building wheel for (\S+)", text))
     if match:
-        return "%s has no wheel for this Python and building it from source failed (see the lines above)" % match.group(1)
+        return ("%s has no wheel for this Python and building it from source failed (see the lines above)"
+                % match.group(1))
     match = re.search(r"Failed to install: \S+ \(([^)]+)\)", text)
     if match:
         return "installing %s failed: %s" % (match.group(1), last_cause(lines))
@@ -218,7 +228,8 @@ def reason(lines, sources):
             return "no version %s in the package sources (there: %s)" % (match.group(1), versions.group(1).strip())
         if "require a different python version" in text:
             return "%s needs another Python; the host's is %s" % (match.group(1), python_version())
-        return "%s is not in the package sources (%s), or none of its files fits %s" % (match.group(1), sources, platform_tag())
+        return ("%s is not in the package sources (%s), or none of its files fits %s"
+                % (match.group(1), sources, platform_tag()))
     if "ResolutionImpossible" in text or "requirements are unsatisfiable" in text:
         return "the requirements conflict: %s" % last_cause(lines)
     if "No module named pip" in text:
@@ -228,7 +239,7 @@ def reason(lines, sources):
 
 def last_cause(lines):
     """The installer's own last words: its last `cause:`/`ERROR:` line, else its last line."""
-    lines = [l.strip() for l in lines if l.strip() and not l.startswith("(exit")]
+    lines = [line.strip() for line in lines if line.strip() and not line.startswith("(exit")]
     for line in reversed(lines):
         if line.startswith(("cause:", "ERROR:", "error:")):
             return line.split(":", 1)[1].strip()[:240]
@@ -269,8 +280,8 @@ def _pip_answer(python, environ):
     import ast
 
     try:
-        done = subprocess.run([python, "-m", "pip", "config", "list"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                              stdin=subprocess.DEVNULL, env=dict(environ), timeout=60)
+        done = subprocess.run([python, "-m", "pip", "config", "list"], stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, env=dict(environ), timeout=60)
     except (OSError, subprocess.TimeoutExpired):
         return ()
     if done.returncode:
@@ -303,7 +314,8 @@ def uv_settings(environ):
     home = os.path.expanduser("~")
     candidates = ["uv.toml", "pyproject.toml",
                   os.path.join(environ.get("XDG_CONFIG_HOME") or os.path.join(home, ".config"), "uv", "uv.toml")]
-    candidates += [os.path.join(d, "uv", "uv.toml") for d in (environ.get("XDG_CONFIG_DIRS") or "/etc/xdg").split(":") if d]
+    candidates += [os.path.join(d, "uv", "uv.toml")
+                   for d in (environ.get("XDG_CONFIG_DIRS") or "/etc/xdg").split(":") if d]
     candidates.append("/etc/uv/uv.toml")
     for path in candidates:
         try:
@@ -440,19 +452,21 @@ def install_uv(out, root, tick, sources):
     temp = "%s.tmp-%d" % (TOOL, os.getpid())
     helper = "%s.venv-%d" % (TOOL, os.getpid())
     remove(temp)
-    pip_args = ["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps", "--no-compile", "--target", temp,
-                UV_REQUIREMENT]
+    pip_args = ["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps", "--no-compile",
+                "--target", temp, UV_REQUIREMENT]
     hidden = lambda line: False  # noqa: E731 - pip --quiet prints only trouble; shown if it fails
     status, lines = run(out, [sys.executable] + pip_args, "installing uv", tick, show=hidden)
     why = reason(texts(lines), sources)
     if status and not sources_problem(why):
         # python3 has no pip, or its pip will not install outside a virtual environment: a venv's pip will.
-        status, lines = run(out, [sys.executable, "-m", "venv", helper], "installing uv (a venv for pip)", tick, show=hidden)
+        status, lines = run(out, [sys.executable, "-m", "venv", helper], "installing uv (a venv for pip)", tick,
+                            show=hidden)
         if status:
             why = "python3 has no usable pip (%s) and `python3 -m venv` failed (%s)" % (why, last_cause(texts(lines)))
         else:
             remove(temp)
-            status, lines = run(out, [os.path.join(helper, "bin", "python")] + pip_args, "installing uv", tick, show=hidden)
+            status, lines = run(out, [os.path.join(helper, "bin", "python")] + pip_args, "installing uv", tick,
+                                show=hidden)
             why = reason(texts(lines), sources)
     remove(helper)
     version = uv_version(os.path.join(temp, "bin", "uv")) if not status else None
@@ -478,7 +492,8 @@ def texts(lines):
 
 def sources_problem(why):
     """Whether a failure is about the package sources (so another way of running pip fails the same)."""
-    return any(word in why for word in ("package sources", "no package index", "disk is full", "no wheel", "no version"))
+    return any(word in why
+               for word in ("package sources", "no package index", "disk is full", "no wheel", "no version"))
 
 
 # ------------------------------------------------------------------------- the installers
@@ -500,8 +515,8 @@ class Uv:
         if executable(os.path.join(VENV, "bin", "python")):
             return exits.OK
         remove(VENV)
-        status, lines = run(self.out, [self.path, "venv", "--quiet", "--python", sys.executable, VENV], "creating .venv with " + self.name,
-                            self.tick, env=self.env)
+        status, lines = run(self.out, [self.path, "venv", "--quiet", "--python", sys.executable, VENV],
+                            "creating .venv with " + self.name, self.tick, env=self.env)
         if status:
             return failed(self.out, "creating .venv with " + self.name, lines, self.sources.text())
         return exits.OK
@@ -509,7 +524,8 @@ class Uv:
     def install(self, packages, index):
         label = "installing %s with %s" % (describe(packages), self.name)
         self.out.say("%s (%s)" % (label, self.sources.text(index)))
-        argv = [self.path, "pip", "install", "--python", os.path.join(VENV, "bin", "python")] + self.sources.args(index) + packages
+        argv = ([self.path, "pip", "install", "--python", os.path.join(VENV, "bin", "python")]
+                + self.sources.args(index) + packages)
         status, lines = run(self.out, argv, "installing " + describe(packages), self.tick, env=self.env,
                             show=lambda line: not line.startswith(UV_NOISE), phase=uv_phase, doing="resolving")
         return failed(self.out, label, lines, self.sources.text(index)) if status else exits.OK
@@ -549,15 +565,17 @@ class Pip:
         if executable(self.python) and quick([self.python, "-m", "pip", "--version"])[0] == 0:
             return exits.OK
         remove(VENV)  # missing, broken, or made by uv (no pip in it)
-        status, lines = run(self.out, [sys.executable, "-m", "venv", VENV], "creating .venv with python3 -m venv", self.tick)
+        status, lines = run(self.out, [sys.executable, "-m", "venv", VENV], "creating .venv with python3 -m venv",
+                            self.tick)
         if status:
             why = reason(texts(lines), "")
             if "disk is full" not in why and disk_full():
                 why = "the host's disk is full (%s)" % why
             self.out.final("python3 -m venv failed (%s); install python3-venv on the host or set REMOTE_PYTHON" % why)
             return exits.ENVIRONMENT
-        status, lines = run(self.out, [self.python, "-m", "pip", "install", "--progress-bar", "off", "--disable-pip-version-check",
-                                       "--upgrade", "pip"], "upgrading pip", self.tick, show=pip_shown, phase=pip_phase)
+        status, lines = run(self.out, [self.python, "-m", "pip", "install", "--progress-bar", "off",
+                                       "--disable-pip-version-check", "--upgrade", "pip"],
+                            "upgrading pip", self.tick, show=pip_shown, phase=pip_phase)
         return failed(self.out, "upgrading pip in .venv", lines, pip_text(self.conf)) if status else exits.OK
 
     def install(self, packages, index):
@@ -565,7 +583,8 @@ class Pip:
         self.out.say(label + (" from " + index if index else ""))
         argv = [self.python, "-m", "pip", "install", "--progress-bar", "off", "--disable-pip-version-check"]
         argv += (["--index-url", index] if index else []) + packages
-        status, lines = run(self.out, argv, "installing " + describe(packages), self.tick, show=pip_shown, phase=pip_phase)
+        status, lines = run(self.out, argv, "installing " + describe(packages), self.tick, show=pip_shown,
+                            phase=pip_phase)
         return failed(self.out, label, lines, pip_text(self.conf, index)) if status else exits.OK
 
 
@@ -635,8 +654,8 @@ def choose(out, payload, root):
     sources = pip_text(pip_config(os.environ))
     before = read_text(NO_UV) or ""
     if wanted == "auto" and not payload["force"] and before and before.split("\n", 1)[0] == sources:
-        out.say("using pip: uv could not be installed from these package sources before (%s); `inv bootstrap --force` tries again"
-                % before.split("\n", 1)[-1])
+        out.say("using pip: uv could not be installed from these package sources before (%s); "
+                "`inv bootstrap --force` tries again" % before.split("\n", 1)[-1])
         return Pip(out, tick)
     got = install_uv(out, root, tick, sources)
     if isinstance(got, tuple):
@@ -647,7 +666,8 @@ def choose(out, payload, root):
                   % (root, TOOL, got, os.path.abspath(LOG)))
         return exits.FAILED
     write_text(NO_UV, sources + "\n" + got + "\n")
-    out.say("cannot install uv: %s; falling back to pip, which is slower and reports progress only between packages" % got)
+    out.say("cannot install uv: %s; falling back to pip, which is slower and reports progress only between packages"
+            % got)
     return Pip(out, tick)
 
 

@@ -39,9 +39,11 @@ def post(notify, run_dir, code):
     host = socket.gethostname()
     text = "remote-run: run %s %s (exit %d) on %s%s" % (run_id, outcome, code, host, "\n" + result if result else "")
     if notify.get("format") == "text":  # ntfy: the body is the message
-        data, headers = text.encode("utf-8"), {"Content-Type": "text/plain; charset=utf-8", "Title": "remote-run: run " + outcome}
+        data, headers = text.encode("utf-8"), {"Content-Type": "text/plain; charset=utf-8",
+                                               "Title": "remote-run: run " + outcome}
     else:  # Slack-compatible JSON: "text" is the message
-        data = json.dumps({"text": text, "run": run_id, "outcome": outcome, "exit": code, "result": result, "host": host}).encode("utf-8")
+        data = json.dumps({"text": text, "run": run_id, "outcome": outcome, "exit": code, "result": result,
+                           "host": host}).encode("utf-8")
         headers = {"Content-Type": "application/json"}
     headers["User-Agent"] = "remote-run"
     try:
@@ -61,6 +63,7 @@ def post(notify, run_dir, code):
             why = why.replace(secret, "<NOTIFY_URL>")
     try:
         with open(os.path.join(run_dir, "run.log"), "ab") as log:
-            log.write(("remote-run: the NOTIFY_URL notification failed (%s); the run's outcome is unchanged\n" % why[:200]).encode())
+            log.write(("remote-run: the NOTIFY_URL notification failed (%s); the run's outcome is unchanged\n"
+                       % why[:200]).encode())
     except OSError:
         pass

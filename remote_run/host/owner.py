@@ -63,7 +63,8 @@ def examine(root):
         elif _open_to_others(mode) and not mode & stat.S_ISVTX:
             why = "writable by other users (owner %s, mode %o)" % (user_name(info.st_uid), mode)
         if why:
-            return {"state": "ancestor", "above": above, "owner": user_name(info.st_uid), "mode": "%04o" % mode, "why": why}
+            return {"state": "ancestor", "above": above, "owner": user_name(info.st_uid), "mode": "%04o" % mode,
+                    "why": why}
         if above == "/":
             break
         above = os.path.dirname(above)
@@ -102,17 +103,20 @@ def refusal(root, found):
     texts = {
         "home": "REMOTE_DIR=%s is the remote home directory (%s) or a parent of it; use a directory of its own such as "
                 "/tmp/<project>_remote" % (root, found.get("home")),
-        "ancestor": "REMOTE_DIR=%s is inside %s, which is %s, so another user could swap its files; choose a REMOTE_DIR under a "
-                    "directory only you (or root) can change, e.g. /tmp/<project>_remote" % (root, found.get("above"), found.get("why")),
-        "symlink": "REMOTE_DIR=%s is a symbolic link (to %s); remote-run only writes into a real directory it owns; choose another "
-                   "REMOTE_DIR" % (root, found.get("target")),
+        "ancestor": "REMOTE_DIR=%s is inside %s, which is %s, so another user could swap its files; "
+                    "choose a REMOTE_DIR under a directory only you (or root) can change, e.g. /tmp/<project>_remote"
+                    % (root, found.get("above"), found.get("why")),
+        "symlink": "REMOTE_DIR=%s is a symbolic link (to %s); remote-run only writes into a real directory it owns; "
+                   "choose another REMOTE_DIR" % (root, found.get("target")),
         "notdir": "REMOTE_DIR=%s exists and is not a directory; choose another REMOTE_DIR" % root,
-        "foreign": "REMOTE_DIR=%s belongs to %s (mode %o), not to you: another user created it; choose another REMOTE_DIR"
-                   % (root, found.get("owner"), int(found.get("mode", "0"), 8)),
-        "writable": "REMOTE_DIR=%s is writable by other users (mode %o), so they could swap its files; run chmod go-w on it on the "
-                    "host if only you use it, or choose another REMOTE_DIR (remote-run creates its own with mode 700)"
+        "foreign": "REMOTE_DIR=%s belongs to %s (mode %o), not to you: another user created it; "
+                   "choose another REMOTE_DIR" % (root, found.get("owner"), int(found.get("mode", "0"), 8)),
+        "writable": "REMOTE_DIR=%s is writable by other users (mode %o), so they could swap its files; "
+                    "run chmod go-w on it on the host if only you use it, "
+                    "or choose another REMOTE_DIR (remote-run creates its own with mode 700)"
                     % (root, int(found.get("mode", "0"), 8)),
-        "unclaimed": "REMOTE_DIR=%s is not empty and was not created by remote-run, so a sync with --delete could destroy its files; "
+        "unclaimed": "REMOTE_DIR=%s is not empty and was not created by remote-run, "
+                     "so a sync with --delete could destroy its files; "
                      "choose an empty or new REMOTE_DIR" % root,
         "unreadable": "REMOTE_DIR=%s cannot be read (%s); choose another REMOTE_DIR" % (root, found.get("error")),
     }
@@ -140,7 +144,8 @@ def claim(root, stamp, check, command):
         except FileExistsError:
             pass  # someone was quicker: what they made is examined below
         except OSError:
-            return fail("cannot create REMOTE_DIR=%s (permission denied or disk full); choose a writable location" % root, exits.REFUSED)
+            return fail("cannot create REMOTE_DIR=%s (permission denied or disk full); choose a writable location"
+                        % root, exits.REFUSED)
         found = examine(root)
     line = refusal(root, found)
     if line:
@@ -149,7 +154,8 @@ def claim(root, stamp, check, command):
         return _run(command)
     try:
         if not os.path.isfile(os.path.join(root, MARKER)):
-            write_text(os.path.join(root, MARKER), "created by remote-run; delete this directory with: inv clean --yes\n")
+            write_text(os.path.join(root, MARKER),
+                       "created by remote-run; delete this directory with: inv clean --yes\n")
     except OSError:
         return fail("cannot write to REMOTE_DIR=%s; check free space and permissions" % root, exits.REFUSED)
     if not command:

@@ -125,7 +125,8 @@ class Entry:
         self.folder = own_folder()
         self.run = os.path.basename(run_dir)
         self.want = want  # {"devices": "0,1"} or {"devices": "auto", "count": N}
-        self.path = None if self.folder is None else os.path.join(self.folder, "%.6f-%d.json" % (time.time(), os.getpid()))
+        self.path = (None if self.folder is None
+                     else os.path.join(self.folder, "%.6f-%d.json" % (time.time(), os.getpid())))
         try:
             user = pwd.getpwuid(os.geteuid()).pw_name
         except KeyError:
@@ -190,14 +191,17 @@ def acquire(run_dir, want, wait, timeout, log, holder=None):
         if not wait:  # checked before the start; raced by another run since: go on as checked
             entry.write(state=HOLDING, gpus=[g["index"] for g in chosen])
             return entry, None
-        busy = ["GPU %d: %s" % (g["index"], g.get("held_by") or ", ".join("pid %s %s" % (p["pid"], p["name"]) for p in g["processes"]))
+        busy = ["GPU %d: %s" % (g["index"], g.get("held_by")
+                                or ", ".join("pid %s %s" % (p["pid"], p["name"]) for p in g["processes"]))
                 for g in (chosen if want.get("devices") != "auto" else gpus) if not gpu_info.is_idle(g)]
         news = "waiting for a GPU: %s%s" % (
-            "%d ahead in the queue (%s)" % (len(ahead), ", ".join("%s's run %s" % (e.get("user"), e.get("run")) for e in ahead[:3]))
+            "%d ahead in the queue (%s)" % (len(ahead),
+                                            ", ".join("%s's run %s" % (e.get("user"), e.get("run")) for e in ahead[:3]))
             if ahead else "first in the queue", "; busy: " + "; ".join(busy) if busy else "")
         if news != told:
             os.write(log, ("remote-run: %s\n" % news).encode())
-            write_text(os.path.join(run_dir, WAITING_MARKER), json.dumps({"pid": os.getpid(), "position": len(ahead) + 1}))
+            write_text(os.path.join(run_dir, WAITING_MARKER),
+                       json.dumps({"pid": os.getpid(), "position": len(ahead) + 1}))
             told = news
         if deadline and time.time() > deadline:
             entry.remove()

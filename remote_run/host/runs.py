@@ -119,8 +119,8 @@ def listing(runs):
         meta = meta if isinstance(meta, dict) else {}
         state, code = state_of(run_dir)
         log = os.path.join(run_dir, "run.log")
-        row = {"id": name, "task": meta.get("task", "?"), "started": meta.get("started"), "member_of": meta.get("group"),
-               "state": state, "exit_code": code, "result": last_result(log),
+        row = {"id": name, "task": meta.get("task", "?"), "started": meta.get("started"),
+               "member_of": meta.get("group"), "state": state, "exit_code": code, "result": last_result(log),
                "log_bytes": os.path.getsize(log) if os.path.exists(log) else 0}
         if state == states.QUEUED:
             row["queue"] = queue_place(run_dir)
@@ -144,7 +144,8 @@ def follow(run_dir, offset, stop_run, grace=GRACE_SECONDS, ended=None):
     """Copy the run's log to stdout from ``offset`` until it ends; returns its exit status.
     ``ended``: a pipe the supervisor closes once the exit status is written (start() has one)."""
     if not os.path.isdir(run_dir):
-        return fail("no run %s in %s" % (os.path.basename(run_dir), os.path.dirname(os.path.dirname(run_dir))), exits.USAGE)
+        return fail("no run %s in %s" % (os.path.basename(run_dir), os.path.dirname(os.path.dirname(run_dir))),
+                    exits.USAGE)
     out = sys.stdout.buffer
 
     def on_interrupt(signum, frame):
@@ -174,8 +175,8 @@ def follow(run_dir, offset, stop_run, grace=GRACE_SECONDS, ended=None):
                     out.write(rest)
                     out.flush()
                 if code and (disk_full(run_dir) or has(run_dir, DISK_FULL_MARKER)):
-                    say("the disk is full on this host (%s has no free space left); free space or choose another REMOTE_DIR"
-                        % os.path.dirname(os.path.dirname(run_dir)))
+                    say("the disk is full on this host (%s has no free space left); "
+                        "free space or choose another REMOTE_DIR" % os.path.dirname(os.path.dirname(run_dir)))
                 return code
             if has(run_dir, SKIPPED_MARKER):
                 return exits.INTERRUPTED  # its group was stopped before its turn
@@ -183,7 +184,8 @@ def follow(run_dir, offset, stop_run, grace=GRACE_SECONDS, ended=None):
             if not known.get("waiting") and not known.get("alive"):
                 lost_since = lost_since or time.time()
                 if time.time() - lost_since > 5:
-                    say("run %s ended without recording an exit status (was its supervisor killed?)" % os.path.basename(run_dir))
+                    say("run %s ended without recording an exit status (was its supervisor killed?)"
+                        % os.path.basename(run_dir))
                     return exits.VANISHED
             # Short naps while output flows or the run just started (a quick run ends sooner),
             # backing off to a tenth of a second for a long quiet one; woken at once by the end.
@@ -197,7 +199,8 @@ def follow(run_dir, offset, stop_run, grace=GRACE_SECONDS, ended=None):
 
 def show(run_dir, offset):
     if not os.path.isdir(run_dir):
-        return fail("no run %s in %s" % (os.path.basename(run_dir), os.path.dirname(os.path.dirname(run_dir))), exits.USAGE)
+        return fail("no run %s in %s" % (os.path.basename(run_dir), os.path.dirname(os.path.dirname(run_dir))),
+                    exits.USAGE)
     with open(os.path.join(run_dir, "run.log"), "rb") as log:
         log.seek(offset)
         sys.stdout.buffer.write(log.read())
@@ -230,7 +233,8 @@ def kill(run_dir, grace, offset):
     """Stop a run; with ``offset``, then print its log from there and return its exit status.
     Stopping a group stops the run going on and the ones waiting their turn."""
     if not os.path.isdir(run_dir):
-        return fail("no run %s in %s" % (os.path.basename(run_dir), os.path.dirname(os.path.dirname(run_dir))), exits.USAGE)
+        return fail("no run %s in %s" % (os.path.basename(run_dir), os.path.dirname(os.path.dirname(run_dir))),
+                    exits.USAGE)
     name = os.path.basename(run_dir)
     group = read_json(os.path.join(run_dir, "group.json"))
     if isinstance(group, dict):

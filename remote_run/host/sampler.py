@@ -12,7 +12,8 @@ def start(run_dir, sample):
     is no nvidia-smi."""
     if not sample or not sample.get("seconds") or sample.get("devices") == "-1":
         return None
-    argv = ["nvidia-smi", "--query-gpu=" + FIELDS, "--format=csv,noheader,nounits", "-lms", str(int(sample["seconds"] * 1000))]
+    argv = ["nvidia-smi", "--query-gpu=" + FIELDS, "--format=csv,noheader,nounits", "-lms",
+            str(int(sample["seconds"] * 1000))]
     if sample.get("devices"):
         argv += ["-i", sample["devices"]]
     try:

@@ -54,9 +54,11 @@ def take(root, run_dir, rules):
     with open(os.path.join(run_dir, LINKED), "w", encoding="utf-8", errors="surrogateescape") as handle:
         handle.write("".join(linked))
     if before is None:
-        raise SnapshotError("REMOTE_DIR has no sync stamp, so the run's snapshot cannot be checked; run `inv sync` and then the run again")
+        raise SnapshotError("REMOTE_DIR has no sync stamp, so the run's snapshot cannot be checked; "
+                            "run `inv sync` and then the run again")
     if read_text(stamp_path) != before:
-        raise SnapshotError("REMOTE_DIR changed while the run's snapshot was taken (a sync from another terminal?); run again")
+        raise SnapshotError("REMOTE_DIR changed while the run's snapshot was taken (a sync from another terminal?); "
+                            "run again")
     return {"tree": before, "files": len(linked), "seconds": round(time.time() - began, 3)}
 
 
@@ -78,7 +80,8 @@ def release(run_dir):
     for folder, dirs, files in os.walk(work, topdown=False):
         for name in files + dirs:
             path = os.path.join(folder, name)
-            if os.path.islink(path) and os.path.isabs(os.readlink(path)) and os.readlink(path).startswith(root + os.sep):
+            if (os.path.islink(path) and os.path.isabs(os.readlink(path))
+                    and os.readlink(path).startswith(root + os.sep)):
                 os.unlink(path)  # a link into REMOTE_DIR the snapshot made (data/, .venv, ...)
         try:
             if folder != work:
@@ -103,7 +106,8 @@ def release_ended(root):
             continue
         state = state_of(run_dir)[0]
         # "lost" also reads a run being prepared by another terminal this moment: give it a minute
-        if state in (states.FINISHED, states.FAILED, states.KILLED, states.SKIPPED) or (state == states.LOST and meta_age(run_dir) > 60):
+        if (state in (states.FINISHED, states.FAILED, states.KILLED, states.SKIPPED)
+                or (state == states.LOST and meta_age(run_dir) > 60)):
             release(run_dir)
 
 

@@ -41,7 +41,8 @@ def start(payload):
             os.makedirs(os.path.dirname(group_dir), exist_ok=True)
             os.mkdir(group_dir)
             write_text(os.path.join(group_dir, "group.json"), json.dumps(
-                dict(payload.get("meta", {}), members=[os.path.basename(m["run_dir"]) for m in members], started=time.time())))
+                dict(payload.get("meta", {}), members=[os.path.basename(m["run_dir"]) for m in members],
+                     started=time.time())))
         snapshot.release_ended(root)
         for member in members:
             prepare(root, member, payload.get("rules"), queued=bool(group_dir))
@@ -68,7 +69,8 @@ def start(payload):
         pid = pipe.read().strip()
     first = os.path.join(root, members[0]["run_dir"])
     if pid == "waiting":
-        say("run %s is queued: it starts when its GPUs are free (see `inv status`)" % os.path.basename(group_dir or first))
+        say("run %s is queued: it starts when its GPUs are free (see `inv status`)"
+            % os.path.basename(group_dir or first))
     else:
         say("run %s started (pid %s)" % (os.path.basename(group_dir or first), pid or None))
     if payload.get("detach") or group_dir:
@@ -117,7 +119,8 @@ def supervise(root, group_dir, members, env, sample, pipes, wanted=None, webhook
         entry, devices = None, None
         if wanted and wanted.get("want"):
             if wanted.get("wait") and told is not None:
-                write_text(os.path.join(run_dir, runs.WAITING_MARKER), json.dumps({"pid": os.getpid(), "position": "?"}))
+                write_text(os.path.join(run_dir, runs.WAITING_MARKER),
+                           json.dumps({"pid": os.getpid(), "position": "?"}))
                 os.write(told, b"waiting\n")  # `start` returns; the run's log tells what it waits for
                 os.close(told)
                 told = None
@@ -181,8 +184,8 @@ def run_one(run_dir, argv, environment, cwd, sample, told, ends=None):
     environment = dict(environment, PYTHONPATH=os.pathsep.join(
         [os.path.join(work, ".remote-run", "site"), work] + [p for p in [environment.get("PYTHONPATH")] if p]))
     try:
-        proc = subprocess.Popen(argv, env=environment, cwd=os.path.join(work, cwd), stdin=subprocess.DEVNULL, stdout=log,
-                                stderr=log, start_new_session=True)
+        proc = subprocess.Popen(argv, env=environment, cwd=os.path.join(work, cwd), stdin=subprocess.DEVNULL,
+                                stdout=log, stderr=log, start_new_session=True)
     except OSError as exc:
         os.write(log, ("remote-run: cannot start %s: %s\n" % (argv[0], exc.strerror or exc)).encode())
         write_text(os.path.join(run_dir, "exit_code"), "%d\n" % exits.MISSING)

@@ -79,18 +79,21 @@ class ClusterRuns(Backend):
                 cli.cancel(self.host, self.name, text, self.commands)
         code = result.exited
         if code and not job and ("ClusterDoesNotExist" in text or "does not exist" in text):
-            raise Failure(f"cluster {self.name} (from {names.name_file(self.settings, self.target).name}) does not exist any more",
+            raise Failure(f"cluster {self.name} (from {names.name_file(self.settings, self.target).name}) "
+                          "does not exist any more",
                           "run `inv sky-up --accel …` again", Kind.ENVIRONMENT, code=code)
         if code and not job and "ClusterNotUpError" in text:
-            raise Failure(f"cluster {self.name} is not up (stopped?)", "run `inv sky-up --accel …` to bring it back", Kind.ENVIRONMENT, code=code)
+            raise Failure(f"cluster {self.name} is not up (stopped?)", "run `inv sky-up --accel …` to bring it back",
+                          Kind.ENVIRONMENT, code=code)
         if interrupted:
             code = exits.INTERRUPTED
         elif stop_requested and not code:
             code = exits.INTERRUPTED
         remote_log = f"sky logs {self.name} {job}" if job else f"sky queue {self.name}"
-        return Ending(code, detached=detach and not interrupted and code == 0, interrupted=interrupted, remote_log=remote_log,
-                      log=cli.plain(text), detached_hint=f"job {job} runs on {self.name}; follow it with `sky logs {self.name} {job}`, "
-                                                         f"stop it with `sky cancel {self.name} {job} -y`")
+        return Ending(code, detached=detach and not interrupted and code == 0, interrupted=interrupted,
+                      remote_log=remote_log, log=cli.plain(text),
+                      detached_hint=f"job {job} runs on {self.name}; follow it with `sky logs {self.name} {job}`, "
+                                    f"stop it with `sky cancel {self.name} {job} -y`")
 
     def stop(self, run_id: str, first_ctrl_c: bool = False) -> None:
         """Nothing to do at once: the terminal's Ctrl+C reaches `sky` too and ends its stream, and

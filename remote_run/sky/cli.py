@@ -25,7 +25,8 @@ def require_sky() -> None:
         raise Failure("sky is not installed", "pip install 'remote-run[sky]'", Kind.ENVIRONMENT)
 
 
-def launch_argv(name: str, accel: str, yaml_path, *, idle_minutes: int, down: bool, infra: str | None, nodes: int) -> list[str]:
+def launch_argv(name: str, accel: str, yaml_path, *, idle_minutes: int, down: bool, infra: str | None,
+                nodes: int) -> list[str]:
     argv = ["sky", "launch", "-c", name, "-y", "--gpus", accel, "-i", str(idle_minutes)]
     if down:
         argv.append("--down")
@@ -72,7 +73,8 @@ def statuses(host, names) -> dict[str, str]:
         return {}
     result = quiet(host, ["sky", "status", *names])
     if result.exited:
-        raise Failure(f"`sky status` failed (exit {result.exited}): {last_line(result.stderr + result.stdout)}", kind=Kind.ENVIRONMENT)
+        raise Failure(f"`sky status` failed (exit {result.exited}): {last_line(result.stderr + result.stdout)}",
+                      kind=Kind.ENVIRONMENT)
     found = {}
     for line in plain(result.stdout).splitlines():
         tokens = line.split()
@@ -108,14 +110,16 @@ def cancel(host, name: str, text: str, commands: list) -> str | None:
     if job is None:
         job = newest_live_job(host, name)
     if job is None:
-        say(f"Ctrl+C: found no job to cancel on {name}; check `sky queue {name}` and stop it with `sky cancel {name} JOB -y`")
+        say(f"Ctrl+C: found no job to cancel on {name}; "
+            f"check `sky queue {name}` and stop it with `sky cancel {name} JOB -y`")
         return None
     argv = ["sky", "cancel", name, job, "-y"]
     say(f"Ctrl+C: cancelling job {job}{how} on {name}: {join(argv)}")
     commands.append(summary(argv))
     result = quiet(host, argv)
     if result.exited:
-        say(f"sky cancel failed (exit {result.exited}): {last_line(result.stderr + result.stdout)}; stop it with `sky cancel {name} {job} -y`")
+        say(f"sky cancel failed (exit {result.exited}): {last_line(result.stderr + result.stdout)}; "
+            f"stop it with `sky cancel {name} {job} -y`")
     return job
 
 

@@ -9,7 +9,8 @@ from ..shell import join
 from . import cli, names, staging, taskyaml
 
 
-def up(host, settings, *, accel: str, experiment: str | None, idle_minutes: int, down: bool, infra: str | None, nodes: int, replace: bool) -> str:
+def up(host, settings, *, accel: str, experiment: str | None, idle_minutes: int, down: bool, infra: str | None,
+       nodes: int, replace: bool) -> str:
     """Launch (or reuse) the cluster for ``accel``; writes .cluster_name_<target> only on success."""
     accel, target = names.check_accelerator(accel)
     experiment = names.check_experiment(experiment) if experiment is not None else settings.workspace.name
@@ -25,7 +26,8 @@ def up(host, settings, *, accel: str, experiment: str | None, idle_minutes: int,
             say(f"reusing cluster {old} (UP) named in {path}; pass --replace for a new one")
             return old
         if state:
-            say(f"reusing cluster {old} ({state}) named in {path}: sky launch brings it up; pass --replace for a new one")
+            say(f"reusing cluster {old} ({state}) named in {path}: sky launch brings it up; "
+                "pass --replace for a new one")
             name = old
         else:
             say(f"{path.name} names {old}, which SkyPilot does not know (torn down?); launching {name}")
@@ -35,17 +37,20 @@ def up(host, settings, *, accel: str, experiment: str | None, idle_minutes: int,
         _down(host, old)
         path.unlink(missing_ok=True)
     yaml_path = taskyaml.staging_dir(name) / "task.yaml"
-    yaml_path.write_text(taskyaml.task_yaml(name=name, workdir=settings.workspace, accel=accel, target=target, nodes=nodes, infra=infra,
+    yaml_path.write_text(taskyaml.task_yaml(name=name, workdir=settings.workspace, accel=accel, target=target,
+                                            nodes=nodes, infra=infra,
                                             cuda_visible_devices=settings.cuda_visible_devices), encoding="utf-8")
     argv = cli.launch_argv(name, accel, yaml_path, idle_minutes=idle_minutes, down=down, infra=infra, nodes=nodes)
     say(join(argv))
     code, text, interrupted = cli.stream(host, argv)
     if interrupted:
-        raise Failure(f"Ctrl+C: sky launch interrupted, {path.name} not written", f"the cluster {name} may still come up: "
-                      f"check `sky status {name}`, tear it down with `sky down {name} -y`", Kind.RUN, code=exits.INTERRUPTED)
+        raise Failure(f"Ctrl+C: sky launch interrupted, {path.name} not written",
+                      f"the cluster {name} may still come up: "
+                      f"check `sky status {name}`, tear it down with `sky down {name} -y`",
+                      Kind.RUN, code=exits.INTERRUPTED)
     if code:
-        raise Failure(f"sky launch failed (exit {code}): {cli.last_line(text)}", f"{path.name} not written (check `sky status`)", Kind.ENVIRONMENT,
-                      code=code)
+        raise Failure(f"sky launch failed (exit {code}): {cli.last_line(text)}",
+                      f"{path.name} not written (check `sky status`)", Kind.ENVIRONMENT, code=code)
     path.write_text(name + "\n", encoding="utf-8")
     say(f"cluster {name} is up; its name is in {path}")
     return name
@@ -54,8 +59,8 @@ def up(host, settings, *, accel: str, experiment: str | None, idle_minutes: int,
 def _down(host, name: str) -> None:
     code, text, _ = cli.stream(host, ["sky", "down", name, "-y"])
     if code:
-        raise Failure(f"sky down {name} failed (exit {code}): {cli.last_line(text)}", f"run `sky down {name} -y` again or check `sky status`",
-                      Kind.ENVIRONMENT, code=code)
+        raise Failure(f"sky down {name} failed (exit {code}): {cli.last_line(text)}",
+                      f"run `sky down {name} -y` again or check `sky status`", Kind.ENVIRONMENT, code=code)
 
 
 def down(host, settings, target: str) -> None:

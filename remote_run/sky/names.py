@@ -28,7 +28,8 @@ def check_target(target: str) -> str:
 
 def check_accelerator(accel: str) -> tuple[str, str]:
     """(accelerator, target) for ``NAME[:COUNT]`` (H100:1, A100:8) or a TPU (tpu-v4-8, tpu-v6e-1)."""
-    allowed = "give NAME[:COUNT] with a whole COUNT from 1, e.g. H100:1, A100:8, L4:1, or a TPU such as tpu-v4-8 or tpu-v6e-1"
+    allowed = ("give NAME[:COUNT] with a whole COUNT from 1, e.g. H100:1, A100:8, L4:1, "
+               "or a TPU such as tpu-v4-8 or tpu-v6e-1")
     if not accel:
         raise Failure("give --accel, e.g. --accel H100:1 or --accel tpu-v6e-1")
     match = ACCELERATOR.match(accel)
@@ -43,7 +44,8 @@ def check_accelerator(accel: str) -> tuple[str, str]:
 
 def check_experiment(name: str) -> str:
     if not EXPERIMENT.match(name or ""):
-        raise Failure(f"--name {name!r} is not valid", "use 1-40 letters, digits, '.', '_' or '-', starting with a letter or digit")
+        raise Failure(f"--name {name!r} is not valid",
+                      "use 1-40 letters, digits, '.', '_' or '-', starting with a letter or digit")
     return name
 
 
@@ -74,7 +76,8 @@ def cluster_name(experiment: str, accel: str, user: str | None = None) -> str:
         head = head[: budget - 7].rstrip("-") + "-" + digest
     name = f"{head}-{suffix}"
     if not CLUSTER_NAME.match(name):
-        raise Failure(f"cannot make a SkyPilot cluster name from {experiment!r}: got {name!r}", "pass --name with letters and digits")
+        raise Failure(f"cannot make a SkyPilot cluster name from {experiment!r}: got {name!r}",
+                      "pass --name with letters and digits")
     return name
 
 
@@ -101,5 +104,6 @@ def require_name(settings, target: str) -> str:
     name = read_name(settings, target)
     if not name:
         example = "tpu-v6e-1" if target == "tpu" else "H100:1"
-        raise Failure(f"no {target} cluster: {name_file(settings, target)} is missing or empty", f"run `inv sky-up --accel {example}` first")
+        raise Failure(f"no {target} cluster: {name_file(settings, target)} is missing or empty",
+                      f"run `inv sky-up --accel {example}` first")
     return name

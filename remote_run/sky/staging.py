@@ -20,7 +20,8 @@ def unignored_env_files(host, workspace: Path) -> list[str]:
     found = []
     for path in workspace.rglob(".env*"):
         relative = path.relative_to(workspace)
-        if not path.is_file() or path.name == ".env.example" or not (path.name == ".env" or path.name.startswith(".env.")):
+        if (not path.is_file() or path.name == ".env.example"
+                or not (path.name == ".env" or path.name.startswith(".env."))):
             continue
         if {".git", ".venv"} & set(relative.parts):
             continue
@@ -29,9 +30,12 @@ def unignored_env_files(host, workspace: Path) -> list[str]:
         return []
     skyignore = workspace / ".skyignore"
     if skyignore.is_file():
-        patterns = [line.strip().lstrip("/") for line in skyignore.read_text(errors="replace").splitlines() if line.strip() and not line.startswith("#")]
-        return [f for f in found if not any(fnmatch.fnmatch(f, p) or fnmatch.fnmatch(Path(f).name, p) for p in patterns)]
-    done = host.local(["git", "-C", str(workspace), "check-ignore", "--stdin"], hide=True, stdin="\n".join(found) + "\n")
+        patterns = [line.strip().lstrip("/") for line in skyignore.read_text(errors="replace").splitlines()
+                    if line.strip() and not line.startswith("#")]
+        return [f for f in found
+                if not any(fnmatch.fnmatch(f, p) or fnmatch.fnmatch(Path(f).name, p) for p in patterns)]
+    done = host.local(["git", "-C", str(workspace), "check-ignore", "--stdin"], hide=True,
+                      stdin="\n".join(found) + "\n")
     ignored = set(done.stdout.split("\n")) if done.exited in (0, 1) else set()
     return [f for f in found if f not in ignored]
 
@@ -40,8 +44,8 @@ def refuse_env_upload(host, workspace: Path) -> None:
     """SkyPilot uploads the workdir as it is: stop before a secrets file goes with it."""
     leaking = unignored_env_files(host, workspace)
     if leaking:
-        raise Failure(f"SkyPilot would upload {', '.join(leaking)} (secrets) from {workspace} to the cluster", "add them to "
-                      ".gitignore (or .skyignore), or use REMOTE_ENV to forward single variables")
+        raise Failure(f"SkyPilot would upload {', '.join(leaking)} (secrets) from {workspace} to the cluster",
+                      "add them to .gitignore (or .skyignore), or use REMOTE_ENV to forward single variables")
 
 
 def stage(host, settings, files: dict) -> Path:
@@ -49,13 +53,14 @@ def stage(host, settings, files: dict) -> Path:
     folder = Path(tempfile.mkdtemp(prefix="remote-run-sky-"))
     if not shutil.which("rsync"):
         shutil.rmtree(folder, ignore_errors=True)
-        raise Failure("rsync is not installed", "install it (apt-get install rsync, brew install rsync)", Kind.ENVIRONMENT)
+        raise Failure("rsync is not installed", "install it (apt-get install rsync, brew install rsync)",
+                      Kind.ENVIRONMENT)
     done = syncing.rsync(host, f"{settings.workspace}/", f"{folder}/", filters=syncing.rsync_filters(settings))
     if done.exited:
         shutil.rmtree(folder, ignore_errors=True)
         last = [line for line in done.stderr.splitlines() if line.strip()]
-        raise Failure(f"copying {settings.workspace} to {folder} failed (rsync exit {done.exited}): {last[-1] if last else 'no error text'}",
-                      kind=Kind.ENVIRONMENT)
+        raise Failure(f"copying {settings.workspace} to {folder} failed (rsync exit {done.exited}): "
+                      f"{last[-1] if last else 'no error text'}", kind=Kind.ENVIRONMENT)
     for relative, text in files.items():
         target = folder / relative
         target.parent.mkdir(parents=True, exist_ok=True)

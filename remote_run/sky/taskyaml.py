@@ -9,7 +9,8 @@ from pathlib import Path
 from ..errors import Failure, Kind
 from ..shell import join
 
-# `sky launch` runs this once per node: uv if missing, then the project's dependencies.
+# `sky launch` runs this once per node: uv if missing, then the project's dependencies. A `\` at a
+# line's end is Python's (the script gets the two lines as one).
 SETUP = """\
 set -e
 if ! command -v uv >/dev/null 2>&1 && [ ! -x "$HOME/.local/bin/uv" ]; then
@@ -17,10 +18,12 @@ if ! command -v uv >/dev/null 2>&1 && [ ! -x "$HOME/.local/bin/uv" ]; then
   [ -x "$HOME/.local/bin/uv" ] || pip install uv
 fi
 export PATH="$HOME/.local/bin:$PATH"
-grep -q 'remote-run: uv' ~/.bashrc 2>/dev/null || echo 'export PATH="$HOME/.local/bin:$PATH"  # remote-run: uv' >> ~/.bashrc
+grep -q 'remote-run: uv' ~/.bashrc 2>/dev/null \
+|| echo 'export PATH="$HOME/.local/bin:$PATH"  # remote-run: uv' >> ~/.bashrc
 """
 SYNC = {"gpu": ["uv", "sync", "--group", "dev", "--extra", "gpu"], "tpu": ["uv", "sync", "--extra", "tpu"]}
-RUN = {"gpu": ["uv", "run", "--group", "dev", "--extra", "gpu", "python"], "tpu": ["uv", "run", "--extra", "tpu", "python"]}
+RUN = {"gpu": ["uv", "run", "--group", "dev", "--extra", "gpu", "python"],
+       "tpu": ["uv", "run", "--extra", "tpu", "python"]}
 
 
 def _quoted(value: str) -> str:
@@ -28,7 +31,8 @@ def _quoted(value: str) -> str:
     return json.dumps(value)
 
 
-def task_yaml(*, name: str, workdir: Path, accel: str, target: str, nodes: int = 1, infra: str | None = None, cuda_visible_devices: str = "") -> str:
+def task_yaml(*, name: str, workdir: Path, accel: str, target: str, nodes: int = 1, infra: str | None = None,
+              cuda_visible_devices: str = "") -> str:
     lines = [
         "# SkyPilot task rendered by remote-run `inv sky-up`; it provisions and sets up, it runs nothing.",
         f"name: {_quoted(name)}",
@@ -66,7 +70,8 @@ def check_workspace_extras(workspace: Path, target: str) -> None:
     try:
         data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise Failure(f"{pyproject} cannot be read as TOML ({exc})", "fix it before `inv sky-up`", Kind.ENVIRONMENT) from None
+        raise Failure(f"{pyproject} cannot be read as TOML ({exc})", "fix it before `inv sky-up`",
+                      Kind.ENVIRONMENT) from None
     extras = data.get("project", {}).get("optional-dependencies", {})
     if target not in extras:
         raise Failure(f"{pyproject} has no `{target}` extra, but the cluster's setup runs `{join(SYNC[target])}`",

@@ -19,8 +19,8 @@ def gate(runs_dir, a, b, *, tolerance=(), higher_is_better=(), lower_is_better=(
     for line in regressions:
         say(line)
     if fail and regressions:
-        raise Failure(f"{len(regressions)} metric{'s' if len(regressions) > 1 else ''} of {b.ref} regressed against {a.ref}",
-                      kind=Kind.REGRESSION)
+        raise Failure(f"{len(regressions)} metric{'s' if len(regressions) > 1 else ''} of {b.ref} "
+                      f"regressed against {a.ref}", kind=Kind.REGRESSION)
     if fail:
         say(f"no regression of {b.ref} against {a.ref}")
 
@@ -41,14 +41,16 @@ def compare(c, a, b, fail_on_regression=False, tolerance=None, higher_is_better=
          lower_is_better=lower_is_better or (), fail=fail_on_regression)
 
 
-@task(name="save", positional=["name", "ref"], help={"name": "the baseline's name (letters, digits, . _ -)", "ref": "a run, group, unique prefix or `latest`"})
+@task(name="save", positional=["name", "ref"], help={
+    "name": "the baseline's name (letters, digits, . _ -)", "ref": "a run, group, unique prefix or `latest`"})
 def baseline_save(c, name, ref):
     """Save a run or group as a named baseline (a snapshot of its metrics) in RUNS_DIR/baselines."""
     from .. import compare as comparing
 
     runs_dir = session(c).settings.runs_dir
     side, replaced = comparing.save_baseline(runs_dir, name, ref)
-    say(f"baseline {name} {'replaced: now' if replaced else '='} {side.kind} {side.name} ({len(side.runs)} run{'s' if len(side.runs) != 1 else ''})")
+    say(f"baseline {name} {'replaced: now' if replaced else '='} {side.kind} {side.name} "
+        f"({len(side.runs)} run{'s' if len(side.runs) != 1 else ''})")
 
 
 @task(name="list")
@@ -73,7 +75,9 @@ def baseline_rm(c, name):
     say(f"removed baseline {name}")
 
 
-@task(name="report", iterable=["ref"], help={"ref": "a run, group, prefix, `latest` or baseline to include (repeatable; default: the latest group, or the latest 10 runs)"})
+@task(name="report", iterable=["ref"], help={
+    "ref": "a run, group, prefix, `latest` or baseline to include "
+           "(repeatable; default: the latest group, or the latest 10 runs)"})
 def report(c, ref=None):
     """Write RUNS_DIR/report.html: runs, curves per epoch and over time, group spread, GPU use."""
     from .. import report as reporting

@@ -7,7 +7,8 @@ from ..output import show, table
 from ..session import session
 
 
-@task(help={"run": "the run id (default: the latest run)", "follow": "wait for the run to end, printing its output as it comes"})
+@task(help={"run": "the run id (default: the latest run)",
+            "follow": "wait for the run to end, printing its output as it comes"})
 def logs(c, run="", follow=False):
     """Show a run's log; with --follow re-attach to it and complete its local record when it ends."""
     from .. import hosts, pipeline, records
@@ -32,7 +33,8 @@ def status(c):
             sess.use_host(spec)
         found += [(spec.spec, *row) if several else row for row in pipeline.status(sess)[1:]]
     if not found:
-        show(f"no runs in {', '.join(h.spec if several else sess.host.label for h in sess.settings.hosts)}:{sess.settings.remote_dir}/runs")
+        show(f"no runs in {', '.join(h.spec if several else sess.host.label for h in sess.settings.hosts)}:"
+             f"{sess.settings.remote_dir}/runs")
         return
     header = ("run", "task", "started (UTC)", "state", "exit", "result")
     show(table([("host", *header) if several else header, *found]))

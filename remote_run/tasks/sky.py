@@ -26,7 +26,8 @@ def sky_up(c, accel="", name=None, idle_minutes="30", down=True, infra=None, nod
     from ..sky import clusters
 
     sess = session(c)
-    clusters.up(sess.host, sess.settings, accel=accel, experiment=name, idle_minutes=settings_mod.int_between("--idle-minutes", idle_minutes, 1, 7 * 24 * 60),
+    clusters.up(sess.host, sess.settings, accel=accel, experiment=name,
+                idle_minutes=settings_mod.int_between("--idle-minutes", idle_minutes, 1, 7 * 24 * 60),
                 down=down, infra=infra, nodes=settings_mod.int_between("--nodes", nodes, 1, 512), replace=replace)
 
 
@@ -63,7 +64,7 @@ def sky_status(c):
     "detach": "return once the job is submitted; Ctrl+C then cancels nothing",
 })
 def sky_exec(c, path=None, args="", target="gpu", module="", detach=False):
-    """Run a workspace script on the SkyPilot cluster: sky exec NAME --workdir WORKSPACE "uv run ... python PATH ARGS"."""
+    """Run a workspace script on the SkyPilot cluster: sky exec NAME --workdir WORKSPACE "uv run ... python PATH ARGS"."""  # noqa: E501
     from .. import pipeline, trainers
     from .. import settings as settings_mod
     from ..sky import backend, names
@@ -73,14 +74,17 @@ def sky_exec(c, path=None, args="", target="gpu", module="", detach=False):
     names.check_target(target)
     arguments = trainers.split_args(args)
     if module:
-        python_args = ["-m", settings_mod.module_name("--module", module), *([trainers.path_in_workspace(workspace, path)] if path else [])]
+        python_args = ["-m", settings_mod.module_name("--module", module),
+                       *([trainers.path_in_workspace(workspace, path)] if path else [])]
     elif path:
         python_args = [trainers.script_in_workspace(workspace, path)]
     else:
         raise Failure("sky-exec needs something to run",
-                      "give a script (inv sky-exec scripts/bench.py) or --module NAME (inv sky-exec --module pytest tests/)")
+                      "give a script (inv sky-exec scripts/bench.py) "
+                      "or --module NAME (inv sky-exec --module pytest tests/)")
     spec = pipeline.RunSpec(task="sky-exec", argv=["python", *python_args, *arguments],
-                            options={"path": path or None, "module": module or None, "args": arguments, "target": target})
+                            options={"path": path or None, "module": module or None, "args": arguments,
+                                     "target": target})
     done = pipeline.execute(backend.ClusterRuns(sess, target), sess.settings, [spec], detach=detach)
     if done.code:
         raise Exit(code=done.code)

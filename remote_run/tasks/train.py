@@ -38,7 +38,8 @@ def start(c, run_task, own: dict, options, preflight, specs_of) -> None:
     specs = []
     for spec, arguments in specs_of(sess, checked.runs):
         spec.pull = checked.pull
-        spec.invocation = {"task": run_task.name, "args": {**arguments, **options.invocation(run_task.shared)}}  # for `inv rerun`
+        # for `inv rerun`
+        spec.invocation = {"task": run_task.name, "args": {**arguments, **options.invocation(run_task.shared)}}
         specs.append(spec)
     baseline = _baseline(sess, checked) if checked.compare_to else None
     if checked.sky:
@@ -47,7 +48,8 @@ def start(c, run_task, own: dict, options, preflight, specs_of) -> None:
         done = pipeline.execute(backend.ClusterRuns(sess, checked.sky), sess.settings, specs, detach=checked.detach)
     else:
         plan = (ALL_STEPS if preflight is None else preflight).for_run(checked)
-        hosts.choose(sess, allow_busy=checked.allow_busy, cpu_ok=checked.cpu_ok, wait=checked.wait, count=checked.gpu_count)
+        hosts.choose(sess, allow_busy=checked.allow_busy, cpu_ok=checked.cpu_ok, wait=checked.wait,
+                     count=checked.gpu_count)
         with ports.forwarding(sess.host, checked.forwards):
             done = pipeline.execute(pipeline.HostRuns(sess, checked, plan), sess.settings, specs, detach=checked.detach)
     if done.code:
@@ -93,12 +95,13 @@ def _trainer_specs(make, own: dict):
     "compile": "use torch.compile (builtin trainer)",
     **TRAINER_HELP,
 })
-def train_hlb(c, epochs="11.5", impl="", batch_size="", seed="", compile=False, synthetic=False, subset="", *, options, preflight):
+def train_hlb(c, epochs="11.5", impl="", batch_size="", seed="", compile=False, synthetic=False, subset="",
+              *, options, preflight):
     """Train the hlb CIFAR-10 speedrun on the host and print its RESULT_HLB line."""
     from .. import trainers
 
-    own = {"epochs": epochs, "impl": impl, "batch_size": batch_size, "seed": seed, "compile": compile, "synthetic": synthetic,
-           "subset": subset}
+    own = {"epochs": epochs, "impl": impl, "batch_size": batch_size, "seed": seed, "compile": compile,
+           "synthetic": synthetic, "subset": subset}
     start(c, train_hlb, own, options, preflight, _trainer_specs(trainers.hlb, own))
 
 
@@ -111,7 +114,8 @@ def train_david(c, epochs="12", batch_size="512", impl="", seed="", synthetic=Fa
     """Train the DavidNet (ResNet-9) CIFAR-10 speedrun on the host and print its RESULT_DAVID line."""
     from .. import trainers
 
-    own = {"epochs": epochs, "batch_size": batch_size, "impl": impl, "seed": seed, "synthetic": synthetic, "subset": subset}
+    own = {"epochs": epochs, "batch_size": batch_size, "impl": impl, "seed": seed, "synthetic": synthetic,
+           "subset": subset}
     start(c, train_david, own, options, preflight, _trainer_specs(trainers.david, own))
 
 
@@ -123,11 +127,12 @@ def train_david(c, epochs="12", batch_size="512", impl="", seed="", synthetic=Fa
     "args": 'arguments for the script or module, as one quoted string, e.g. "--n 3"',
 })
 def run_(c, target, module=False, args="", cwd="", *, options, preflight):
-    """Run a workspace file (Python, executable, .sh) or module on the host with the run environment; its exit status is ours."""
+    """Run a workspace file (Python, executable, .sh) or module on the host with the run environment; its exit status is ours."""  # noqa: E501
     def specs_of(sess, runs):
         from .. import trainers
 
-        return [(trainers.script(sess.settings, sess.host.python, target, module=module, args=args, cwd=cwd), own) for _ in range(runs)]
+        return [(trainers.script(sess.settings, sess.host.python, target, module=module, args=args, cwd=cwd), own)
+                for _ in range(runs)]
 
     own = {"target": target, "module": module, "args": args, "cwd": cwd}
     start(c, run_, own, options, preflight, specs_of)
@@ -147,13 +152,15 @@ def rerun(c, run, *, options, preflight):
     sess = session(c)
     side = comparing.resolve(sess.settings.runs_dir, records.check_run_id(run) or "-")
     if side.kind != "run":
-        raise Failure(f"{run!r} is a {side.kind}", "rerun takes one run's id (a group's runs are GROUP.1, GROUP.2, ...)")
+        raise Failure(f"{run!r} is a {side.kind}",
+                      "rerun takes one run's id (a group's runs are GROUP.1, GROUP.2, ...)")
     record = records.RunRecord.load(sess.settings.runs_dir / side.name)
     invocation = record.invocation if record else {}
     if invocation.get("task") not in RERUNNABLE:
         raise Failure(f"run {side.name} does not say how it was started (recorded before remote-run kept that, or a "
                       f"{record.task if record else '?'} run)", "start it again by hand")
-    changes = records.code_differences(record.code, pipeline.code_job(pipeline.HostRuns(sess), sess.settings).result()[0])
+    changes = records.code_differences(record.code,
+                                       pipeline.code_job(pipeline.HostRuns(sess), sess.settings).result()[0])
     if changes:
         say(f"the workspace differs from what run {side.name} used: {'; '.join(changes[:6])}")
     given = invocation["args"]

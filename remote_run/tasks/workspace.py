@@ -9,7 +9,8 @@ from ..preflight import Preflight, plan_sync
 from ..session import session
 
 SYNC_HELP = {
-    "only": "mirror only this workspace path, a folder or a file (repeat for more); the rest of REMOTE_DIR is left alone (default SYNC_ONLY)",
+    "only": "mirror only this workspace path, a folder or a file (repeat for more); "
+            "the rest of REMOTE_DIR is left alone (default SYNC_ONLY)",
     "checksum": "compare file contents instead of size and time (after a branch switch, when times lie)",
 }
 
@@ -45,14 +46,17 @@ def pull_logs(c, run=""):
         for spec in listed[1:]:  # every host's runs; the first one's below
             sess.use_host(spec)
             summary = syncing.pull_runs(sess.host, None)
-            say(f"pulled {summary.files} new files ({summary.bytes} bytes) from {sess.host.label}:{sess.settings.remote_dir}/runs")
+            say(f"pulled {summary.files} new files ({summary.bytes} bytes) "
+                f"from {sess.host.label}:{sess.settings.remote_dir}/runs")
         sess.use_host(listed[0])
     summary = syncing.pull_runs(sess.host, records.check_run_id(run) or None)
     s = sess.settings
-    say(f"pulled {summary.files} new files ({summary.bytes} bytes) from {sess.host.label}:{s.remote_dir}/runs into {s.runs_dir}")
+    say(f"pulled {summary.files} new files ({summary.bytes} bytes) from {sess.host.label}:{s.remote_dir}/runs "
+        f"into {s.runs_dir}")
 
 
-@task(name="clean", help={"yes": "really delete (without it, only say what would be deleted)", "data": "also delete the dataset cache REMOTE_DIR/data"})
+@task(name="clean", help={"yes": "really delete (without it, only say what would be deleted)",
+                          "data": "also delete the dataset cache REMOTE_DIR/data"})
 def clean(c, yes=False, data=False):
     """Delete REMOTE_DIR on the host (only a directory remote-run created); keeps data/ unless --data."""
     from .. import cleanup
