@@ -173,7 +173,7 @@ def test_a_warm_run_is_one_command_carrying_the_checks(env, capsys):
 def test_a_busy_gpu_refuses_before_anything_starts_and_leaves_no_record(env):
     sess = host_session(env, Machine({"ok": False, "gpu": gpu_report(busy=True)}))
     with pytest.raises(Failure) as info:
-        pipeline.execute(pipeline.HostRuns(sess, preflight=GPU_ONLY), sess.settings, [spec()]).code
+        pipeline.execute(pipeline.HostRuns(sess, preflight=GPU_ONLY), sess.settings, [spec()])
     assert info.value.kind is Kind.GPU and "in use by another job" in info.value.problem
     assert not any((env / "var" / "runs").iterdir())
 
@@ -181,7 +181,7 @@ def test_a_busy_gpu_refuses_before_anything_starts_and_leaves_no_record(env):
 def test_a_connection_lost_mid_run_is_recorded_and_says_how_to_reattach(env):
     sess = host_session(env, Machine({"ok": True, "gpu": gpu_report(busy=False)}, trailer=False))
     with pytest.raises(Failure) as info:
-        pipeline.execute(pipeline.HostRuns(sess, preflight=GPU_ONLY), sess.settings, [spec()]).code
+        pipeline.execute(pipeline.HostRuns(sess, preflight=GPU_ONLY), sess.settings, [spec()])
     [folder] = (env / "var" / "runs").iterdir()
     assert info.value.kind is Kind.UNREACHABLE and info.value.code == exits.UNREACHABLE
     assert "dropped" in info.value.problem and f"inv logs --follow --run {folder.name}" in info.value.fix
