@@ -221,7 +221,8 @@ def test_no_rsync_on_the_host_s_path_fails_and_no_docker_is_no_error(bare, tmp_p
 
 # ------------------------------------------------------------------------------------- init
 
-EXPECTED_ENV = envfile.HEADER + "REMOTE_HOST=l1\nWORKSPACE=.\nREMOTE_DIR={remote}\nTORCH_INDEX_URL=https://download.pytorch.org/whl/cu124\n"
+EXPECTED_ENV = envfile.HEADER + ("REMOTE_HOST=l1\nWORKSPACE=.\nREMOTE_DIR={remote}\n"
+                                 "TORCH_INDEX_URL=https://download.pytorch.org/whl/cu124\n")
 
 
 def project(tmp_path) -> Path:
@@ -263,12 +264,14 @@ def test_init_writes_the_env_with_the_index_that_fits_the_driver_and_no_secret(s
 def test_init_force_updates_its_keys_and_keeps_the_other_lines(sshd, tmp_path):
     ws = project(tmp_path)
     (ws / ".gitignore").write_text(".env*\n/.cluster_name_*\n")
-    (ws / ".env").write_text("# mine\nMY_TOKEN=tok-s3cret\nREMOTE_HOST=old-box\nTORCH_INDEX_URL=https://example.org/simple\n")
+    (ws / ".env").write_text("# mine\nMY_TOKEN=tok-s3cret\nREMOTE_HOST=old-box\n"
+                             "TORCH_INDEX_URL=https://example.org/simple\n")
     remote = unique_remote_dir("rrt_init")
     done = cli(sshd, ws, "init", "--yes", "--force", "--host", "local", "--remote-dir", remote, REMOTE_HOST=None,
                timeout=60)
     assert "Traceback" not in done.stderr and "this machine" in done.stdout, done.stderr
-    assert (ws / ".env").read_text() == (f"# mine\nMY_TOKEN=tok-s3cret\nREMOTE_HOST=local\nTORCH_INDEX_URL=https://example.org/simple\n"
+    assert (ws / ".env").read_text() == ("# mine\nMY_TOKEN=tok-s3cret\nREMOTE_HOST=local\n"
+                                         "TORCH_INDEX_URL=https://example.org/simple\n"
                                          f"WORKSPACE=.\nREMOTE_DIR={remote}\n")
     assert (ws / ".gitignore").read_text() == ".env*\n/.cluster_name_*\n" and "gitignore" not in done.stderr
     assert done.returncode == (1 if "✗" in done.stdout else 0)

@@ -371,7 +371,8 @@ def test_notify_url_is_called_by_the_host_for_a_detached_group_and_appears_nowhe
 
     # A webhook that cannot be reached: one line in the run's log (without the URL); the run's outcome stands.
     closed = free_port()
-    done = cli(sshd, ws, "run", "scripts/hello.py", REMOTE_DIR=remote, NOTIFY_URL=f"http://127.0.0.1:{closed}/hook/{secret}")
+    done = cli(sshd, ws, "run", "scripts/hello.py", REMOTE_DIR=remote,
+               NOTIFY_URL=f"http://127.0.0.1:{closed}/hook/{secret}")
     assert done.returncode == 0 and "RESULT_HELLO" in done.stdout, done.stderr
     [last] = [p for p in run_dirs(remote) if p.name.endswith("_run")]
     wait_for(lambda: log_has(last, "NOTIFY_URL notification failed"), 15, "the failure line in the run's log")
