@@ -25,7 +25,7 @@ FAKE_DOCKER = """#!/bin/sh
 # Test stand-in for the docker CLI: a daemon with the NVIDIA runtime configured.
 case "$1" in
   --version) echo "Docker version 27.3.1, build ce12230" ;;
-  info) printf '%s%s\n' '{"io.containerd.runc.v2":{"path":"runc"},"nvidia":{"path":"nvidia-container-runtime"},' \
+  info) printf '%s%s\\n' '{"io.containerd.runc.v2":{"path":"runc"},"nvidia":{"path":"nvidia-container-runtime"},' \\
                         '"runc":{"path":"runc"}}' ;;
   *) exit 1 ;;
 esac
