@@ -60,7 +60,8 @@ TARGET = 1.2  # cold bootstrap / the installer alone
 def watched(argv, *, cwd, env) -> dict:
     """Run argv: wall seconds, the longest time without a line on stderr, the output. Fails loudly."""
     started = time.perf_counter()
-    proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            stdin=subprocess.DEVNULL, text=True)
     stamps, err, out = [started], [], []
     reader = threading.Thread(target=lambda: out.append(proc.stdout.read()), daemon=True)
     reader.start()
@@ -77,7 +78,8 @@ def watched(argv, *, cwd, env) -> dict:
     stamps.append(started + wall)
     stderr = "".join(err)
     if proc.returncode:
-        raise BenchError(f"{' '.join(map(str, argv[:6]))}... (exit {proc.returncode})\n--- stderr ---\n{stderr[-3000:]}")
+        raise BenchError(f"{' '.join(map(str, argv[:6]))}... (exit {proc.returncode})\n"
+                         f"--- stderr ---\n{stderr[-3000:]}")
     return {"wall": wall, "silence": max(b - a for a, b in zip(stamps, stamps[1:])), "stderr": stderr}
 
 
@@ -105,7 +107,8 @@ class Bench:
         readable_tree(shared)
         (shared / "uv").chmod(0o755)
         self.uv = str(shared / "uv")
-        self.remove_conf = write_pip_conf(server, f"[global]\nindex-url = {args.index_url}\nfind-links = {args.find_links} {shared / 'wheels'}\n")
+        self.remove_conf = write_pip_conf(server, f"[global]\nindex-url = {args.index_url}\n"
+                                                  f"find-links = {args.find_links} {shared / 'wheels'}\n")
         self.flags = self.sources()
 
     def sources(self) -> list[str]:
@@ -219,37 +222,45 @@ def stats(samples: list[dict], base: float | None) -> dict:
     walls = [s["wall"] for s in samples]
     silences = [s["silence"] for s in samples if s.get("silence") is not None]
     median = statistics.median(walls)
-    return {"n": len(walls), "median_s": median, "min_s": min(walls), "max_s": max(walls), "walls_s": [round(w, 2) for w in walls],
+    return {"n": len(walls), "median_s": median, "min_s": min(walls), "max_s": max(walls),
+            "walls_s": [round(w, 2) for w in walls],
             "ratio": median / base if base else None, "commands": max(s.get("commands", 0) for s in samples),
             "longest_silence_s": max(silences) if silences else None}
 
 
 def render(report: dict) -> str:
     m = report["machine"]
-    lines = [f"cold `inv bootstrap` of {report['torch']} + {report['packages']} (bench/bench_bootstrap.py); uv {report['uv']}; "
-             f"{m['cpus']} CPUs, load {m['load']:.1f} at start, Python {m['python']}",
+    lines = [f"cold `inv bootstrap` of {report['torch']} + {report['packages']} (bench/bench_bootstrap.py);"
+             f" uv {report['uv']}; {m['cpus']} CPUs, load {m['load']:.1f} at start, Python {m['python']}",
              f"sources: {' '.join(report['flags'])}", "",
-             f"{'case':<22} {'n':>2} {'median s':>9} {'min-max s':>13} {'x by hand':>9} {'remote cmds':>11} {'longest silence s':>17}"]
+             f"{'case':<22} {'n':>2} {'median s':>9} {'min-max s':>13} {'x by hand':>9} {'remote cmds':>11}"
+             f" {'longest silence s':>17}"]
     for name, r in report["cases"].items():
         ratio = f"{r['ratio']:.2f}" if r["ratio"] is not None else ""
         silence = f"{r['longest_silence_s']:.1f}" if r["longest_silence_s"] is not None else "-"
-        lines.append(f"{name:<22} {r['n']:>2} {r['median_s']:>9.2f} {r['min_s']:>6.2f}-{r['max_s']:<6.2f} {ratio:>9} {r['commands']:>11} {silence:>17}")
+        lines.append(f"{name:<22} {r['n']:>2} {r['median_s']:>9.2f} {r['min_s']:>6.2f}-{r['max_s']:<6.2f} {ratio:>9}"
+                     f" {r['commands']:>11} {silence:>17}")
     for name in ("uv into the tool env", "host has uv"):
         r = report["cases"].get(name)
         if r:
-            lines.append(f"target: {name} <= {TARGET}x by hand: {r['ratio']:.2f}x {'met' if r['ratio'] <= TARGET else 'MISSED'}")
+            lines.append(f"target: {name} <= {TARGET}x by hand: {r['ratio']:.2f}x"
+                         f" {'met' if r['ratio'] <= TARGET else 'MISSED'}")
     return "\n".join(lines)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=3, help="timed rounds of the uv cases (default 3)")
-    parser.add_argument("--pip-reps", type=int, default=3, help="timed rounds of the pip cases, each about a minute (default 3)")
+    parser.add_argument("--pip-reps", type=int, default=3,
+                        help="timed rounds of the pip cases, each about a minute (default 3)")
     parser.add_argument("--torch", default="torch==2.13.0", help="TORCH_PACKAGES (default torch==2.13.0)")
     parser.add_argument("--packages", default="numpy", help="PIP_PACKAGES (default numpy)")
-    parser.add_argument("--find-links", default="/opt/wheels", help="a folder with torch's CPU wheel (default /opt/wheels)")
-    parser.add_argument("--index-url", default="file:///opt/pypi/simple", help="a simple index with the rest (default file:///opt/pypi/simple)")
-    parser.add_argument("--before", help="another checkout of remote-run to time as `before` (e.g. the commit before uv)")
+    parser.add_argument("--find-links", default="/opt/wheels",
+                        help="a folder with torch's CPU wheel (default /opt/wheels)")
+    parser.add_argument("--index-url", default="file:///opt/pypi/simple",
+                        help="a simple index with the rest (default file:///opt/pypi/simple)")
+    parser.add_argument("--before",
+                        help="another checkout of remote-run to time as `before` (e.g. the commit before uv)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON too")
     args = parser.parse_args(argv)
     tag = f"/tmp/rrbench_{uuid.uuid4().hex[:10]}"

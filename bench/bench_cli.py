@@ -74,12 +74,14 @@ def timed(argv, *, cwd, env, expect: str | None = None):
     """Run argv; (wall seconds, CompletedProcess). A non-zero exit stops the bench, loudly."""
     started = time.perf_counter()
     try:
-        done = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=TIMEOUT)
+        done = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                              timeout=TIMEOUT)
     except subprocess.TimeoutExpired:
         raise BenchError(f"timed out after {TIMEOUT} s: {' '.join(map(str, argv))}") from None
     wall = time.perf_counter() - started
     if done.returncode or (expect and expect not in done.stdout + done.stderr):
-        raise BenchError(f"{' '.join(map(str, argv))} (exit {done.returncode}) in {cwd}\n--- stdout ---\n{done.stdout[-3000:]}\n--- stderr ---\n{done.stderr[-3000:]}")
+        raise BenchError(f"{' '.join(map(str, argv))} (exit {done.returncode}) in {cwd}\n"
+                         f"--- stdout ---\n{done.stdout[-3000:]}\n--- stderr ---\n{done.stderr[-3000:]}")
     return wall, done
 
 
@@ -95,7 +97,8 @@ def once(server, fn) -> tuple[float, int, int]:
 
 def summary(samples) -> dict:
     walls = [w for w, _, _ in samples]
-    return {"wall_s": statistics.median(walls), "min_s": min(walls), "max_s": max(walls), "walls_s": [round(w, 4) for w in walls],
+    return {"wall_s": statistics.median(walls), "min_s": min(walls), "max_s": max(walls),
+            "walls_s": [round(w, 4) for w in walls],
             "handshakes": statistics.median(h for _, h, _ in samples), "handshakes_max": max(h for _, h, _ in samples),
             "commands": statistics.median(c for _, _, c in samples), "commands_max": max(c for _, _, c in samples)}
 
@@ -120,7 +123,8 @@ class Path_:
         self.hand_env = server.env()
         inv = [sys.executable, "-m", "invoke", "--search-root", str(repo)]
         self.run_argv, self.sync_argv = [*inv, "run", "scripts/noop.py"], [*inv, "sync"]
-        self.ssh_true = ["ssh", "-F", str(server.ssh_config), "-o", "ControlMaster=no", "-o", "ControlPath=none", alias, "true"]
+        self.ssh_true = ["ssh", "-F", str(server.ssh_config), "-o", "ControlMaster=no", "-o", "ControlPath=none",
+                         alias, "true"]
         # The by-hand playbook has a REMOTE_DIR of its own: its rsync --delete would remove
         # remote-run's runs/ and ownership marker.
         self.hand_dir = remote_dir + "_byhand"
@@ -134,20 +138,22 @@ class Path_:
         timed(self.ssh_true, cwd=self.ws, env=self.env)
         self.inv_run()
         self.inv_run()
-        timed(["ssh", self.alias, f"mkdir -p {self.hand_dir} && ln -sfn {self.remote_dir}/.venv {self.hand_dir}/.venv"], cwd=self.ws, env=self.hand_env)
+        timed(["ssh", self.alias, f"mkdir -p {self.hand_dir} && ln -sfn {self.remote_dir}/.venv {self.hand_dir}/.venv"],
+              cwd=self.ws, env=self.hand_env)
         (self.ws / "remote_runs").mkdir(exist_ok=True)
 
     def end_master(self):
         """End this path's ControlMaster only (the other path's stays up)."""
-        subprocess.run(["ssh", "-o", f"ControlPath={self.server.control_dir}/%C", "-O", "exit", self.alias], env=self.hand_env,
-                       capture_output=True, timeout=30)
+        subprocess.run(["ssh", "-o", f"ControlPath={self.server.control_dir}/%C", "-O", "exit", self.alias],
+                       env=self.hand_env, capture_output=True, timeout=30)
 
     def by_hand(self, i):
         alias, d = self.alias, self.hand_dir
-        for argv in (["rsync", "-az", "--delete", "--exclude=.git", "--exclude=var", "--exclude=.venv", "--exclude=__pycache__",
-                      "--exclude=remote_runs", "./", f"{alias}:{d}/"],
+        for argv in (["rsync", "-az", "--delete", "--exclude=.git", "--exclude=var", "--exclude=.venv",
+                      "--exclude=__pycache__", "--exclude=remote_runs", "./", f"{alias}:{d}/"],
                      ["ssh", alias, "nvidia-smi"],
-                     ["ssh", alias, f"cd {d} && CUDA_VISIBLE_DEVICES=0 .venv/bin/python scripts/noop.py > run.log 2>&1"]):
+                     ["ssh", alias, f"cd {d} && CUDA_VISIBLE_DEVICES=0 .venv/bin/python scripts/noop.py"
+                                    " > run.log 2>&1"]):
             timed(argv, cwd=self.ws, env=self.hand_env)
         local = f"./remote_runs/{i}_{time.monotonic_ns()}_noop.log"
         timed(["rsync", "-az", f"{alias}:{d}/run.log", local], cwd=self.ws, env=self.hand_env)
@@ -169,7 +175,8 @@ class Path_:
         out = {key: summary(samples) for key, samples in self.samples.items()}
         for key in ("run_warm", "run_changed", "run_no_master", "sync", "by_hand"):
             out[key]["ratio"] = out[key]["wall_s"] / out["ssh_true"]["wall_s"]
-            out[key]["ratio_per_rep"] = statistics.median(a[0] / b[0] for a, b in zip(self.samples[key], self.samples["ssh_true"]))
+            out[key]["ratio_per_rep"] = statistics.median(
+                a[0] / b[0] for a, b in zip(self.samples[key], self.samples["ssh_true"]))
         return out
 
 
@@ -189,7 +196,8 @@ def startup(server, reps: int, repo: Path, env: dict) -> dict:
 def bench(reps: int, delay: float, repo: Path) -> dict:
     report = {"reps": reps, "delay_s": delay, "repo": str(repo), "machine": {
         "cpus": os.cpu_count(), "load": os.getloadavg()[0], "python": platform.python_version(),
-        "openssh": version(["ssh", "-V"], r"OpenSSH_[^\s,]+"), "rsync": version(["rsync", "--version"], r"version\s+\S+")}}
+        "openssh": version(["ssh", "-V"], r"OpenSSH_[^\s,]+"),
+        "rsync": version(["rsync", "--version"], r"version\s+\S+")}}
     tag = f"/tmp/rrbench_{uuid.uuid4().hex[:10]}"
     with tempfile.TemporaryDirectory(prefix="rr-bench-") as tmp:
         tmp = Path(tmp)
@@ -198,8 +206,9 @@ def bench(reps: int, delay: float, repo: Path) -> dict:
         # place, beside the sources: a PYTHONPYCACHEPREFIX would also hide the standard library's
         # own byte code, so every module first imported after that switch (tempfile, statistics,
         # ...) was compiled from source in every timed run.
-        subprocess.run([sys.executable, "-m", "compileall", "-q", str(repo / "remote_run"), str(repo / "tasks.py")], check=True,
-                       env={key: value for key, value in os.environ.items() if key not in ("PYTHONPYCACHEPREFIX", "PYTHONDONTWRITEBYTECODE")})
+        subprocess.run([sys.executable, "-m", "compileall", "-q", str(repo / "remote_run"), str(repo / "tasks.py")],
+                       check=True, env={key: value for key, value in os.environ.items()
+                                        if key not in ("PYTHONPYCACHEPREFIX", "PYTHONDONTWRITEBYTECODE")})
         with loopback(tmp, delay, tag) as server:
             paths = [Path_(server, alias, repo, tmp / f"ws-{alias}", f"{tag}_{alias}") for alias in ("l1", "l1proxy")]
             for path in paths:
@@ -244,10 +253,13 @@ def render(report: dict) -> str:
     p1, p2 = report["paths"]["l1"], report["paths"]["l1proxy"]
     lines = [
         f"remote-run CLI benchmark (bench/bench_cli.py), checkout {report['repo']}",
-        f"  {m['cpus']} CPUs (load {m['load']:.2f} at start), Python {m['python']}, {m['openssh']}, rsync {m['rsync'].split()[-1]}",
+        f"  {m['cpus']} CPUs (load {m['load']:.2f} at start), Python {m['python']}, {m['openssh']},"
+        f" rsync {m['rsync'].split()[-1]}",
         f"  l1 = loopback sshd; l1proxy = the same through a proxy adding {2 * d * 1000:.0f} ms of round trip",
-        f"  {report['reps']} reps, paths interleaved; wall = median (min-max) of whole processes; hs/cmds = SSH handshakes /",
-        "  remote commands per invocation (sshd log, max over reps); ratio = median wall / median `ssh HOST true` on that path",
+        f"  {report['reps']} reps, paths interleaved; wall = median (min-max) of whole processes;"
+        " hs/cmds = SSH handshakes /",
+        "  remote commands per invocation (sshd log, max over reps);"
+        " ratio = median wall / median `ssh HOST true` on that path",
         "",
         f"{'':34}{'l1 (loopback)':>30}{'l1proxy':>30}   target",
     ]
@@ -282,15 +294,18 @@ def render(report: dict) -> str:
                  f"<= 2 commands [{verdict('count', warm['commands_max'], 2)}]")
     lines += ["", "local start-up (no host), median (min-max)"]
     for name, r in report["startup"].items():
-        goal = f"   <= {TARGETS['list_s'][1]} s [{verdict('seconds', r['wall_s'], TARGETS['list_s'][1])}]" if name == "inv -l" else ""
+        goal = (f"   <= {TARGETS['list_s'][1]} s [{verdict('seconds', r['wall_s'], TARGETS['list_s'][1])}]"
+                if name == "inv -l" else "")
         lines.append(f"  {name:32}{r['wall_s']:.3f} s ({r['min_s']:.3f}-{r['max_s']:.3f}){goal}")
     return "\n".join(lines)
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description="Time the remote-run CLI against the loopback sshd, directly and through a latency proxy.")
+    parser = argparse.ArgumentParser(
+        description="Time the remote-run CLI against the loopback sshd, directly and through a latency proxy.")
     parser.add_argument("--reps", type=int, default=5, help="repetitions per measurement (median reported); default 5")
-    parser.add_argument("--delay", type=float, default=0.025, help="one-way delay of the proxy path in seconds; default 0.025 (50 ms RTT)")
+    parser.add_argument("--delay", type=float, default=0.025,
+                        help="one-way delay of the proxy path in seconds; default 0.025 (50 ms RTT)")
     parser.add_argument("--repo", type=Path, default=REPO, help="the remote-run checkout to time (default: this one)")
     parser.add_argument("--json", action="store_true", help="also print the full results as JSON")
     args = parser.parse_args(argv)

@@ -190,7 +190,7 @@ def cases(folder):
     results = []
     for name in WAYS:
         with way(name) as kind:
-            def check(case, should_live, pid=None):
+            def check(case, should_live, pid=None, name=name):
                 found = [e["run"] for e in queue.entries(drop_stale=False)]
                 ok = (case in found) == should_live
                 queue.entries()  # its owner's next look drops what is dead
@@ -231,17 +231,18 @@ def cases(folder):
                 os.waitpid(gone, 0)
                 [path] = [os.path.join(folder, n) for n in os.listdir(folder) if n.endswith("-spoofed.json")]
 
-                def hold_as_nobody():
+                def hold_as_nobody(path=path):
                     # Another user opens the dead entry's lock (or, the pid way, the entry) to read,
                     # which its mode allows, and holds a flock on it: a read-only descriptor suffices.
                     os.setuid(65534)
-                    fcntl.flock(os.open(lock_of(path) if os.path.exists(lock_of(path)) else path, os.O_RDONLY), fcntl.LOCK_EX)
+                    fcntl.flock(os.open(lock_of(path) if os.path.exists(lock_of(path)) else path, os.O_RDONLY),
+                                fcntl.LOCK_EX)
 
                 check("spoofed", False, in_child(hold_as_nobody))
 
             orphan_pid = os.path.join(os.path.dirname(folder), "orphan.pid")
 
-            def run_outlives():
+            def run_outlives(orphan_pid=orphan_pid):
                 # The run's process, started as the supervisor starts it (subprocess: close_fds, exec),
                 # lives on after its supervisor is killed.
                 new_entry(kind, folder, "orphan").write(state=queue.HOLDING, gpus=[0])

@@ -49,21 +49,25 @@ def measure(server, alias: str, root: Path, remote_dir: str, n: int, reps: int) 
 
 def row(label: str, samples) -> tuple:
     walls = [w for w, _, _ in samples]
-    return label, f"{statistics.median(walls):.3f}", f"{min(walls):.3f}-{max(walls):.3f}", f"{statistics.median(c for _, _, c in samples):g}"
+    return (label, f"{statistics.median(walls):.3f}", f"{min(walls):.3f}-{max(walls):.3f}",
+            f"{statistics.median(c for _, _, c in samples):g}")
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=5, help="runs per group (default 5)")
     parser.add_argument("--reps", type=int, default=5, help="repetitions (median reported); default 5")
-    parser.add_argument("--delay", type=float, default=0.025, help="one-way delay of the proxy path in seconds; default 0.025")
+    parser.add_argument("--delay", type=float, default=0.025,
+                        help="one-way delay of the proxy path in seconds; default 0.025")
     args = parser.parse_args(argv)
     tag = f"/tmp/rrbench_{uuid.uuid4().hex[:10]}"
     with tempfile.TemporaryDirectory(prefix="rr-bench-") as tmp:
         tmp = Path(tmp)
         with loopback(tmp, args.delay, tag) as server:
-            results = {alias: measure(server, alias, tmp / f"ws-{alias}", f"{tag}_{alias}", args.n, args.reps) for alias in ("l1", "l1proxy")}
-    print(f"--repeat {args.n} against {args.n} single runs of a no-op script; medians of {args.reps}, seconds (remote commands)")
+            results = {alias: measure(server, alias, tmp / f"ws-{alias}", f"{tag}_{alias}", args.n, args.reps)
+                       for alias in ("l1", "l1proxy")}
+    print(f"--repeat {args.n} against {args.n} single runs of a no-op script; medians of {args.reps},"
+          " seconds (remote commands)")
     print(f"{'path':<10} {'what':<16} {'median s':>9} {'min-max s':>13} {'commands':>9}  (group - singles) / N")
     for alias, r in results.items():
         one = statistics.median(w for w, _, _ in r["singles"])

@@ -53,7 +53,8 @@ def main(argv=None) -> int:
             snapshot.release(str(run_dir))
             release.append(time.perf_counter() - started)
             assert not os.listdir(run_dir / "work"), "release left code behind"
-    print(f"snapshot of {args.files} files ({args.files // 50} folders), medians of {args.reps}; {os.cpu_count()} cores")
+    print(f"snapshot of {args.files} files ({args.files // 50} folders), medians of {args.reps};"
+          f" {os.cpu_count()} cores")
     print(f"{'step':<10} {'median s':>9} {'min-max s':>14}")
     for name, values in (("snapshot", take), ("release", release)):
         print(f"{name:<10} {statistics.median(values):>9.3f} {min(values):>6.3f}-{max(values):.3f}")

@@ -90,7 +90,8 @@ def small_disk(sshd):
     """A 2 MiB tmpfs for REMOTE_DIR (root here may mount; else the test is skipped, saying why)."""
     mount = Path(unique_remote_dir("rrt_smalldisk"))
     mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=1777", "tmpfs", str(mount)], capture_output=True, text=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=1777", "tmpfs", str(mount)],
+                          capture_output=True, text=True)
     if done.returncode:
         mount.rmdir()
         pytest.skip(f"cannot mount a 2 MiB tmpfs as REMOTE_DIR's disk here: {done.stderr.strip()}")

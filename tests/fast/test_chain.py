@@ -110,7 +110,8 @@ def test_the_run_task_gets_its_own_flags_as_one_options_value(monkeypatch):
 
 
 def test_flags_of_every_mention_of_a_step_are_combined(monkeypatch):
-    calls = Recorder(monkeypatch).run(("gpu-check", {}), ("train", {"allow_busy": True}), ("gpu-check", {"cpu_ok": True}))
+    calls = Recorder(monkeypatch).run(("gpu-check", {}), ("train", {"allow_busy": True}),
+                                      ("gpu-check", {"cpu_ok": True}))
     assert [call for call in calls if call[0] == "gpu-check"] == [("gpu-check", {"cpu_ok": True})]
     assert calls[-1][2] == Preflight(sync=True, bootstrap=True, gpu=True, cpu_ok=True)
     calls = Recorder(monkeypatch).run(("bootstrap", {"force": True}), ("train", {}))
@@ -140,7 +141,8 @@ def test_run_tasks_take_the_shared_flags_from_one_declaration():
         assert "options" not in arguments and "preflight" not in arguments
         shorts = [flag for arg in ns[name].get_arguments() for flag in arg.names if len(flag) == 1]
         assert all(flag.isalnum() for flag in shorts), shorts  # never `-`: `--` would read as a flag
-    assert "sky" in {arg.name for arg in ns["train-hlb"].get_arguments()} and "sky" not in {a.name for a in ns["run"].get_arguments()}
+    assert "sky" in {arg.name for arg in ns["train-hlb"].get_arguments()}
+    assert "sky" not in {a.name for a in ns["run"].get_arguments()}
     own = inspect.signature(train.train_hlb.body).parameters
     assert "allow_busy" not in own and "only" not in own  # declared once, in RunOptions
 

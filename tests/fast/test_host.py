@@ -22,7 +22,8 @@ def test_every_host_module_imports_only_the_standard_library_or_the_host_package
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             if isinstance(node, ast.ImportFrom) and node.level:
                 continue  # from . import x / from .files import y: the host package itself
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module] if isinstance(node, ast.ImportFrom) else []
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module] if isinstance(node, ast.ImportFrom) else [])
             for name in names:
                 top = name.split(".")[0]
                 if top not in sys.stdlib_module_names:
@@ -113,7 +114,8 @@ def test_a_refused_run_command_says_so_in_its_trailer_and_a_lost_run_does_not(tm
     (root / "runs" / "ended" / "meta.json").write_text("{}")
     (root / "runs" / "ended" / "exit_code").write_text("0")
     code, trailer = run_command(["kill", str(root), "ended", "1"], capsys, monkeypatch)
-    assert (code, trailer["state"], trailer["refused"]) == (exits.NOT_RUNNING, states.FINISHED, "run ended is not running (finished)")
+    assert (code, trailer["state"], trailer["refused"]) == (exits.NOT_RUNNING, states.FINISHED,
+                                                            "run ended is not running (finished)")
     code, trailer = run_command(["cat", str(root), "nope", "0"], capsys, monkeypatch)
     assert code == exits.USAGE and trailer["refused"].startswith("no run nope")
     (root / "runs" / "gone").mkdir()
@@ -137,7 +139,8 @@ def folder(tmp_path, monkeypatch):
 
 def put(folder, name, arrived, *, state=queue.WAITING, devices="0", gpus=(), pid=None, started=None):
     pid = pid or os.getpid()
-    data = {"run": name, "user": "u", "pid": pid, "pid_started": started if started is not None else queue.started_at(pid),
+    data = {"run": name, "user": "u", "pid": pid,
+            "pid_started": started if started is not None else queue.started_at(pid),
             "arrived": arrived, "state": state, "want": {"devices": devices}, "gpus": list(gpus)}
     (folder / f"{arrived:.6f}-{name}.json").write_text(json.dumps(data))
 

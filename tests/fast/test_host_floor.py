@@ -19,12 +19,13 @@ FLOOR_TEXT = "%d.%d" % FLOOR
 # What .ci/run runs too. --eval-annotations: annotations count as evaluated (a module without
 # `from __future__ import annotations` evaluates them on 3.8); --pessimistic: code this Python
 # cannot parse fails instead of passing as "inconclusive"; --no-config-file: these flags only.
-VERMIN = ["--quiet", "--no-tips", "--violations", "--pessimistic", "--eval-annotations", "--no-config-file", f"--target={FLOOR_TEXT}-"]
+VERMIN = ["--quiet", "--no-tips", "--violations", "--pessimistic", "--eval-annotations", "--no-config-file",
+          f"--target={FLOOR_TEXT}-"]
 
 
 def vermin(*paths) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", "import sys, vermin; sys.exit(vermin.main())", *VERMIN, *map(str, paths)],
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-c", "import sys, vermin; sys.exit(vermin.main())", *VERMIN,
+                           *map(str, paths)], capture_output=True, text=True, timeout=120)
 
 
 def programs() -> dict:
@@ -67,8 +68,10 @@ def test_no_annotation_in_the_host_package_is_a_union_which_vermin_does_not_see(
     for path in sorted(HOST.glob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             # a parameter's, a variable's or a function's return annotation
-            annotation = node.returns if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) else getattr(node, "annotation", None)
-            if annotation and any(isinstance(n, ast.BinOp) and isinstance(n.op, ast.BitOr) for n in ast.walk(annotation)):
+            annotation = (node.returns if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+                          else getattr(node, "annotation", None))
+            if annotation and any(isinstance(n, ast.BinOp) and isinstance(n.op, ast.BitOr)
+                                  for n in ast.walk(annotation)):
                 bad.append(f"{path.name}:{node.lineno}")
     assert bad == []
 
@@ -82,8 +85,8 @@ def as_python(version, argv, home):
     text after a line that sets sys.version_info."""
     at = argv.index("-c") + 1
     code = "import sys\nsys.version_info = %r\n" % (version,) + argv[at]
-    return subprocess.run([sys.executable, *argv[1:at], code, *argv[at + 1:]], capture_output=True, text=True, timeout=60,
-                          env={"HOME": str(home), "PATH": "/usr/bin:/bin"}, stdin=subprocess.DEVNULL)
+    return subprocess.run([sys.executable, *argv[1:at], code, *argv[at + 1:]], capture_output=True, text=True,
+                          timeout=60, env={"HOME": str(home), "PATH": "/usr/bin:/bin"}, stdin=subprocess.DEVNULL)
 
 
 @pytest.mark.parametrize("argv", [
@@ -126,7 +129,8 @@ def test_doctor_names_a_host_python_older_than_the_floor_with_the_fix(tmp_path):
     python = tmp_path / "python3"
     python.write_text(OLD_PYTHON.format(python=sys.executable))
     python.chmod(0o755)
-    s = settings.load(environ={"REMOTE_HOST": "local", "REMOTE_PYTHON": str(python), "WORKSPACE": str(tmp_path), "TORCH_PACKAGES": ""})
+    s = settings.load(environ={"REMOTE_HOST": "local", "REMOTE_PYTHON": str(python), "WORKSPACE": str(tmp_path),
+                               "TORCH_PACKAGES": ""})
     checks, data = doctor.host_checks(Host(s, Context()))
     assert data is None and [(c.name, c.status, c.text, c.fix) for c in checks] == [
         ("python", doctor.FAIL, f"python3 on this host is 3.6.9; remote-run needs Python {FLOOR_TEXT} or newer",

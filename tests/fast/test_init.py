@@ -28,7 +28,8 @@ def ws(tmp_path, monkeypatch):
 # ------------------------------------------------------------------------------ the .env text
 
 def test_a_new_env_has_the_header_and_the_four_keys_only(ws):
-    values = {"REMOTE_HOST": "l1", "WORKSPACE": ".", "REMOTE_DIR": "/tmp/my_project_remote", "TORCH_INDEX_URL": "https://download.pytorch.org/whl/cu124"}
+    values = {"REMOTE_HOST": "l1", "WORKSPACE": ".", "REMOTE_DIR": "/tmp/my_project_remote",
+              "TORCH_INDEX_URL": "https://download.pytorch.org/whl/cu124"}
     text = envfile.text(values, None)
     assert text == envfile.HEADER + "".join(f"{k}={v}\n" for k, v in values.items())
     assert envfile.read_back(text) == values
@@ -37,9 +38,11 @@ def test_a_new_env_has_the_header_and_the_four_keys_only(ws):
 def test_updating_keeps_every_other_line_and_comments_out_what_cannot_be_read():
     old = "# keep\nMY_TOKEN='tok s3cret'\n\nexport REMOTE_HOST=old # was\nnot a line\nREMOTE_HOST=dup\nLAST=1"
     text = envfile.text({"REMOTE_HOST": "l2", "REMOTE_DIR": "/tmp/x"}, old)
-    assert text == ("# keep\nMY_TOKEN='tok s3cret'\n\nREMOTE_HOST=l2\n# (unreadable, commented out by inv init) not a line\n"
+    assert text == ("# keep\nMY_TOKEN='tok s3cret'\n\nREMOTE_HOST=l2\n"
+                    "# (unreadable, commented out by inv init) not a line\n"
                     "LAST=1\nREMOTE_DIR=/tmp/x\n")
-    assert envfile.read_back(text) == {"MY_TOKEN": "tok s3cret", "REMOTE_HOST": "l2", "LAST": "1", "REMOTE_DIR": "/tmp/x"}
+    assert envfile.read_back(text) == {"MY_TOKEN": "tok s3cret", "REMOTE_HOST": "l2", "LAST": "1",
+                                       "REMOTE_DIR": "/tmp/x"}
 
 
 @hsettings(max_examples=200, deadline=None)
@@ -57,9 +60,11 @@ def test_any_value_init_writes_reads_back_exactly(value):
 
 def test_values_are_checked_by_the_settings_parsers_and_credentials_are_refused(ws):
     path = ws / ".env"
-    assert envfile.check({"REMOTE_HOST": "l1", "WORKSPACE": "."}, path, environ={}).remote_dir == "/tmp/my_project_remote"
+    checked = envfile.check({"REMOTE_HOST": "l1", "WORKSPACE": "."}, path, environ={})
+    assert checked.remote_dir == "/tmp/my_project_remote"
     for values, needle in [({"REMOTE_HOST": "l1;id"}, "REMOTE_HOST"), ({"REMOTE_DIR": "tmp/x"}, "REMOTE_DIR"),
-                           ({"WORKSPACE": "/nonexistent/ws"}, "WORKSPACE"), ({"TORCH_INDEX_URL": "ftp://x"}, "TORCH_INDEX_URL"),
+                           ({"WORKSPACE": "/nonexistent/ws"}, "WORKSPACE"),
+                           ({"TORCH_INDEX_URL": "ftp://x"}, "TORCH_INDEX_URL"),
                            ({"TORCH_INDEX_URL": "https://me:tok@pkgs.example.com/simple"}, "credentials")]:
         with pytest.raises(Failure) as info:
             envfile.check(values, path, environ={})
@@ -107,7 +112,8 @@ def test_a_bad_answer_is_asked_again():
             raise Failure(f"REMOTE_DIR={value!r} is not valid")
 
     assert questions.answer("REMOTE_DIR", "/tmp/default", valid) == "/tmp/default"
-    assert out.getvalue().count("REMOTE_DIR [/tmp/default]: ") == 2 and "REMOTE_DIR='relative' is not valid" in out.getvalue()
+    assert out.getvalue().count("REMOTE_DIR [/tmp/default]: ") == 2
+    assert "REMOTE_DIR='relative' is not valid" in out.getvalue()
     with pytest.raises(Failure, match="no answer"):
         envfile.Questions(ask=True, stdin=io.StringIO(""), stderr=out).answer("X", "", valid)
 
@@ -115,17 +121,20 @@ def test_a_bad_answer_is_asked_again():
 def test_ssh_aliases_follow_include_and_leave_patterns_out(tmp_path):
     ssh = tmp_path / ".ssh"
     (ssh / "conf.d").mkdir(parents=True)
-    (ssh / "config").write_text("Host l1 gpu-*\n  HostName 10.0.0.1\nInclude conf.d/*\nHost=l2\nMatch host x\nHost *\n  User me\n")
+    (ssh / "config").write_text("Host l1 gpu-*\n  HostName 10.0.0.1\nInclude conf.d/*\n"
+                                "Host=l2\nMatch host x\nHost *\n  User me\n")
     (ssh / "conf.d" / "sky").write_text("Host rr-cluster !bad\n")
     assert doctor.ssh_aliases(tmp_path) == ["l1", "rr-cluster", "l2"]
 
 
 # ------------------------------------------------------------------- reading the host's report
 
-@pytest.mark.parametrize("cuda, url", [("12.4", "cu124"), ("12.5", "cu124"), ("12.2", "cu121"), ("13.1", "cu130"), ("11.4", None), ("", None)])
+@pytest.mark.parametrize("cuda, url", [("12.4", "cu124"), ("12.5", "cu124"), ("12.2", "cu121"), ("13.1", "cu130"),
+                                       ("11.4", None), ("", None)])
 def test_the_suggested_index_is_the_newest_the_driver_runs(cuda, url):
     assert doctor.suggest_index(cuda) == (f"https://download.pytorch.org/whl/{url}" if url else None)
-    assert doctor.cuda_tag("https://download.pytorch.org/whl/cu121") == (12, 1) and doctor.cuda_tag("https://x/whl/cpu") == "cpu"
+    assert doctor.cuda_tag("https://download.pytorch.org/whl/cu121") == (12, 1)
+    assert doctor.cuda_tag("https://x/whl/cpu") == "cpu"
 
 
 def host_report(**changes) -> dict:
@@ -136,9 +145,11 @@ def host_report(**changes) -> dict:
               "disk": {"where": "/tmp", "mount": "/", "free_bytes": 50e9},
               "remote_dir": {"state": "absent", "parent": "/tmp", "writable": True},
               "index": {"url": "https://pypi.org/simple", "source": "pip's default"},
-              "indexes": [{"url": "https://pypi.org/simple", "label": "packages", "kind": "net", "host": "pypi.org", "port": 443, "ok": True, "seconds": 0.01}],
-              "gpu": {"state": "ok", "gpus": [{"index": 0, "name": "NVIDIA A100", "uuid": "GPU-a", "memory_used": 1, "memory_total": 81920,
-                                                "utilization": 0, "processes": []}], "chosen": [0], "busy": [], "go": True, "driver": "550.1", "cuda": "12.4"},
+              "indexes": [{"url": "https://pypi.org/simple", "label": "packages", "kind": "net", "host": "pypi.org",
+                           "port": 443, "ok": True, "seconds": 0.01}],
+              "gpu": {"state": "ok", "gpus": [{"index": 0, "name": "NVIDIA A100", "uuid": "GPU-a", "memory_used": 1,
+                                               "memory_total": 81920, "utilization": 0, "processes": []}],
+                      "chosen": [0], "busy": [], "go": True, "driver": "550.1", "cuda": "12.4"},
               "docker": {"path": None, "state": "missing"}}
     report.update(changes)
     return report
@@ -152,8 +163,8 @@ def statuses(report, **env) -> dict:
 def test_a_good_report_is_all_ok_and_docker_absent_does_not_apply(ws):
     checks = statuses(host_report())
     assert {name: c.status for name, c in checks.items()} == {
-        "connection": "ok", "rsync": "ok", "python": "ok", "uv": "ok", "disk": "ok", "REMOTE_DIR": "ok", "package index": "ok", "GPU": "ok",
-        "docker": "skip"}
+        "connection": "ok", "rsync": "ok", "python": "ok", "uv": "ok", "disk": "ok", "REMOTE_DIR": "ok",
+        "package index": "ok", "GPU": "ok", "docker": "skip"}
     assert checks["rsync"].text == "rsync 3.2.7 (protocol 31)"
     assert checks["GPU"].text == "1 × NVIDIA A100, driver 550.1, CUDA 12.4; GPU 0: 1/81920 MiB, 0 %, free"
 
@@ -164,7 +175,8 @@ def test_a_good_report_is_all_ok_and_docker_absent_does_not_apply(ws):
     ("symlink", {"owner": "bob", "mode": "0777", "target": "/home/bob/x"}, "is a symlink to /home/bob/x"),
     ("home", {"home": "/tmp"}, "remote home directory"),
     ("unclaimed", {"owner": "me", "mode": "0755"}, "was not created by remote-run"),
-    ("ancestor", {"above": "/scratch", "owner": "bob", "mode": "0775"}, "is inside /scratch (owner bob, mode 0775), which another user can change"),
+    ("ancestor", {"above": "/scratch", "owner": "bob", "mode": "0775"},
+     "is inside /scratch (owner bob, mode 0775), which another user can change"),
 ])
 def test_every_remote_dir_that_is_not_ours_fails_with_the_fix(ws, state, extra, needle):
     check = statuses(host_report(remote_dir={"state": state, **extra}))["REMOTE_DIR"]
@@ -173,22 +185,28 @@ def test_every_remote_dir_that_is_not_ours_fails_with_the_fix(ws, state, extra, 
 
 
 def test_an_index_out_of_reach_fails_only_when_bootstrap_needs_it(ws, tmp_path):
-    down = [{"url": "https://pypi.org/simple", "label": "packages", "kind": "net", "host": "pypi.org", "port": 443, "ok": False,
-             "error": "Name or service not known"}]
+    down = [{"url": "https://pypi.org/simple", "label": "packages", "kind": "net", "host": "pypi.org", "port": 443,
+             "ok": False, "error": "Name or service not known"}]
     assert statuses(host_report(indexes=down))["package index"].status == "warn"
     check = statuses(host_report(indexes=down), PIP_PACKAGES="numpy")["package index"]
-    assert check.status == "fail" and "bootstrap installs numpy and would fail" in check.text and "HTTPS_PROXY" in check.fix
-    assert statuses(host_report(indexes=down), REMOTE_PYTHON="/usr/bin/python3", PIP_PACKAGES="numpy")["package index"].status == "warn"
+    assert check.status == "fail" and "bootstrap installs numpy and would fail" in check.text
+    assert "HTTPS_PROXY" in check.fix
+    check = statuses(host_report(indexes=down), REMOTE_PYTHON="/usr/bin/python3", PIP_PACKAGES="numpy")["package index"]
+    assert check.status == "warn"
 
 
 def test_docker_with_and_without_its_gpu_runtime(ws):
     docker = {"path": "/usr/bin/docker", "version": "Docker version 27.3.1"}
     check = statuses(host_report(docker=dict(docker, state="ok", text="nvidia, runc")))["docker"]
-    assert check.status == "ok" and check.text == "Docker version 27.3.1; Docker on box can reach the GPUs (runtimes: nvidia, runc)"
+    assert check.status == "ok"
+    assert check.text == "Docker version 27.3.1; Docker on box can reach the GPUs (runtimes: nvidia, runc)"
     check = statuses(host_report(docker=dict(docker, state="noruntime", text="runc")))["docker"]
     assert check.status == "warn" and "NVIDIA Container Toolkit" in check.fix
-    assert statuses(host_report(docker=dict(docker, state="noruntime", text="runc"), gpu={"state": "missing", "gpus": [], "text": ""}))["docker"].status == "ok"
-    check = statuses(host_report(docker=dict(docker, state="error", text="Cannot connect to the Docker daemon")))["docker"]
+    no_gpu = {"state": "missing", "gpus": [], "text": ""}
+    check = statuses(host_report(docker=dict(docker, state="noruntime", text="runc"), gpu=no_gpu))["docker"]
+    assert check.status == "ok"
+    check = statuses(host_report(docker=dict(docker, state="error",
+                                             text="Cannot connect to the Docker daemon")))["docker"]
     assert check.status == "warn" and "docker group" in check.fix
 
 

@@ -20,7 +20,8 @@ def test_welch_matches_scipy():
         a = [rng.gauss(0, 1 + 3 * rng.random()) for _ in range(rng.randint(2, 9))]
         b = [rng.gauss(2 * rng.random(), 1 + rng.random()) for _ in range(rng.randint(2, 9))]
         ours, theirs = stats.welch(a, b), scipy_stats.ttest_ind(b, a, equal_var=False)
-        assert ours.p == pytest.approx(theirs.pvalue, abs=1e-10) and ours.t == pytest.approx(theirs.statistic, abs=1e-10)
+        assert ours.p == pytest.approx(theirs.pvalue, abs=1e-10)
+        assert ours.t == pytest.approx(theirs.statistic, abs=1e-10)
 
 
 def test_welch_needs_two_runs_a_side_and_handles_no_spread():
@@ -45,8 +46,10 @@ def test_overrides_win_over_names():
 def side(name, kind, values: dict[str, list], commit="abc", options=None):
     runs = []
     for i in range(max(len(v) for v in values.values())):
-        runs.append({"id": f"{name}.{i}", "task": "train-hlb", "metrics": {k: v[i] for k, v in values.items() if i < len(v)},
-                     "git": {"commit": commit, "dirty": False}, "options": options or {"epochs": 1.0, "seed": i}, "outcome": "finished"})
+        runs.append({"id": f"{name}.{i}", "task": "train-hlb",
+                     "metrics": {k: v[i] for k, v in values.items() if i < len(v)},
+                     "git": {"commit": commit, "dirty": False}, "options": options or {"epochs": 1.0, "seed": i},
+                     "outcome": "finished"})
     return compare.Side(name, kind, name, runs)
 
 
@@ -54,7 +57,8 @@ def test_a_significant_drop_in_accuracy_is_worse_and_fails_the_gate():
     a = side("A", "group", {"ema_val_acc": [0.94, 0.941, 0.939, 0.94], "elapsed_seconds": [3.0, 3.1, 2.9, 3.0]})
     b = side("B", "group", {"ema_val_acc": [0.90, 0.901, 0.899, 0.9], "elapsed_seconds": [3.0, 2.9, 3.1, 3.05]})
     rows = {r.metric: r for r in compare.compare(a, b)}
-    assert rows["ema_val_acc"].verdict == "worse" and rows["ema_val_acc"].regression and rows["ema_val_acc"].test.p < 0.001
+    assert rows["ema_val_acc"].verdict == "worse" and rows["ema_val_acc"].regression
+    assert rows["ema_val_acc"].test.p < 0.001
     assert rows["elapsed_seconds"].verdict == "no significant change" and not rows["elapsed_seconds"].regression
     lines = compare.regression_lines(list(rows.values()))
     assert lines == [lines[0]] and "ema_val_acc is worse by 0.04" in lines[0]
@@ -63,7 +67,8 @@ def test_a_significant_drop_in_accuracy_is_worse_and_fails_the_gate():
 def test_tolerances_absolute_and_relative():
     a = side("A", "group", {"ema_val_acc": [0.94, 0.941, 0.939], "elapsed_seconds": [3.0, 3.05, 2.95]})
     b = side("B", "group", {"ema_val_acc": [0.93, 0.931, 0.929], "elapsed_seconds": [3.3, 3.35, 3.25]})
-    tolerant = {r.metric: r for r in compare.compare(a, b, tolerances=compare.parse_tolerances(["ema_val_acc=0.02", "elapsed_seconds=15%"]))}
+    tolerances = compare.parse_tolerances(["ema_val_acc=0.02", "elapsed_seconds=15%"])
+    tolerant = {r.metric: r for r in compare.compare(a, b, tolerances=tolerances)}
     assert not tolerant["ema_val_acc"].regression and not tolerant["elapsed_seconds"].regression
     strict = {r.metric: r for r in compare.compare(a, b, tolerances=compare.parse_tolerances(["elapsed_seconds=5%"]))}
     assert strict["elapsed_seconds"].regression and strict["elapsed_seconds"].tolerance == pytest.approx(0.15)
@@ -90,7 +95,8 @@ def test_the_same_runs_and_no_common_metric_are_refused():
         compare.compare(a, side("B", "group", {"acc": [0.9, 0.9]}), tolerances=compare.parse_tolerances(["loss=1"]))
 
 
-def write_run(runs_dir, run_id, metrics, *, group=None, epochs_text="", gpu_csv="", started="2026-11-24T10:00:00+00:00", commit="abc"):
+def write_run(runs_dir, run_id, metrics, *, group=None, epochs_text="", gpu_csv="", started="2026-11-24T10:00:00+00:00",
+              commit="abc"):
     record = records.RunRecord(run_id=run_id, task="train-hlb", host="l1", group=group, started=started,
                                git={"commit": commit, "dirty": False}, options={"epochs": 1.0})
     log = epochs_text + "RESULT_HLB " + " ".join(f"{k}={v}" for k, v in metrics.items()) + "\n"
@@ -101,8 +107,8 @@ def write_run(runs_dir, run_id, metrics, *, group=None, epochs_text="", gpu_csv=
 
 def test_refs_resolve_runs_groups_prefixes_latest_and_baselines(tmp_path):
     runs = tmp_path / "runs"
-    members = [write_run(runs, f"20261124T100000Z_train-hlb-x2.{i}", {"acc": 0.9 + i / 100}, group="20261124T100000Z_train-hlb-x2",
-                         started=f"2026-11-24T10:00:0{i}+00:00") for i in (1, 2)]
+    members = [write_run(runs, f"20261124T100000Z_train-hlb-x2.{i}", {"acc": 0.9 + i / 100},
+                         group="20261124T100000Z_train-hlb-x2", started=f"2026-11-24T10:00:0{i}+00:00") for i in (1, 2)]
     groups.write(runs / "20261124T100000Z_train-hlb-x2", groups.summarize("20261124T100000Z_train-hlb-x2", members))
     write_run(runs, "20261124T090000Z_train-hlb", {"acc": 0.8}, started="2026-11-24T09:00:00+00:00")
     assert compare.resolve(runs, "20261124T09").ids == ["20261124T090000Z_train-hlb"]
@@ -144,13 +150,15 @@ def test_epochs_come_from_epoch_lines_or_the_trainers_table():
     assert lines == [{"epoch": 1, "loss": 0.5, "wall_s": 3}, {"epoch": 2, "loss": 0.4}]
 
 
-GPU_CSV = "".join(f"2026/11/24 10:00:{i:02d}.000, 0, GPU-a, {u}, {m}, 81559, 70.0\n" for i, (u, m) in enumerate([(10, 1000), (30, 5000), (29, 4000)]))
+GPU_CSV = "".join(f"2026/11/24 10:00:{i:02d}.000, 0, GPU-a, {u}, {m}, 81559, 70.0\n"
+                  for i, (u, m) in enumerate([(10, 1000), (30, 5000), (29, 4000)]))
 
 
 def test_gpu_use_is_summarised_and_an_idle_gpu_warned_about():
     record = records.RunRecord(run_id="r", task="run", host="l1")
     record.finish("RESULT_X a=1\n", 0, 1.0, "finished", GPU_CSV)
-    assert record.gpu_usage == {"samples": 3, "mean_utilization": 23.0, "max_utilization": 30.0, "peak_memory_mib": 5000.0, "mean_power_w": 70.0}
+    assert record.gpu_usage == {"samples": 3, "mean_utilization": 23.0, "max_utilization": 30.0,
+                                "peak_memory_mib": 5000.0, "mean_power_w": 70.0}
     assert "GPU idle: mean utilisation 23 %: input-bound?" in record.warnings
     assert records.gpu_usage("NVIDIA-SMI has failed\n") is None
 
@@ -212,16 +220,18 @@ def test_the_report_shows_the_records_tables_curves_spread_and_gpu(tmp_path):
     pytest.importorskip("matplotlib")
     runs = tmp_path / "runs"
     members = [write_run(runs, f"G.{i}", {"ema_val_acc": 0.9 + i / 100, "elapsed_seconds": 3 + i}, group="G",
-                         epochs_text=EPOCH_TABLE.replace("RESULT_HLB ema_val_acc=0.95\n", ""), gpu_csv=GPU_CSV if i == 1 else "",
+                         epochs_text=EPOCH_TABLE.replace("RESULT_HLB ema_val_acc=0.95\n", ""),
+                         gpu_csv=GPU_CSV if i == 1 else "",
                          started=f"2026-11-24T10:00:0{i}+00:00") for i in (1, 2)]
     groups.write(runs / "G", groups.summarize("G", members))
     path = report.write(runs, [])
     page = Page()
     page.feed(path.read_text())
     assert set(page.rows) == {"G.1", "G.2"}
-    assert page.rows["G.1"][:3] == ["G.1", "train-hlb", "l1"] and "ema_val_acc=0.91 elapsed_seconds=4" in page.rows["G.1"]
-    assert page.charts == ["epoch:train_loss", "wall:train_loss", "epoch:train_acc", "wall:train_acc", "epoch:val_acc", "wall:val_acc",
-                           "group:G:ema_val_acc", "group:G:elapsed_seconds", "gpu:G.1"]
+    assert page.rows["G.1"][:3] == ["G.1", "train-hlb", "l1"]
+    assert "ema_val_acc=0.91 elapsed_seconds=4" in page.rows["G.1"]
+    assert page.charts == ["epoch:train_loss", "wall:train_loss", "epoch:train_acc", "wall:train_acc",
+                           "epoch:val_acc", "wall:val_acc", "group:G:ema_val_acc", "group:G:elapsed_seconds", "gpu:G.1"]
     text = "".join(page.text)
     assert "G.1" in text and "G.2" in text  # the curves' legends name the runs
     assert "http" not in path.read_text().replace("http://www.w3.org", "").replace("http://purl.org", "").replace(

@@ -29,8 +29,10 @@ def test_summary_shortens_inline_scripts():
 
 
 def test_parse_result_takes_the_last_line_and_types_values():
-    text = "noise\nRESULT_HLB elapsed_seconds=1.0 train_epochs=1 ema_val_acc=0.5\nRESULT_HLB elapsed_seconds=12.34 train_epochs=11.5 ema_val_acc=None\ntrailer\n"
-    assert records.parse_result(text) == {"name": "RESULT_HLB", "metrics": {"elapsed_seconds": 12.34, "train_epochs": 11.5, "ema_val_acc": None}}
+    text = ("noise\nRESULT_HLB elapsed_seconds=1.0 train_epochs=1 ema_val_acc=0.5\n"
+            "RESULT_HLB elapsed_seconds=12.34 train_epochs=11.5 ema_val_acc=None\ntrailer\n")
+    assert records.parse_result(text) == {
+        "name": "RESULT_HLB", "metrics": {"elapsed_seconds": 12.34, "train_epochs": 11.5, "ema_val_acc": None}}
     assert records.parse_result("no result here") is None
     assert records.parse_result("RESULT_DAVID epochs=12 batch_size=512")["metrics"] == {"epochs": 12, "batch_size": 512}
 
@@ -72,7 +74,8 @@ def test_nvidia_smi_na_fields_and_commas_in_names():
 
 def test_record_writes_markdown_and_json_without_overwriting_a_log(tmp_path):
     rec = records.RunRecord(run_id="20260101T000000Z_train-hlb", task="train-hlb", host="l1", options={"epochs": 1.0},
-                            git={"commit": "abc", "dirty": True}, runner="print(1)\n", runner_path="/tmp/x/scripts/run_hlb.py")
+                            git={"commit": "abc", "dirty": True}, runner="print(1)\n",
+                            runner_path="/tmp/x/scripts/run_hlb.py")
     rec.finish("RESULT_HLB elapsed_seconds=3.5 train_epochs=1 ema_val_acc=0.9\n", 0, 4.0, "finished")
     (tmp_path / "run.log").write_text("older")
     rec.write(tmp_path, "new text")
@@ -96,7 +99,8 @@ def test_a_failed_record_names_the_fix_and_a_finished_one_has_no_hints(tmp_path)
 def test_concurrent_claims_never_share_a_run_id(tmp_path):
     runs = tmp_path / "runs"
     claimed = []
-    threads = [threading.Thread(target=lambda: claimed.append(records.claim_run_id("train-hlb", runs))) for _ in range(8)]
+    threads = [threading.Thread(target=lambda: claimed.append(records.claim_run_id("train-hlb", runs)))
+               for _ in range(8)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -111,4 +115,5 @@ def test_sync_rules_protect_remote_state_and_exclude_secrets_in_rsync_order(tmp_
     rules = sync.rsync_filters(s)
     assert rules[:4] == ["P /runs/***", "P /.venv/***", "P /.remote-run/***", "P /data/***"]
     assert rules.index("+ .env.example") < rules.index("- .env") < rules.index("- .env.*")
-    assert rules[7:] == ["- /var/runs/", "- data/raw/", "- *.ckpt", "- data/raw", "- *.bin", "- .git", "- var", "- .venv", "- __pycache__"]
+    assert rules[7:] == ["- /var/runs/", "- data/raw/", "- *.ckpt", "- data/raw", "- *.bin", "- .git", "- var",
+                         "- .venv", "- __pycache__"]

@@ -56,7 +56,8 @@ def test_relative_workspace_in_env_file_is_relative_to_the_file(tmp_path, monkey
 
 
 def test_forwarded_env_reads_env_file_and_environment(tmp_path):
-    s = load(tmp_path, environ={"REMOTE_ENV": "WANDB_API_KEY,HF_TOKEN", "HF_TOKEN": "hf-s3cret"}, env_text="WANDB_API_KEY=wb-s3cret\n")
+    s = load(tmp_path, environ={"REMOTE_ENV": "WANDB_API_KEY,HF_TOKEN", "HF_TOKEN": "hf-s3cret"},
+             env_text="WANDB_API_KEY=wb-s3cret\n")
     assert s.forwarded_env() == {"WANDB_API_KEY": "wb-s3cret", "HF_TOKEN": "hf-s3cret"}
     assert "s3cret" not in repr(s) and "s3cret" not in repr(s.describe())
 
@@ -140,8 +141,10 @@ def test_int_between_rejects(text):
 def test_the_readme_table_and_env_example_come_from_the_one_table():
     repo = Path(settings.__file__).resolve().parents[1]
     readme = (repo / "README.md").read_text()
-    assert settings.readme_table() in readme, "README's configuration table is stale: paste `python -m remote_run.settings readme`"
-    assert (repo / ".env.example").read_text() == settings.env_example(), "regenerate with `python -m remote_run.settings env-example > .env.example`"
+    assert settings.readme_table() in readme, (
+        "README's configuration table is stale: paste `python -m remote_run.settings readme`")
+    assert (repo / ".env.example").read_text() == settings.env_example(), (
+        "regenerate with `python -m remote_run.settings env-example > .env.example`")
     for key in settings.KEYS:
         assert f"`{key.name}`" in readme and f"{key.name}=" in settings.env_example()
 
@@ -150,12 +153,14 @@ def test_describe_names_every_key_with_plain_values(tmp_path):
     s = load(tmp_path, environ={"REMOTE_ENV": "TOKEN", "TOKEN": "tok-s3cret"})
     described = s.describe()
     assert list(described) == [key.name for key in settings.KEYS]
-    assert described["REMOTE_HOST"] == "local" and described["REMOTE_ENV"] == ["TOKEN"] and described["RUNS_DIR"] == str(tmp_path / "var" / "runs")
+    assert described["REMOTE_HOST"] == "local" and described["REMOTE_ENV"] == ["TOKEN"]
+    assert described["RUNS_DIR"] == str(tmp_path / "var" / "runs")
     assert "tok-s3cret" not in repr(described)
 
 
 def test_former_environment_only_knobs_are_settings_read_from_the_env_file(tmp_path):
-    s = load(tmp_path, env_text="REMOTE_RUN_CHECK_TIMEOUT=7.5\nREMOTE_RUN_KILL_GRACE=0.5\nREMOTE_RUN_CONTROL_DIR=/tmp/rr-mine\n")
+    s = load(tmp_path, env_text="REMOTE_RUN_CHECK_TIMEOUT=7.5\nREMOTE_RUN_KILL_GRACE=0.5\n"
+                                "REMOTE_RUN_CONTROL_DIR=/tmp/rr-mine\n")
     assert (s.check_timeout, s.kill_grace, s.control_dir) == (7.5, 0.5, Path("/tmp/rr-mine"))
     assert load(tmp_path, environ={"REMOTE_RUN_CHECK_TIMEOUT": "2"}).check_timeout == 2.0  # the environment wins
 
@@ -176,7 +181,8 @@ SETTINGS_ROWS = [row for row in __import__("support.badinput", fromlist=["ROWS"]
 def test_every_settings_row_of_the_bad_input_table_is_refused_in_process(tmp_path, row):
     """The same rows the CLI tests drive end to end, here against settings.load alone."""
     (tmp_path / "README.md").write_text("the fixture workspace has one\n")
-    environ = {"WORKSPACE": str(tmp_path), "REMOTE_HOST": "local", **{k: v for k, v in row.env.items() if v is not None}}
+    environ = {"WORKSPACE": str(tmp_path), "REMOTE_HOST": "local",
+               **{k: v for k, v in row.env.items() if v is not None}}
     with pytest.raises(Failure) as info:
         settings.load(environ=environ)
     assert row.needle in info.value.line and "\n" not in info.value.message and info.value.code == row.status

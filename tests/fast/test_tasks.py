@@ -65,13 +65,15 @@ def test_gpu_check_refuses_a_busy_gpu_naming_the_job_and_the_flag(env, capsys):
     with pytest.raises(Failure) as info:
         machine.gpu_check(c)
     assert info.value.kind is Kind.GPU and info.value.code == exits.PREFLIGHT
-    assert "in use by another job" in info.value.problem and "pid 4242" in info.value.problem and "--allow-busy" in info.value.message
+    assert "in use by another job" in info.value.problem and "pid 4242" in info.value.problem
+    assert "--allow-busy" in info.value.message
     assert "4242 python train.py (11990 MiB)" in capsys.readouterr().out  # the table, before the refusal
     [call] = c.run.call_args_list
     command = call.args[0]
     assert command.startswith("ssh -o BatchMode=yes") and " -- l1 " in command and "ControlPath=/tmp/rr-cm-" in command
     assert call.kwargs["timeout"] == 60.0 and call.kwargs["hide"] is True  # bounded by REMOTE_RUN_CHECK_TIMEOUT
-    assert payload_of(call)["gpu"] == {"devices": "0", "count": 1, "require": True, "allow_busy": False, "wait": False, "limit": 45}
+    assert payload_of(call)["gpu"] == {"devices": "0", "count": 1, "require": True, "allow_busy": False, "wait": False,
+                                       "limit": 45}
     assert call.kwargs["in_stream"] is False  # no secrets: on the command line, which saves ssh a round trip
 
 
@@ -95,7 +97,8 @@ def test_clean_without_yes_says_what_it_would_delete_and_sends_nothing(env):
     c = mock()
     with pytest.raises(Failure) as info:
         workspace.clean(c)
-    assert info.value.kind is Kind.USAGE and "l1:/tmp/rrt_fast_remote" in info.value.problem and "--yes" in info.value.fix
+    assert info.value.kind is Kind.USAGE and "l1:/tmp/rrt_fast_remote" in info.value.problem
+    assert "--yes" in info.value.fix
     assert c.run.call_count == 0
 
 
@@ -132,8 +135,10 @@ class Machine:
             self.payloads.append(json.loads(args[1] if len(args) > 1 else stdin))
             report = self.report if len(self.payloads) == 1 else {"ok": True}
             if not report.get("ok"):
-                return CONTROL + json.dumps(report) + "\n", CONTROL + json.dumps({"exit": exits.PREFLIGHT}) + "\n", exits.PREFLIGHT
-            err = "remote-run: run X started (pid 7)\n" + (CONTROL + json.dumps({"exit": self.exit_status, "state": "finished"}) + "\n" if self.trailer else "")
+                return (CONTROL + json.dumps(report) + "\n", CONTROL + json.dumps({"exit": exits.PREFLIGHT}) + "\n",
+                        exits.PREFLIGHT)
+            err = "remote-run: run X started (pid 7)\n" + (
+                CONTROL + json.dumps({"exit": self.exit_status, "state": "finished"}) + "\n" if self.trailer else "")
             return CONTROL + json.dumps(report) + "\n" + self.run_output, err, self.exit_status if self.trailer else 255
         if which == "kill":
             return "", "", 0
@@ -165,7 +170,8 @@ def test_a_warm_run_is_one_command_carrying_the_checks(env, capsys):
     payload = machine_.payloads[0]
     assert payload["gpu"]["require"] is True and payload["argv"] == ["python3", "scripts/hello.py"]
     record = json.loads(next((env / "var" / "runs").glob("*_run/result.json")).read_text())
-    assert record["outcome"] == "finished" and record["result"]["metrics"] == {"answer": 42} and record["gpu"][0]["index"] == 0
+    assert record["outcome"] == "finished" and record["result"]["metrics"] == {"answer": 42}
+    assert record["gpu"][0]["index"] == 0
     assert record["argv"] == ["python3", "scripts/hello.py"]
     assert "- **Ran:** `python3 scripts/hello.py`" in next((env / "var" / "runs").glob("*_run/log.md")).read_text()
 
@@ -173,7 +179,7 @@ def test_a_warm_run_is_one_command_carrying_the_checks(env, capsys):
 def test_a_busy_gpu_refuses_before_anything_starts_and_leaves_no_record(env):
     sess = host_session(env, Machine({"ok": False, "gpu": gpu_report(busy=True)}))
     with pytest.raises(Failure) as info:
-        pipeline.execute(pipeline.HostRuns(sess, preflight=GPU_ONLY), sess.settings, [spec()]).code
+        pipeline.execute(pipeline.HostRuns(sess, preflight=GPU_ONLY), sess.settings, [spec()])
     assert info.value.kind is Kind.GPU and "in use by another job" in info.value.problem
     assert not any((env / "var" / "runs").iterdir())
 
@@ -181,7 +187,7 @@ def test_a_busy_gpu_refuses_before_anything_starts_and_leaves_no_record(env):
 def test_a_connection_lost_mid_run_is_recorded_and_says_how_to_reattach(env):
     sess = host_session(env, Machine({"ok": True, "gpu": gpu_report(busy=False)}, trailer=False))
     with pytest.raises(Failure) as info:
-        pipeline.execute(pipeline.HostRuns(sess, preflight=GPU_ONLY), sess.settings, [spec()]).code
+        pipeline.execute(pipeline.HostRuns(sess, preflight=GPU_ONLY), sess.settings, [spec()])
     [folder] = (env / "var" / "runs").iterdir()
     assert info.value.kind is Kind.UNREACHABLE and info.value.code == exits.UNREACHABLE
     assert "dropped" in info.value.problem and f"inv logs --follow --run {folder.name}" in info.value.fix
@@ -189,7 +195,8 @@ def test_a_connection_lost_mid_run_is_recorded_and_says_how_to_reattach(env):
 
 
 def test_a_run_that_fails_passes_its_exit_status_on(env):
-    sess = host_session(env, Machine({"ok": True, "gpu": gpu_report(busy=False)}, exit_status=3, run_output="RESULT_EXIT code=3\n"))
+    sess = host_session(env, Machine({"ok": True, "gpu": gpu_report(busy=False)}, exit_status=3,
+                                     run_output="RESULT_EXIT code=3\n"))
     assert pipeline.execute(pipeline.HostRuns(sess, preflight=GPU_ONLY), sess.settings, [spec()]).code == 3
     record = json.loads(next((env / "var" / "runs").glob("*_run/result.json")).read_text())
     assert (record["outcome"], record["exit_status"]) == ("failed", 3)
@@ -257,8 +264,10 @@ def test_an_ssh_host_is_sent_the_launcher_once_then_runs_what_it_kept(env):
         assert host.quick(host.program("status", "/tmp/rrt_fast_remote")).stdout == "no runs\n"
     programs = [argv[4] for argv in host.seen]
     assert programs == [ship.LOADER, ship.keeper(), ship.LOADER, ship.LOADER]
-    assert len(ship.LOADER) < 1400 < 60000 < len(ship.keeper())  # what a warm command carries (its Python floor's guard included)
-    assert host.seen[0][5] == ship.version() and host.seen[1][6] == "keep" and launcher_args(host.seen[1]) == ["status", "/tmp/rrt_fast_remote"]
+    # what a warm command carries (its Python floor's guard included)
+    assert len(ship.LOADER) < 1400 < 60000 < len(ship.keeper())
+    assert host.seen[0][5] == ship.version() and host.seen[1][6] == "keep"
+    assert launcher_args(host.seen[1]) == ["status", "/tmp/rrt_fast_remote"]
 
 
 def test_a_host_that_cannot_keep_the_launcher_is_sent_it_every_time_without_asking_again(env):
@@ -271,4 +280,5 @@ def test_a_host_that_cannot_keep_the_launcher_is_sent_it_every_time_without_aski
 def test_this_machine_runs_the_launcher_itself(env, monkeypatch):
     monkeypatch.setenv("REMOTE_HOST", "local")
     argv = transport.Host(settings.load(), context=None).program("status", "/tmp/x")
-    assert argv[1:3] == ["-I", "-S"] and "from remote_run.host.__main__ import main" in argv[-3] and argv[-2:] == ["status", "/tmp/x"]
+    assert argv[1:3] == ["-I", "-S"] and "from remote_run.host.__main__ import main" in argv[-3]
+    assert argv[-2:] == ["status", "/tmp/x"]

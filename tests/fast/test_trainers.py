@@ -102,13 +102,15 @@ TWO_RUNS = [
 ]
 
 
-@pytest.mark.parametrize("trainer, impl, runner, beside, first, second", TWO_RUNS, ids=[f"{r[0]}-{r[1]}" for r in TWO_RUNS])
+@pytest.mark.parametrize("trainer, impl, runner, beside, first, second", TWO_RUNS,
+                         ids=[f"{r[0]}-{r[1]}" for r in TWO_RUNS])
 def test_two_runs_carry_byte_identical_runner_files_and_differ_only_in_argv(tmp_path, trainer, impl, runner, beside,
                                                                            first, second):
     s = load_settings(tmp_path)
     a = getattr(trainers, trainer)(s, "python", impl=impl, **first)
     b = getattr(trainers, trainer)(s, "python", impl=impl, **second)
-    unchanged = {a.runner_path: (RUNNERS / runner).read_text(), **{f"scripts/{n}": (RUNNERS / n).read_text() for n in beside}}
+    unchanged = {a.runner_path: (RUNNERS / runner).read_text(),
+                 **{f"scripts/{n}": (RUNNERS / n).read_text() for n in beside}}
     assert a.files == b.files == unchanged  # the files in runners/, byte for byte
     assert a.argv[:2] == ["python", a.runner_path] and a.argv != b.argv
     assert replace(a, argv=b.argv, options=b.options) == b  # nothing else differs (the options are recorded)
@@ -116,9 +118,11 @@ def test_two_runs_carry_byte_identical_runner_files_and_differ_only_in_argv(tmp_
 
 def test_the_options_are_recorded_as_before_and_passed_as_flags(tmp_path):
     s = load_settings(tmp_path, HLB_MODULE="lab.hlb", DAVID_NET_MODULE="lab.nets", DAVID_TRAINER_MODULE="lab.trainer")
-    spec = trainers.hlb(s, "py", epochs="11.5", impl="builtin", batch_size="256", seed="0", synthetic=True, subset="4096")
-    assert spec.argv == ["py", "scripts/run_hlb.py", "--epochs", "11.5", "--synthetic", "--seed", "0", "--subset", "4096",
-                         "--batch-size", "256"]  # a seed of 0 was given, so it is passed; --compile is off: left out
+    spec = trainers.hlb(s, "py", epochs="11.5", impl="builtin", batch_size="256", seed="0", synthetic=True,
+                        subset="4096")
+    # a seed of 0 was given, so it is passed; --compile is off: left out
+    assert spec.argv == ["py", "scripts/run_hlb.py", "--epochs", "11.5", "--synthetic", "--seed", "0",
+                         "--subset", "4096", "--batch-size", "256"]
     assert spec.options == {"impl": "builtin", "epochs": 11.5, "synthetic": True, "seed": 0, "subset": 4096,
                             "compile": False, "batch_size": 256}
     spec = trainers.hlb(s, "py", epochs="0.5", impl="workspace")
@@ -137,8 +141,8 @@ def test_the_options_are_recorded_as_before_and_passed_as_flags(tmp_path):
 @pytest.mark.parametrize("trainer, module", [("hlb", hlb_cifar), ("david", david_cifar)])
 def test_the_builtin_runners_read_every_flag_remote_run_passes(tmp_path, trainer, module):
     extra = {"compile": True} if trainer == "hlb" else {}
-    spec = getattr(trainers, trainer)(load_settings(tmp_path), "py", epochs="3", impl="builtin", batch_size="64", seed="9",
-                                      synthetic=True, subset="128", **extra)
+    spec = getattr(trainers, trainer)(load_settings(tmp_path), "py", epochs="3", impl="builtin", batch_size="64",
+                                      seed="9", synthetic=True, subset="128", **extra)
     args = module.parse_args(spec.argv[2:])
     options = {k: v for k, v in spec.options.items() if k != "impl"}
     assert {k: getattr(args, k) for k in options} == options
@@ -186,7 +190,8 @@ def test_david_runs_as_remote_run_lays_it_out_on_the_default_data_dir(tmp_path):
 
 LAB = {  # stand-ins for the workspace's CVlization modules, named by HLB_MODULE and DAVID_*_MODULE
     "lab/__init__.py": "",
-    "lab/hlb.py": "hyp = {'misc': {}}\n\ndef main():\n    print('lab hlb', hyp['misc']['train_epochs'])\n    return 0.5\n",
+    "lab/hlb.py": "hyp = {'misc': {}}\n\ndef main():\n"
+                  "    print('lab hlb', hyp['misc']['train_epochs'])\n    return 0.5\n",
     "lab/nets.py": "class Network:\n    def __init__(self, net): pass\n    def to(self, device): return self\n"
                    "    def half(self): return self\n\ndef net(): return None\n",
     "lab/trainer.py": "class DavidTrainer:\n    def __init__(self, **kw): self.kw = kw\n"

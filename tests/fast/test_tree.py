@@ -15,10 +15,11 @@ from hypothesis import strategies as st
 from remote_run.errors import Failure
 from remote_run.host import tree
 
-NAMES = ["a", "b", "var", ".git", "x.py", "y.ckpt", "data", "raw", ".env", ".env.x", ".env.example", "d d", "c[1]", "q?", "]a", "*", "ab", "e\\f"]
-PATTERNS = ["*.ckpt", "data/", "/data", "raw", "data/raw", "a/**", "**/x.py", "/**/x.py", "/a/b/", "b/***", "/a/***", "*", "?", "[ab]",
-            "[!a]*", "[]a]*", ".env.*", "var", "/x.py", "a/*/x.py", "**.py", "d d", "c\\[1]", "q\\?", "a/**/b", "*/", "/*", "**",
-            "x.py/", "**/a/", "a*/b", "?/?", ".*", "[a-c]", "/d d/***", "e\\f", "/e\\\\f*"]
+NAMES = ["a", "b", "var", ".git", "x.py", "y.ckpt", "data", "raw", ".env", ".env.x", ".env.example", "d d", "c[1]",
+         "q?", "]a", "*", "ab", "e\\f"]
+PATTERNS = ["*.ckpt", "data/", "/data", "raw", "data/raw", "a/**", "**/x.py", "/**/x.py", "/a/b/", "b/***", "/a/***",
+            "*", "?", "[ab]", "[!a]*", "[]a]*", ".env.*", "var", "/x.py", "a/*/x.py", "**.py", "d d", "c\\[1]", "q\\?",
+            "a/**/b", "*/", "/*", "**", "x.py/", "**/a/", "a*/b", "?/?", ".*", "[a-c]", "/d d/***", "e\\f", "/e\\\\f*"]
 
 
 def rsync_list(src: Path, rules) -> set[str]:
@@ -29,8 +30,10 @@ def rsync_list(src: Path, rules) -> set[str]:
     return names - {"."}
 
 
-@settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(paths=st.lists(st.tuples(st.lists(st.sampled_from(NAMES), min_size=1, max_size=3), st.booleans()), min_size=1, max_size=10),
+@settings(max_examples=150, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(paths=st.lists(st.tuples(st.lists(st.sampled_from(NAMES), min_size=1, max_size=3), st.booleans()),
+                      min_size=1, max_size=10),
        rules=st.lists(st.tuples(st.sampled_from("+-"), st.sampled_from(PATTERNS)), max_size=5))
 def test_the_walk_sends_exactly_what_rsync_sends(tmp_path_factory, paths, rules):
     src = tmp_path_factory.mktemp("src")
@@ -150,7 +153,8 @@ def _roots(src: Path, paths, picks) -> list[str]:
     return roots
 
 
-TREES = st.lists(st.tuples(st.lists(st.sampled_from(NAMES), min_size=1, max_size=3), st.booleans()), min_size=1, max_size=10)
+TREES = st.lists(st.tuples(st.lists(st.sampled_from(NAMES), min_size=1, max_size=3), st.booleans()),
+                 min_size=1, max_size=10)
 RULES = st.lists(st.tuples(st.sampled_from("+-"), st.sampled_from(PATTERNS)), max_size=4)
 PICKS = st.lists(st.tuples(st.integers(0, 20), st.integers(0, 2)), min_size=1, max_size=3)
 
@@ -167,12 +171,14 @@ def test_an_only_scope_sends_exactly_what_rsync_sends(tmp_path_factory, paths, r
     walked = set(tree.walk(str(src), tree.compile_rules(scoped)))
     assert walked == rsync_list(src, scoped)
     for rel in walked:  # nothing outside the scope but the folders on the way to it
-        assert any(rel == root or rel.startswith(root + "/") or root.startswith(rel + "/") for root in roots), (rel, roots)
+        assert any(rel == root or rel.startswith(root + "/") or root.startswith(rel + "/")
+                   for root in roots), (rel, roots)
 
 
 @settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(paths=TREES, extra=TREES, rules=RULES, picks=PICKS)
-def test_an_only_sync_deletes_inside_its_scope_and_leaves_everything_else_alone(tmp_path_factory, paths, extra, rules, picks):
+def test_an_only_sync_deletes_inside_its_scope_and_leaves_everything_else_alone(
+        tmp_path_factory, paths, extra, rules, picks):
     """rsync --delete with the scope rules, into a host copy that has an older tree plus files of its own."""
     from remote_run import sync
 
@@ -196,7 +202,8 @@ def test_an_only_sync_deletes_inside_its_scope_and_leaves_everything_else_alone(
     assert files(dst) == files(src)  # inside the scope: an exact mirror, stale files deleted
     for rel, entry in everything_before.items():
         outside = not any(rel == root or rel.startswith(root + "/") for root in roots)
-        if entry[0] == tree.FILE and (outside or rel not in sent_before):  # left out by the scope or the rules: untouched
+        # left out by the scope or the rules: untouched
+        if entry[0] == tree.FILE and (outside or rel not in sent_before):
             assert (dst / rel).is_file() and (dst / rel).read_text() == before_text[rel], rel
 
 
@@ -208,7 +215,8 @@ def test_scope_rules_keep_the_folders_on_the_way_and_escape_odd_names():
         ("+", "/examples/x"), ("-", "/examples/*"),
     ]
     assert sync.scope_rules(["c[1]/a b", "e\\f/g"]) == [
-        ("+", "/c\\[1]"), ("+", "/e\\f"), ("-", "/*"), ("+", "/c\\[1]/a b"), ("-", "/c\\[1]/*"), ("+", "/e\\f/g"), ("-", "/e\\\\f/*"),
+        ("+", "/c\\[1]"), ("+", "/e\\f"), ("-", "/*"), ("+", "/c\\[1]/a b"), ("-", "/c\\[1]/*"), ("+", "/e\\f/g"),
+        ("-", "/e\\\\f/*"),
     ]
 
 
@@ -218,17 +226,18 @@ def test_remoteignore_reincludes_like_gitignore_and_never_secrets(tmp_path):
     from remote_run import sync
 
     ws = tmp_path / "ws"
-    for rel in ("a.log", "keep.log", "data/raw/x.bin", "data/raw/keep.bin", "data/keep/k.py", "var/keep/v.py", "var/other.txt",
-                ".env", "sub/.env", "var/runs/r/log", "gone/x", "gone/y"):
+    for rel in ("a.log", "keep.log", "data/raw/x.bin", "data/raw/keep.bin", "data/keep/k.py", "var/keep/v.py",
+                "var/other.txt", ".env", "sub/.env", "var/runs/r/log", "gone/x", "gone/y"):
         (ws / rel).parent.mkdir(parents=True, exist_ok=True)
         (ws / rel).write_text(rel)
-    (ws / ".remoteignore").write_text("*.log\n!keep.log\ndata/*\n!data/keep/\ndata/raw/\n!data/raw/keep.bin\n!/var/\n/var/*\n!/var/keep/\n"
-                                      "!.env\n!/var/runs/\n!gone/\n")
+    (ws / ".remoteignore").write_text("*.log\n!keep.log\ndata/*\n!data/keep/\ndata/raw/\n!data/raw/keep.bin\n"
+                                      "!/var/\n/var/*\n!/var/keep/\n!.env\n!/var/runs/\n!gone/\n")
     s = settings_mod.load(environ={"WORKSPACE": str(ws), "SYNC_EXCLUDE": "gone"})
     found = sync.rules(s)
     sent = set(tree.walk(str(ws), tree.compile_rules(found)))
     assert sent == rsync_list(ws, found)
-    assert {"keep.log", "data", "data/keep", "data/keep/k.py", "var", "var/keep", "var/keep/v.py", "gone", "gone/x", "gone/y"} <= sent
+    assert {"keep.log", "data", "data/keep", "data/keep/k.py", "var", "var/keep", "var/keep/v.py",
+            "gone", "gone/x", "gone/y"} <= sent
     assert not sent & {"a.log", "data/raw", "data/raw/keep.bin", "var/other.txt", ".env", "sub/.env", "var/runs"}
     (ws / ".remoteignore").write_text("# only a comment\n!\n")
     with pytest.raises(Failure) as info:
@@ -244,7 +253,8 @@ def test_a_plan_for_one_scope_never_makes_another_look_unchanged(tmp_path):
     for rel in ("lib/a.py", "examples/x/t.sh", "examples/y/t.sh"):
         (ws / rel).parent.mkdir(parents=True, exist_ok=True)
         (ws / rel).write_text(rel)
-    s = settings_mod.load(environ={"WORKSPACE": str(ws), "REMOTE_HOST": "local", "REMOTE_DIR": str(tmp_path / "remote")})
+    s = settings_mod.load(environ={"WORKSPACE": str(ws), "REMOTE_HOST": "local",
+                                   "REMOTE_DIR": str(tmp_path / "remote")})
     first = sync.plan(s, only=("lib", "examples/x"))
     assert set(first.entries) == {"lib", "lib/a.py", "examples", "examples/x", "examples/x/t.sh"}
     sync.save(first)
@@ -275,8 +285,10 @@ def test_progress_stays_one_updating_line():
 
     out = io.StringIO()
     line = sync.ProgressLine(out)
-    for chunk in ["\r     32,768   0%    0.00kB/s    0:00:00", "\r  1,234,567  52%   10.2MB/s    0:00:01 (xfr#3, to-chk=5/9)\r",
-                  "  2,345,678 100%   11.0MB/s    0:00:02 (xfr#9, to-chk=0/9)\n", "\nNumber of files: 9 (reg: 9)\n", "Total file size: 2,345,678 bytes\n"]:
+    for chunk in ["\r     32,768   0%    0.00kB/s    0:00:00",
+                  "\r  1,234,567  52%   10.2MB/s    0:00:01 (xfr#3, to-chk=5/9)\r",
+                  "  2,345,678 100%   11.0MB/s    0:00:02 (xfr#9, to-chk=0/9)\n",
+                  "\nNumber of files: 9 (reg: 9)\n", "Total file size: 2,345,678 bytes\n"]:
         line.write(chunk)
     line.close()
     text = out.getvalue()

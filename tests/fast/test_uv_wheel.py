@@ -21,7 +21,8 @@ if mode == "offline":
     sys.stderr.write("ERROR: Could not find a version that satisfies the requirement uv==X\\n"
                      "ERROR: No matching distribution found for uv==X\\n")
     sys.exit(1)
-open(folder + "/uv-" + sys.argv[-1].split("==")[1] + "-py3-none-any.whl", "wb").write(b"half" if mode != "ok" else b"wheel")
+wheel = folder + "/uv-" + sys.argv[-1].split("==")[1] + "-py3-none-any.whl"
+open(wheel, "wb").write(b"half" if mode != "ok" else b"wheel")
 if mode != "ok":
     time.sleep(30)  # "hang": cut short by the timeout, after writing part of the wheel
 time.sleep(0.3)  # long enough for a second caller to arrive while this one downloads
@@ -74,13 +75,14 @@ def test_workers_that_start_together_fetch_it_once(tmp_path):
     ("offline", "(ERROR: No matching distribution found for uv==X)"),
     ("hang", "(pip took longer than 1 s)"),
 ], ids=["offline", "pip hangs"])
-def test_when_it_cannot_be_fetched_the_failure_names_pips_reason_and_the_command_and_leaves_no_wheel(tmp_path, mode, why):
+def test_when_it_cannot_be_fetched_the_failure_names_pips_reason_and_the_command_and_leaves_no_wheel(
+        tmp_path, mode, why):
     python, _ = fake_pip(tmp_path, mode)
     folder = tmp_path / "wheels"
     with pytest.raises(Failure) as failed:
         ensure_uv_wheel(folder, python, timeout=1)
     assert failed.value.kind is Kind.ENVIRONMENT
     assert failed.value.problem == f"no uv wheel in {folder}, and pip could not fetch uv {UV_VERSION} {why}"
-    assert failed.value.fix == (f"run `{python} -m pip download --no-deps --only-binary :all: -d {folder} uv=={UV_VERSION}` "
-                                "where the package index can be reached")
+    assert failed.value.fix == (f"run `{python} -m pip download --no-deps --only-binary :all: -d {folder}"
+                                f" uv=={UV_VERSION}` where the package index can be reached")
     assert [p.name for p in folder.iterdir()] == [".fetch.lock"]

@@ -54,20 +54,24 @@ def write_records(runs):
 
     def run(run_id, metrics, group=None):
         record = records.RunRecord(run_id=run_id, task="run", host="l1", outcome="finished", group=group,
-                                   started=f"2026-11-0{run_id[7]}T00:00:00.000+00:00", result={"name": "RESULT_T", "metrics": metrics})
+                                   started=f"2026-11-0{run_id[7]}T00:00:00.000+00:00",
+                                   result={"name": "RESULT_T", "metrics": metrics})
         record.write(runs / run_id)
         return record
 
     run("20261101T000000Z_run", {"acc": 0.9})
     run("20261101T000001Z_run", {"loss": 0.5})
-    members = [run(f"20261102T000000Z_run-x2.{i}", {"acc": 0.8 + i / 100}, group="20261102T000000Z_run-x2") for i in (1, 2)]
+    members = [run(f"20261102T000000Z_run-x2.{i}", {"acc": 0.8 + i / 100}, group="20261102T000000Z_run-x2")
+               for i in (1, 2)]
     groups.write(runs / "20261102T000000Z_run-x2", groups.summarize("20261102T000000Z_run-x2", members))
     (runs / "20261103T000000Z_run").mkdir(parents=True)
     (runs / "20261103T000000Z_run" / "result.json").write_text('{"run_id": "20261103T000000Z_run", "res')
     (runs / "baselines").mkdir()
-    (runs / "baselines" / "main.json").write_text(json.dumps({"name": "main", "ref": "x", "kind": "run", "source": "20261101T000000Z_run",
-                                                             "runs": [{"id": "20261101T000000Z_run", "task": "run", "metrics": {"acc": 0.9},
-                                                                       "git": {}, "options": {}, "outcome": "finished"}], "saved": ""}))
+    (runs / "baselines" / "main.json").write_text(json.dumps({
+        "name": "main", "ref": "x", "kind": "run", "source": "20261101T000000Z_run",
+        "runs": [{"id": "20261101T000000Z_run", "task": "run", "metrics": {"acc": 0.9},
+                  "git": {}, "options": {}, "outcome": "finished"}],
+        "saved": ""}))
 
 
 @pytest.mark.parametrize("row", ROWS, ids=[row.id for row in ROWS])
@@ -104,7 +108,8 @@ def test_bad_input_is_one_line_and_changes_nothing(sshd, fresh, gpu, row):
     assert done.returncode == row.status, f"exit {done.returncode}, not {row.status}: {line}"
     assert not os.path.exists(CANARY)
     if row.where == LOCAL:
-        assert sshd.count("Starting session:", mark) == 0, f"connected to the host for an input it could refuse locally: {line}"
+        assert sshd.count("Starting session:", mark) == 0, (
+            f"connected to the host for an input it could refuse locally: {line}")
         assert not remote_exists(sshd, remote), f"{remote} was created for an input refused with: {line}"
     else:
         assert not remote_exists(sshd, f"{remote}/runs"), f"a run was started for an input refused with: {line}"
@@ -117,8 +122,10 @@ def test_bad_input_is_one_line_and_changes_nothing(sshd, fresh, gpu, row):
 def test_the_table_is_large_and_covers_every_task():
     assert len(ROWS) >= 100 and len({row.id for row in ROWS}) == len(ROWS)
     tasks = {a for row in ROWS for a in row.args if not a.startswith("-") and a in
-             {"sync", "bootstrap", "gpu-check", "train-hlb", "train-david", "run", "pull-logs", "clean", "logs", "status", "kill", "sky-down", "sky-exec"}}
-    assert tasks >= {"sync", "bootstrap", "gpu-check", "train-hlb", "train-david", "run", "pull-logs", "clean", "logs", "status", "kill"}
+             {"sync", "bootstrap", "gpu-check", "train-hlb", "train-david", "run", "pull-logs", "clean", "logs",
+              "status", "kill", "sky-down", "sky-exec"}}
+    assert tasks >= {"sync", "bootstrap", "gpu-check", "train-hlb", "train-david", "run", "pull-logs", "clean", "logs",
+                     "status", "kill"}
 
 
 # --------------------------------------------------------------------------- legal but odd
@@ -206,7 +213,8 @@ def names_box(sshd, tmp_path_factory):
 
 
 @FUZZ
-@given(files=st.lists(st.tuples(st.one_of(NAME, LEADING_DASH), st.one_of(st.none(), NAME, LEADING_DASH), st.binary(max_size=64)),
+@given(files=st.lists(st.tuples(st.one_of(NAME, LEADING_DASH), st.one_of(st.none(), NAME, LEADING_DASH),
+                                st.binary(max_size=64)),
                       min_size=1, max_size=6))
 def test_fuzz_odd_file_names_sync_exactly(sshd, names_box, files):
     ws, remote = names_box
@@ -215,7 +223,8 @@ def test_fuzz_odd_file_names_sync_exactly(sshd, names_box, files):
     (ws / "README.md").write_text("fuzz\n")
     for first, second, data in files:
         if second is None:
-            if first in ("d", "README.md", "runs", "data"):  # "d" holds the nested ones; runs/ and data/ are never deleted remotely
+            # "d" holds the nested ones; runs/ and data/ are never deleted remotely
+            if first in ("d", "README.md", "runs", "data"):
                 continue
             path = ws / first
         else:

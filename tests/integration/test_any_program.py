@@ -53,7 +53,8 @@ def test_a_sh_file_without_the_execute_bit_runs_through_bash_and_its_status_is_o
     (ws / "notes.txt").write_text("not a program\n")
     line = one_line_error(cli(sshd, ws, "run", "notes.txt", REMOTE_DIR=remote, venv=False))
     assert "chmod +x" in line
-    assert "not a folder" in one_line_error(cli(sshd, ws, "run", "examples/x/fail.sh", "--cwd", "nope", REMOTE_DIR=remote, venv=False))
+    assert "not a folder" in one_line_error(cli(sshd, ws, "run", "examples/x/fail.sh", "--cwd", "nope",
+                                                REMOTE_DIR=remote, venv=False))
 
 
 def test_ctrl_c_stops_the_script_and_what_it_started(sshd, fresh, tmp_path):
@@ -63,10 +64,12 @@ def test_ctrl_c_stops_the_script_and_what_it_started(sshd, fresh, tmp_path):
     # A child the script starts in the background, with a name to find it by (bash's exec -a).
     script.write_text(f"#!/bin/bash\n( exec -a 'rr-child-{tag}' sleep 300 ) &\necho spawned\nwait\n")
     script.chmod(0o755)
-    bg = Background(sshd, ws, tmp_path / "bg", "run", "examples/x/spawn.sh", "--cwd", "examples/x", REMOTE_DIR=remote, venv=False)
+    bg = Background(sshd, ws, tmp_path / "bg", "run", "examples/x/spawn.sh", "--cwd", "examples/x",
+                    REMOTE_DIR=remote, venv=False)
     try:
         run = wait_for_started_run(remote, bg=bg)
-        wait_for(lambda: log_has(run, "spawned") and any(f"rr-child-{tag}" in row[4] for row in processes()), 15, "the child process")
+        wait_for(lambda: log_has(run, "spawned") and any(f"rr-child-{tag}" in row[4] for row in processes()),
+                 15, "the child process")
         bg.ctrl_c()
         code = bg.wait(30)
     finally:
@@ -86,15 +89,18 @@ def test_gpu_check_docker_says_whether_containers_reach_the_gpus(sshd, fresh, ca
     ws, remote = fresh
     if case == "absent" and shutil.which("docker", path=sshd.remote_path):
         pytest.skip("Docker is installed on this machine: its absence cannot be shown here")
-    bodies = {"nvidia": 'echo \'{"io.containerd.runc.v2":{"path":"runc"},"nvidia":{"path":"nvidia-container-runtime"},"runc":{"path":"runc"}}\'\n',
+    bodies = {"nvidia": 'echo \'{"io.containerd.runc.v2":{"path":"runc"},"nvidia":{"path":"nvidia-container-runtime"},'
+                        '"runc":{"path":"runc"}}\'\n',
               "runc-only": 'echo \'{"runc":{"path":"runc"}}\'\n',
-              "daemon-down": 'echo "Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?" >&2\nexit 1\n'}
+              "daemon-down": 'echo "Cannot connect to the Docker daemon at unix:///var/run/docker.sock.'
+                             ' Is the docker daemon running?" >&2\nexit 1\n'}
     try:
         if case in bodies:
             docker_stand_in(sshd, bodies[case])
         done = cli(sshd, ws, "gpu-check", "--docker", REMOTE_DIR=remote, venv=False)
         if case == "nvidia":
-            assert done.returncode == 0 and "can reach the GPUs (runtimes: io.containerd.runc.v2, nvidia, runc)" in done.stderr, done.stderr
+            assert done.returncode == 0, done.stderr
+            assert "can reach the GPUs (runtimes: io.containerd.runc.v2, nvidia, runc)" in done.stderr, done.stderr
             return
         line = one_line_error(done)
         expected = {"runc-only": "nvidia-ctk runtime configure", "daemon-down": "Cannot connect to the Docker daemon",

@@ -110,10 +110,12 @@ def test_bootstrap_installs_uv_from_the_local_index_uses_it_and_is_one_command_w
     assert done.returncode == 0, done.stderr
     ours = remote_run_lines(done.stderr)
     assert any(f"installing it into {remote}/.remote-run/uv" in line for line in ours), done.stderr
-    assert any(re.search(rf"uv {re.escape(sources['version'])} installed in [0-9.]+ s", line) for line in ours), done.stderr
+    assert any(re.search(rf"uv {re.escape(sources['version'])} installed in [0-9.]+ s", line)
+               for line in ours), done.stderr
     # uv was told the index pip uses (uv does not read pip.conf) and reports as it goes.
     assert f"installing rrtiny-b with uv {sources['version']} (index file://{sources['index']})" in done.stderr
-    assert re.search(r"^  Resolved 2 packages in ", done.stderr, re.M) and "  + rrtiny-a==1.0" in done.stderr, done.stderr
+    assert re.search(r"^  Resolved 2 packages in ", done.stderr, re.M), done.stderr
+    assert "  + rrtiny-a==1.0" in done.stderr, done.stderr
     assert f"environment ready ({remote}/.venv, uv {sources['version']}" in done.stderr
     assert remote_exists(sshd, f"{remote}/.remote-run/uv/bin/uv")
     assert f"uv = {sources['version']}" in remote_read(sshd, f"{remote}/.venv/pyvenv.cfg")  # the venv was made by uv
@@ -152,7 +154,8 @@ def test_pip_is_used_when_uv_cannot_be_installed_with_a_line_saying_why(sshd, so
     done = bootstrap(sshd, ws, remote, PIP_PACKAGES="rrtiny-b")
     assert done.returncode == 0, done.stderr
     fallback = [line for line in remote_run_lines(done.stderr) if "falling back to pip" in line]
-    assert len(fallback) == 1 and "cannot install uv: uv" in fallback[0] and "is not in the package sources" in fallback[0], done.stderr
+    assert len(fallback) == 1 and "cannot install uv: uv" in fallback[0], done.stderr
+    assert "is not in the package sources" in fallback[0], done.stderr
     assert "  Successfully installed rrtiny-a-1.0 rrtiny-b-1.0" in done.stderr
     assert "environment ready" in done.stderr and "uv = " not in remote_read(sshd, f"{remote}/.venv/pyvenv.cfg")
     assert not remote_exists(sshd, f"{remote}/.remote-run/uv")
@@ -165,7 +168,8 @@ def test_pip_is_used_when_uv_cannot_be_installed_with_a_line_saying_why(sshd, so
 
     # A missing package under pip is named in one line too.
     line = one_line_error(bootstrap(sshd, ws, remote, PIP_PACKAGES="rr-no-such-package"))
-    assert "rr-no-such-package is not in the package sources" in line and "installing rr-no-such-package with pip failed" in line, line
+    assert "rr-no-such-package is not in the package sources" in line, line
+    assert "installing rr-no-such-package with pip failed" in line, line
 
     # BOOTSTRAP_INSTALLER=uv never falls back.
     line = one_line_error(bootstrap(sshd, ws, remote, PIP_PACKAGES="rrtiny-b", BOOTSTRAP_INSTALLER="uv"))
@@ -205,8 +209,8 @@ class SlowIndex(http.server.ThreadingHTTPServer):
         self.server_close()
 
 
-def test_a_silent_install_shows_progress_every_few_seconds_and_a_second_bootstrap_waits_for_it(sshd, sources, host, uv_on_path,
-                                                                                                 tmp_path):
+def test_a_silent_install_shows_progress_every_few_seconds_and_a_second_bootstrap_waits_for_it(
+        sshd, sources, host, uv_on_path, tmp_path):
     ws, remote, conf = host
     server = SlowIndex(sources["index"].parent, "rrtiny_slow", delay=7)
     first = None
@@ -214,8 +218,10 @@ def test_a_silent_install_shows_progress_every_few_seconds_and_a_second_bootstra
         conf(f"[global]\nindex-url = {server.url}\n")
         assert cli(sshd, ws, "sync", REMOTE_DIR=remote).returncode == 0
         started = time.monotonic()
-        first = Background(sshd, ws, tmp_path / "bg", "bootstrap", REMOTE_DIR=remote, PIP_PACKAGES="rrtiny-slow", **SETTINGS)
-        wait_for(lambda: remote_exists(sshd, f"{remote}/.remote-run/bootstrap.log"), 30, "the first bootstrap to hold the lock")
+        first = Background(sshd, ws, tmp_path / "bg", "bootstrap", REMOTE_DIR=remote, PIP_PACKAGES="rrtiny-slow",
+                           **SETTINGS)
+        wait_for(lambda: remote_exists(sshd, f"{remote}/.remote-run/bootstrap.log"),
+                 30, "the first bootstrap to hold the lock")
         second = bootstrap(sshd, ws, remote, PIP_PACKAGES="rrtiny-slow")  # a second terminal, meanwhile
         assert first.wait(60) == 0, first.stderr
         took = time.monotonic() - started
@@ -229,7 +235,8 @@ def test_a_silent_install_shows_progress_every_few_seconds_and_a_second_bootstra
     assert seconds and min(seconds) >= 5 and took >= 7, done.stderr  # a line after 5 s without one
     assert "\x1d" not in done.stderr and not remote_exists(sshd, f"{remote}/.remote-run/uv")
     assert second.returncode == 0, second.stderr
-    assert "another bootstrap is running" in second.stderr and "environment is up to date" in second.stderr, second.stderr
+    assert "another bootstrap is running" in second.stderr, second.stderr
+    assert "environment is up to date" in second.stderr, second.stderr
     assert "installing rrtiny-slow" not in second.stderr
 
 

@@ -25,7 +25,8 @@ FAKE_DOCKER = """#!/bin/sh
 # Test stand-in for the docker CLI: a daemon with the NVIDIA runtime configured.
 case "$1" in
   --version) echo "Docker version 27.3.1, build ce12230" ;;
-  info) echo '{"io.containerd.runc.v2":{"path":"runc"},"nvidia":{"path":"nvidia-container-runtime"},"runc":{"path":"runc"}}' ;;
+  info) printf '%s%s\\n' '{"io.containerd.runc.v2":{"path":"runc"},"nvidia":{"path":"nvidia-container-runtime"},' \\
+                        '"runc":{"path":"runc"}}' ;;
   *) exit 1 ;;
 esac
 """
@@ -37,7 +38,8 @@ def doctor(sshd, ws, *args, **env) -> tuple[subprocess.CompletedProcess, dict]:
     assert "Traceback" not in done.stderr, done.stderr
     report = json.loads(done.stdout)
     assert report["ok"] == (done.returncode == 0), done.stderr
-    return done, {c["name"] if c["group"] == "host" else f"local {c['name']}": c for c in report["checks"]} | {"_report": report}
+    checks = {c["name"] if c["group"] == "host" else f"local {c['name']}": c for c in report["checks"]}
+    return done, checks | {"_report": report}
 
 
 def failed(done, checks: dict, name: str) -> dict:
@@ -93,7 +95,8 @@ def test_a_healthy_host_passes_in_one_remote_command_and_is_left_as_it_was(sshd,
         assert checks["uv"]["text"].startswith("not installed yet: the first bootstrap installs it")
     assert "not reachable" in checks["package index"]["text"] or checks["package index"]["status"] == "ok"
     assert checks["REMOTE_DIR"]["text"].endswith("the first sync creates it (in /tmp)")
-    assert checks["docker"]["text"] == "Docker version 27.3.1, build ce12230; Docker on l1 can reach the GPUs (runtimes: io.containerd.runc.v2, nvidia, runc)"
+    assert checks["docker"]["text"] == ("Docker version 27.3.1, build ce12230; Docker on l1 can reach the GPUs"
+                                        " (runtimes: io.containerd.runc.v2, nvidia, runc)")
     assert checks["_report"]["suggested_torch_index_url"] == "https://download.pytorch.org/whl/cu124"
     assert cli(sshd, ws, "sync", REMOTE_DIR=remote).returncode == 0
     _, checks = doctor(sshd, ws, REMOTE_DIR=remote)
@@ -101,7 +104,8 @@ def test_a_healthy_host_passes_in_one_remote_command_and_is_left_as_it_was(sshd,
     assert "synced before from here, nothing changed" in checks["local sync size"]["text"]
 
 
-@pytest.mark.parametrize("state, needle", [("busy", "is in use by another job"), ("nodriver", "cannot talk to the NVIDIA driver"),
+@pytest.mark.parametrize("state, needle", [("busy", "is in use by another job"),
+                                           ("nodriver", "cannot talk to the NVIDIA driver"),
                                            ("absent", "nvidia-smi is not installed")])
 def test_a_busy_gpu_or_no_driver_fails_with_its_fix(sshd, fresh, gpu, state, needle):
     ws, remote = fresh
@@ -150,7 +154,8 @@ def test_an_unreachable_host_fails_and_this_machine_is_still_checked(sshd, fresh
     done, checks = doctor(sshd, ws, REMOTE_HOST="doc-deadbox", REMOTE_DIR=remote)
     check = failed(done, checks, "connection")
     assert "connection refused" in check["text"] and "ssh doc-deadbox" in check["fix"]
-    assert [checks[f"local {name}"]["status"] for name in ("ssh", "rsync", "REMOTE_HOST", "workspace", "sync size")] == ["ok"] * 5
+    assert [checks[f"local {name}"]["status"]
+            for name in ("ssh", "rsync", "REMOTE_HOST", "workspace", "sync size")] == ["ok"] * 5
     done = cli(sshd, ws, "doctor", REMOTE_HOST="doc-deadbox", REMOTE_DIR=remote)
     assert "✗ connection" in done.stdout and "✓ workspace" in done.stdout and done.returncode == 1
 
@@ -162,13 +167,16 @@ def test_the_package_index_the_host_must_reach_and_the_torch_wheels_that_fit_the
         index.listen()
         url = f"http://127.0.0.1:{index.getsockname()[1]}/whl/cu121"
         done, checks = doctor(sshd, ws, REMOTE_DIR=remote, TORCH_PACKAGES="torch", TORCH_INDEX_URL=url)
-        assert "torch 127.0.0.1:" in checks["package index"]["text"] and "torch 127.0.0.1" not in checks["package index"].get("fix", "")
-        assert checks["torch wheels"]["status"] == "ok" and "CUDA 12.1 wheels; the driver supports CUDA 12.4" in checks["torch wheels"]["text"]
+        assert "torch 127.0.0.1:" in checks["package index"]["text"]
+        assert "torch 127.0.0.1" not in checks["package index"].get("fix", "")
+        assert checks["torch wheels"]["status"] == "ok"
+        assert "CUDA 12.1 wheels; the driver supports CUDA 12.4" in checks["torch wheels"]["text"]
     closed = f"http://127.0.0.1:{free_port()}/whl/cu130"
     done, checks = doctor(sshd, ws, REMOTE_DIR=remote, TORCH_PACKAGES="torch", TORCH_INDEX_URL=closed)
     check = failed(done, checks, "package index")
     assert "refused" in check["text"] and "bootstrap installs torch and would fail" in check["text"], check
-    assert checks["torch wheels"]["status"] == "fail" and checks["torch wheels"]["fix"] == "set TORCH_INDEX_URL=https://download.pytorch.org/whl/cu124 in .env"
+    assert checks["torch wheels"]["status"] == "fail"
+    assert checks["torch wheels"]["fix"] == "set TORCH_INDEX_URL=https://download.pytorch.org/whl/cu124 in .env"
 
 
 class BareServer(SshServer):
@@ -205,14 +213,16 @@ def test_no_rsync_on_the_host_s_path_fails_and_no_docker_is_no_error(bare, tmp_p
     remote = unique_remote_dir("rrt_doc_bare")
     done, checks = doctor(bare, ws, REMOTE_DIR=remote)
     check = failed(done, checks, "rsync")
-    assert check["group"] == "host" and "rsync is not on the PATH" in check["text"] and "apt-get install rsync" in check["fix"]
+    assert check["group"] == "host" and "rsync is not on the PATH" in check["text"]
+    assert "apt-get install rsync" in check["fix"]
     assert checks["docker"]["status"] == "skip" and "not installed" in checks["docker"]["text"]
     assert [c["name"] for c in checks["_report"]["checks"] if c["status"] == "fail"] == ["rsync"]
 
 
 # ------------------------------------------------------------------------------------- init
 
-EXPECTED_ENV = envfile.HEADER + "REMOTE_HOST=l1\nWORKSPACE=.\nREMOTE_DIR={remote}\nTORCH_INDEX_URL=https://download.pytorch.org/whl/cu124\n"
+EXPECTED_ENV = envfile.HEADER + ("REMOTE_HOST=l1\nWORKSPACE=.\nREMOTE_DIR={remote}\n"
+                                 "TORCH_INDEX_URL=https://download.pytorch.org/whl/cu124\n")
 
 
 def project(tmp_path) -> Path:
@@ -227,7 +237,8 @@ def test_init_writes_the_env_with_the_index_that_fits_the_driver_and_no_secret(s
     ws, remote = project(tmp_path), unique_remote_dir("rrt_init")
     secrets = {"WANDB_API_KEY": "wandb-s3cret-value", "REMOTE_ENV": "WANDB_API_KEY", "HF_TOKEN": "hf-s3cret-value"}
     mark = sshd.mark()
-    done = cli(sshd, ws, "init", "--yes", "--host", "l1", "--remote-dir", remote, REMOTE_HOST=None, TORCH_PACKAGES=None, **secrets, timeout=60)
+    done = cli(sshd, ws, "init", "--yes", "--host", "l1", "--remote-dir", remote, REMOTE_HOST=None, TORCH_PACKAGES=None,
+               **secrets, timeout=60)
     assert "Traceback" not in done.stderr, done.stderr
     written = (ws / ".env").read_text()
     assert written == EXPECTED_ENV.format(remote=remote), written
@@ -253,11 +264,14 @@ def test_init_writes_the_env_with_the_index_that_fits_the_driver_and_no_secret(s
 def test_init_force_updates_its_keys_and_keeps_the_other_lines(sshd, tmp_path):
     ws = project(tmp_path)
     (ws / ".gitignore").write_text(".env*\n/.cluster_name_*\n")
-    (ws / ".env").write_text("# mine\nMY_TOKEN=tok-s3cret\nREMOTE_HOST=old-box\nTORCH_INDEX_URL=https://example.org/simple\n")
+    (ws / ".env").write_text("# mine\nMY_TOKEN=tok-s3cret\nREMOTE_HOST=old-box\n"
+                             "TORCH_INDEX_URL=https://example.org/simple\n")
     remote = unique_remote_dir("rrt_init")
-    done = cli(sshd, ws, "init", "--yes", "--force", "--host", "local", "--remote-dir", remote, REMOTE_HOST=None, timeout=60)
+    done = cli(sshd, ws, "init", "--yes", "--force", "--host", "local", "--remote-dir", remote, REMOTE_HOST=None,
+               timeout=60)
     assert "Traceback" not in done.stderr and "this machine" in done.stdout, done.stderr
-    assert (ws / ".env").read_text() == (f"# mine\nMY_TOKEN=tok-s3cret\nREMOTE_HOST=local\nTORCH_INDEX_URL=https://example.org/simple\n"
+    assert (ws / ".env").read_text() == ("# mine\nMY_TOKEN=tok-s3cret\nREMOTE_HOST=local\n"
+                                         "TORCH_INDEX_URL=https://example.org/simple\n"
                                          f"WORKSPACE=.\nREMOTE_DIR={remote}\n")
     assert (ws / ".gitignore").read_text() == ".env*\n/.cluster_name_*\n" and "gitignore" not in done.stderr
     assert done.returncode == (1 if "✗" in done.stdout else 0)
@@ -268,8 +282,8 @@ def test_init_on_a_terminal_offers_the_ssh_aliases_and_asks(sshd, tmp_path):
     (ws / ".gitignore").unlink()
     main, child = pty.openpty()
     try:
-        proc = subprocess.Popen(argv("init"), cwd=ws, env=environment(sshd, REMOTE_HOST=None, TORCH_PACKAGES=None), stdin=child,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(argv("init"), cwd=ws, env=environment(sshd, REMOTE_HOST=None, TORCH_PACKAGES=None),
+                                stdin=child, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         # REMOTE_HOST: the first alias (Enter); WORKSPACE: .; REMOTE_DIR: first a relative one (asked
         # again), then ours; TORCH_INDEX_URL: the suggestion (Enter).
         os.write(main, f"\n\nrelative/dir\n{remote}\n\n".encode())
@@ -278,7 +292,8 @@ def test_init_on_a_terminal_offers_the_ssh_aliases_and_asks(sshd, tmp_path):
         os.close(main)
         os.close(child)
     assert "Traceback" not in err, err
-    assert "Host aliases in your ~/.ssh/config:" in err and f"rrtest@127.0.0.1:{sshd.port}" in err.replace(sshd.user, "rrtest")
+    assert "Host aliases in your ~/.ssh/config:" in err
+    assert f"rrtest@127.0.0.1:{sshd.port}" in err.replace(sshd.user, "rrtest")
     assert "REMOTE_HOST (an alias, user@host[:port], or local) [l1]:" in err
     assert "REMOTE_DIR='relative/dir' is not valid" in err
     assert (ws / ".env").read_text() == EXPECTED_ENV.format(remote=remote)

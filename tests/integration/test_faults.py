@@ -89,7 +89,8 @@ print("RESULT_FILL wrote=3")
 def box(sshd, offline_pip, tmp_path):
     """A fresh workspace with the test scripts, and a REMOTE_DIR that is cleaned up (runs killed)."""
     ws = make_workspace(tmp_path)
-    for name, text in {"slow.py": SLOW, "long.py": LONG, "stubborn.py": STUBBORN, "secret_probe.py": SECRET_PROBE, "fill.py": FILL}.items():
+    for name, text in {"slow.py": SLOW, "long.py": LONG, "stubborn.py": STUBBORN, "secret_probe.py": SECRET_PROBE,
+                       "fill.py": FILL}.items():
         (ws / "scripts" / name).write_text(text)
     remote = unique_remote_dir("rrt_faults")
     yield ws, remote
@@ -159,7 +160,8 @@ def test_connection_dropped_by_the_host_mid_run_is_one_line_and_the_run_goes_on(
     lines = remote_run_lines(bg.stderr)
     # Expected: "... the connection to l1 dropped ...; the run goes on: see it with `inv logs --follow --run ID`"
     assert lines and f"inv logs --follow --run {run.name}" in lines[-1], (
-        f"exit {code}; a dropped connection must be reported as such, with how to re-attach, not as a failed run:\n{bg.stderr}")
+        f"exit {code}; a dropped connection must be reported as such, with how to re-attach, not as a failed run:\n"
+        f"{bg.stderr}")
     assert record_of(ws, run.name)["outcome"] == "connection lost"
     assert group_alive(read_pid(run)) and not (run / "exit_code").exists()  # the run goes on (it has seconds to go)
 
@@ -175,7 +177,8 @@ def test_runs_started_in_the_same_second_get_their_own_ids_and_records(sshd, box
     (ws / "scripts" / "nap.py").write_text("import sys, time\ntime.sleep(1)\nprint('RESULT_NAP n=' + sys.argv[1])\n")
     assert cli(sshd, ws, "sync", REMOTE_DIR=remote).returncode == 0
     # Three runs at once on one GPU: --allow-busy, since each holds GPU 0 for the others.
-    bgs = [Background(sshd, ws, tmp_path / "bg", "run", "scripts/nap.py", "--args", str(n), "--allow-busy", REMOTE_DIR=remote) for n in range(3)]
+    bgs = [Background(sshd, ws, tmp_path / "bg", "run", "scripts/nap.py", "--args", str(n), "--allow-busy",
+                      REMOTE_DIR=remote) for n in range(3)]
     try:
         codes = [bg.wait(60) for bg in bgs]
     finally:
@@ -335,7 +338,8 @@ def test_a_hung_nvidia_smi_is_bounded_and_starts_no_run(sshd, box, gpu):
     release = Path(unique_remote_dir("rrt_release_smi"))
     fake = sshd.remote_bin / "nvidia-smi"
     # A wedged driver: nvidia-smi never answers (until the test releases it, at most 60 s).
-    fake.write_text(f"#!/bin/sh\ni=0\nwhile [ ! -e {release} ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done\nexit 9\n")
+    fake.write_text(f"#!/bin/sh\ni=0\nwhile [ ! -e {release} ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done\n"
+                    "exit 9\n")
     fake.chmod(0o755)
     try:
         for args in (["gpu-check"], ["run", "scripts/hello.py"]):
@@ -344,7 +348,8 @@ def test_a_hung_nvidia_smi_is_bounded_and_starts_no_run(sshd, box, gpu):
                 # REMOTE_RUN_CHECK_TIMEOUT bounds the quick remote checks (default 60 s); the guard is well above 3 s.
                 done = cli(sshd, ws, *args, REMOTE_DIR=remote, REMOTE_RUN_CHECK_TIMEOUT="3", timeout=HANG_GUARD_S)
             except subprocess.TimeoutExpired:
-                pytest.fail(f"`inv {' '.join(args)}` still waiting after {HANG_GUARD_S} s on a hung nvidia-smi: no timeout")
+                pytest.fail(f"`inv {' '.join(args)}` still waiting after {HANG_GUARD_S} s on a hung nvidia-smi:"
+                            " no timeout")
             line = one_line_error(done)
             assert "did not finish within" in line or "did not answer" in line, line
             assert time.monotonic() - started < 20

@@ -35,20 +35,24 @@ def box(sshd, offline_pip, tmp_path):
 
 
 def records_of(ws, pattern="*"):
-    return {p.name: json.loads((p / "result.json").read_text()) for p in sorted((ws / "var" / "runs").glob(pattern)) if (p / "result.json").exists()}
+    return {p.name: json.loads((p / "result.json").read_text())
+            for p in sorted((ws / "var" / "runs").glob(pattern)) if (p / "result.json").exists()}
 
 
 def test_repeat_runs_a_group_with_a_summary_and_per_epoch_curves(sshd, box):
     ws, remote = box
-    cli(sshd, ws, "status", venv=False, REMOTE_DIR=remote)  # the host keeps the host program: counted below is what a run costs
+    # the host keeps the host program: counted below is what a run costs
+    cli(sshd, ws, "status", venv=False, REMOTE_DIR=remote)
     mark = sshd.mark()
-    done = cli(sshd, ws, "run", "scripts/metric.py", "--repeat", "3", venv=False, REMOTE_DIR=remote, GPU_SAMPLE_SECONDS="0.1")
+    done = cli(sshd, ws, "run", "scripts/metric.py", "--repeat", "3", venv=False, REMOTE_DIR=remote,
+               GPU_SAMPLE_SECONDS="0.1")
     assert done.returncode == 0, done.stderr
     [group] = [p for p in (ws / "var" / "runs").iterdir() if (p / "summary.json").exists()]
     summary = json.loads((group / "summary.json").read_text())
     assert summary["runs"] == [f"{group.name}.{i}" for i in (1, 2, 3)] and summary["outcomes"] == {"finished": 3}
     acc = summary["metrics"]["acc"]
-    assert acc["n"] == 3 and acc["min"] <= acc["mean"] <= acc["max"] and acc["std"] > 0 and acc["runs"] == summary["runs"]
+    assert acc["n"] == 3 and acc["min"] <= acc["mean"] <= acc["max"] and acc["std"] > 0
+    assert acc["runs"] == summary["runs"]
     assert "acc" in done.stdout and "mean" in done.stdout and f"summary: {group}/summary.md" in done.stderr
     members = records_of(ws, f"{group.name}.*")
     assert all(r["group"] == group.name and r["outcome"] == "finished" for r in members.values())
@@ -71,21 +75,25 @@ def test_compare_to_a_baseline_gates_on_a_forced_regression(sshd, box):
     assert same.returncode == 0, same.stdout + same.stderr
     assert "no regression of" in same.stderr and "p (Welch)" in same.stdout
     (ws / "level.txt").write_text("0.7\n")
-    worse = cli(sshd, ws, "run", "scripts/metric.py", "--repeat", "3", "--compare-to", "main", venv=False, REMOTE_DIR=remote)
+    worse = cli(sshd, ws, "run", "scripts/metric.py", "--repeat", "3", "--compare-to", "main", venv=False,
+                REMOTE_DIR=remote)
     assert worse.returncode == exits.REGRESSION, worse.stdout + worse.stderr
     by = re.search(r"regression: acc is worse by ([0-9.]+) \(", worse.stderr)
     assert by and abs(float(by.group(1)) - 0.2) < 0.01 and "beyond its tolerance 0" in worse.stderr, worse.stderr
     assert "Traceback" not in worse.stderr
     table = cli(sshd, ws, "compare", "main", "latest", venv=False, REMOTE_DIR=remote)
-    assert table.returncode == 0 and "worse" in table.stdout and "A: baseline main" in table.stdout, table.stdout  # no gate without the flag
-    gated = cli(sshd, ws, "compare", "main", "latest", "--fail-on-regression", "--tolerance", "acc=0.3", venv=False, REMOTE_DIR=remote)
+    # no gate without the flag
+    assert table.returncode == 0 and "worse" in table.stdout and "A: baseline main" in table.stdout, table.stdout
+    gated = cli(sshd, ws, "compare", "main", "latest", "--fail-on-regression", "--tolerance", "acc=0.3", venv=False,
+                REMOTE_DIR=remote)
     assert gated.returncode == 0, gated.stderr  # within its tolerance
 
 
 def test_a_detached_group_runs_on_the_host_and_logs_follow_completes_it(sshd, box, tmp_path):
     ws, remote = box
     started = time.monotonic()
-    done = cli(sshd, ws, "run", "scripts/metric.py", "--repeat", "2", "--detach", venv=False, REMOTE_DIR=remote, NAP="0.5", REMOTE_ENV="NAP")
+    done = cli(sshd, ws, "run", "scripts/metric.py", "--repeat", "2", "--detach", venv=False, REMOTE_DIR=remote,
+               NAP="0.5", REMOTE_ENV="NAP")
     assert done.returncode == 0 and time.monotonic() - started < 20, done.stderr
     [group] = [p.name for p in (ws / "var" / "runs").iterdir() if (p / "summary.json").exists()]
     assert f"inv logs --follow --run {group}" in done.stderr
@@ -100,11 +108,12 @@ def test_a_detached_group_runs_on_the_host_and_logs_follow_completes_it(sshd, bo
 
 def test_ctrl_c_stops_the_run_going_on_and_the_ones_waiting(sshd, box, tmp_path):
     ws, remote = box
-    bg = Background(sshd, ws, tmp_path / "bg", "run", "scripts/metric.py", "--repeat", "3", venv=False, REMOTE_DIR=remote, NAP="5", REMOTE_ENV="NAP")
+    bg = Background(sshd, ws, tmp_path / "bg", "run", "scripts/metric.py", "--repeat", "3", venv=False,
+                    REMOTE_DIR=remote, NAP="5", REMOTE_ENV="NAP")
     try:
         wait_for_started_run(remote, bg=bg)  # the group's supervisor
-        first = wait_for(lambda: next((p for p in run_dirs(remote) if p.name.endswith(".1") and log_has(p, "epoch=1")), None),
-                         15, "the first run's output")
+        wait_for(lambda: next((p for p in run_dirs(remote) if p.name.endswith(".1") and log_has(p, "epoch=1")), None),
+                 15, "the first run's output")
         bg.ctrl_c()
         code = bg.wait(30)
     finally:
@@ -135,7 +144,8 @@ def test_the_record_keeps_the_diff_and_the_untracked_files_and_rerun_warns(sshd,
     record = records_of(ws)[run_id]
     assert record["code"]["dirty"] is True and record["code"]["diff_bytes"] > 0
     assert "+# an uncommitted edit" in (ws / "var" / "runs" / run_id / "code.diff").read_text()
-    assert {"path": "notes.txt", "size": 21} in [{k: u[k] for k in ("path", "size")} for u in record["code"]["untracked"]]
+    assert {"path": "notes.txt", "size": 21} in [{k: u[k] for k in ("path", "size")}
+                                                 for u in record["code"]["untracked"]]
     assert record["invocation"]["task"] == "run" and record["invocation"]["args"]["target"] == "scripts/metric.py"
     (ws / "notes.txt").write_text("changed\n")
     again = cli(sshd, ws, "rerun", run_id, venv=False, REMOTE_DIR=remote)
@@ -156,8 +166,8 @@ def test_report_on_local_writes_one_page(tmp_path):
     from support.cli import REPO
 
     def inv(*args):
-        return subprocess.run([sys.executable, "-m", "invoke", "--search-root", str(REPO), *args], cwd=ws, capture_output=True, text=True,
-                              env={**os.environ, **env}, timeout=120)
+        return subprocess.run([sys.executable, "-m", "invoke", "--search-root", str(REPO), *args], cwd=ws,
+                              capture_output=True, text=True, env={**os.environ, **env}, timeout=120)
 
     try:
         assert inv("run", "scripts/metric.py", "--repeat", "2", "--cpu-ok").returncode == 0

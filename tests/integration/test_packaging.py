@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-TASKS = ("sync", "bootstrap", "gpu-check", "train-hlb", "train-david", "run", "pull-logs", "clean", "logs", "status", "kill",
-         "sky-up", "sky-exec", "sky-status", "sky-down", "compare", "report", "rerun", "baseline.save", "baseline.list", "baseline.rm", "tunnel",
-         "doctor", "init")
+TASKS = ("sync", "bootstrap", "gpu-check", "train-hlb", "train-david", "run", "pull-logs", "clean", "logs", "status",
+         "kill", "sky-up", "sky-exec", "sky-status", "sky-down", "compare", "report", "rerun", "baseline.save",
+         "baseline.list", "baseline.rm", "tunnel", "doctor", "init")
 
 
 @pytest.fixture(autouse=True)
@@ -62,9 +62,10 @@ def project(tmp_path):
 
 
 def run(installed, project, *argv, **env):
-    return subprocess.run([str(installed / "bin" / argv[0]), *argv[1:]], cwd=project, capture_output=True, text=True, timeout=120,
-                          env={"PATH": f"{installed / 'bin'}:/usr/bin:/bin", "HOME": str(project), "REMOTE_HOST": "local",
-                               "REMOTE_DIR": f"/tmp/rrt_wheel_{project.name}", **env})
+    return subprocess.run([str(installed / "bin" / argv[0]), *argv[1:]], cwd=project, capture_output=True,
+                          text=True, timeout=120,
+                          env={"PATH": f"{installed / 'bin'}:/usr/bin:/bin", "HOME": str(project),
+                               "REMOTE_HOST": "local", "REMOTE_DIR": f"/tmp/rrt_wheel_{project.name}", **env})
 
 
 def test_the_wheel_needs_neither_fabric_nor_paramiko(wheel):
@@ -88,12 +89,15 @@ def test_remote_run_from_the_wheel_lists_every_task_and_runs_one(installed, proj
 def test_inv_from_the_wheel_with_a_two_line_tasks_file_runs_the_chain(installed, project):
     (project / "tasks.py").write_text("from remote_run.tasks import ns  # noqa: F401\n")
     (project / "invoke.yaml").write_text("tasks:\n  executor_class: remote_run.chain.Chain\n")
-    listed = subprocess.run([str(installed / "bin" / "python"), "-m", "invoke", "-l"], cwd=project, capture_output=True, text=True)
+    listed = subprocess.run([str(installed / "bin" / "python"), "-m", "invoke", "-l"], cwd=project, capture_output=True,
+                            text=True)
     assert all(f"\n  {name} " in listed.stdout for name in TASKS), listed.stdout
     # gpu-check runs once, as a step of `run`, with run's --cpu-ok (this machine has no GPU).
-    done = subprocess.run([str(installed / "bin" / "python"), "-m", "invoke", "gpu-check", "run", "scripts/hello.py", "--cpu-ok"],
+    done = subprocess.run([str(installed / "bin" / "python"), "-m", "invoke", "gpu-check", "run", "scripts/hello.py",
+                           "--cpu-ok"],
                           cwd=project, capture_output=True, text=True, timeout=120,
-                          env={"PATH": "/usr/bin:/bin", "HOME": str(project), "REMOTE_HOST": "local", "REMOTE_DIR": f"/tmp/rrt_wheel_inv_{project.name}"})
+                          env={"PATH": "/usr/bin:/bin", "HOME": str(project), "REMOTE_HOST": "local",
+                               "REMOTE_DIR": f"/tmp/rrt_wheel_inv_{project.name}"})
     assert done.returncode == 0, done.stderr
     assert done.stderr.count("going on without a GPU (--cpu-ok)") == 1 and "RESULT_HELLO answer=42" in done.stdout
 
@@ -103,5 +107,7 @@ def test_runner_files_ship_inside_the_wheel(installed, tmp_path):
     done = subprocess.run([str(installed / "bin" / "python"), "-c", code], cwd=tmp_path, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     where = Path(done.stdout.strip())
-    assert str(installed) in str(where) and (where / "hlb_workspace.py").is_file() and (where / "hlb_cifar.py").is_file()
-    assert (where / "hlb_cifar.py").read_bytes() == (REPO / "runners" / "hlb_cifar.py").read_bytes()  # as in the checkout
+    assert str(installed) in str(where)
+    assert (where / "hlb_workspace.py").is_file() and (where / "hlb_cifar.py").is_file()
+    # as in the checkout
+    assert (where / "hlb_cifar.py").read_bytes() == (REPO / "runners" / "hlb_cifar.py").read_bytes()

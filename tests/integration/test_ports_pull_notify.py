@@ -128,8 +128,8 @@ def two_ports() -> tuple[int, int]:
 def test_a_port_forward_reaches_a_server_the_run_starts_and_closes_with_the_run(sshd, box, tmp_path):
     ws, remote = box
     token, (rport, lport) = uuid.uuid4().hex, two_ports()
-    bg = Background(sshd, ws, tmp_path / "bg", "run", "scripts/serve.py", "--args", f"{rport} {token}", "--port", f"{rport}:{lport}",
-                    REMOTE_DIR=remote)
+    bg = Background(sshd, ws, tmp_path / "bg", "run", "scripts/serve.py", "--args", f"{rport} {token}",
+                    "--port", f"{rport}:{lport}", REMOTE_DIR=remote)
     try:
         wait_for(lambda: "serving" in bg.stdout or bg.proc.poll() is not None, 30, "the run's server")
         assert f"forwarding port {rport} of l1 to http://127.0.0.1:{lport}" in bg.stderr, bg.stderr
@@ -153,7 +153,8 @@ def test_tunnel_forwards_for_a_detached_run_until_ctrl_c_or_its_end(sshd, box, t
 
     tunnel = Background(sshd, ws, tmp_path / "bg", "tunnel", "--port", f"{rport}:{lport}", REMOTE_DIR=remote)
     try:
-        wait_for(lambda: "Ctrl+C closes the tunnel" in tunnel.stderr or tunnel.proc.poll() is not None, 15, "the tunnel")
+        wait_for(lambda: "Ctrl+C closes the tunnel" in tunnel.stderr or tunnel.proc.poll() is not None,
+                 15, "the tunnel")
         assert f"run {run.name} on l1" in tunnel.stderr, tunnel.stderr  # without --run: the latest running run, named
         assert fetch(lport) == token
         tunnel.ctrl_c()
@@ -165,9 +166,11 @@ def test_tunnel_forwards_for_a_detached_run_until_ctrl_c_or_its_end(sshd, box, t
     assert not listening(lport)
 
     # Again with --run: the tunnel closes by itself when the run ends.
-    tunnel = Background(sshd, ws, tmp_path / "bg", "tunnel", "--port", f"{rport}:{lport}", "--run", run.name, REMOTE_DIR=remote)
+    tunnel = Background(sshd, ws, tmp_path / "bg", "tunnel", "--port", f"{rport}:{lport}", "--run", run.name,
+                        REMOTE_DIR=remote)
     try:
-        wait_for(lambda: "Ctrl+C closes the tunnel" in tunnel.stderr or tunnel.proc.poll() is not None, 15, "the tunnel")
+        wait_for(lambda: "Ctrl+C closes the tunnel" in tunnel.stderr or tunnel.proc.poll() is not None,
+                 15, "the tunnel")
         assert fetch(lport, "/stop") == token
         code = tunnel.wait(15)
     finally:
@@ -185,13 +188,16 @@ def test_a_local_port_in_use_is_one_line_and_nothing_starts(sshd, box, monkeypat
         taken.bind(("127.0.0.1", lport))
         taken.listen()
         mark = sshd.mark()
-        for args in (["run", "scripts/hello.py", "--port", f"{rport}:{lport}"], ["tunnel", "--port", f"{rport}:{lport}"]):
+        for args in (["run", "scripts/hello.py", "--port", f"{rport}:{lport}"],
+                     ["tunnel", "--port", f"{rport}:{lport}"]):
             line = one_line_error(cli(sshd, ws, *args, REMOTE_DIR=remote))
             assert f"local port {lport} is already in use" in line and f"--port {rport}:LOCAL" in line, line
-        assert sshd.count("Starting session:", mark) == 0, "a busy local port must be refused before anything reaches the host"
+        assert sshd.count("Starting session:", mark) == 0, (
+            "a busy local port must be refused before anything reaches the host")
         assert not remote_exists(sshd, remote)
 
-        # The same found by ssh itself (the port taken after our check): its "Port forwarding failed" becomes the same line.
+        # The same found by ssh itself (the port taken after our check): its "Port forwarding failed"
+        # becomes the same line.
         from invoke import Context
 
         from remote_run import ports, settings
@@ -204,7 +210,8 @@ def test_a_local_port_in_use_is_one_line_and_nothing_starts(sshd, box, monkeypat
         monkeypatch.setattr(ports, "check_free", lambda forwards: None)
         with pytest.raises(Failure) as info:
             ports.open_forwards(host, [ports.Forward(rport, lport)])
-        assert info.value.problem.startswith(f"local port {lport} is already in use") and info.value.kind is Kind.USAGE, info.value.message
+        assert info.value.problem.startswith(f"local port {lport} is already in use"), info.value.message
+        assert info.value.kind is Kind.USAGE, info.value.message
 
 
 # -------------------------------------------------------------------------------------- pull
@@ -221,7 +228,8 @@ def test_pull_brings_back_what_the_run_wrote_with_sizes_in_the_record(sshd, box)
     assert not (pulled / "model.ckpt").exists(), "model.ckpt was synced, not written by the run"
     entry = record_of(ws, run.name)["pulled"]
     assert entry["patterns"] == ["outputs/**/*.pt", "*.ckpt"]
-    assert entry["files"] == [{"path": "outputs/deep/er/model.pt", "size": 1500}, {"path": "outputs/top.pt", "size": 20}]
+    assert entry["files"] == [{"path": "outputs/deep/er/model.pt", "size": 1500},
+                              {"path": "outputs/top.pt", "size": 20}]
     assert "pulled 2 files (1.5 KB)" in done.stderr, done.stderr
     assert "`outputs/top.pt` (20 bytes)" in (ws / "var" / "runs" / run.name / "log.md").read_text()
 
@@ -238,13 +246,15 @@ def test_a_detached_run_s_files_come_with_logs_follow_and_never_overwrite_a_loca
 
     done = cli(sshd, ws, "logs", "--follow", "--run", run.name, REMOTE_DIR=remote)  # the run ended meanwhile
     assert done.returncode == 0, done.stderr
-    assert sorted(p.relative_to(pulled).as_posix() for p in pulled.rglob("*") if p.is_file()) == ["deep/er/model.pt", "notes.txt", "top.pt"]
+    assert (sorted(p.relative_to(pulled).as_posix() for p in pulled.rglob("*") if p.is_file())
+            == ["deep/er/model.pt", "notes.txt", "top.pt"])
 
     (pulled / "top.pt").write_bytes(b"mine")  # edited here
     done = cli(sshd, ws, "logs", "--follow", "--run", run.name, REMOTE_DIR=remote)
     assert done.returncode == 0, done.stderr
     assert (pulled / "top.pt").read_bytes() == b"mine"
-    assert "kept 1 local file that differs from the host's (never overwritten): outputs/top.pt" in done.stderr, done.stderr
+    assert ("kept 1 local file that differs from the host's (never overwritten): outputs/top.pt"
+            in done.stderr), done.stderr
     assert "pulled 0 files" in done.stderr and "2 already there" in done.stderr, done.stderr
     assert record_of(ws, run.name)["pulled"]["kept"] == ["outputs/top.pt"]
 
@@ -261,10 +271,12 @@ def test_notify_cmd_runs_once_per_followed_run_with_its_outcome(sshd, box, tmp_p
     def new_runs(before):
         return sorted(p.name for p in run_dirs(remote) if p.name not in before and not p.name.endswith("-x2"))
 
-    for args, status in ((["scripts/hello.py"], 0), (["scripts/exit3.py"], 3), (["scripts/hello.py", "--repeat", "2"], 0)):
+    for args, status in ((["scripts/hello.py"], 0), (["scripts/exit3.py"], 3),
+                         (["scripts/hello.py", "--repeat", "2"], 0)):
         before = {p.name for p in run_dirs(remote)}
         done = cli(sshd, ws, "run", *args, REMOTE_DIR=remote, NOTIFY_CMD=command)
-        assert done.returncode == status and "Traceback" not in done.stderr and "NOTIFY_CMD" not in done.stderr, done.stderr
+        assert done.returncode == status and "Traceback" not in done.stderr, done.stderr
+        assert "NOTIFY_CMD" not in done.stderr, done.stderr
         runs += new_runs(before)
     before = {p.name for p in run_dirs(remote)}
     bg = Background(sshd, ws, tmp_path / "bg", "run", "scripts/long.py", REMOTE_DIR=remote, NOTIFY_CMD=command)
@@ -284,10 +296,13 @@ def test_notify_cmd_runs_once_per_followed_run_with_its_outcome(sshd, box, tmp_p
     by_id = {entry["REMOTE_RUN_ID"]: entry for entry in seen}
     assert len(seen) == len(by_id) == 5, (runs, seen)
     hello, failed, member1, member2, killed = (by_id[r] for r in runs)
-    assert (hello["REMOTE_RUN_OUTCOME"], hello["REMOTE_RUN_EXIT"], hello["REMOTE_RUN_RESULT"]) == ("finished", "0", "RESULT_HELLO answer=42 ratio=0.5")
-    assert (failed["REMOTE_RUN_OUTCOME"], failed["REMOTE_RUN_EXIT"], failed["REMOTE_RUN_RESULT"]) == ("failed", "3", "RESULT_EXIT code=3")
+    assert (hello["REMOTE_RUN_OUTCOME"], hello["REMOTE_RUN_EXIT"], hello["REMOTE_RUN_RESULT"]) == (
+        "finished", "0", "RESULT_HELLO answer=42 ratio=0.5")
+    assert (failed["REMOTE_RUN_OUTCOME"], failed["REMOTE_RUN_EXIT"], failed["REMOTE_RUN_RESULT"]) == (
+        "failed", "3", "RESULT_EXIT code=3")
     assert member1["REMOTE_RUN_OUTCOME"] == member2["REMOTE_RUN_OUTCOME"] == "finished"
-    assert (killed["REMOTE_RUN_OUTCOME"], killed["REMOTE_RUN_EXIT"], killed["REMOTE_RUN_RESULT"]) == ("killed", "130", "")
+    assert (killed["REMOTE_RUN_OUTCOME"], killed["REMOTE_RUN_EXIT"], killed["REMOTE_RUN_RESULT"]) == (
+        "killed", "130", "")
     assert hello["REMOTE_RUN_RECORD"] == str(ws / "var" / "runs" / runs[0])
 
 
@@ -300,7 +315,8 @@ class Hook(http.server.ThreadingHTTPServer):
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_POST(handler):
                 body = handler.rfile.read(int(handler.headers.get("Content-Length", 0)))
-                self.posts.append({"path": handler.path, "type": handler.headers.get("Content-Type"), "body": body.decode()})
+                self.posts.append({"path": handler.path, "type": handler.headers.get("Content-Type"),
+                                   "body": body.decode()})
                 handler.send_response(200)
                 handler.end_headers()
 
@@ -317,13 +333,17 @@ def test_notify_url_is_called_by_the_host_for_a_detached_group_and_appears_nowhe
     release = Path(unique_remote_dir("rrt_release"))
     url = f"http://127.0.0.1:{hook.server_address[1]}/hook/{secret}"
     try:
-        done = cli(sshd, ws, "run", "scripts/gate.py", "--args", str(release), "--repeat", "2", "--detach", REMOTE_DIR=remote, NOTIFY_URL=url)
+        done = cli(sshd, ws, "run", "scripts/gate.py", "--args", str(release), "--repeat", "2", "--detach",
+                   REMOTE_DIR=remote, NOTIFY_URL=url)
         assert done.returncode == 0, done.stderr
-        wait_for(lambda: any((p / "pid").exists() for p in run_dirs(remote) if p.name.endswith(".1")), 20, "the group's first run")
-        # While it runs: not in the host's process list, not in any file of REMOTE_DIR, nor in what we printed or recorded.
+        wait_for(lambda: any((p / "pid").exists() for p in run_dirs(remote) if p.name.endswith(".1")),
+                 20, "the group's first run")
+        # While it runs: not in the host's process list, not in any file of REMOTE_DIR, nor in what we
+        # printed or recorded.
         leaks = [row for row in processes() if secret in row[4]]
         assert not leaks, leaks
-        assert subprocess.run(["grep", "-rl", "--", secret, remote], check=False, capture_output=True, text=True).stdout == ""
+        grep = subprocess.run(["grep", "-rl", "--", secret, remote], check=False, capture_output=True, text=True)
+        assert grep.stdout == ""
         assert secret not in done.stdout + done.stderr
         assert not hook.posts, "notified before the run ended"
 
@@ -338,9 +358,12 @@ def test_notify_url_is_called_by_the_host_for_a_detached_group_and_appears_nowhe
     for post, member in zip(sorted(hook.posts, key=lambda p: json.loads(p["body"])["run"]), members):
         assert post["path"] == f"/hook/{secret}" and post["type"] == "application/json"
         body = json.loads(post["body"])
-        assert (body["run"], body["outcome"], body["exit"], body["result"]) == (member, "finished", 0, "RESULT_GATE ok=1"), body
-        assert body["text"].startswith(f"remote-run: run {member} finished (exit 0)") and "RESULT_GATE ok=1" in body["text"]
-    assert subprocess.run(["grep", "-rl", "--", secret, remote], check=False, capture_output=True, text=True).stdout == ""
+        assert (body["run"], body["outcome"], body["exit"], body["result"]) == (
+            member, "finished", 0, "RESULT_GATE ok=1"), body
+        assert body["text"].startswith(f"remote-run: run {member} finished (exit 0)")
+        assert "RESULT_GATE ok=1" in body["text"]
+    grep = subprocess.run(["grep", "-rl", "--", secret, remote], check=False, capture_output=True, text=True)
+    assert grep.stdout == ""
     for path in (ws / "var" / "runs").rglob("*"):
         if path.is_file():
             assert secret not in path.read_text(errors="replace"), path
@@ -348,7 +371,8 @@ def test_notify_url_is_called_by_the_host_for_a_detached_group_and_appears_nowhe
 
     # A webhook that cannot be reached: one line in the run's log (without the URL); the run's outcome stands.
     closed = free_port()
-    done = cli(sshd, ws, "run", "scripts/hello.py", REMOTE_DIR=remote, NOTIFY_URL=f"http://127.0.0.1:{closed}/hook/{secret}")
+    done = cli(sshd, ws, "run", "scripts/hello.py", REMOTE_DIR=remote,
+               NOTIFY_URL=f"http://127.0.0.1:{closed}/hook/{secret}")
     assert done.returncode == 0 and "RESULT_HELLO" in done.stdout, done.stderr
     [last] = [p for p in run_dirs(remote) if p.name.endswith("_run")]
     wait_for(lambda: log_has(last, "NOTIFY_URL notification failed"), 15, "the failure line in the run's log")
@@ -368,15 +392,18 @@ def test_ntfy_gets_a_text_body_other_webhooks_json_and_a_bad_url_is_never_repeat
     (run_dir / "run.log").write_text("epoch 1\nRESULT_X acc=0.9\n")
     hook = Hook()
     try:
-        host_notify.post({"url": f"http://127.0.0.1:{hook.server_address[1]}/topic", "format": "text", "timeout": 5}, str(run_dir), 0)
+        host_notify.post({"url": f"http://127.0.0.1:{hook.server_address[1]}/topic", "format": "text", "timeout": 5},
+                         str(run_dir), 0)
     finally:
         hook.shutdown()
     [post] = hook.posts
     assert post["type"].startswith("text/plain")
-    assert post["body"] == "remote-run: run 20261124T000000Z_run finished (exit 0) on " + socket.gethostname() + "\nRESULT_X acc=0.9"
+    assert post["body"] == ("remote-run: run 20261124T000000Z_run finished (exit 0) on " + socket.gethostname()
+                            + "\nRESULT_X acc=0.9")
 
     secret = uuid.uuid4().hex
     for value in (f"ftp://{secret}@example.com/x", f"https://example.com/{secret} x", f"http://{secret}:99999/"):
         with pytest.raises(Failure) as info:
             notify.parse_url(value)
-        assert info.value.problem.startswith("NOTIFY_URL is not valid") and secret not in info.value.message, info.value.message
+        assert info.value.problem.startswith("NOTIFY_URL is not valid"), info.value.message
+        assert secret not in info.value.message, info.value.message

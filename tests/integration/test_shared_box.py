@@ -26,7 +26,8 @@ from support.net import free_port
 from support.sshd import ROOT_MODE
 from support.workspace import make_workspace, unique_remote_dir
 
-another_user = pytest.mark.skipif(not ROOT_MODE, reason="a second user of the box needs root to exist (the suite's sshd user is rrtest)")
+another_user = pytest.mark.skipif(
+    not ROOT_MODE, reason="a second user of the box needs root to exist (the suite's sshd user is rrtest)")
 
 
 @pytest.fixture
@@ -59,7 +60,8 @@ def test_a_remote_dir_another_user_prepared_gets_nothing_of_ours(sshd, fresh, ho
     expected = {"world-writable": "belongs to root", "symlink": "symbolic link", "owned-by-them": "belongs to root",
                 "inside-their-dir": "writable by other users"}[how]
     assert expected in line and "choose a" in line and "REMOTE_DIR" in line, line
-    assert os.listdir(theirs) == [] and (how == "symlink" or os.listdir(target if os.path.isdir(target) else theirs) == [])
+    assert os.listdir(theirs) == []
+    assert how == "symlink" or os.listdir(target if os.path.isdir(target) else theirs) == []
     line = one_line_error(cli(sshd, ws, "run", "scripts/hello.py", "--cpu-ok", REMOTE_DIR=target, venv=False))
     assert expected in line, line
     assert os.listdir(theirs) == []
@@ -164,7 +166,8 @@ def test_wait_queues_for_a_busy_gpu_and_starts_in_arrival_order(sshd, queue_box)
     gpu("busy")
     first = detached(sshd, ws, remote, "--wait", HOLD="1", REMOTE_ENV="HOLD")
     second = detached(sshd, ws, remote, "--wait")
-    wait_for(lambda: log_has(second, "1 ahead in the queue") and log_has(first, "first in the queue"), 15, "both runs in the queue")
+    wait_for(lambda: log_has(second, "1 ahead in the queue") and log_has(first, "first in the queue"),
+             15, "both runs in the queue")
     assert "busy: GPU 0: pid 4242 python" in (first / "run.log").read_text()
     status = cli(sshd, ws, "status", REMOTE_DIR=remote, venv=False).stdout
     assert "#1 in the GPU queue" in status and "#2 in the GPU queue" in status, status
@@ -187,11 +190,14 @@ def test_a_queued_run_is_live_to_tunnel_and_logs(sshd, queue_box, tmp_path):
     waiter = detached(sshd, ws, remote, "--wait")
     wait_for(lambda: log_has(waiter, "first in the queue"), 15, "the run in the queue")
     logs = cli(sshd, ws, "logs", "--run", waiter.name, REMOTE_DIR=remote, venv=False)
-    assert logs.returncode == 0 and f"run {waiter.name} is still waiting, #1 in the GPU queue; add --follow to wait for it" in logs.stderr, logs.stderr
-    tunnel = Background(sshd, ws, tmp_path / "bg", "tunnel", "--port", f"{free_port()}:{free_port()}", "--run", waiter.name,
-                        REMOTE_DIR=remote, venv=False)
+    assert logs.returncode == 0, logs.stderr
+    assert (f"run {waiter.name} is still waiting, #1 in the GPU queue; add --follow to wait for it"
+            in logs.stderr), logs.stderr
+    tunnel = Background(sshd, ws, tmp_path / "bg", "tunnel", "--port", f"{free_port()}:{free_port()}",
+                        "--run", waiter.name, REMOTE_DIR=remote, venv=False)
     try:
-        wait_for(lambda: "Ctrl+C closes the tunnel" in tunnel.stderr or tunnel.proc.poll() is not None, 15, "the tunnel")
+        wait_for(lambda: "Ctrl+C closes the tunnel" in tunnel.stderr or tunnel.proc.poll() is not None,
+                 15, "the tunnel")
         assert f"run {waiter.name} on l1" in tunnel.stderr, tunnel.stderr
         tunnel.ctrl_c()
         assert tunnel.wait(10) == 0 and "tunnel closed" in tunnel.stderr, tunnel.stderr
@@ -244,7 +250,8 @@ def test_a_killed_supervisor_frees_the_gpu_it_held_for_the_next_run(sshd, queue_
     wait_for(lambda: log_has(holder, "started"), 10, "the first run")
     [supervisor] = [e["pid"] for e in queue_entries(sshd) if e["run"] == holder.name]
     waiter = detached(sshd, ws, remote, "--wait")
-    wait_for(lambda: log_has(waiter, f"busy: GPU 0: {sshd.user}'s run {holder.name}"), 15, "the run to wait behind the first")
+    wait_for(lambda: log_has(waiter, f"busy: GPU 0: {sshd.user}'s run {holder.name}"),
+             15, "the run to wait behind the first")
     os.kill(supervisor, signal.SIGKILL)
     wait_for(lambda: log_has(waiter, "started 0 "), 15, "the waiting run to start")
     assert not [e for e in queue_entries(sshd) if e["run"] == holder.name]
@@ -277,15 +284,18 @@ def test_a_host_list_sends_the_run_to_a_free_host_and_finds_it_there(sshd, secon
     ws, remote = fresh
     (ws / "scripts" / "q.py").write_text(QUEUE)
     gpu("busy")  # l1's GPU is taken; l2's is idle
-    done = cli(sshd, ws, "run", "scripts/q.py", "--detach", REMOTE_DIR=remote, venv=False, REMOTE_HOST="l1,l2", HOLD="30", REMOTE_ENV="HOLD")
+    done = cli(sshd, ws, "run", "scripts/q.py", "--detach", REMOTE_DIR=remote, venv=False, REMOTE_HOST="l1,l2",
+               HOLD="30", REMOTE_ENV="HOLD")
     assert done.returncode == 0, done.stderr
-    assert "host l2 chosen (l1: GPU 0 on l1 is in use by another job" in done.stderr and "l2: free" in done.stderr, done.stderr
+    assert "host l2 chosen (l1: GPU 0 on l1 is in use by another job" in done.stderr, done.stderr
+    assert "l2: free" in done.stderr, done.stderr
     [record] = [json.loads(p.read_text()) for p in (ws / "var" / "runs").glob("*_run/result.json")]
     assert record["host"] == "l2"
     status = cli(sshd, ws, "status", REMOTE_DIR=remote, venv=False, REMOTE_HOST="l1,l2")
     assert status.returncode == 0 and f"l2    {record['run_id']}" in status.stdout, status.stdout + status.stderr
     killed = cli(sshd, ws, "kill", "--run", record["run_id"], REMOTE_DIR=remote, venv=False, REMOTE_HOST="l1,l2")
-    assert killed.returncode == 0 and json.loads((ws / "var" / "runs" / record["run_id"] / "result.json").read_text())["outcome"] == "killed"
+    assert killed.returncode == 0
+    assert json.loads((ws / "var" / "runs" / record["run_id"] / "result.json").read_text())["outcome"] == "killed"
     second_host.set_gpu("busy")
     line = one_line_error(cli(sshd, ws, "run", "scripts/q.py", REMOTE_DIR=remote, venv=False, REMOTE_HOST="l1,l2"))
     assert "no host of REMOTE_HOST has its GPUs free" in line and "--wait" in line, line
@@ -302,8 +312,8 @@ def test_two_users_share_one_queue_and_neither_can_touch_the_others_entries(sshd
     theirs.mkdir(mode=0o755, exist_ok=True)
     ticks = int(open(f"/proc/{os.getpid()}/stat").read().rsplit(")", 1)[1].split()[19])
     entry = theirs / f"{clock.time():.6f}-{os.getpid()}.json"
-    entry.write_text(json.dumps({"run": "their-run", "user": "root", "pid": os.getpid(), "pid_started": ticks, "arrived": clock.time(),
-                                 "state": "running", "want": {"devices": "0"}, "gpus": [0]}))
+    entry.write_text(json.dumps({"run": "their-run", "user": "root", "pid": os.getpid(), "pid_started": ticks,
+                                 "arrived": clock.time(), "state": "running", "want": {"devices": "0"}, "gpus": [0]}))
     try:
         line = one_line_error(cli(sshd, ws, "run", "scripts/q.py", REMOTE_DIR=remote, venv=False))
         assert "root's run their-run" in line, line

@@ -85,7 +85,8 @@ class Sky:
         return [sys.executable, "-m", "remote_run", *args]
 
     def run(self, *args, **env) -> subprocess.CompletedProcess:
-        return subprocess.run(self.command(*args), cwd=self.workspace, env={**self.env, **env}, capture_output=True, text=True, timeout=60)
+        return subprocess.run(self.command(*args), cwd=self.workspace, env={**self.env, **env}, capture_output=True,
+                              text=True, timeout=60)
 
     def name_file(self, target="gpu") -> Path:
         return self.workspace / f".cluster_name_{target}"
@@ -98,7 +99,8 @@ class Sky:
 def fake(tmp_path, monkeypatch):
     env = Sky(tmp_path)
     (tmp_path / "home").mkdir(exist_ok=True)
-    for key in ("PATH", "HOME", "XDG_CACHE_HOME", "SKYPILOT_API_SERVER_LOCAL_PORT", "FAKE_SKY_LOG", "FAKE_SKY_STATE", "USER", "LOGNAME"):
+    for key in ("PATH", "HOME", "XDG_CACHE_HOME", "SKYPILOT_API_SERVER_LOCAL_PORT", "FAKE_SKY_LOG", "FAKE_SKY_STATE",
+                "USER", "LOGNAME"):
         monkeypatch.setenv(key, env.env[key])
     return env
 
@@ -201,7 +203,8 @@ def test_replace_tears_the_old_cluster_down_and_launches_a_new_one(fake):
     assert fake.state == {GPU: "UP"}
 
 
-@pytest.mark.parametrize("accel", ["H100:0", "H100:x", ";rm", "", "H100:1;ls", "-H100", "H100 :1", "tpu-", "tpu-v4", "A100:-1"])
+@pytest.mark.parametrize("accel", ["H100:0", "H100:x", ";rm", "", "H100:1;ls", "-H100", "H100 :1", "tpu-", "tpu-v4",
+                                   "A100:-1"])
 def test_a_bad_accelerator_is_refused_in_one_line(accel):
     with pytest.raises(Failure) as caught:
         names.check_accelerator(accel)
@@ -218,7 +221,8 @@ def test_accelerators_choose_the_target(accel, target):
 def test_a_bad_experiment_name_is_refused_in_one_line(name):
     with pytest.raises(Failure) as caught:
         names.check_experiment(name)
-    assert "\n" not in caught.value.message and caught.value.problem == f"--name {name!r} is not valid" and caught.value.kind is Kind.USAGE
+    assert "\n" not in caught.value.message and caught.value.problem == f"--name {name!r} is not valid"
+    assert caught.value.kind is Kind.USAGE
 
 
 def test_sky_up_with_a_bad_accelerator_or_name_launches_nothing(fake):
@@ -248,7 +252,8 @@ def test_job_output_loses_skypilots_colours_and_line_prefixes():
             "(head, rank=0, pid=12) RESULT_HLB ema_val_acc=0.94\n"
             "(worker1, rank=1, pid=3, ip=10.0.0.2) from a worker\n"
             "(setup pid=9) setting up\n")
-    assert sky_cli.plain(text).splitlines()[1:] == ["epoch 1", "RESULT_HLB ema_val_acc=0.94", "from a worker", "setting up"]
+    assert sky_cli.plain(text).splitlines()[1:] == ["epoch 1", "RESULT_HLB ema_val_acc=0.94", "from a worker",
+                                                    "setting up"]
     assert sky_cli.job_id(text) == "42"
 
 
@@ -267,22 +272,26 @@ def test_sky_exec_runs_the_playbook_command_on_the_gpu_cluster(gpu_cluster):
     result = fake.run("sky-exec", "scripts/bench.py", "--args", "--n 3 'two words'")
     assert result.returncode == 0, result.stderr
     assert fake.calls() == [["exec", GPU, "--workdir", str(fake.workspace),
-                             "export CUDA_VISIBLE_DEVICES=0; uv run --group dev --extra gpu python scripts/bench.py --n 3 'two words'"]]
+                             "export CUDA_VISIBLE_DEVICES=0; uv run --group dev --extra gpu python scripts/bench.py"
+                             " --n 3 'two words'"]]
 
 
 def test_sky_exec_on_the_tpu_cluster_has_no_cuda_prefix(gpu_cluster):
     fake = gpu_cluster
     result = fake.run("sky-exec", "scripts/bench.py", "--target", "tpu")
     assert result.returncode == 0, result.stderr
-    assert fake.calls() == [["exec", TPU, "--workdir", str(fake.workspace), "uv run --extra tpu python scripts/bench.py"]]
+    assert fake.calls() == [["exec", TPU, "--workdir", str(fake.workspace),
+                             "uv run --extra tpu python scripts/bench.py"]]
 
 
 def test_sky_exec_module_pytest(gpu_cluster):
     fake = gpu_cluster
-    result = fake.run("sky-exec", "tests/test_a.py::test_a", "--module", "pytest", "--args", "-x -q", CUDA_VISIBLE_DEVICES="1")
+    result = fake.run("sky-exec", "tests/test_a.py::test_a", "--module", "pytest", "--args", "-x -q",
+                      CUDA_VISIBLE_DEVICES="1")
     assert result.returncode == 0, result.stderr
     assert fake.calls() == [["exec", GPU, "--workdir", str(fake.workspace),
-                             "export CUDA_VISIBLE_DEVICES=1; uv run --group dev --extra gpu python -m pytest tests/test_a.py::test_a -x -q"]]
+                             "export CUDA_VISIBLE_DEVICES=1; uv run --group dev --extra gpu"
+                             " python -m pytest tests/test_a.py::test_a -x -q"]]
 
 
 def test_sky_exec_quotes_what_reaches_the_remote_shell(gpu_cluster):
@@ -296,7 +305,8 @@ def test_sky_exec_quotes_what_reaches_the_remote_shell(gpu_cluster):
 
 def test_sky_exec_records_the_run_with_its_result(gpu_cluster):
     fake = gpu_cluster
-    result = fake.run("sky-exec", "scripts/bench.py", FAKE_SKY_OUTPUT="epoch 1\nRESULT_BENCH seconds=1.5 ok=1", FAKE_SKY_JOB_ID="12")
+    result = fake.run("sky-exec", "scripts/bench.py", FAKE_SKY_OUTPUT="epoch 1\nRESULT_BENCH seconds=1.5 ok=1",
+                      FAKE_SKY_JOB_ID="12")
     assert result.returncode == 0, result.stderr
     [record] = fake.records()
     assert record["host"] == f"sky:{GPU}"
@@ -326,7 +336,8 @@ def test_sky_exec_on_a_cluster_that_is_gone_ends_with_one_line(fake):
     result = fake.run("sky-exec", "scripts/bench.py")
     assert result.returncode == 1 and "Traceback" not in result.stderr
     last = result.stderr.strip().splitlines()[-1]
-    assert last == "remote-run: cluster gone-cluster (from .cluster_name_gpu) does not exist any more; run `inv sky-up --accel …` again"
+    assert last == ("remote-run: cluster gone-cluster (from .cluster_name_gpu) does not exist any more;"
+                    " run `inv sky-up --accel …` again")
 
 
 def test_sky_exec_refuses_a_script_outside_the_workspace(gpu_cluster):
@@ -334,8 +345,8 @@ def test_sky_exec_refuses_a_script_outside_the_workspace(gpu_cluster):
     assert gpu_cluster.calls() == []
 
 
-@pytest.mark.parametrize("task", [["sky-up", "--accel", "H100:1"], ["sky-exec", "scripts/bench.py"], ["sky-status"], ["sky-down"]],
-                         ids=lambda t: t[0])
+@pytest.mark.parametrize("task", [["sky-up", "--accel", "H100:1"], ["sky-exec", "scripts/bench.py"], ["sky-status"],
+                                  ["sky-down"]], ids=lambda t: t[0])
 def test_without_sky_installed_every_task_says_how_to_install_it(gpu_cluster, task):
     result = gpu_cluster.run(*task, PATH="/usr/bin:/bin")
     one_line_error(result, "sky is not installed; pip install 'remote-run[sky]'")
@@ -364,7 +375,8 @@ def interrupt_after(fake, marker: str, *args, **env):
 
 def test_ctrl_c_cancels_the_submitted_job(gpu_cluster):
     fake = gpu_cluster
-    code, out, err = interrupt_after(fake, "still training", "sky-exec", "scripts/bench.py", FAKE_SKY_SLEEP="30", FAKE_SKY_JOB_ID="7")
+    code, out, err = interrupt_after(fake, "still training", "sky-exec", "scripts/bench.py", FAKE_SKY_SLEEP="30",
+                                     FAKE_SKY_JOB_ID="7")
     assert code == 130
     assert fake.calls()[-1] == ["cancel", GPU, "7", "-y"]
     assert f"cancelling job 7 on {GPU}" in err
@@ -382,7 +394,8 @@ def test_ctrl_c_before_the_job_id_cancels_the_newest_unfinished_job(gpu_cluster)
 
 def test_ctrl_c_with_detach_cancels_nothing(gpu_cluster):
     fake = gpu_cluster
-    code, _, err = interrupt_after(fake, "Job submitted", "sky-exec", "scripts/bench.py", "--detach", FAKE_SKY_SLEEP="30")
+    code, _, err = interrupt_after(fake, "Job submitted", "sky-exec", "scripts/bench.py", "--detach",
+                                   FAKE_SKY_SLEEP="30")
     assert code == 130
     assert [call[0] for call in fake.calls()] == ["exec"]
     assert "-d" in fake.calls()[0]
@@ -437,9 +450,11 @@ def test_sky_status_without_clusters_says_how_to_start_one(fake):
 # --- train-hlb / train-david on a cluster ------------------------------------------------
 
 def spec():
-    files = {"scripts/run_hlb.py": "print('RESULT_HLB elapsed_seconds=3.5 ema_val_acc=0.94')\n", "scripts/cifar10_data.py": "# data\n"}
-    return pipeline.RunSpec(task="train-hlb", argv=["/tmp/x_remote/.venv/bin/python", "scripts/run_hlb.py", "--epochs", "2"], files=files,
-                        options={"impl": "builtin", "epochs": 2}, runner_path="scripts/run_hlb.py")
+    files = {"scripts/run_hlb.py": "print('RESULT_HLB elapsed_seconds=3.5 ema_val_acc=0.94')\n",
+             "scripts/cifar10_data.py": "# data\n"}
+    return pipeline.RunSpec(task="train-hlb",
+                            argv=["/tmp/x_remote/.venv/bin/python", "scripts/run_hlb.py", "--epochs", "2"],
+                            files=files, options={"impl": "builtin", "epochs": 2}, runner_path="scripts/run_hlb.py")
 
 
 def on_cluster(settings, target, *, detach):
@@ -463,8 +478,10 @@ def test_train_on_cluster_stages_a_copy_and_records_the_run(gpu_cluster, tmp_pat
     [call] = fake.calls()
     stage = Path(call[3])
     assert call == ["exec", GPU, "--workdir", str(stage),
-                    "export CUDA_VISIBLE_DEVICES=0; uv run --group dev --extra gpu python scripts/run_hlb.py --epochs 2"]
-    assert fake.workspace not in stage.parents and not stage.exists()  # staged outside the checkout, then removed
+                    "export CUDA_VISIBLE_DEVICES=0; uv run --group dev --extra gpu python scripts/run_hlb.py"
+                    " --epochs 2"]
+    # staged outside the checkout, then removed
+    assert fake.workspace not in stage.parents and not stage.exists()
     assert (copy / "scripts" / "run_hlb.py").read_text() == spec().files["scripts/run_hlb.py"]
     assert (copy / "scripts" / "bench.py").exists() and (copy / "pyproject.toml").exists()
     assert not any((copy / junk).exists() for junk in (".git", ".venv", "var", "__pycache__"))
@@ -473,7 +490,8 @@ def test_train_on_cluster_stages_a_copy_and_records_the_run(gpu_cluster, tmp_pat
     assert record["task"] == "train-hlb" and record["host"] == f"sky:{GPU}" and record["outcome"] == "finished"
     assert record["result"] == {"name": "RESULT_HLB", "metrics": {"elapsed_seconds": 3.5, "ema_val_acc": 0.94}}
     assert record["runner"] == spec().files["scripts/run_hlb.py"]
-    assert [c.split()[0] for c in record["commands"]] == ["rsync", "sky"]  # the staging copy went through the one rsync helper
+    # the staging copy went through the one rsync helper
+    assert [c.split()[0] for c in record["commands"]] == ["rsync", "sky"]
     log = (fake.workspace / "var" / "runs" / record["run_id"] / "run.log").read_text()
     assert "RESULT_HLB elapsed_seconds=3.5" in log and "pid=4242" not in log
 
@@ -510,7 +528,8 @@ def test_every_rendered_task_yaml_is_valid_for_skypilot(fake):
     cases = [
         (["--accel", "H100:1"], GPU, "H100", 1, 1),
         (["--accel", "tpu-v6e-1"], TPU, "tpu-v6e-1", 1, 1),
-        (["--accel", "A100:8", "--name", "big", "--infra", "gcp/us-central1", "--nodes", "2"], "big-a100x8-alice", "A100", 8, 2),
+        (["--accel", "A100:8", "--name", "big", "--infra", "gcp/us-central1", "--nodes", "2"],
+         "big-a100x8-alice", "A100", 8, 2),
         (["--accel", "L4:1", "--infra", "k8s", "--no-down"], "cifar-l4x1-alice", "L4", 1, 1),
     ]
     for args, name, accel, count, nodes in cases:
@@ -533,9 +552,11 @@ def test_train_hlb_with_sky_runs_the_rendered_trainer_on_the_cluster(gpu_cluster
     assert result.returncode == 0, result.stderr
     [call] = fake.calls()
     assert call[:2] == ["exec", GPU]
-    assert call[-1] == "export CUDA_VISIBLE_DEVICES=0; uv run --group dev --extra gpu python scripts/run_hlb.py --epochs 2.5 --synthetic"
+    assert call[-1] == ("export CUDA_VISIBLE_DEVICES=0; uv run --group dev --extra gpu python scripts/run_hlb.py"
+                        " --epochs 2.5 --synthetic")
     [record] = fake.records()
-    assert record["task"] == "train-hlb" and record["options"]["epochs"] == 2.5 and record["options"]["synthetic"] is True
+    assert record["task"] == "train-hlb"
+    assert record["options"]["epochs"] == 2.5 and record["options"]["synthetic"] is True
     assert record["runner"] == template("hlb_cifar.py")  # unchanged: the options went as flags
     assert record["result"]["metrics"]["ema_val_acc"] == 0.94
     assert not (fake.workspace / ".remote-run").exists()  # no sync to REMOTE_HOST happened

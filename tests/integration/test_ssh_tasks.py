@@ -46,14 +46,16 @@ def test_train_hlb_chain_writes_result_record_and_remote_log(sshd, shared):
     assert data["result"]["metrics"]["ema_val_acc"] == 0.9375
     assert data["options"]["epochs"] == 2.5 and data["gpu"][0]["name"].startswith("NVIDIA H100")
     assert data["runner"] == template("hlb_workspace.py")  # unchanged: the options went as flags
-    assert "/python scripts/run_hlb.py --epochs 2.5 --hlb-module cvlization.torch.training_pipeline.image_classification.hlb  [run " in done.stderr
+    assert ("/python scripts/run_hlb.py --epochs 2.5"
+            " --hlb-module cvlization.torch.training_pipeline.image_classification.hlb  [run " in done.stderr)
     log_md = (records[0] / "log.md").read_text()
     assert "RESULT_HLB" in log_md and "rsync" in log_md and "- `epochs`: 2.5" in log_md
     run_id = records[0].name
     remote_log = remote_read(sshd, f"{remote}/runs/{run_id}/run.log")
     assert (records[0] / "run.log").read_text() == remote_log
     assert data["runner_path"] == f"{remote}/runs/{run_id}/work/scripts/run_hlb.py"  # written into the run's snapshot
-    assert remote_read(sshd, data["runner_path"]) == data["runner"] and not remote_exists(sshd, f"{remote}/scripts/run_hlb.py")
+    assert remote_read(sshd, data["runner_path"]) == data["runner"]
+    assert not remote_exists(sshd, f"{remote}/scripts/run_hlb.py")
     assert len(data["snapshot"]["tree"]) > 8 and data["snapshot"]["files"] > 0
     assert remote_exists(sshd, f"{remote}/.venv/bin/python")
 
@@ -100,7 +102,8 @@ def test_a_changed_file_travels_with_the_run_command(sshd, shared):
 def test_a_change_made_on_the_host_is_seen_and_the_sync_is_exact_again(sshd, shared):
     ws, remote = shared
     assert cli(sshd, ws, "sync", REMOTE_DIR=remote).returncode == 0
-    sshd.as_user(["sh", "-c", 'printf "%s\\n" "$1" > "$2/scripts/hello.py"; touch "$2/stray.txt"', "sh", "print('RESULT_HELLO answer=0')", remote])
+    sshd.as_user(["sh", "-c", 'printf "%s\\n" "$1" > "$2/scripts/hello.py"; touch "$2/stray.txt"',
+                  "sh", "print('RESULT_HELLO answer=0')", remote])
     done = cli(sshd, ws, "run", "scripts/hello.py", REMOTE_DIR=remote)
     assert done.returncode == 0, done.stderr
     assert "RESULT_HELLO answer=42" in done.stdout  # the host's edit did not run: a full rsync put the workspace back
@@ -151,7 +154,8 @@ def test_forwarded_secret_reaches_only_the_process_environment(sshd, shared):
     assert done.returncode == 0, done.stderr
     import hashlib
 
-    assert f"token-sha {hashlib.sha256(b'tok-s3cret-value').hexdigest()[:12]}" in done.stdout and "cuda 0" in done.stdout
+    assert f"token-sha {hashlib.sha256(b'tok-s3cret-value').hexdigest()[:12]}" in done.stdout
+    assert "cuda 0" in done.stdout
     assert "tok-s3cret-value" not in done.stdout + done.stderr
     assert no_secret_files(sshd, remote, "tok-s3cret-value")
     assert no_secret_files(sshd, remote, "secret-too")
@@ -192,7 +196,8 @@ def test_bootstrap_is_one_command_when_nothing_changed_and_force_rebuilds(sshd, 
     stamp = remote_read(sshd, f"{remote}/.venv/.remote-run-stamp")
     done = cli(sshd, ws, "bootstrap", "--force", REMOTE_DIR=remote)
     assert done.returncode == 0 and "environment ready" in done.stderr, done.stderr
-    assert remote_read(sshd, f"{remote}/.venv/.remote-run-stamp") != stamp  # rebuilt for the workspace without requirements.txt
+    # rebuilt for the workspace without requirements.txt
+    assert remote_read(sshd, f"{remote}/.venv/.remote-run-stamp") != stamp
 
 
 def test_sync_excludes_secrets_and_keeps_symlinks(sshd, fresh):
@@ -314,7 +319,8 @@ def test_unknown_alias_unreachable_host_and_refused_key(sshd, fresh, tmp_path):
     key = tmp_path / "other_key"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
     with open(sshd.ssh_config, "a") as config:
-        config.write(f"\nHost wrongkey\n    HostName 127.0.0.1\n    Port {sshd.port}\n    User {sshd.user}\n    IdentityFile {key}\n    IdentitiesOnly yes\n    UserKnownHostsFile {sshd.known_hosts}\n")
+        config.write(f"\nHost wrongkey\n    HostName 127.0.0.1\n    Port {sshd.port}\n    User {sshd.user}\n"
+                     f"    IdentityFile {key}\n    IdentitiesOnly yes\n    UserKnownHostsFile {sshd.known_hosts}\n")
     # Control directories of their own: OpenSSH would otherwise reuse l1's authenticated master
     # (ControlPath %C: same host, port and user), as it does for the user's own ssh.
     for task in ("gpu-check", "sync"):
@@ -345,7 +351,8 @@ def test_an_alias_defined_only_in_an_included_file_works_for_every_ssh_task(sshd
     included = sshd.home / ".sky" / "generated" / "ssh" / "rr-cluster"
     included.parent.mkdir(parents=True, exist_ok=True)
     included.write_text(f"Host rr-cluster\n    HostName 127.0.0.1\n    Port {sshd.port}\n    User {sshd.user}\n"
-                        f"    IdentityFile {sshd.client_key}\n    IdentitiesOnly yes\n    UserKnownHostsFile {sshd.known_hosts}\n")
+                        f"    IdentityFile {sshd.client_key}\n    IdentitiesOnly yes\n"
+                        f"    UserKnownHostsFile {sshd.known_hosts}\n")
     config = sshd.ssh_config.read_text()
     assert "rr-cluster" not in config
     sshd.ssh_config.write_text(f"Include {included.parent}/*\n\n{config}")
@@ -381,10 +388,13 @@ def test_env_file_and_remote_run_program(sshd, fresh):
 
 
 def test_inv_list_shows_every_task_with_one_sentence():
-    done = subprocess.run([sys.executable, "-m", "invoke", "--search-root", str(REPO), "-l"], capture_output=True, text=True)
-    for name in ("sync", "bootstrap", "gpu-check", "train-david", "train-hlb", "run", "pull-logs", "clean", "logs", "status", "kill"):
+    done = subprocess.run([sys.executable, "-m", "invoke", "--search-root", str(REPO), "-l"],
+                          capture_output=True, text=True)
+    for name in ("sync", "bootstrap", "gpu-check", "train-david", "train-hlb", "run", "pull-logs", "clean", "logs",
+                 "status", "kill"):
         assert f"\n  {name} " in done.stdout, name
-    helped = subprocess.run([sys.executable, "-m", "invoke", "--search-root", str(REPO), "--help", "train-hlb"], capture_output=True, text=True)
+    helped = subprocess.run([sys.executable, "-m", "invoke", "--search-root", str(REPO), "--help", "train-hlb"],
+                            capture_output=True, text=True)
     assert "--epochs" in helped.stdout and "fractions" in helped.stdout
 
 

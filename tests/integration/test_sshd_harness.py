@@ -1,4 +1,5 @@
-"""The loopback sshd harness itself (tests/support/sshd.py) works as the other tests assume, as root and as a normal user."""
+"""The loopback sshd harness itself (tests/support/sshd.py) works as the other tests assume, as root and as a
+normal user."""
 
 import os
 import pwd
@@ -202,7 +203,8 @@ def test_end_masters_and_close_kill_leftover_control_masters(tmp_path_factory):
         assert not server._client_ssh_pids()
         assert subprocess.run(["ssh", "-o", f"ControlPath={ctl}/%C", "-O", "check", "l1"], env=server.env(),
                               capture_output=True, timeout=30).returncode != 0
-        r = subprocess.run(["ssh", "-o", "ControlMaster=auto", "-o", f"ControlPath={ctl}/%C", "-o", "ControlPersist=60", "l1", "true"],
+        r = subprocess.run(["ssh", "-o", "ControlMaster=auto", "-o", f"ControlPath={ctl}/%C", "-o", "ControlPersist=60",
+                            "l1", "true"],
                            env=server.env(), capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=30)
         assert r.returncode == 0, r.stderr
         masters = server._client_ssh_pids()

@@ -41,11 +41,14 @@ def test_hlb_trainer_runs_a_fraction_of_an_epoch_over_ssh(sshd, torch_host):
     assert record["outcome"] == "finished" and record["result"] == result
     assert record["options"]["synthetic"] is True and record["options"]["subset"] == 512
     assert record["runner"] == template("hlb_cifar.py")  # unchanged: the options went as flags
-    assert "/python scripts/run_hlb.py --epochs 0.5 --synthetic --subset 512 --batch-size 128  [run " in done.stderr  # --compile is off: no flag
-    work = f"{remote}/runs/{latest_record(ws, 'train-hlb').name}/work"  # the run's snapshot keeps the files it was given
+    # --compile is off: no flag
+    assert "/python scripts/run_hlb.py --epochs 0.5 --synthetic --subset 512 --batch-size 128  [run " in done.stderr
+    # the run's snapshot keeps the files it was given
+    work = f"{remote}/runs/{latest_record(ws, 'train-hlb').name}/work"
     assert remote_read(sshd, f"{work}/scripts/run_hlb.py") == template("hlb_cifar.py")
     assert remote_read(sshd, f"{work}/scripts/cifar10_data.py") == template("cifar10_data.py")
-    assert remote_exists(sshd, f"{remote}/data/cifar10") or record["options"]["synthetic"]  # the dataset cache is shared
+    # the dataset cache is shared
+    assert remote_exists(sshd, f"{remote}/data/cifar10") or record["options"]["synthetic"]
 
 
 def test_david_trainer_runs_one_small_epoch_over_ssh(sshd, torch_host):
@@ -57,7 +60,8 @@ def test_david_trainer_runs_one_small_epoch_over_ssh(sshd, torch_host):
     assert result["name"] == "RESULT_DAVID"
     assert result["metrics"]["epochs"] == 1 and result["metrics"]["batch_size"] == 64
     assert "environment is up to date" in done.stderr  # bootstrapped once, by the fixture
-    assert "/python scripts/run_david_trainer.py --epochs 1 --batch-size 64 --synthetic --subset 256  [run " in done.stderr
+    assert ("/python scripts/run_david_trainer.py --epochs 1 --batch-size 64 --synthetic --subset 256  [run "
+            in done.stderr)
     record = json.loads((latest_record(ws, "train-david") / "result.json").read_text())
     assert record["outcome"] == "finished" and record["result"] == result
     assert record["runner"] == template("david_cifar.py")

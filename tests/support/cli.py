@@ -33,10 +33,11 @@ def environment(sshd, venv: bool = True, **env) -> dict:
     return sshd.env(**{**defaults, **env})
 
 
-def cli(sshd, workspace: Path, *args: str, program: str = "inv", timeout: float = 180, venv: bool = True, **env) -> subprocess.CompletedProcess:
+def cli(sshd, workspace: Path, *args: str, program: str = "inv", timeout: float = 180, venv: bool = True,
+        **env) -> subprocess.CompletedProcess:
     """Run `inv ARGS` (or `remote-run ARGS`) in ``workspace`` against the loopback sshd."""
-    return subprocess.run(argv(*args, program=program), cwd=workspace, env=environment(sshd, venv, **env), capture_output=True, text=True,
-                          timeout=timeout, stdin=subprocess.DEVNULL)
+    return subprocess.run(argv(*args, program=program), cwd=workspace, env=environment(sshd, venv, **env),
+                          capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
 
 def one_line_error(result: subprocess.CompletedProcess) -> str:
@@ -90,8 +91,8 @@ class Background:
         self.out_path = logdir / f"bg-{stamp}.out"
         self.err_path = logdir / f"bg-{stamp}.err"
         with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
-            self.proc = subprocess.Popen(argv(*args), cwd=workspace, env=environment(sshd, venv, **env), stdout=out, stderr=err,
-                                         stdin=subprocess.DEVNULL, start_new_session=True)
+            self.proc = subprocess.Popen(argv(*args), cwd=workspace, env=environment(sshd, venv, **env),
+                                         stdout=out, stderr=err, stdin=subprocess.DEVNULL, start_new_session=True)
 
     @property
     def pid(self) -> int:
@@ -145,7 +146,8 @@ def wait_for_started_run(remote: str, timeout: float = 30, known=(), bg: Backgro
     """The first run directory (not in ``known``) whose pid file exists."""
     def found():
         if bg is not None and bg.proc.poll() is not None:
-            raise AssertionError(f"the CLI exited ({bg.proc.returncode}) before a run started:\n{bg.stdout}\n{bg.stderr}")
+            raise AssertionError(f"the CLI exited ({bg.proc.returncode}) before a run started:\n"
+                                 f"{bg.stdout}\n{bg.stderr}")
         for run in run_dirs(remote):
             if run.name not in known and (run / "pid").exists():
                 return run
@@ -167,7 +169,8 @@ def read_pid(run: Path) -> int:
 
 def processes() -> list[tuple[int, int, str, str, str]]:
     """Every process on this machine: (pid, pgid, stat, user, args), from ``ps -eo``."""
-    out = subprocess.run(["ps", "-ww", "-eo", "pid=,pgid=,stat=,user=,args="], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(["ps", "-ww", "-eo", "pid=,pgid=,stat=,user=,args="],
+                         capture_output=True, text=True, check=True).stdout
     rows = []
     for line in out.splitlines():
         parts = line.split(None, 4)
@@ -228,4 +231,7 @@ def write_pip_conf(sshd, text: str):
 
 OFFLINE_PIP = "[global]\nno-index = true\n"
 # torch from this machine's local package indexes (the machines this project is built on have them).
-LOCAL_INDEX_PIP = "[global]\nindex-url = file:///opt/pypi/simple\nextra-index-url = file:///opt/pypi-more/simple\nfind-links = /opt/wheels\n"
+LOCAL_INDEX_PIP = ("[global]\n"
+                   "index-url = file:///opt/pypi/simple\n"
+                   "extra-index-url = file:///opt/pypi-more/simple\n"
+                   "find-links = /opt/wheels\n")

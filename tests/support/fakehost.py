@@ -20,7 +20,8 @@ class FakeHost(Host):
         self.respond = respond
         self.seen: list[list[str]] = []
 
-    def local(self, argv, *, hide=False, stream=None, err_stream=None, stdin=None, timeout=None, env=None, own_session=False):
+    def local(self, argv, *, hide=False, stream=None, err_stream=None, stdin=None, timeout=None, env=None,
+              own_session=False):
         inner = shlex.split(argv[-1]) if argv[0] == "ssh" else list(argv)
         self.seen.append(inner)
         stdout, stderr, exited = self.respond(inner, stdin)

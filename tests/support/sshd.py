@@ -293,7 +293,8 @@ class SshServer:
             "Subsystem sftp internal-sftp",
             # Per-server remote environment: a home of its own (never a real one) and this
             # server's fake nvidia-smi first on PATH, so concurrent servers do not clash.
-            f"SetEnv HOME={self.remote_home} PATH={self.remote_path} RR_FAKE_GPU={self.gpu_state_file} REMOTE_RUN_GPU_QUEUE={self.gpu_queue}",
+            f"SetEnv HOME={self.remote_home} PATH={self.remote_path} RR_FAKE_GPU={self.gpu_state_file}"
+            f" REMOTE_RUN_GPU_QUEUE={self.gpu_queue}",
         ]
         if _openssh_version() >= (9, 8):
             # newer sshd penalises sources with failed logins; tests fail on purpose
@@ -421,7 +422,8 @@ class SshServer:
                 self.as_user(["rm", "-rf", "--", str(self.remote_home)], cwd="/")
             if ROOT_MODE:
                 self.as_user(["sh", "-c", 'rm -rf -- "$1".*', "-", self.gpu_queue], cwd="/")
-            for path in (self.public_dir, self.remote_home, self.control_dir, *Path("/tmp").glob(Path(self.gpu_queue).name + ".*")):
+            for path in (self.public_dir, self.remote_home, self.control_dir,
+                         *Path("/tmp").glob(Path(self.gpu_queue).name + ".*")):
                 shutil.rmtree(path, ignore_errors=True)
             self.public_dir = None
             self._prepared = False
@@ -576,12 +578,13 @@ class SshServer:
         kwargs.setdefault("text", True)
         kwargs.setdefault("check", False)
         kwargs.setdefault("cwd", str(self.remote_home))
-        env = {"PATH": self.remote_path, "RR_FAKE_GPU": str(self.gpu_state_file), "REMOTE_RUN_GPU_QUEUE": self.gpu_queue,
-               "HOME": str(self.remote_home), "USER": self.user, "LOGNAME": self.user,
-               "LANG": "C.UTF-8"}
+        env = {"PATH": self.remote_path, "RR_FAKE_GPU": str(self.gpu_state_file),
+               "REMOTE_RUN_GPU_QUEUE": self.gpu_queue, "HOME": str(self.remote_home), "USER": self.user,
+               "LOGNAME": self.user, "LANG": "C.UTF-8"}
         env.update(kwargs.pop("env", None) or {})
         # runuser sets HOME (and USER, LOGNAME) from passwd: set ours again after it.
-        argv = [RUNUSER, "-u", self.user, "--", "env", *(f"{k}={v}" for k, v in env.items()), *cmd] if ROOT_MODE else list(cmd)
+        argv = ([RUNUSER, "-u", self.user, "--", "env", *(f"{k}={v}" for k, v in env.items()), *cmd] if ROOT_MODE
+                else list(cmd))
         return subprocess.run(argv, env=env, **kwargs)
 
     def cleanup_remote(self, path_prefix: str) -> None:

@@ -46,9 +46,11 @@ def make_wheel(folder: Path, name: str, version: str = "1.0", *, requires=(), ta
     files = {f"{module}/__init__.py": f"VERSION = {version!r}\n".encode()}
     if data_bytes:
         files[f"{module}/blob.bin"] = os.urandom(data_bytes)
-    metadata = ["Metadata-Version: 2.1", f"Name: {name}", f"Version: {version}", *[f"Requires-Dist: {r}" for r in requires]]
+    metadata = ["Metadata-Version: 2.1", f"Name: {name}", f"Version: {version}",
+                *[f"Requires-Dist: {r}" for r in requires]]
     files[f"{dist}.dist-info/METADATA"] = ("\n".join(metadata) + "\n").encode()
-    files[f"{dist}.dist-info/WHEEL"] = f"Wheel-Version: 1.0\nGenerator: remote-run-tests\nRoot-Is-Purelib: true\nTag: {tag}\n".encode()
+    files[f"{dist}.dist-info/WHEEL"] = ("Wheel-Version: 1.0\nGenerator: remote-run-tests\nRoot-Is-Purelib: true\n"
+                                        f"Tag: {tag}\n").encode()
     record = []
     for path, data in files.items():
         digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
@@ -79,9 +81,11 @@ def simple_index(root: Path, wheels) -> Path:
     simple.mkdir(parents=True, exist_ok=True)
     for project, links in projects.items():
         (simple / project).mkdir(exist_ok=True)
-        (simple / project / "index.html").write_text("<!DOCTYPE html><html><body>\n" + "\n".join(links) + "\n</body></html>\n")
+        (simple / project / "index.html").write_text("<!DOCTYPE html><html><body>\n" + "\n".join(links)
+                                                     + "\n</body></html>\n")
     (simple / "index.html").write_text("<!DOCTYPE html><html><body>\n"
-                                      + "\n".join(f'<a href="{p}/">{p}</a>' for p in sorted(projects)) + "\n</body></html>\n")
+                                      + "\n".join(f'<a href="{p}/">{p}</a>' for p in sorted(projects))
+                                      + "\n</body></html>\n")
     return simple
 
 
@@ -94,8 +98,8 @@ def uv_wheel(folder: Path = UV_WHEELS) -> Path | None:
 def fetch_argv(folder: Path, python: str = sys.executable) -> list[str]:
     """pip's command that puts uv's wheel into ``folder``: the user's own pip configuration applies
     (index, mirror, certificates), as for every other package."""
-    return [python, "-m", "pip", "download", "--quiet", "--disable-pip-version-check", "--timeout", "10", "--retries", "1",
-            "--no-deps", "--only-binary", ":all:", "-d", str(folder), f"uv=={UV_VERSION}"]
+    return [python, "-m", "pip", "download", "--quiet", "--disable-pip-version-check", "--timeout", "10",
+            "--retries", "1", "--no-deps", "--only-binary", ":all:", "-d", str(folder), f"uv=={UV_VERSION}"]
 
 
 def ensure_uv_wheel(folder: Path = UV_WHEELS, python: str = sys.executable, timeout: float = FETCH_TIMEOUT) -> Path:
@@ -126,14 +130,15 @@ def ensure_uv_wheel(folder: Path = UV_WHEELS, python: str = sys.executable, time
         why = f"pip took longer than {timeout:g} s"
     except OSError as exc:
         why = str(exc)
-    command = shlex.join([python, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:", "-d", str(folder), f"uv=={UV_VERSION}"])
+    command = shlex.join([python, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:", "-d", str(folder),
+                          f"uv=={UV_VERSION}"])
     raise Failure(f"no uv wheel in {folder}, and pip could not fetch uv {UV_VERSION} ({why})",
                   f"run `{command}` where the package index can be reached", Kind.ENVIRONMENT)
 
 
 def readable_tree(root: Path) -> None:
     """Let the remote user (another account when the harness runs as root) read ``root``."""
-    for folder, dirs, names in os.walk(root):
+    for folder, _dirs, names in os.walk(root):
         os.chmod(folder, 0o755)
         for name in names:
             os.chmod(os.path.join(folder, name), 0o644)
