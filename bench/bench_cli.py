@@ -20,11 +20,13 @@ Handshakes and remote commands per invocation come from the sshd log ("Accepted 
 code as an installed tool has it: remote_run is compiled in place first, as pip does on install.
 
 ``--repo PATH`` times another checkout of remote-run (an older commit) with the same harness and
-workspace, for before/after figures; it must take the same settings (REMOTE_HOST, REMOTE_DIR...).
+workspace; it must take the same settings (REMOTE_HOST, REMOTE_DIR...). ``--before PATH`` times
+that checkout and this one (or --repo) together, rep by rep on one host, their order alternating,
+and prints both with the paired difference per rep: the noise of the comparison is in its range.
 
 Usage (sshd as the invoking user, or as root with a dedicated user)::
 
-    python3 bench/bench_cli.py [--reps 5] [--delay 0.025] [--repo PATH] [--json]
+    python3 bench/bench_cli.py [--reps 5] [--delay 0.025] [--repo PATH] [--before PATH] [--json]
 """
 
 from __future__ import annotations
@@ -180,45 +182,104 @@ class Path_:
         return out
 
 
-def startup(server, reps: int, repo: Path, env: dict) -> dict:
-    cases = {
-        "python3 -c pass": [sys.executable, "-c", "pass"],
-        "inv --version": [sys.executable, "-m", "invoke", "--version"],
-        "inv -l": [sys.executable, "-m", "invoke", "--search-root", str(repo), "-l"],
-    }
-    out = {}
-    for name, argv in cases.items():
-        timed(argv, cwd=repo, env=env)
-        out[name] = summary([once(server, lambda a=argv: timed(a, cwd=repo, env=env)) for _ in range(reps)])
-    return out
+def startup(server, reps: int, repos: list[Path], env: dict) -> list[dict]:
+    """Local start-up of each checkout, the checkouts taking turns rep by rep."""
+    def cases(repo):
+        return {"python3 -c pass": [sys.executable, "-c", "pass"],
+                "inv --version": [sys.executable, "-m", "invoke", "--version"],
+                "inv -l": [sys.executable, "-m", "invoke", "--search-root", str(repo), "-l"]}
+
+    samples = [{name: [] for name in cases(repo)} for repo in repos]
+    for name in cases(repos[0]):
+        for repo in repos:
+            timed(cases(repo)[name], cwd=repo, env=env)
+        for i in range(reps):
+            for k in (range(len(repos)) if i % 2 == 0 else reversed(range(len(repos)))):
+                argv = cases(repos[k])[name]
+                samples[k][name].append(once(server, lambda a=argv, r=repos[k]: timed(a, cwd=r, env=env)))
+    return [{name: summary(found) for name, found in each.items()} for each in samples]
 
 
-def bench(reps: int, delay: float, repo: Path) -> dict:
+def compile_in_place(repo: Path) -> None:
+    """Byte code as an installed tool has it: pip compiles a package on install, and `inv` writes
+    none itself (invoke turns byte code writing off before it loads tasks.py). Compiled in place,
+    beside the sources: a PYTHONPYCACHEPREFIX would also hide the standard library's own byte
+    code, so every module first imported after that switch (tempfile, statistics, ...) was
+    compiled from source in every timed run."""
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(repo / "remote_run"), str(repo / "tasks.py")],
+                   check=True, env={key: value for key, value in os.environ.items()
+                                    if key not in ("PYTHONPYCACHEPREFIX", "PYTHONDONTWRITEBYTECODE")})
+
+
+def bench(reps: int, delay: float, repo: Path, before: Path | None = None) -> dict:
     report = {"reps": reps, "delay_s": delay, "repo": str(repo), "machine": {
         "cpus": os.cpu_count(), "load": os.getloadavg()[0], "python": platform.python_version(),
         "openssh": version(["ssh", "-V"], r"OpenSSH_[^\s,]+"),
         "rsync": version(["rsync", "--version"], r"version\s+\S+")}}
+    if before is not None:
+        report["before"] = str(before)
+    repos = [repo] if before is None else [repo, before]
     tag = f"/tmp/rrbench_{uuid.uuid4().hex[:10]}"
     with tempfile.TemporaryDirectory(prefix="rr-bench-") as tmp:
         tmp = Path(tmp)
-        # Byte code as an installed tool has it: pip compiles a package on install, and `inv` writes
-        # none itself (invoke turns byte code writing off before it loads tasks.py). Compiled in
-        # place, beside the sources: a PYTHONPYCACHEPREFIX would also hide the standard library's
-        # own byte code, so every module first imported after that switch (tempfile, statistics,
-        # ...) was compiled from source in every timed run.
-        subprocess.run([sys.executable, "-m", "compileall", "-q", str(repo / "remote_run"), str(repo / "tasks.py")],
-                       check=True, env={key: value for key, value in os.environ.items()
-                                        if key not in ("PYTHONPYCACHEPREFIX", "PYTHONDONTWRITEBYTECODE")})
+        for each in repos:
+            compile_in_place(each)
         with loopback(tmp, delay, tag) as server:
-            paths = [Path_(server, alias, repo, tmp / f"ws-{alias}", f"{tag}_{alias}") for alias in ("l1", "l1proxy")]
-            for path in paths:
-                path.setup()
-            for i in range(reps):
+            checkouts = [[Path_(server, alias, each, tmp / f"ws{k}-{alias}", f"{tag}_{k}_{alias}")
+                          for alias in ("l1", "l1proxy")] for k, each in enumerate(repos)]
+            for paths in checkouts:
                 for path in paths:
-                    path.rep(i)
-            report["paths"] = {path.alias: path.result() for path in paths}
-            report["startup"] = startup(server, reps, repo, server.env())
+                    path.setup()
+            for i in range(reps):
+                # the checkouts take turns, the first one alternating, so that drift hits both alike
+                for paths in (checkouts if i % 2 == 0 else checkouts[::-1]):
+                    for path in paths:
+                        path.rep(i)
+            report["paths"], *rest = [{path.alias: path.result() for path in paths} for paths in checkouts]
+            report["startup"], *rest_startup = startup(server, reps, repos, server.env())
+            if before is not None:
+                report["before_paths"], report["before_startup"] = rest[0], rest_startup[0]
+                report["paired"] = {path.alias: paired(path, old) for path, old in zip(checkouts[0], checkouts[1])}
     return report
+
+
+def paired(after: Path_, before: Path_) -> dict:
+    """Per measurement, after - before within each rep: median and range, in seconds."""
+    out = {}
+    for key in after.samples:
+        deltas = [a[0] - b[0] for a, b in zip(after.samples[key], before.samples[key])]
+        out[key] = {"median_s": statistics.median(deltas), "min_s": min(deltas), "max_s": max(deltas)}
+    return out
+
+
+def render_before_after(report: dict) -> str:
+    """The table of --before: both checkouts per path and measurement, and the paired difference."""
+    m, d = report["machine"], report["delay_s"]
+    lines = [
+        f"remote-run CLI benchmark, before/after in one session: after = {report['repo']}, before = {report['before']}",
+        f"  {m['cpus']} CPUs (load {m['load']:.2f} at start), Python {m['python']}, {m['openssh']}; l1proxy adds"
+        f" {2 * d * 1000:.0f} ms of round trip",
+        f"  {report['reps']} reps, the checkouts taking turns in each; wall = median (min-max) of whole processes;",
+        "  paired = after - before within the same rep, median (min..max): its range is the comparison's noise",
+        "",
+        f"{'':28}{'path':9}{'before':>24}{'after':>24}{'paired after - before':>30}",
+    ]
+    rows = [("ssh HOST true", "ssh_true"), ("inv run, nothing changed", "run_warm"),
+            ("inv run, one file changed", "run_changed"), ("inv run, no ControlMaster", "run_no_master"),
+            ("inv sync, nothing changed", "sync"), ("by hand", "by_hand")]
+    for label, key in rows:
+        for alias in ("l1", "l1proxy"):
+            b, a, p = report["before_paths"][alias][key], report["paths"][alias][key], report["paired"][alias][key]
+            lines.append(f"{label if alias == 'l1' else '':28}{alias:9}"
+                         f"{b['wall_s']:>9.3f} ({b['min_s']:.3f}-{b['max_s']:.3f})"
+                         f"{a['wall_s']:>9.3f} ({a['min_s']:.3f}-{a['max_s']:.3f})"
+                         f"{p['median_s'] * 1000:>+14.0f} ms ({p['min_s'] * 1000:+.0f}..{p['max_s'] * 1000:+.0f})")
+    lines += ["", "local start-up (no host)"]
+    for name, a in report["startup"].items():
+        b = report["before_startup"][name]
+        lines.append(f"  {name:26}{'':9}{b['wall_s']:>9.3f} ({b['min_s']:.3f}-{b['max_s']:.3f})"
+                     f"{a['wall_s']:>9.3f} ({a['min_s']:.3f}-{a['max_s']:.3f})")
+    return "\n".join(lines)
 
 
 @contextlib.contextmanager
@@ -307,17 +368,19 @@ def main(argv=None) -> int:
     parser.add_argument("--delay", type=float, default=0.025,
                         help="one-way delay of the proxy path in seconds; default 0.025 (50 ms RTT)")
     parser.add_argument("--repo", type=Path, default=REPO, help="the remote-run checkout to time (default: this one)")
+    parser.add_argument("--before", type=Path,
+                        help="another checkout to time beside it, rep by rep, for before/after figures")
     parser.add_argument("--json", action="store_true", help="also print the full results as JSON")
     args = parser.parse_args(argv)
     if args.reps < 1 or args.delay <= 0:
         parser.error("--reps must be >= 1 and --delay > 0")
     started = time.perf_counter()
     try:
-        report = bench(args.reps, args.delay, args.repo.resolve())
+        report = bench(args.reps, args.delay, args.repo.resolve(), args.before.resolve() if args.before else None)
     except BenchError as exc:
         print(f"bench_cli: {exc}", file=sys.stderr)
         return 1
-    print(render(report))
+    print(render(report) if args.before is None else render_before_after(report))
     print(f"\n(bench took {time.perf_counter() - started:.0f} s)")
     if args.json:
         print(json.dumps(report, indent=2))

@@ -24,12 +24,22 @@ from .options import RunOptions
 
 
 class Step(Task):
-    """One of the chain's steps: ``plan(preflight, settings, **flags)`` adds it to a plan
-    (remote_run.steps.plan_sync, ...); the body carries out that plan alone (for a direct call)."""
+    """One of the chain's steps (sync, bootstrap, gpu-check): plan() adds it, with its flags, to a
+    plan (remote_run.preflight.PLANS, by the task's name); the body carries out that plan alone,
+    for a call that does not go through the Chain."""
 
-    def __init__(self, body, plan=None, **kwargs):
-        self.plan = plan
-        super().__init__(body, **kwargs)
+    def plan(self, preflight, settings, **flags):
+        from .preflight import PLANS
+
+        return PLANS[self.name](preflight, settings, **flags)
+
+    def carry_out(self, c, **flags) -> None:
+        """The body of a step: its plan, carried out at once on each host."""
+        from . import hosts, steps
+        from .preflight import Preflight
+        from .session import session
+
+        hosts.each_host(session(c), lambda sess: steps.carry_out(sess, self.plan(Preflight(), sess.settings, **flags)))
 
 
 class RunTask(Task):

@@ -59,3 +59,6 @@ def plan_bootstrap(preflight: Preflight, settings, force=False) -> Preflight:
 
 def plan_gpu_check(preflight: Preflight, settings, allow_busy=False, cpu_ok=False, docker=False) -> Preflight:
     return preflight.plus(gpu=True, allow_busy=allow_busy, cpu_ok=cpu_ok, docker=docker)
+
+
+PLANS = {"sync": plan_sync, "bootstrap": plan_bootstrap, "gpu-check": plan_gpu_check}  # by task name (chain.Step)

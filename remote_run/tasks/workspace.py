@@ -5,7 +5,6 @@ from invoke import Collection, task
 from ..chain import Step
 from ..errors import Failure
 from ..output import say
-from ..preflight import Preflight, plan_sync
 from ..session import session
 
 SYNC_HELP = {
@@ -15,21 +14,14 @@ SYNC_HELP = {
 }
 
 
-def carry_out(c, plan, **flags) -> None:
-    """A step called on its own (not through remote_run.chain): its plan, carried out on each host."""
-    from .. import hosts, steps
-
-    hosts.each_host(session(c), lambda sess: steps.carry_out(sess, plan(Preflight(), sess.settings, **flags)))
-
-
-@task(klass=Step, plan=plan_sync, name="sync", iterable=["only"], help={
+@task(klass=Step, name="sync", iterable=["only"], help={
     **SYNC_HELP,
     "dry_run": "show what a sync would upload and delete (counts, bytes, the ten largest files) and change nothing",
     "force": "go on even when the upload is over SYNC_MAX_MB or SYNC_MAX_FILES",
 })
 def sync(c, only=None, dry_run=False, force=False, checksum=False):
     """Mirror the workspace into REMOTE_DIR with rsync --delete (runs/, .venv and data/ are never deleted)."""
-    carry_out(c, plan_sync, only=only or (), dry_run=dry_run, force=force, checksum=checksum)
+    sync.carry_out(c, only=only or (), dry_run=dry_run, force=force, checksum=checksum)
 
 
 @task(name="pull-logs", help={"run": "pull only this run id (default: every run)"})

@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 from invoke import Collection, Config, Program, task
 
+from remote_run import preflight as preflight_mod
 from remote_run import steps
 from remote_run.chain import Chain, RunTask, Step
 from remote_run.options import RunOptions
-from remote_run.preflight import Preflight, plan_bootstrap, plan_gpu_check, plan_sync
+from remote_run.preflight import Preflight
 from remote_run.tasks import machine, ns, train, workspace
 
 REPO = Path(__file__).resolve().parents[2]
@@ -56,15 +57,18 @@ class Recorder:
                 return plan(preflight, settings, **flags)
             return record
 
-        @task(klass=Step, plan=planned("sync", plan_sync))
+        recording = {name: planned(name, plan) for name, plan in preflight_mod.PLANS.items()}
+        monkeypatch.setattr(preflight_mod, "PLANS", recording)
+
+        @task(klass=Step, name="sync")
         def sync(c, only=None, dry_run=False, force=False, checksum=False):
             raise AssertionError("the chain plans a step instead of calling it")
 
-        @task(klass=Step, plan=planned("bootstrap", plan_bootstrap), pre=[sync])
+        @task(klass=Step, pre=[sync], name="bootstrap")
         def bootstrap(c, force=False):
             raise AssertionError("the chain plans a step instead of calling it")
 
-        @task(klass=Step, plan=planned("gpu-check", plan_gpu_check), name="gpu-check")
+        @task(klass=Step, name="gpu-check")
         def gpu_check(c, allow_busy=False, cpu_ok=False, docker=False):
             raise AssertionError("the chain plans a step instead of calling it")
 
