@@ -16,7 +16,8 @@ cache. Cases:
   by hand over ssh       the same as one `ssh l1 '...'` command
   pip                    `BOOTSTRAP_INSTALLER=pip inv bootstrap`: python3 -m venv, pip install
                          --upgrade pip, pip install (the path before uv, now showing its lines)
-  before (--before DIR)  `inv bootstrap` of another checkout (e.g. the commit before uv)
+  before (--before DIR)  `inv bootstrap` of another checkout (an older commit), as "uv into the tool
+                         env" and in the same rounds: before/after figures from one session
   uv cache warm          a second, new REMOTE_DIR on the same host (uv's cache filled)
   warm                   `inv bootstrap` when nothing changed
 
@@ -190,12 +191,12 @@ class Bench:
             self.uv_round(record)
         if pip:
             self.drop(self.bootstrap("pip", BOOTSTRAP_INSTALLER="pip", record=record))
-            if self.args.before:
-                self.drop(self.bootstrap("before", repo=Path(self.args.before), record=record))
 
     def uv_round(self, record: bool):
         self.by_hand("by hand", False, record)
         self.drop(self.bootstrap("uv into the tool env", record=record))
+        if self.args.before:  # the same case for the other checkout, in the same round
+            self.drop(self.bootstrap("before", repo=Path(self.args.before), record=record))
         self.by_hand("by hand over ssh", True, record)
         keep = self.bootstrap("host has uv", uv_on_path=True, record=record)
         self.drop(self.bootstrap("uv cache warm", cold_cache=False, record=record))  # uv into the tool env again
