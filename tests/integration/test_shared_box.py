@@ -140,9 +140,15 @@ print("RESULT_Q at=%r" % time.time())
 
 
 def queue_entries(sshd) -> list:
+    """The entries in the run user's queue folder; one its owner removes while we look is gone."""
     uid = sshd.as_user(["id", "-u"]).stdout.strip()
-    folder = Path(f"{sshd.gpu_queue}.{uid}")
-    return [json.loads(p.read_text()) for p in folder.glob("*.json")] if folder.is_dir() else []
+    found = []
+    for path in Path(f"{sshd.gpu_queue}.{uid}").glob("*.json"):
+        try:
+            found.append(json.loads(path.read_text()))
+        except FileNotFoundError:
+            pass
+    return found
 
 
 @pytest.fixture
