@@ -47,15 +47,14 @@ class Pending:
 
 @dataclass(frozen=True)
 class Prepared:
-    """What carrying out a plan did: the sync (for the run record), whether the environment is
-    current, the GPUs chosen (their rows, for the record)."""
+    """What carrying out a plan did that the run's record keeps: the sync, and the GPUs chosen
+    (their rows)."""
 
     synced: syncing.Plan | None = None
-    env: bool = False
     gpus: tuple = ()
 
     def plus(self, other: Prepared) -> Prepared:
-        return Prepared(other.synced or self.synced, self.env or other.env, other.gpus or self.gpus)
+        return Prepared(other.synced or self.synced, other.gpus or self.gpus)
 
 
 def sync_plan(preflight: Preflight, settings) -> syncing.Plan:
@@ -107,7 +106,6 @@ def prepare(sess, preflight: Preflight, *, wait: bool = False, count: int = 0) -
             prepared = prepared.plus(settle(sess, Pending(sync=pending.sync), checks(sess, Pending(sync=pending.sync))))
             pending = replace(pending, sync=None)
         build_environment(sess, force=True)
-        prepared = prepared.plus(Prepared(env=True))
     return prepared, pending
 
 
@@ -126,7 +124,6 @@ def settle(sess, pending: Pending, report: dict) -> Prepared:
     if pending.env is not None:
         if not environment_ready(host, report.get("env") or {"state": "stale"}):
             build_environment(sess, force=False)
-        prepared = prepared.plus(Prepared(env=True))
     if pending.docker:
         problem = gpu.docker(report.get("docker") or {}, host.label)
         if problem:
