@@ -38,6 +38,10 @@ def failure(report: dict, label: str, devices: str, limit: float) -> Failure | N
         found = ", ".join(str(g["index"]) for g in report["gpus"]) or "none"
         return Failure(f"CUDA_VISIBLE_DEVICES={devices} matches none of the GPUs on {label} ({found})",
                        "set it to one of them", Kind.GPU)
+    if state == "queue":
+        return Failure(f"{queue_folder(report, label)}, so this run cannot wait in the GPU queue",
+                       "ask its owner or the host's admin to remove it, or run without --wait "
+                       "(its GPU hold is then not visible to other users)", Kind.GPU)
     if state == "busy" and report.get("auto"):
         return Failure(f"{label} has fewer than {report['auto']} idle GPU{'s' if report['auto'] > 1 else ''} (busy: "
                        f"{', '.join(str(i) for i in report['busy']) or 'none'})",
@@ -53,6 +57,12 @@ def failure(report: dict, label: str, devices: str, limit: float) -> Failure | N
                        "pass --wait to queue for it, pick another GPU with CUDA_VISIBLE_DEVICES (or auto), "
                        "or pass --allow-busy", Kind.GPU)
     return None
+
+
+def queue_folder(report: dict, label: str) -> str:
+    """The host's word on this user's GPU queue folder when it is not theirs: whose it is."""
+    found = report["queue_folder"]
+    return f"the GPU queue folder {found['folder']} on {label} is not yours ({found['why']})"
 
 
 def refused(report: dict, label: str, devices: str, limit: float) -> Failure:

@@ -25,6 +25,7 @@ from .errors import Failure, Kind
 from .host import exits, states
 from .host.control import CONTROL
 from .host.files import Lines
+from .host.queue import busy_text
 from .options import RunOptions
 from .output import say
 from .preflight import Preflight
@@ -666,11 +667,14 @@ def status(sess: Session) -> list[tuple]:
 
 
 def shown_state(row: dict) -> str:
-    """A run's state as `status` shows it: a run waiting for GPUs says its place in the host's queue."""
+    """A run's state as `status` shows it: a run waiting for GPUs says its place in the host's queue,
+    the runs before it, and what holds its GPUs (another run, or processes)."""
     place = row.get("queue") or {}
-    if row["state"] == states.QUEUED and place.get("for") == "gpu":
-        return f"waiting, #{place.get('position', '?')} in the GPU queue"
-    return row["state"]
+    if row["state"] != states.QUEUED or place.get("for") != "gpu":
+        return row["state"]
+    ahead = ", ".join(f"{a['user']}'s run {a['run']}" for a in place.get("ahead") or [])
+    why = ([f"after {ahead}"] if ahead else []) + [busy_text(b) for b in place.get("busy") or []]
+    return f"waiting, #{place.get('position', '?')} in the GPU queue" + (f" ({'; '.join(why)})" if why else "")
 
 
 def _since(row: dict) -> float:

@@ -218,6 +218,9 @@ def gpus_ready(sess, report: dict) -> tuple:
         show(gpu.show_table(report["gpus"]))
     if not report["go"]:
         raise gpu.refused(report, sess.host.label, s.cuda_visible_devices, limit)
+    if report.get("queue_folder"):
+        say(f"{gpu.queue_folder(report, sess.host.label)}: this run's GPU hold is not visible to other users; "
+            "ask its owner or the host's admin to remove it")
     if report["state"] == "busy" and report.get("waits"):
         say(f"GPU {', '.join(str(i) for i in report['busy'])} is busy: "
             f"the run waits for its GPUs in {sess.host.label}'s queue (--wait)")

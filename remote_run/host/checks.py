@@ -56,7 +56,9 @@ def check_env(root, spec):
 def check_gpu(spec, procs, drop_stale=True):
     """What the GPUs say, and whether a run may start under ``spec`` (devices or auto, require,
     allow_busy, wait). A GPU is busy when it has processes or another remote-run run (any user's)
-    holds it in the queue. ``drop_stale``: remove this user's dead queue entries as they are read."""
+    holds it in the queue. A --wait run is refused (state "queue") when this user's queue folder is
+    not theirs: it could not be seen waiting. ``drop_stale``: remove this user's dead queue entries
+    as they are read."""
     state, gpus, text = gpu_info.answer(procs, spec["limit"])
     report = {"state": state, "gpus": gpus, "chosen": [], "busy": [], "text": text}
     if state != "ok":
@@ -65,6 +67,12 @@ def check_gpu(spec, procs, drop_stale=True):
     if not gpus:
         report.update(state="none", go=not spec["require"])
         return report
+    problem = queue.own_folder_problem()
+    if problem:
+        report["queue_folder"] = problem  # what others see of this run's GPU hold: nothing
+        if spec.get("wait"):
+            report.update(state="queue", go=False)
+            return report
     entries = queue.entries(drop_stale)
     queue.mark_held(gpus, entries)
     report["waiting"] = queue.waiting_count(entries)  # for choosing among hosts

@@ -68,11 +68,13 @@ def state_of(run_dir):
 
 
 def queue_place(run_dir):
-    """Where a queued run stands: {"for": "gpu", "position": N} in the GPU queue, or {"for": "turn"}
-    in its group; None when it does not wait."""
+    """Where a queued run stands: {"for": "gpu", "position": N, "busy", "ahead"} in the GPU queue
+    (what holds its GPUs, queue.holders(); the runs before it), or {"for": "turn"} in its group;
+    None when it does not wait."""
     waiting = waiting_of(run_dir)
     if waiting is not None:
-        return {"for": "gpu", "position": waiting.get("position", "?"), "busy": waiting.get("busy", [])}
+        return {"for": "gpu", "position": waiting.get("position", "?"), "busy": waiting.get("busy", []),
+                "ahead": waiting.get("ahead", [])}
     if has(run_dir, QUEUED_MARKER):
         return {"for": "turn"}
     return None

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from remote_run.host import exits, owner, queue, snapshot, states, tree
+from remote_run.host import exits, owner, snapshot, states, tree
 from remote_run.host.exits import REFUSED
 
 HOST = Path(__file__).resolve().parents[2] / "remote_run" / "host"
@@ -125,105 +125,6 @@ def test_a_refused_run_command_says_so_in_its_trailer_and_a_lost_run_does_not(tm
     monkeypatch.setattr(runs.signal, "signal", lambda *args: None)  # following installs a Ctrl+C handler
     code, trailer = run_command(["attach", str(root), "gone", "0"], capsys, monkeypatch)
     assert code == exits.VANISHED and trailer["state"] == states.LOST and "refused" not in trailer
-
-
-# --- the GPU queue: order and fairness ----------------------------------------------------------
-
-@pytest.fixture
-def folder(tmp_path, monkeypatch):
-    monkeypatch.setattr(queue, "QUEUE_DIR", str(tmp_path / "q"))
-    made = queue.own_folder()
-    assert made == f"{tmp_path}/q.{os.geteuid()}"
-    return Path(made)
-
-
-def put(folder, name, arrived, *, state=queue.WAITING, devices="0", gpus=(), pid=None, started=None):
-    pid = pid or os.getpid()
-    data = {"run": name, "user": "u", "pid": pid,
-            "pid_started": started if started is not None else queue.started_at(pid),
-            "arrived": arrived, "state": state, "want": {"devices": devices}, "gpus": list(gpus)}
-    (folder / f"{arrived:.6f}-{name}.json").write_text(json.dumps(data))
-
-
-def test_entries_are_served_oldest_first(folder):
-    put(folder, "late", 30.0)
-    put(folder, "early", 10.0)
-    put(folder, "middle", 20.0)
-    assert [e["run"] for e in queue.entries()] == ["early", "middle", "late"]
-
-
-def test_an_entry_whose_process_is_gone_or_was_reused_is_ignored_and_only_its_owner_removes_it(folder):
-    put(folder, "live", 1.0)
-    put(folder, "reused", 2.0, started=1)  # same pid, another start time: a later process
-    dead = os.fork()
-    if not dead:
-        os._exit(0)
-    os.waitpid(dead, 0)
-    put(folder, "dead", 3.0, pid=dead, started=5)
-    assert [e["run"] for e in queue.entries(drop_stale=False)] == ["live"]
-    assert len(list(folder.glob("*.json"))) == 3  # doctor's look removes nothing
-    assert [e["run"] for e in queue.entries()] == ["live"]
-    assert [p.name.split("-", 1)[1] for p in folder.glob("*.json")] == ["live.json"]
-
-
-def test_a_holder_killed_with_sigkill_is_ignored_at_once_and_dropped_by_its_owner(folder):
-    """A supervisor killed with -9 cannot remove its entry: nobody counts it from then on."""
-    import signal
-
-    ready, tell = os.pipe()
-    holder = os.fork()
-    if not holder:
-        made = queue.Entry("/x/runs/killed", {"devices": "0"})
-        made.write(state=queue.HOLDING, gpus=[0])
-        os.write(tell, b"x")
-        signal.pause()
-    try:
-        os.read(ready, 1)
-        assert [e["run"] for e in queue.entries(drop_stale=False)] == ["killed"]
-    finally:
-        os.kill(holder, signal.SIGKILL)
-        os.waitpid(holder, 0)
-    assert queue.entries(drop_stale=False) == [] and len(list(folder.glob("*.json"))) == 1
-    assert queue.entries() == [] and list(folder.glob("*.json")) == []
-
-
-def test_a_folder_others_can_write_or_named_for_another_user_is_not_read(folder, tmp_path):
-    put(folder, "mine", 1.0)
-    os.chmod(folder, 0o777)
-    assert queue.entries() == [] and queue.own_folder() is None
-    os.chmod(folder, 0o755)
-    impostor = tmp_path / f"q.{os.geteuid() + 1}"  # a folder whose name says another uid than its owner's
-    impostor.mkdir(mode=0o755)
-    put(impostor, "forged", 0.5)
-    assert [e["run"] for e in queue.entries()] == ["mine"]
-
-
-def entry(folder, name, arrived, devices):
-    made = queue.Entry(f"/x/runs/{name}", {"devices": devices})
-    made.data["arrived"], made.path = arrived, str(folder / f"{arrived:.6f}-{name}.json")
-    made.write()
-    return made
-
-
-def test_a_waiter_waits_only_for_earlier_waiters_that_want_one_of_its_gpus(folder):
-    gpu0 = entry(folder, "gpu0", 1.0, "0")
-    gpu1 = entry(folder, "gpu1", 2.0, "1")
-    both = entry(folder, "both", 3.0, "0,1")
-    anyone = entry(folder, "auto", 4.0, "auto")
-    gpu1_later = entry(folder, "gpu1-later", 5.0, "1")
-    found = queue.entries()
-    ahead = {e.run: [a["run"] for a in e.ahead(found)] for e in (gpu0, gpu1, both, anyone, gpu1_later)}
-    assert ahead == {"gpu0": [], "gpu1": [], "both": ["gpu0", "gpu1"], "auto": ["gpu0", "gpu1", "both"],
-                     "gpu1-later": ["gpu1", "both", "auto"]}
-    gpu0.write(state=queue.HOLDING, gpus=[0])  # a holder is not ahead in the queue: it holds
-    assert [a["run"] for a in both.ahead(queue.entries())] == ["gpu1"]
-
-
-def test_a_held_gpu_names_the_run_that_holds_it(folder):
-    put(folder, "holder", 1.0, state=queue.HOLDING, gpus=[1])
-    gpus = [{"index": 0}, {"index": 1}]
-    queue.mark_held(gpus, queue.entries())
-    assert "held_by" not in gpus[0] and gpus[1]["held_by"] == "u's run holder"
 
 
 # --- snapshots: taken, safe from a later sync, released ------------------------------------------

@@ -176,7 +176,8 @@ def test_wait_queues_for_a_busy_gpu_and_starts_in_arrival_order(sshd, queue_box)
              15, "both runs in the queue")
     assert "busy: GPU 0: pid 4242 python" in (first / "run.log").read_text()
     status = cli(sshd, ws, "status", REMOTE_DIR=remote, venv=False).stdout
-    assert "#1 in the GPU queue" in status and "#2 in the GPU queue" in status, status
+    assert "#1 in the GPU queue (GPU 0: pid 4242 python)" in status, status
+    assert f"#2 in the GPU queue (after {sshd.user}'s run {first.name}; GPU 0: pid 4242 python)" in status, status
     assert not (first / "pid").exists()  # nothing started while the GPU was busy
     gpu("idle")
     for run in (first, second):
@@ -197,8 +198,8 @@ def test_a_queued_run_is_live_to_tunnel_and_logs(sshd, queue_box, tmp_path):
     wait_for(lambda: log_has(waiter, "first in the queue"), 15, "the run in the queue")
     logs = cli(sshd, ws, "logs", "--run", waiter.name, REMOTE_DIR=remote, venv=False)
     assert logs.returncode == 0, logs.stderr
-    assert (f"run {waiter.name} is still waiting, #1 in the GPU queue; add --follow to wait for it"
-            in logs.stderr), logs.stderr
+    assert (f"run {waiter.name} is still waiting, #1 in the GPU queue (GPU 0: pid 4242 python); "
+            "add --follow to wait for it" in logs.stderr), logs.stderr
     tunnel = Background(sshd, ws, tmp_path / "bg", "tunnel", "--port", f"{free_port()}:{free_port()}",
                         "--run", waiter.name, REMOTE_DIR=remote, venv=False)
     try:
@@ -307,28 +308,169 @@ def test_a_host_list_sends_the_run_to_a_free_host_and_finds_it_there(sshd, secon
     assert "no host of REMOTE_HOST has its GPUs free" in line and "--wait" in line, line
 
 
+LOCKER = """import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT, 0o644)
+fcntl.lockf(fd, fcntl.LOCK_EX)
+print("held", flush=True)
+time.sleep(600)
+"""
+
+
+class Hold:
+    """A process (as the user ``runuser`` names, else ours) holding the write lock of a queue entry
+    ``path`` (NAME.lock), as the entry's supervisor does; end() kills it (with runuser, which
+    would leave it behind) and the kernel drops the lock."""
+
+    def __init__(self, path: str, runuser: list[str] = ()):
+        python = shutil.which("python3", path="/usr/bin:/bin")  # the host's, which every user may run
+        self.proc = subprocess.Popen([*runuser, python, "-c", LOCKER, path], stdout=subprocess.PIPE, text=True,
+                                     start_new_session=True)
+        assert self.proc.stdout.readline().strip() == "held"
+
+    def end(self) -> None:
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait()
+        self.proc.stdout.close()
+
+
+def entry_of(run: str, *, user: str, gpus=(0,), pid: int = 1) -> str:
+    ticks = int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[19])
+    return json.dumps({"run": run, "user": user, "pid": pid, "pid_started": ticks, "arrived": 1.0,
+                       "state": "running", "want": {"devices": "0"}, "gpus": list(gpus)})
+
+
 @another_user
 def test_two_users_share_one_queue_and_neither_can_touch_the_others_entries(sshd, queue_box):
-    """root plays a second user of the box whose run holds GPU 0: our run waits behind it, and our
-    user can neither change nor remove root's entry (nor can root's folder be faked by us)."""
-    import time as clock
-
+    """root plays a second user of the box whose run holds GPU 0: our run waits behind it, `inv
+    status` says what it waits for, and our user can neither change nor remove root's entry (nor
+    can root's folder be faked by us)."""
     ws, remote, _ = queue_box
     theirs = Path(f"{sshd.gpu_queue}.0")
     theirs.mkdir(mode=0o755, exist_ok=True)
-    ticks = int(open(f"/proc/{os.getpid()}/stat").read().rsplit(")", 1)[1].split()[19])
-    entry = theirs / f"{clock.time():.6f}-{os.getpid()}.json"
-    entry.write_text(json.dumps({"run": "their-run", "user": "root", "pid": os.getpid(), "pid_started": ticks,
-                                 "arrived": clock.time(), "state": "running", "want": {"devices": "0"}, "gpus": [0]}))
+    entry = theirs / "1.000000-1.json"
+    entry.write_text(entry_of("their-run", user="someone-else"))
+    holding = Hold(str(theirs / "1.000000-1.lock"))
     try:
         line = one_line_error(cli(sshd, ws, "run", "scripts/q.py", REMOTE_DIR=remote, venv=False))
         assert "root's run their-run" in line, line
         waiter = detached(sshd, ws, remote, "--wait")
         wait_for(lambda: log_has(waiter, "busy: GPU 0: root's run their-run"), 15, "the run to wait behind root's")
+        status = cli(sshd, ws, "status", REMOTE_DIR=remote, venv=False).stdout
+        assert "waiting, #1 in the GPU queue (GPU 0: root's run their-run)" in status, status
         assert sshd.as_user(["rm", "-f", str(entry)]).returncode != 0 and entry.exists()
         assert sshd.as_user(["sh", "-c", f"echo '{{}}' > {entry}"]).returncode != 0
-        entry.unlink()  # their run ends
+        holding.end()  # their run ends, its entry left behind: nobody holds it
         followed = cli(sshd, ws, "logs", "--follow", "--run", waiter.name, REMOTE_DIR=remote, venv=False)
         assert followed.returncode == 0 and "RESULT_Q" in followed.stdout, followed.stderr
     finally:
+        holding.end()
         shutil.rmtree(theirs, ignore_errors=True)
+
+
+HOSTILE_USER = "rrhostile"
+
+
+class Hostile:
+    """A second, hostile user of the box, with a queue folder of its own."""
+
+    def __init__(self, sshd):
+        from support.sshd import RUNUSER, _passwd_change
+
+        if subprocess.run(["id", "-u", HOSTILE_USER], capture_output=True).returncode != 0:
+            _passwd_change(["useradd", "-M", "-s", "/bin/sh", HOSTILE_USER], done=(0, 9))
+        self.uid = int(subprocess.run(["id", "-u", HOSTILE_USER], capture_output=True, text=True).stdout)
+        self.runuser = [RUNUSER, "-u", HOSTILE_USER, "--"]
+        self.folder = Path(f"{sshd.gpu_queue}.{self.uid}")
+        self.made: list[str] = []
+        self.holders: list[Hold] = []
+
+    def do(self, *cmd: str) -> None:
+        done = subprocess.run([*self.runuser, *cmd], capture_output=True, text=True, cwd="/")
+        assert done.returncode == 0, done.stderr
+
+    def write(self, path: Path, text: str) -> None:
+        self.do("sh", "-c", 'printf %s "$1" > "$2"', "-", text, str(path))
+
+    def hold(self, path: Path) -> Hold:
+        self.holders.append(Hold(str(path), self.runuser))
+        return self.holders[-1]
+
+    def close(self) -> None:
+        for held in self.holders:
+            held.end()
+        for path in [str(self.folder), *self.made]:
+            subprocess.run(["rm", "-rf", path], check=False)
+
+
+@pytest.fixture
+def hostile(sshd):
+    made = Hostile(sshd)
+    yield made
+    made.close()
+
+
+@another_user
+def test_malformed_and_fifo_entries_of_another_user_neither_crash_nor_hang_a_run(sshd, queue_box, hostile):
+    """They used to: a TypeError on "arrived": "soon" or "gpus": "0" failed every run of every
+    user, and a FIFO named zz.json blocked every launcher in open()."""
+    ws, remote, _ = queue_box
+    hostile.do("mkdir", "-m", "755", str(hostile.folder))
+    hostile.write(hostile.folder / "1.json", json.dumps(json.loads(entry_of("x", user="root")) | {"arrived": "soon"}))
+    hostile.write(hostile.folder / "2.json", json.dumps(json.loads(entry_of("x", user="root")) | {"gpus": "0"}))
+    hostile.do("mkfifo", str(hostile.folder / "zz.json"))
+    for name in ("1", "2", "zz"):
+        hostile.hold(hostile.folder / f"{name}.lock")
+    done = cli(sshd, ws, "run", "scripts/q.py", REMOTE_DIR=remote, venv=False, timeout=60)
+    assert done.returncode == 0 and "started 0" in done.stdout and "Traceback" not in done.stderr, done.stderr
+    [run] = [p for p in run_dirs(remote) if (p / "meta.json").exists()]
+    log = (run / "run.log").read_text()
+    for name, why in (("1", "no arrival time"), ("2", "bad GPU list"), ("zz", "not a regular file")):
+        assert f"GPU queue entry {hostile.folder}/{name}.json ({HOSTILE_USER}'s) skipped: {why}" in log, log
+    waiter = detached(sshd, ws, remote, "--wait")
+    followed = cli(sshd, ws, "logs", "--follow", "--run", waiter.name, REMOTE_DIR=remote, venv=False, timeout=60)
+    assert followed.returncode == 0 and "RESULT_Q" in followed.stdout, followed.stderr
+
+
+@another_user
+def test_a_fake_hold_lasts_only_while_its_owners_process_holds_it_and_shows_the_owner(sshd, queue_box, hostile):
+    """An entry naming pid 1 with its real start time and "user": "root" used to hold GPU 0 for every
+    user until reboot, under root's name."""
+    ws, remote, _ = queue_box
+    hostile.do("mkdir", "-m", "755", str(hostile.folder))
+    hostile.write(hostile.folder / "1.json", entry_of("ops-maintenance", user="root", pid=1))
+    done = cli(sshd, ws, "run", "scripts/q.py", REMOTE_DIR=remote, venv=False)
+    assert done.returncode == 0 and "started 0" in done.stdout, done.stderr  # nothing holds it: no hold
+    holding = hostile.hold(hostile.folder / "1.lock")  # the hostile user's own process holds it
+    line = one_line_error(cli(sshd, ws, "run", "scripts/q.py", REMOTE_DIR=remote, venv=False))
+    assert f"GPU 0: {HOSTILE_USER}'s run ops-maintenance" in line and "root" not in line, line
+    waiter = detached(sshd, ws, remote, "--wait")
+    wait_for(lambda: log_has(waiter, f"busy: GPU 0: {HOSTILE_USER}'s run ops-maintenance"), 15, "the run to wait")
+    status = cli(sshd, ws, "status", REMOTE_DIR=remote, venv=False).stdout
+    assert f"(GPU 0: {HOSTILE_USER}'s run ops-maintenance)" in status, status
+    holding.end()  # the hold ends with its owner's process
+    wait_for(lambda: log_has(waiter, "started 0 "), 15, "the waiting run to start")
+
+
+@another_user
+def test_a_squatted_queue_folder_stops_a_wait_run_and_a_run_without_wait_says_so(sshd, queue_box, hostile):
+    """Our queue folder, made a link to another user's 0777 folder: runs went ahead unseen, and two
+    --wait runs of ours ran on GPU 0 at once."""
+    ws, remote, _ = queue_box
+    ours = f"{sshd.gpu_queue}.{sshd.as_user(['id', '-u']).stdout.strip()}"
+    shutil.rmtree(ours, ignore_errors=True)
+    trap = f"{hostile.folder}-trap"
+    hostile.made += [trap, ours]
+    hostile.do("mkdir", "-m", "777", trap)
+    hostile.do("ln", "-s", trap, ours)
+    before = run_dirs(remote)
+    line = one_line_error(cli(sshd, ws, "run", "scripts/q.py", "--wait", REMOTE_DIR=remote, venv=False))
+    assert (f"the GPU queue folder {ours} on l1 is not yours (a symbolic link owned by {HOSTILE_USER}), "
+            "so this run cannot wait in the GPU queue" in line and "--wait" in line), line
+    assert run_dirs(remote) == before and os.listdir(trap) == []
+    done = cli(sshd, ws, "run", "scripts/q.py", REMOTE_DIR=remote, venv=False)
+    assert done.returncode == 0 and "started 0" in done.stdout, done.stderr
+    assert "this run's GPU hold is not visible to other users" in done.stderr, done.stderr
+    assert os.listdir(trap) == []
