@@ -345,7 +345,8 @@ def interpret(host: Host, data: dict, elapsed: float, was_up: bool) -> list:
     """One Check per finding of the host's report (None: does not apply here)."""
     found = [_connection(host, data, elapsed, was_up)]
     found += [check(host, data)
-              for check in (_host_rsync, _python, _uv, _disk, _remote_dir, _index, _gpu, _torch_wheels, _docker)]
+              for check in (_host_rsync, _python, _uv, _disk, _remote_dir, _index, _gpu, _gpu_queue, _torch_wheels,
+                            _docker)]
     return [c for c in found if c is not None]
 
 
@@ -510,6 +511,16 @@ def _index(host, data):
     if wanted:
         return Check(HOST, "package index", FAIL, f"{text}: {bootstrap} and would fail", fix)
     return Check(HOST, "package index", WARN, f"{text}; {bootstrap}, but the playbook assumes outbound internet", fix)
+
+
+def _gpu_queue(host, data):
+    """This user's folder in the host's GPU queue, when it is there and not theirs."""
+    report = data.get("gpu") or {}
+    if not report.get("queue_folder"):
+        return None
+    return Check(HOST, "GPU queue", WARN, gpus.queue_folder(report, host.label) + ": --wait runs stop, "
+                 "and your runs' GPU holds are not visible to other users", "ask its owner or the host's admin to "
+                 "remove it")
 
 
 def _gpu(host, data):

@@ -474,3 +474,6 @@ def test_a_squatted_queue_folder_stops_a_wait_run_and_a_run_without_wait_says_so
     assert done.returncode == 0 and "started 0" in done.stdout, done.stderr
     assert "this run's GPU hold is not visible to other users" in done.stderr, done.stderr
     assert os.listdir(trap) == []
+    doctor = cli(sshd, ws, "doctor", REMOTE_DIR=remote, venv=False).stdout
+    [row] = [line.split(None, 3)[3] for line in doctor.splitlines() if line.split()[1:3] == ["GPU", "queue"]]
+    assert row.startswith(f"the GPU queue folder {ours} on l1 is not yours (a symbolic link owned by"), row
