@@ -6,7 +6,8 @@ guard that remote_run.ship puts first in every command (exit status exits.ENVIRO
 
 remote_run.ship packs it and sends it; the host keeps it (see remote_run.ship) and runs one mode
 per command through the entry point, ``python3 -m remote_run.host MODE ARGS`` (__main__.py).
-Each module is importable here too, and tested directly (tests/fast/test_host.py, test_host_floor.py).
+Each module is importable here too, and tested directly (tests/fast/test_host.py, test_queue.py,
+test_sampler.py, test_host_floor.py).
 """
 
 FLOOR = (3, 8)  # the oldest Python the host program runs on

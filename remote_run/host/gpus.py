@@ -58,13 +58,14 @@ def idle(gpus):
     return sorted((g for g in gpus if is_idle(g)), key=lambda g: (g["memory_used"] or 0, g["index"]))
 
 
-def start_query():
-    """Both nvidia-smi queries, started at once: the slowest check runs while the others do."""
+def start_query(preexec_fn=None):
+    """Both nvidia-smi queries, started at once: the slowest check runs while the others do.
+    ``preexec_fn``: sampler.dies_with_this_process()'s tie, in a single-threaded caller."""
     commands = [["nvidia-smi", "--query-gpu=" + GPU_FIELDS, "--format=csv,noheader,nounits"],
                 ["nvidia-smi", "--query-compute-apps=" + APP_FIELDS, "--format=csv,noheader,nounits"]]
     try:
-        return [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-                for argv in commands]
+        return [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                 preexec_fn=preexec_fn) for argv in commands]
     except OSError:
         return None
 

@@ -23,6 +23,7 @@ import time
 
 from . import gpus as gpu_info
 from .files import write_text
+from .sampler import dies_with_this_process
 
 # Every user of a host must agree on it; REMOTE_RUN_GPU_QUEUE in the host's environment moves it
 # (the test suite gives each fake host, with its fake GPUs, a queue of its own).
@@ -367,13 +368,15 @@ def acquire(run_dir, want, wait, timeout, log, holder=None):
                 os.write(log, ("remote-run: GPU queue entry %s\n" % note).encode())
         return found
 
+    # The supervisor polls nvidia-smi while it waits: a query hung on the driver must not outlive it either.
+    tie = dies_with_this_process()[0]
     chosen = want.get("chosen")
     if chosen is not None and not [e for e in read() if e["state"] == HOLDING and e["path"] != entry.path
                                    and set(e["gpus"]) & set(chosen)]:
         entry.write(state=HOLDING, gpus=chosen)
         return entry, (",".join(str(i) for i in chosen) if want.get("devices") == "auto" else None)
     while True:
-        state, gpus, _text = gpu_info.answer(gpu_info.start_query(), 30)
+        state, gpus, _text = gpu_info.answer(gpu_info.start_query(tie), 30)
         found = read()
         ahead = entry.ahead(found)
         if state != "ok" or not gpus:
