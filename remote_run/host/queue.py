@@ -103,6 +103,7 @@ def own_folder():
     folder = "%s.%d" % (QUEUE_DIR, os.geteuid())
     try:
         os.mkdir(folder, 0o755)
+        os.chmod(folder, 0o755)  # readable by every user whatever the umask: others must see our holds
     except FileExistsError:
         pass
     except OSError:
@@ -283,7 +284,7 @@ class Entry:
     def write(self, **changes):
         self.data.update(changes)
         if self.path:
-            write_text(self.path, json.dumps(self.data))
+            write_text(self.path, json.dumps(self.data), mode=0o644)
             _held[self.path] = self.lock
 
     def remove(self):

@@ -141,6 +141,19 @@ def test_this_process_counts_its_own_entry_and_reading_it_keeps_the_lock(folder)
     assert list(folder.iterdir()) == []
 
 
+def test_other_users_can_read_an_entry_whatever_the_umask(tmp_path, monkeypatch):
+    monkeypatch.setattr(queue, "QUEUE_DIR", str(tmp_path / "q"))
+    kept = os.umask(0o077)
+    try:
+        made = queue.Entry("/x/runs/private", {"devices": "0"})
+        made.write()
+    finally:
+        os.umask(kept)
+    modes = {p.suffix: stat.S_IMODE(p.stat().st_mode) for p in Path(made.folder).iterdir()}
+    assert stat.S_IMODE(os.stat(made.folder).st_mode) == 0o755 and modes == {".json": 0o644, ".lock": 0o644}
+    made.remove()
+
+
 def test_a_folder_others_can_write_or_named_for_another_user_is_not_read(folder, tmp_path, holder):
     put(folder, "mine", 1.0, holder)
     os.chmod(folder, 0o777)
