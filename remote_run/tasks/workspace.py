@@ -18,10 +18,12 @@ SYNC_HELP = {
     **SYNC_HELP,
     "dry_run": "show what a sync would upload and delete (counts, bytes, the ten largest files) and change nothing",
     "force": "go on even when the upload is over SYNC_MAX_MB or SYNC_MAX_FILES",
+    "take_over": "sync even when REMOTE_DIR mirrors another checkout of the workspace: it mirrors this one from now "
+                 "on (the other's runs stay in it)",
 })
-def sync(c, only=None, dry_run=False, force=False, checksum=False):
+def sync(c, only=None, dry_run=False, force=False, checksum=False, take_over=False):
     """Mirror the workspace into REMOTE_DIR with rsync --delete (runs/, .venv and data/ are never deleted)."""
-    sync.carry_out(c, only=only or (), dry_run=dry_run, force=force, checksum=checksum)
+    sync.carry_out(c, only=only or (), dry_run=dry_run, force=force, checksum=checksum, take_over=take_over)
 
 
 @task(name="pull-logs", help={"run": "pull only this run id (default: every run)"})
