@@ -3,7 +3,6 @@
 from invoke import Collection, task
 
 from ..chain import Step
-from ..errors import Failure
 from ..output import say
 from ..session import session
 
@@ -28,8 +27,8 @@ def sync(c, only=None, dry_run=False, force=False, checksum=False, take_over=Fal
 
 @task(name="pull-logs", help={"run": "pull only this run id (default: every run)"})
 def pull_logs(c, run=""):
-    """Copy REMOTE_DIR/runs/ into RUNS_DIR; files that already exist locally are never overwritten."""
-    from .. import hosts, records
+    """Copy REMOTE_DIR/runs/ into RUNS_DIR and say whose runs they are; local files are never overwritten."""
+    from .. import checkout, hosts, records
     from .. import sync as syncing
 
     sess = session(c)
@@ -42,24 +41,30 @@ def pull_logs(c, run=""):
             summary = syncing.pull_runs(sess.host, None)
             say(f"pulled {summary.files} new files ({summary.bytes} bytes) "
                 f"from {sess.host.label}:{sess.settings.remote_dir}/runs")
+            say(checkout.whose_runs(sess.settings, sess.host.label, checkout.whose(sess.host)["checkout"]))
         sess.use_host(listed[0])
     summary = syncing.pull_runs(sess.host, records.check_run_id(run) or None)
     s = sess.settings
     say(f"pulled {summary.files} new files ({summary.bytes} bytes) from {sess.host.label}:{s.remote_dir}/runs "
         f"into {s.runs_dir}")
+    say(checkout.whose_runs(s, sess.host.label, checkout.whose(sess.host)["checkout"]))
 
 
-@task(name="clean", help={"yes": "really delete (without it, only say what would be deleted)",
-                          "data": "also delete the dataset cache REMOTE_DIR/data"})
-def clean(c, yes=False, data=False):
+@task(name="clean", help={"yes": "really delete (without it, only say what would be deleted, and whose runs)",
+                          "data": "also delete the dataset cache REMOTE_DIR/data",
+                          "take_over": "delete REMOTE_DIR even when it mirrors another checkout, with that one's runs"})
+def clean(c, yes=False, data=False, take_over=False):
     """Delete REMOTE_DIR on the host (only a directory remote-run created); keeps data/ unless --data."""
     from .. import cleanup
 
     sess = session(c)
-    what = f"{sess.host.label}:{sess.settings.remote_dir}" + ("" if data else " (keeping its data/ dataset cache)")
     if not yes:
-        raise Failure(f"this would delete {what}", "run again with --yes to do it")
-    say(cleanup.clean(sess.host, data=data))
+        problem = cleanup.preview(sess.host, data=data, take_over=take_over)
+        if problem is None:
+            say(f"nothing to clean: {sess.host.label}:{sess.settings.remote_dir} does not exist")
+            return
+        raise problem
+    say(cleanup.clean(sess.host, data=data, take_over=take_over))
 
 
 ns = Collection(sync, pull_logs, clean)
