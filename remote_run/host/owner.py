@@ -51,7 +51,7 @@ def examine(root):
 
     States: home, ancestor (above, owner, mode, why), absent (parent, writable), symlink (target),
     notdir, foreign, writable, unreadable (error), and for a directory that may be used: ours
-    (synced, runs), empty, or unclaimed (refused).
+    (synced, runs, checkout: checkout_of), empty, or unclaimed (refused).
     """
     me = os.geteuid()
     home = os.path.realpath(os.path.expanduser("~"))
@@ -96,7 +96,7 @@ def examine(root):
     elif os.path.isfile(os.path.join(root, MARKER)):
         runs = os.path.join(root, "runs")
         found.update(state="ours", synced=os.path.isfile(os.path.join(root, tree.STAMP)),
-                     runs=len(os.listdir(runs)) if os.path.isdir(runs) else 0)
+                     runs=len(os.listdir(runs)) if os.path.isdir(runs) else 0, checkout=checkout_of(root))
     else:
         try:
             found["state"] = "empty" if not os.listdir(root) else "unclaimed"
