@@ -445,9 +445,17 @@ def _remote_dir(host, data):
                      f"{root} does not exist and {data['user']} cannot create it in {found['parent']}",
                      "choose a REMOTE_DIR under a directory you can write, such as /tmp")
     if state == "ours":
+        from . import checkout
+        from .host.owner import shown
+
         runs = f", {found['runs']} runs" if found.get("runs") else ""
-        return Check(HOST, "REMOTE_DIR", OK,
-                     f"{root} is remote-run's ({owner}{', synced' if found.get('synced') else ''}{runs})")
+        text = f"{root} is remote-run's ({owner}{', synced' if found.get('synced') else ''}{runs})"
+        record = found.get("checkout")
+        if record and not checkout.is_ours(host.settings, record):
+            return Check(HOST, "REMOTE_DIR", WARN, f"{text} and mirrors another checkout ({shown(record)})",
+                         "a sync from here is refused: set REMOTE_DIR to another path, or take it over with "
+                         "`inv sync --take-over`")
+        return Check(HOST, "REMOTE_DIR", OK, text + ("; it mirrors this checkout" if record else ""))
     if state == "empty":
         return Check(HOST, "REMOTE_DIR", OK, f"{root} exists, empty and yours ({owner}); the first sync claims it")
     texts = {

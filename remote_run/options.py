@@ -56,6 +56,8 @@ class RunOptions:
     force_sync: bool = _flag(False, "sync even when the upload is over SYNC_MAX_MB or SYNC_MAX_FILES")
     checksum: bool = _flag(False, "sync by comparing file contents, not size and time "
                                   "(after a branch switch, when times lie)")
+    take_over: bool = _flag(False, "sync even when REMOTE_DIR mirrors another checkout of the workspace: "
+                                   "it mirrors this one from now on (the other's runs stay in it)")
     # What check() parses the flags into.
     forwards: tuple = ()
     wait_seconds: float = 0.0
@@ -87,8 +89,8 @@ class RunOptions:
         count = int_between("--gpus", self.gpus, 1, 64) if self.gpus not in ("", None) else 0
         if self.sky and (self.wait or count):
             raise Failure("--wait and --gpus are for SSH hosts", "a SkyPilot cluster has its own GPUs (sky-up --accel)")
-        if self.sky and (self.only or self.force_sync or self.checksum):
-            raise Failure("--only, --force-sync and --checksum shape the sync to REMOTE_HOST",
+        if self.sky and (self.only or self.force_sync or self.checksum or self.take_over):
+            raise Failure("--only, --force-sync, --checksum and --take-over shape the sync to REMOTE_HOST",
                           "SkyPilot uploads the workspace itself (.skyignore)")
         only = tuple(sync_paths("--only", settings.workspace, self.only)) if self.only else ()
         forwards, patterns = ports.parse(self.port), aftermath.check_patterns(self.pull)
@@ -118,9 +120,9 @@ class RunOptions:
                 "lower_is_better": self.lower_is_better}
 
     def invocation(self, names) -> dict:
-        """The flags among ``names``, as given, that `inv rerun` gives a run again (no --repeat, gate
-        or --detach)."""
-        skip = ("repeat", "compare_to", "tolerance", "higher_is_better", "lower_is_better", "detach")
+        """The flags among ``names``, as given, that `inv rerun` gives a run again (no --repeat, gate,
+        --detach or --take-over: taking a REMOTE_DIR over is done once, on purpose)."""
+        skip = ("repeat", "compare_to", "tolerance", "higher_is_better", "lower_is_better", "detach", "take_over")
         return {f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v for f in self.flags()
                 if f.name in names and f.name not in skip}
 

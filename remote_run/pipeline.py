@@ -394,6 +394,7 @@ class HostRuns(Backend):
         self.preflight = preflight or Preflight()  # the chain's steps, with the run's own flags (Preflight.for_run)
         self.prepared = steps.Prepared()  # what carrying out the steps did, for the record
         self.pending = steps.Pending()  # the checks that ride along with the run's command
+        self.checkout: dict | None = None  # the record of the checkout REMOTE_DIR mirrors, as listing() found it
 
     def runner_path(self, path: str, run_id: str) -> str:
         return f"{self.host.settings.remote_dir}/runs/{run_id}/work/{path}"  # the run's snapshot
@@ -510,12 +511,15 @@ class HostRuns(Backend):
     # -- runs already started
 
     def listing(self) -> list[dict]:
-        """Every run under REMOTE_DIR/runs on the host, oldest first, as the launcher reports them."""
+        """Every run under REMOTE_DIR/runs on the host, oldest first, as the launcher reports them;
+        ``self.checkout``: the record of the checkout REMOTE_DIR mirrors (the command's trailer)."""
         host = self.host
         result = host.quick(host.program("status", host.settings.remote_dir), record=False)
         if result.exited:
             raise host.failed(result, "listing runs on")
         rows = json.loads(result.stdout.strip().splitlines()[-1])
+        trailers = [line for line in result.stderr.split("\n") if line.startswith(CONTROL)]  # (splitlines() cuts at it)
+        self.checkout = json.loads(trailers[-1][len(CONTROL):]).get("checkout") if trailers else None
         return sorted(rows, key=lambda row: (row.get("started") or 0, row["id"]))
 
     def follow(self, run_id: str, offset: int, output: Tee, *, mode: str = "attach") -> Ending:
@@ -652,10 +656,12 @@ def _complete_group(runs: "HostRuns", row: dict) -> None:
     report_group(groups.load(folder), folder)
 
 
-def status(sess: Session) -> list[tuple]:
-    """The runs on the host as table rows: id, task, started, state, exit code, RESULT metrics."""
+def status(sess: Session) -> tuple[list[tuple], dict | None]:
+    """The runs on the host as table rows (id, task, started, state, exit code, RESULT metrics), and
+    the record of the checkout REMOTE_DIR mirrors (whose runs they are)."""
     rows = [("run", "task", "started (UTC)", "state", "exit", "result")]
-    for row in HostRuns(sess).listing():
+    runs = HostRuns(sess)
+    for row in runs.listing():
         when = (datetime.fromtimestamp(row["started"], timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
                 if row.get("started") else "?")
         parsed = records.parse_result(row.get("result") or "")
@@ -663,7 +669,7 @@ def status(sess: Session) -> list[tuple]:
         task = f"{row['task']} (group of {len(row['members'])})" if row.get("group") else row["task"]
         rows.append((row["id"], task, when, shown_state(row),
                      "" if row["exit_code"] is None else str(row["exit_code"]), metrics))
-    return rows
+    return rows, runs.checkout
 
 
 def shown_state(row: dict) -> str:

@@ -20,6 +20,7 @@ class Preflight:
     only: tuple = ()  # --only paths, checked (settings.sync_paths); empty: SYNC_ONLY
     force_sync: bool = False  # past SYNC_MAX_MB / SYNC_MAX_FILES
     checksum: bool = False
+    take_over: bool = False  # sync into a REMOTE_DIR that mirrors another checkout, which it then mirrors
     dry_run: bool = False  # `sync --dry-run`: say what a sync would do, change nothing
     bootstrap: bool = False
     rebuild: bool = False  # `bootstrap --force`
@@ -40,17 +41,19 @@ class Preflight:
             raise Failure("`sync --dry-run` only shows what a sync would do",
                           "run it on its own, without a run task after it")
         return self.plus(only=options.only, force_sync=options.force_sync, checksum=options.checksum,
-                         allow_busy=options.allow_busy, cpu_ok=options.cpu_ok)
+                         take_over=options.take_over, allow_busy=options.allow_busy, cpu_ok=options.cpu_ok)
 
 
 CHAIN = Preflight(sync=True, bootstrap=True, gpu=True)  # a run task's steps, when no chain planned them
 
 
-def plan_sync(preflight: Preflight, settings, only=(), dry_run=False, force=False, checksum=False) -> Preflight:
+def plan_sync(preflight: Preflight, settings, only=(), dry_run=False, force=False, checksum=False,
+              take_over=False) -> Preflight:
     from .settings import sync_paths
 
     paths = tuple(sync_paths("--only", settings.workspace, only)) if only else ()
-    return preflight.plus(sync=True, only=paths, dry_run=dry_run, force_sync=force, checksum=checksum)
+    return preflight.plus(sync=True, only=paths, dry_run=dry_run, force_sync=force, checksum=checksum,
+                          take_over=take_over)
 
 
 def plan_bootstrap(preflight: Preflight, settings, force=False) -> Preflight:

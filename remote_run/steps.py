@@ -58,8 +58,12 @@ class Prepared:
 
 
 def sync_plan(preflight: Preflight, settings) -> syncing.Plan:
-    """What the planned sync has to do (remote_run.sync.plan), with its flags."""
-    return syncing.plan(settings, only=preflight.only or None, checksum=preflight.checksum, force=preflight.force_sync)
+    """What the planned sync has to do (remote_run.sync.plan), with its flags, from this checkout."""
+    from . import checkout
+
+    plan = syncing.plan(settings, only=preflight.only or None, checksum=preflight.checksum, force=preflight.force_sync)
+    plan.checkout = checkout.spec(settings, take_over=preflight.take_over)
+    return plan
 
 
 def carry_out(sess, preflight: Preflight) -> Prepared:

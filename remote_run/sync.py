@@ -121,14 +121,15 @@ def filters(found) -> list[str]:
 
 
 def rsync(host: Host, source: str, target: str, *, filters=(), delete=False, progress=False, extra=(),
-          claim: str | None = None, stamp: str = ""):
+          claim: str | None = None, stamp: str = "", checkout: dict | None = None):
     """rsync ``source`` to ``target`` (either may be remote, written as ``host.rsync_path(...)``).
 
     Symlinks are kept as symlinks (-a) and paths are arguments, never shell text. For an SSH host
     rsync rides the host's ControlMaster. ``claim`` (REMOTE_DIR) runs rsync inside the host
-    program's claim of it (host.owner.claim: refused unless ours, then stamped with ``stamp``;
-    ``stamp=None``: only checked, for a dry run): on an SSH host around rsync's receiving side,
-    on `local` around the whole rsync. ``progress``: one updating line on stderr.
+    program's claim of it (host.owner.claim: refused unless ours and mirroring ``checkout``, a
+    remote_run.checkout.spec(), then stamped with ``stamp``; ``stamp=None``: only checked, for a
+    dry run): on an SSH host around rsync's receiving side, on `local` around the whole rsync.
+    ``progress``: one updating line on stderr.
     """
     argv = ["rsync", "-a", "--stats", *[f"--filter={f}" for f in filters]]
     if delete:
@@ -137,7 +138,8 @@ def rsync(host: Host, source: str, target: str, *, filters=(), delete=False, pro
         argv.append("--info=progress2")
     wrapper: list = []
     if claim:
-        wrapper = host.program("claim-check", claim, "") if stamp is None else host.program("claim", claim, stamp)
+        mirrored = json.dumps(checkout) if checkout else ""
+        wrapper = host.program("claim-check" if stamp is None else "claim", claim, stamp or "", mirrored)
     if not host.is_local:
         argv += ["-z", "-e", join(host.ssh_argv())]
     argv += [*extra, source, target]
@@ -218,10 +220,14 @@ class Plan:
     before: dict | None = field(default=None, repr=False)  # what the last sync from here sent, under any rules
     excluded: dict = field(default_factory=dict, repr=False)  # folders the rules leave out: {rel: (pattern, origin)}
     how: str = ""  # what the sync did: "unchanged", "delta" or "rsync"
+    # this checkout (remote_run.checkout.spec): the host refuses REMOTE_DIR if it mirrors another one
+    checkout: dict | None = None
 
     def check(self) -> dict:
         """The launcher's "sync" check for this plan (clean and delta plans)."""
         spec = {"rules": self.rules, "expect": self.fingerprint, "protected": _jsonable(self.protected)}
+        if self.checkout:
+            spec["checkout"] = self.checkout
         if self.kind == "delta":
             spec["expect"] = self.delta["base"]
             spec["delta"] = self.delta
@@ -368,7 +374,7 @@ def full(host: Host, plan: Plan, *, progress: bool | None = None) -> SyncSummary
     forget(plan)  # until the host confirms the new state, no fast path may trust the old one
     started = time.perf_counter()
     result = rsync(host, f"{s.workspace}/", host.rsync_path(s.remote_dir + "/"), filters=filters(plan.rules),
-                   delete=True, progress=progress, claim=s.remote_dir, stamp=plan.fingerprint,
+                   delete=True, progress=progress, claim=s.remote_dir, stamp=plan.fingerprint, checkout=plan.checkout,
                    extra=["--checksum"] if plan.checksum else [])
     seconds = time.perf_counter() - started
     if result.exited:
@@ -505,7 +511,7 @@ def preview(host: Host, plan: Plan) -> Preview:
     result = rsync(host, f"{s.workspace}/", host.rsync_path(s.remote_dir + "/"), filters=filters(plan.rules),
                    delete=True,
                    extra=["--dry-run", "--out-format=%i %l %n", *(["--checksum"] if plan.checksum else [])],
-                   claim=s.remote_dir, stamp=None)
+                   claim=s.remote_dir, stamp=None, checkout=plan.checkout)
     if result.exited:
         raise rsync_error(host, result, f"dry run of the sync of {s.workspace} to {host.label}:{s.remote_dir}")
     uploads, created, deletions = [], 0, []
@@ -578,8 +584,11 @@ def _size(count: int) -> str:
 
 
 def checked(plan: Plan, report: dict) -> bool:
-    """Take the host's answer to plan.check(): True when REMOTE_DIR is as sent (the delta applied)."""
+    """Take the host's answer to plan.check(): True when REMOTE_DIR is as sent (the delta applied);
+    its refusal (REMOTE_DIR mirrors another checkout) stops here, in its one line."""
     state = (report or {}).get("state")
+    if state == "refused":
+        raise Failure(report["detail"], kind=Kind.ENVIRONMENT)  # as the claim's refusal (rsync_error)
     if state == "applied":
         save(plan)
     if state in ("ok", "applied"):

@@ -3,11 +3,13 @@
     check PAYLOAD | start PAYLOAD      the checks; the checks and then a run (PAYLOAD: JSON, or a line on stdin)
     follow|attach|cat ROOT RUN OFFSET  show a run's log from OFFSET; attach/follow wait for its end
     kill ROOT RUN GRACE [OFFSET]       stop a run (then show its log from OFFSET)
-    status ROOT                        every run in ROOT/runs, as JSON
+    status ROOT                        every run in ROOT/runs, as JSON (its trailer: the checkout ROOT mirrors)
     bootstrap PAYLOAD                  build or confirm ROOT/.venv (host.installer)
     doctor PAYLOAD                     doctor's look at the host, as JSON; changes nothing
-    claim ROOT STAMP [COMMAND...]      the sync's claim of ROOT around COMMAND (rsync); `claim-check`: only look
-    clean ROOT DATA                    delete ROOT (DATA=1: its dataset cache too)
+    claim ROOT STAMP CHECKOUT [COMMAND...]  the sync's claim of ROOT around COMMAND (rsync); `claim-check`: only look
+                                       (CHECKOUT: JSON {"id", "from", "host", "take_over"}, or "" for no check)
+    whose ROOT                         the checkout ROOT mirrors and how many runs it holds, as JSON
+    clean ROOT DATA [CHECKOUT]         delete ROOT (DATA=1: its dataset cache too)
     pulled PAYLOAD                     the files a run wrote that match --pull patterns, as JSON
     explode DIR                        write this program's sources into DIR, to read or run by hand
 
@@ -45,14 +47,19 @@ def main(argv):
         from . import doctor
 
         return doctor.main(payload_of(argv))
-    if mode in ("claim", "claim-check") and len(argv) >= 3:
+    if mode in ("claim", "claim-check") and len(argv) >= 4:
         from . import owner
 
-        return owner.claim(argv[1], argv[2], mode == "claim-check", argv[3:])
-    if mode == "clean" and len(argv) == 3:
+        return owner.claim(argv[1], argv[2], mode == "claim-check", argv[4:], json.loads(argv[3] or "null"))
+    if mode == "whose" and len(argv) == 2:
+        from . import owner
+
+        sys.stdout.write(json.dumps(owner.whose(argv[1])) + "\n")
+        return exits.OK
+    if mode == "clean" and len(argv) in (3, 4):
         from . import clean
 
-        return clean.clean(argv[1], argv[2] == "1")
+        return clean.clean(argv[1], argv[2] == "1", json.loads(argv[3]) if len(argv) == 4 else None)
     if mode == "pulled":
         from . import pulled
 
@@ -81,6 +88,10 @@ def run_mode(mode, argv):
     trailer = runs.trailer(run_dir, code)
     if told.refused is not None:
         trailer["refused"] = told.refused
+    if mode == "status":
+        from .owner import checkout_of
+
+        trailer["checkout"] = checkout_of(argv[1]) if len(argv) > 1 else None  # whose runs these are
     control(sys.stderr, trailer)
     return code
 

@@ -4,19 +4,28 @@ last synced (and a small delta applied), is the environment current, what do the
 import os
 import sys
 
-from . import exits, queue, tree
+from . import exits, owner, queue, tree
 from . import gpus as gpu_info
 from .files import read_text, remove, write_text
 
 
 def check_sync(root, spec):
-    """Is REMOTE_DIR the tree the workspace last synced (spec["expect"])? Then apply spec["delta"]."""
-    if not os.path.isfile(os.path.join(root, ".remote-run", "owner")):
+    """Is REMOTE_DIR the tree the workspace last synced (spec["expect"])? Then apply spec["delta"].
+    Another checkout's REMOTE_DIR is "refused" before anything is looked at or written (the same
+    check as the sync's claim, owner.other_checkout); a confirmed sync records spec["checkout"]."""
+    if not os.path.isfile(os.path.join(root, owner.MARKER)):
         return {"state": "stale", "detail": "REMOTE_DIR is not set up by remote-run yet"}
+    line = owner.other_checkout(root, spec.get("checkout"))
+    if line:
+        return {"state": "refused", "detail": line}
     stamp = read_text(os.path.join(root, tree.STAMP))
     rules = tree.compile_rules(spec["rules"])
     if stamp != spec["expect"] or tree.host_fingerprint(root, rules, spec.get("protected", {})) != spec["expect"]:
         return {"state": "stale", "detail": "REMOTE_DIR differs from the last sync"}
+    try:
+        owner.mirror(root, spec.get("checkout"))  # adopted, taken over, or where the checkout is now
+    except OSError as exc:
+        return {"state": "stale", "detail": "cannot record the checkout: %s" % (exc.strerror or exc)}
     delta = spec.get("delta")
     if not delta:
         return {"state": "ok"}

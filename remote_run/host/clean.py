@@ -1,4 +1,5 @@
-"""`inv clean`: delete REMOTE_DIR, only if remote-run created it and none of its runs is live."""
+"""`inv clean`: delete REMOTE_DIR, only if remote-run created it, it mirrors this checkout (or
+--take-over) and none of its runs is live."""
 
 import os
 import shutil
@@ -6,12 +7,13 @@ import shutil
 from . import exits, states, tree
 from .control import fail, say
 from .files import remove
-from .owner import MARKER, examine, refusal
+from .owner import CHECKOUT, MARKER, examine, other_checkout, refusal, shown, whose
 from .runs import state_of
 
 
-def clean(root, data):
-    """Delete REMOTE_DIR; keep its dataset cache data/ (and our own state) unless ``data``."""
+def clean(root, data, checkout=None):
+    """Delete REMOTE_DIR; keep its dataset cache data/ (and our own state) unless ``data``. Another
+    checkout's REMOTE_DIR (owner.other_checkout) is refused: its runs are not this one's to lose."""
     found = examine(root)
     if found["state"] == "absent":
         say("nothing to clean: %s does not exist" % root)
@@ -22,6 +24,12 @@ def clean(root, data):
     if not os.path.isfile(os.path.join(root, MARKER)):
         return fail("REMOTE_DIR=%s was not created by remote-run (no %s marker); refusing to delete it"
                     % (root, MARKER), exits.REFUSED)
+    if other_checkout(root, checkout):
+        found = whose(root)
+        return fail("REMOTE_DIR=%s on %s mirrors another checkout (%s) and holds %d of its runs, which clean would "
+                    "delete; add --take-over to delete them too, or set REMOTE_DIR to this checkout's own"
+                    % (root, checkout.get("host") or "this host", shown(found["checkout"]), found["runs"]),
+                    exits.REFUSED)
     runs = os.path.join(root, "runs")
     for name in sorted(os.listdir(runs)) if os.path.isdir(runs) else []:
         if state_of(os.path.join(runs, name))[0] in states.LIVE:
@@ -40,5 +48,6 @@ def clean(root, data):
             os.unlink(path)
     remove(os.path.join(root, tree.STAMP))
     remove(os.path.join(root, tree.RENDERED))
+    remove(os.path.join(root, CHECKOUT))  # what is left mirrors no checkout: the next sync's adopts it
     say("removed %s except the dataset cache %s/data (add --data to remove it too)" % (root, root))
     return exits.OK

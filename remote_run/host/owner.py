@@ -6,18 +6,26 @@ owns or can write to without the sticky bit (they could swap what is in it); a s
 file, a directory another user owns or can write to; a non-empty directory remote-run did not
 create (a sync with --delete would destroy its files). A missing REMOTE_DIR is created with mode
 700 (mkdir is atomic: if someone else creates it first, the checks run on theirs and refuse).
+
+Beside it, the one check of which checkout of the workspace REMOTE_DIR mirrors: a sync records
+the checkout's id (kept on that machine, in RUNS_DIR/.checkout) in REMOTE_DIR/.remote-run/checkout,
+with where it was synced from (machine:path, for display) and when; a sync from another checkout
+is refused, unless it takes REMOTE_DIR over (--take-over).
 """
 
+import json
 import os
 import pwd
 import stat
 import subprocess
+import time
 
 from . import exits, tree
 from .control import fail
-from .files import remove, write_text
+from .files import read_json, remove, write_text
 
 MARKER = ".remote-run/owner"
+CHECKOUT = ".remote-run/checkout"  # {"id", "from": machine:path, "synced": seconds}
 REFUSED = ("home", "ancestor", "symlink", "notdir", "foreign", "writable", "unclaimed", "unreadable")
 
 
@@ -43,7 +51,7 @@ def examine(root):
 
     States: home, ancestor (above, owner, mode, why), absent (parent, writable), symlink (target),
     notdir, foreign, writable, unreadable (error), and for a directory that may be used: ours
-    (synced, runs), empty, or unclaimed (refused).
+    (synced, runs, checkout: checkout_of), empty, or unclaimed (refused).
     """
     me = os.geteuid()
     home = os.path.realpath(os.path.expanduser("~"))
@@ -88,7 +96,7 @@ def examine(root):
     elif os.path.isfile(os.path.join(root, MARKER)):
         runs = os.path.join(root, "runs")
         found.update(state="ours", synced=os.path.isfile(os.path.join(root, tree.STAMP)),
-                     runs=len(os.listdir(runs)) if os.path.isdir(runs) else 0)
+                     runs=len(os.listdir(runs)) if os.path.isdir(runs) else 0, checkout=checkout_of(root))
     else:
         try:
             found["state"] = "empty" if not os.listdir(root) else "unclaimed"
@@ -129,11 +137,60 @@ def not_ours(root):
     return "" if found["state"] in ("absent", "empty") else refusal(root, found)
 
 
-def claim(root, stamp, check, command):
-    """The sync's side on the host: refuse REMOTE_DIR unless it is ours, create it (mode 700),
-    mark it as remote-run's, run ``command`` (rsync's receiving side, or on `local` the whole
-    rsync) and, when that succeeded, write the sync ``stamp``. ``check`` (`sync --dry-run`): the
-    same checks, then ``command``, and nothing is created, marked or stamped."""
+def checkout_of(root):
+    """The record of the checkout REMOTE_DIR mirrors ({"id", "from", "synced"}), or None when it has
+    none (never synced, or synced before remote-run recorded checkouts)."""
+    found = read_json(os.path.join(root, CHECKOUT))
+    return found if isinstance(found, dict) and isinstance(found.get("id"), str) else None
+
+
+def shown(record):
+    """A checkout as people are shown it: where it was synced from, and when (never more)."""
+    synced = record.get("synced")
+    when = (", synced %s" % time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(synced))
+            if isinstance(synced, (int, float)) else "")
+    return "%s%s" % (record.get("from") or "a checkout that did not say where it was", when)
+
+
+def other_checkout(root, checkout):
+    """The line refusing ``checkout`` (this machine's {"id", "from", "host", "take_over"}) a
+    REMOTE_DIR that mirrors another checkout ("" when it may go on: the same checkout, wherever it
+    is now; no record; --take-over; or no ``checkout`` given, by hand)."""
+    if not checkout or checkout.get("take_over"):
+        return ""
+    record = checkout_of(root)
+    # A REMOTE_DIR claimed before checkouts were recorded has none: the first checkout that syncs it
+    # adopts it, silently (mirror() records it).
+    if record is None or record["id"] == checkout.get("id"):
+        return ""
+    return ("REMOTE_DIR=%s on %s mirrors another checkout (%s); set REMOTE_DIR to another path for this one, "
+            "or take it over with --take-over" % (root, checkout.get("host") or "this host", shown(record)))
+
+
+def mirror(root, checkout):
+    """Record that REMOTE_DIR now mirrors ``checkout`` (synced from its machine:path, now)."""
+    if checkout:
+        record = {"id": checkout["id"], "from": checkout.get("from", ""), "synced": round(time.time(), 3)}
+        write_text(os.path.join(root, CHECKOUT), json.dumps(record) + "\n")
+
+
+def whose(root):
+    """What `pull-logs` and `clean` say about REMOTE_DIR: whether it exists, the checkout it mirrors
+    (checkout_of) and how many runs it holds."""
+    runs = os.path.join(root, "runs")
+    try:
+        count = sum(1 for name in os.listdir(runs) if os.path.isfile(os.path.join(runs, name, "meta.json")))
+    except OSError:
+        count = 0
+    return {"exists": os.path.isdir(root), "checkout": checkout_of(root), "runs": count}
+
+
+def claim(root, stamp, check, command, checkout=None):
+    """The sync's side on the host: refuse REMOTE_DIR unless it is ours and mirrors ``checkout``
+    (other_checkout), create it (mode 700), mark it as remote-run's, record the checkout, run
+    ``command`` (rsync's receiving side, or on `local` the whole rsync) and, when that succeeded,
+    write the sync ``stamp``. ``check`` (`sync --dry-run`): the same checks, then ``command``, and
+    nothing is created, marked, recorded or stamped."""
     found = examine(root)
     if found["state"] == "absent":
         if check:
@@ -147,7 +204,7 @@ def claim(root, stamp, check, command):
             return fail("cannot create REMOTE_DIR=%s (permission denied or disk full); choose a writable location"
                         % root, exits.REFUSED)
         found = examine(root)
-    line = refusal(root, found)
+    line = refusal(root, found) or other_checkout(root, checkout)
     if line:
         return fail(("a sync would refuse it: " if check else "") + line, exits.REFUSED)
     if check:
@@ -156,6 +213,7 @@ def claim(root, stamp, check, command):
         if not os.path.isfile(os.path.join(root, MARKER)):
             write_text(os.path.join(root, MARKER),
                        "created by remote-run; delete this directory with: inv clean --yes\n")
+        mirror(root, checkout)  # before rsync writes: a sync from another checkout meanwhile is refused
     except OSError:
         return fail("cannot write to REMOTE_DIR=%s; check free space and permissions" % root, exits.REFUSED)
     if not command:

@@ -3,7 +3,7 @@
 from invoke import Collection, task
 from invoke.exceptions import Exit
 
-from ..output import show, table
+from ..output import say, show, table
 from ..session import session
 
 
@@ -22,8 +22,8 @@ def logs(c, run="", follow=False):
 
 @task
 def status(c):
-    """List the runs on the host: id, task, started, state, exit code and RESULT metrics."""
-    from .. import pipeline
+    """List the runs on the host: id, task, started, state, exit code and RESULT metrics; say whose runs they are."""
+    from .. import checkout, pipeline
 
     sess = session(c)
     several = len(sess.settings.hosts) > 1
@@ -31,7 +31,9 @@ def status(c):
     for spec in sess.settings.hosts:
         if several:
             sess.use_host(spec)
-        found += [(spec.spec, *row) if several else row for row in pipeline.status(sess)[1:]]
+        rows, record = pipeline.status(sess)
+        say(checkout.whose_runs(sess.settings, sess.host.label, record))  # on stderr: the table stays parseable
+        found += [(spec.spec, *row) if several else row for row in rows[1:]]
     if not found:
         show(f"no runs in {', '.join(h.spec if several else sess.host.label for h in sess.settings.hosts)}:"
              f"{sess.settings.remote_dir}/runs")

@@ -3,7 +3,6 @@
 from invoke import Collection, task
 
 from ..chain import Step
-from ..errors import Failure
 from ..output import say
 from ..session import session
 
@@ -18,16 +17,18 @@ SYNC_HELP = {
     **SYNC_HELP,
     "dry_run": "show what a sync would upload and delete (counts, bytes, the ten largest files) and change nothing",
     "force": "go on even when the upload is over SYNC_MAX_MB or SYNC_MAX_FILES",
+    "take_over": "sync even when REMOTE_DIR mirrors another checkout of the workspace: it mirrors this one from now "
+                 "on (the other's runs stay in it)",
 })
-def sync(c, only=None, dry_run=False, force=False, checksum=False):
+def sync(c, only=None, dry_run=False, force=False, checksum=False, take_over=False):
     """Mirror the workspace into REMOTE_DIR with rsync --delete (runs/, .venv and data/ are never deleted)."""
-    sync.carry_out(c, only=only or (), dry_run=dry_run, force=force, checksum=checksum)
+    sync.carry_out(c, only=only or (), dry_run=dry_run, force=force, checksum=checksum, take_over=take_over)
 
 
 @task(name="pull-logs", help={"run": "pull only this run id (default: every run)"})
 def pull_logs(c, run=""):
-    """Copy REMOTE_DIR/runs/ into RUNS_DIR; files that already exist locally are never overwritten."""
-    from .. import hosts, records
+    """Copy REMOTE_DIR/runs/ into RUNS_DIR and say whose runs they are; local files are never overwritten."""
+    from .. import checkout, hosts, records
     from .. import sync as syncing
 
     sess = session(c)
@@ -40,24 +41,30 @@ def pull_logs(c, run=""):
             summary = syncing.pull_runs(sess.host, None)
             say(f"pulled {summary.files} new files ({summary.bytes} bytes) "
                 f"from {sess.host.label}:{sess.settings.remote_dir}/runs")
+            say(checkout.whose_runs(sess.settings, sess.host.label, checkout.whose(sess.host)["checkout"]))
         sess.use_host(listed[0])
     summary = syncing.pull_runs(sess.host, records.check_run_id(run) or None)
     s = sess.settings
     say(f"pulled {summary.files} new files ({summary.bytes} bytes) from {sess.host.label}:{s.remote_dir}/runs "
         f"into {s.runs_dir}")
+    say(checkout.whose_runs(s, sess.host.label, checkout.whose(sess.host)["checkout"]))
 
 
-@task(name="clean", help={"yes": "really delete (without it, only say what would be deleted)",
-                          "data": "also delete the dataset cache REMOTE_DIR/data"})
-def clean(c, yes=False, data=False):
+@task(name="clean", help={"yes": "really delete (without it, only say what would be deleted, and whose runs)",
+                          "data": "also delete the dataset cache REMOTE_DIR/data",
+                          "take_over": "delete REMOTE_DIR even when it mirrors another checkout, with that one's runs"})
+def clean(c, yes=False, data=False, take_over=False):
     """Delete REMOTE_DIR on the host (only a directory remote-run created); keeps data/ unless --data."""
     from .. import cleanup
 
     sess = session(c)
-    what = f"{sess.host.label}:{sess.settings.remote_dir}" + ("" if data else " (keeping its data/ dataset cache)")
     if not yes:
-        raise Failure(f"this would delete {what}", "run again with --yes to do it")
-    say(cleanup.clean(sess.host, data=data))
+        problem = cleanup.preview(sess.host, data=data, take_over=take_over)
+        if problem is None:
+            say(f"nothing to clean: {sess.host.label}:{sess.settings.remote_dir} does not exist")
+            return
+        raise problem
+    say(cleanup.clean(sess.host, data=data, take_over=take_over))
 
 
 ns = Collection(sync, pull_logs, clean)

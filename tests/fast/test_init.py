@@ -184,6 +184,20 @@ def test_every_remote_dir_that_is_not_ours_fails_with_the_fix(ws, state, extra, 
     assert "choose another REMOTE_DIR" in check.fix or (state == "home" and "directory of its own" in check.fix)
 
 
+def test_remote_dir_says_which_checkout_it_mirrors_and_warns_of_another(ws):
+    from remote_run import checkout
+
+    s = settings.load(environ={"REMOTE_HOST": "box", "WORKSPACE": os.getcwd()})
+    ours = {"state": "ours", "owner": "me", "mode": "0700", "synced": True, "runs": 2,
+            "checkout": {"id": checkout.own_id(s), "from": "laptop:/x", "synced": 0}}
+    check = statuses(host_report(remote_dir=ours))["REMOTE_DIR"]
+    assert check.status == "ok" and check.text.endswith("; it mirrors this checkout"), check
+    theirs = dict(ours, checkout={"id": "c" * 32, "from": "laptop:/home/ann/proj", "synced": 0})
+    check = statuses(host_report(remote_dir=theirs))["REMOTE_DIR"]
+    assert check.status == "warn" and "mirrors another checkout (laptop:/home/ann/proj, synced " in check.text
+    assert "--take-over" in check.fix
+
+
 def test_an_index_out_of_reach_fails_only_when_bootstrap_needs_it(ws, tmp_path):
     down = [{"url": "https://pypi.org/simple", "label": "packages", "kind": "net", "host": "pypi.org", "port": 443,
              "ok": False, "error": "Name or service not known"}]

@@ -93,13 +93,18 @@ def test_each_step_runs_once_per_invocation(env, capsys):
     assert payload_of(c.run.call_args)["gpu"]["allow_busy"] is True  # the flags of both mentions
 
 
-def test_clean_without_yes_says_what_it_would_delete_and_sends_nothing(env):
-    c = mock()
+WHOSE = re.compile(r".* whose['\s]", re.S)
+
+
+def test_clean_without_yes_says_what_it_would_delete_and_whose_runs_and_only_asks(env):
+    answer = {"exists": True, "runs": 3, "checkout": {"id": "0" * 32, "from": "laptop:/home/ann/proj", "synced": 0}}
+    c = mock({WHOSE: Result(stdout=json.dumps(answer) + "\n")})
     with pytest.raises(Failure) as info:
         workspace.clean(c)
     assert info.value.kind is Kind.USAGE and "l1:/tmp/rrt_fast_remote" in info.value.problem
-    assert "--yes" in info.value.fix
-    assert c.run.call_count == 0
+    assert "3 runs of another checkout (laptop:/home/ann/proj, synced 1970-01-01 00:00 UTC)" in info.value.problem
+    assert "--yes --take-over" in info.value.fix
+    assert c.run.call_count == 1  # the question, read-only: nothing is deleted without --yes
 
 
 def test_an_unknown_alias_is_one_line_from_ssh_s_own_message(env):

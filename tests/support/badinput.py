@@ -362,6 +362,7 @@ ROWS = [
     BadInput(id='train-david-only-outside', args=['train-david', '--only', '/tmp'], needle='outside the workspace'),
     BadInput(id='train-hlb-only-with-sky', args=['train-hlb', '--sky', 'gpu', '--only', 'scripts'], needle='SkyPilot'),
     BadInput(id='train-david-checksum-with-sky', args=['train-david', '--sky', 'gpu', '--checksum'], needle='SkyPilot'),
+    BadInput(id='train-hlb-take-over-with-sky', args=['train-hlb', '--sky', 'gpu', '--take-over'], needle='SkyPilot'),
     BadInput(id='dry-run-then-a-run', args=['sync', '--dry-run', 'run', 'scripts/hello.py'], needle='--dry-run'),
     BadInput(id='dry-run-only-missing', args=['sync', '--dry-run', '--only', 'nope'], needle='does not exist'),
     BadInput(id='sync-only-setting-dotdot', args=['sync'], needle='SYNC_ONLY', env={'SYNC_ONLY': '../x'}),

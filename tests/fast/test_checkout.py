@@ -1,0 +1,195 @@
+"""Which checkout a REMOTE_DIR mirrors: the host program's one check of it (host.owner, used by the
+sync's claim, the fast path's check and clean) and this machine's id (remote_run.checkout),
+imported and tested directly."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+
+import pytest
+
+from remote_run import checkout, settings
+from remote_run.errors import Failure
+from remote_run.host import checks, clean, owner, tree
+from remote_run.host.exits import REFUSED
+from remote_run.options import RunOptions
+from remote_run.preflight import Preflight
+
+ANN = {"id": "a" * 32, "from": "laptop:/home/ann/proj", "host": "l1", "take_over": False}
+BOB = {"id": "b" * 32, "from": "desk:/home/ann/proj", "host": "l1", "take_over": False}
+
+
+@pytest.fixture
+def root(tmp_path):
+    """A REMOTE_DIR that Ann's checkout synced (claimed, recorded, stamped), with one run."""
+    base = tmp_path / "base"
+    base.mkdir(mode=0o755)
+    found = base / "remote"
+    assert owner.claim(str(found), "stamp-1", False, ["true"], ANN) == 0
+    (found / "train.py").write_text("print(1)\n")
+    (found / "runs" / "r1").mkdir(parents=True)
+    (found / "runs" / "r1" / "meta.json").write_text("{}")
+    (found / "runs" / "r1" / "exit_code").write_text("0\n")
+    return found
+
+
+def files(folder) -> dict:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_the_first_sync_records_the_checkout_and_where_it_came_from(root):
+    record = owner.checkout_of(str(root))
+    assert record["id"] == ANN["id"] and record["from"] == "laptop:/home/ann/proj"
+    assert set(record) == {"id", "from", "synced"}  # never the host label, never anything else of this machine
+    assert owner.shown(dict(record, synced=0)) == "laptop:/home/ann/proj, synced 1970-01-01 00:00 UTC"
+
+
+@pytest.mark.parametrize("mine, refused", [
+    (None, False),  # by hand: no checkout given, no check
+    (ANN, False),
+    (dict(ANN, **{"from": "laptop:/home/ann/moved"}), False),  # the same checkout, moved: still it
+    (BOB, True),
+    (dict(BOB, take_over=True), False),
+], ids=["by-hand", "same", "moved", "other", "take-over"])
+def test_only_another_checkout_is_refused_unless_it_takes_over(root, mine, refused):
+    line = owner.other_checkout(str(root), mine)
+    assert bool(line) == refused
+    if refused:
+        assert line.startswith(f"REMOTE_DIR={root} on l1 mirrors another checkout (laptop:/home/ann/proj, synced ")
+        assert line.endswith("; set REMOTE_DIR to another path for this one, or take it over with --take-over")
+
+
+def test_a_sync_from_another_checkout_is_refused_and_changes_nothing(root, tmp_path, capsys):
+    before = files(root)
+    assert owner.claim(str(root), "stamp-2", False, ["touch", str(tmp_path / "ran")], BOB) == REFUSED
+    assert "mirrors another checkout (laptop:/home/ann/proj" in capsys.readouterr().err
+    assert not (tmp_path / "ran").exists() and files(root) == before
+    assert owner.claim(str(root), "", True, ["touch", str(tmp_path / "ran")], BOB) == REFUSED  # sync --dry-run
+    assert "a sync would refuse it: REMOTE_DIR=" in capsys.readouterr().err
+    assert not (tmp_path / "ran").exists() and files(root) == before
+
+
+def test_taking_over_rewrites_the_record_and_keeps_the_runs(root):
+    assert owner.claim(str(root), "stamp-2", False, ["true"], dict(BOB, take_over=True)) == 0
+    assert owner.checkout_of(str(root))["from"] == "desk:/home/ann/proj"
+    assert (root / "runs" / "r1" / "meta.json").is_file()
+    assert owner.other_checkout(str(root), ANN)  # now Ann's is the other one
+    assert not owner.other_checkout(str(root), BOB)
+
+
+def test_a_moved_checkout_is_recorded_where_it_is_now(root):
+    assert owner.claim(str(root), "stamp-2", False, ["true"], dict(ANN, **{"from": "laptop:/srv/proj"})) == 0
+    assert owner.checkout_of(str(root))["from"] == "laptop:/srv/proj"
+
+
+def test_a_remote_dir_from_before_checkouts_were_recorded_is_adopted_by_the_first_sync(root):
+    (root / owner.CHECKOUT).unlink()
+    assert owner.checkout_of(str(root)) is None and not owner.other_checkout(str(root), BOB)
+    assert owner.claim(str(root), "stamp-2", False, ["true"], BOB) == 0
+    assert owner.checkout_of(str(root))["id"] == BOB["id"]
+
+
+@pytest.mark.parametrize("text", ["not json", "[]", '{"from": "x:/y"}'])
+def test_a_record_that_cannot_be_read_counts_as_none(root, text):
+    (root / owner.CHECKOUT).write_text(text)
+    assert owner.checkout_of(str(root)) is None
+
+
+def spec_for(root, mine, delta=None) -> dict:
+    expect = tree.host_fingerprint(str(root), tree.compile_rules([]), {})
+    return {"rules": [], "expect": expect, "protected": {}, "checkout": mine, **({"delta": delta} if delta else {})}
+
+
+def test_the_fast_path_refuses_another_checkout_before_it_looks_or_writes(root):
+    (root / tree.STAMP).write_text(spec_for(root, ANN)["expect"] + "\n")
+    before = files(root)
+    delta = {"base": "x", "target": "y", "files": [["train.py", "cHJpbnQoMik=", 420, 0]], "links": [], "dirs": [],
+             "delete": []}
+    report = checks.check_sync(str(root), spec_for(root, BOB, delta))
+    assert report["state"] == "refused" and "mirrors another checkout (laptop:/home/ann/proj" in report["detail"]
+    assert files(root) == before  # the stamp, the record, the files: as they were
+    assert not checks.run_checks(str(root), {"sync": spec_for(root, BOB)})["ok"]
+
+
+def test_the_fast_path_confirms_this_checkout_and_records_where_it_is(root):
+    (root / tree.STAMP).write_text(spec_for(root, ANN)["expect"] + "\n")
+    moved = dict(ANN, **{"from": "laptop:/srv/proj"})
+    assert checks.check_sync(str(root), spec_for(root, moved)) == {"state": "ok"}
+    assert owner.checkout_of(str(root))["from"] == "laptop:/srv/proj"
+    assert checks.check_sync(str(root), spec_for(root, dict(BOB, take_over=True))) == {"state": "ok"}
+    assert owner.checkout_of(str(root))["id"] == BOB["id"]
+
+
+def test_clean_refuses_another_checkouts_remote_dir_unless_it_takes_over(root, capsys):
+    assert owner.whose(str(root)) == {"exists": True, "checkout": owner.checkout_of(str(root)), "runs": 1}
+    assert clean.clean(str(root), False, BOB) == REFUSED
+    line = capsys.readouterr().err
+    assert "mirrors another checkout (laptop:/home/ann/proj" in line and "holds 1 of its runs" in line, line
+    assert (root / "runs" / "r1").is_dir()
+    assert clean.clean(str(root), False, dict(BOB, take_over=True)) == 0
+    assert not root.exists()
+    assert owner.whose(str(root)) == {"exists": False, "checkout": None, "runs": 0}
+
+
+def test_clean_keeping_data_leaves_no_record_behind(root):
+    (root / "data").mkdir()
+    assert clean.clean(str(root), False, ANN) == 0
+    assert (root / "data").is_dir() and owner.checkout_of(str(root)) is None
+
+
+# --- this machine's side: the checkout's id ------------------------------------------------------
+
+@pytest.fixture
+def loaded(tmp_path, monkeypatch):
+    ws = tmp_path / "proj"
+    ws.mkdir()
+    return settings.load(environ={"WORKSPACE": str(ws), "REMOTE_HOST": "l1"})
+
+
+def test_the_id_is_made_on_first_need_private_and_kept(loaded):
+    assert checkout.own_id(loaded, create=False) is None
+    made = checkout.own_id(loaded)
+    where = loaded.runs_dir / ".checkout"
+    assert stat.S_IMODE(where.stat().st_mode) == 0o600 and where.read_text().strip() == made
+    assert checkout.own_id(loaded) == made and len(made) == 32
+    spec = checkout.spec(loaded, take_over=True)
+    assert spec == {"id": made, "from": f"{os.uname().nodename}:{loaded.workspace}", "host": "l1", "take_over": True}
+
+
+def test_a_damaged_id_is_one_line_with_the_fix(loaded):
+    loaded.runs_dir.mkdir(parents=True)
+    (loaded.runs_dir / ".checkout").write_text("not an id\n")
+    with pytest.raises(Failure) as info:
+        checkout.own_id(loaded)
+    assert ".checkout does not hold a checkout id" in info.value.problem and "delete it" in info.value.fix
+
+
+def test_whose_runs_are_said_in_words(loaded):
+    mine = {"id": checkout.own_id(loaded), "from": "x:/y", "synced": 0}
+    theirs = {"id": "c" * 32, "from": "laptop:/home/ann/proj", "synced": 0}
+    remote = loaded.remote_dir
+    assert checkout.whose_runs(loaded, "l1", mine) == f"runs of this checkout (REMOTE_DIR={remote} on l1)"
+    assert checkout.whose_runs(loaded, "l1", theirs) == (
+        f"REMOTE_DIR={remote} on l1 mirrors another checkout (laptop:/home/ann/proj, synced 1970-01-01 00:00 UTC): "
+        "these are its runs")
+    assert "does not say which checkout it mirrors" in checkout.whose_runs(loaded, "l1", None)
+    assert checkout.runs_of(loaded, mine, 1) == "the 1 run of this checkout"
+    assert checkout.runs_of(loaded, theirs, 19).startswith("19 runs of another checkout (laptop:/home/ann/proj")
+
+
+def test_take_over_travels_from_a_run_tasks_flags_to_the_sync_plan(loaded):
+    checked = RunOptions(take_over=True).check(loaded)
+    assert Preflight(sync=True).for_run(checked).take_over
+    assert "take_over" not in checked.invocation(["take_over", "cpu_ok"])  # a rerun does not take over again
+    with pytest.raises(Failure, match="--take-over"):
+        RunOptions(take_over=True, sky="gpu").check(loaded)
+
+
+def test_the_check_the_host_gets_carries_this_checkout(loaded):
+    from remote_run import steps
+
+    plan = steps.sync_plan(Preflight(sync=True, take_over=True), loaded)
+    assert plan.check()["checkout"] == checkout.spec(loaded, take_over=True)
+    assert json.loads(json.dumps(plan.check()))["checkout"]["take_over"] is True
