@@ -22,7 +22,8 @@ import stat
 import time
 
 from . import gpus as gpu_info
-from .files import write_text
+from .files import remove, write_text
+from .owner import user_name
 from .sampler import dies_with_this_process
 
 # Every user of a host must agree on it; REMOTE_RUN_GPU_QUEUE in the host's environment moves it
@@ -59,17 +60,6 @@ def alive(pid):
     except PermissionError:
         return True
     return True
-
-
-def user_name(uid, names={}):  # noqa: B006 (a cache: the account database is read once per uid)
-    if uid not in names:
-        import pwd
-
-        try:
-            names[uid] = pwd.getpwuid(uid).pw_name
-        except KeyError:
-            names[uid] = "uid %d" % uid
-    return names[uid]
 
 
 def examine_folder(folder, uid):
@@ -289,11 +279,8 @@ class Entry:
 
     def remove(self):
         if self.path:
-            for path in (self.path, self.path[:-len(".json")] + ".lock"):
-                try:
-                    os.unlink(path)
-                except OSError:
-                    pass
+            remove(self.path)
+            remove(self.path[:-len(".json")] + ".lock")
             os.close(_held.pop(self.path, self.lock))
             self.path = self.lock = None
 
