@@ -22,7 +22,7 @@ from pathlib import Path
 
 from . import aftermath, gpu, groups, notify, records, steps, sync, transport
 from .errors import Failure, Kind
-from .host import exits, states
+from .host import exits, layout, states
 from .host.control import CONTROL
 from .host.files import Lines
 from .host.queue import busy_text
@@ -397,10 +397,10 @@ class HostRuns(Backend):
         self.checkout: dict | None = None  # the record of the checkout REMOTE_DIR mirrors, as listing() found it
 
     def runner_path(self, path: str, run_id: str) -> str:
-        return f"{self.host.settings.remote_dir}/runs/{run_id}/work/{path}"  # the run's snapshot
+        return f"{self.host.settings.remote_dir}/{layout.RUNS}/{run_id}/work/{path}"  # the run's snapshot
 
     def remote_log(self, run_id: str) -> str:
-        return f"{self.label}:{self.host.settings.remote_dir}/runs/{run_id}/run.log"
+        return f"{self.label}:{self.host.settings.remote_dir}/{layout.RUNS}/{run_id}/run.log"
 
     def prepare(self, spec: RunSpec) -> None:
         """The steps still due that cannot ride along with the run's command (a full sync, a build)."""
@@ -418,8 +418,9 @@ class HostRuns(Backend):
         host (so a detached group needs no laptop); each is then followed by follow_member()."""
         spec = members[0][1]
         say(f"{spec.task} on {self.label}: {join(spec.argv)}  x{len(members)}  [group {group_id}]")
-        payload = {"group_dir": f"runs/{group_id}", "members": [self._member(run_id, spec, first=i == 0, group=group_id)
-                                                               for i, (run_id, spec) in enumerate(members)]}
+        payload = {"group_dir": f"{layout.RUNS}/{group_id}",
+                   "members": [self._member(run_id, spec, first=i == 0, group=group_id)
+                               for i, (run_id, spec) in enumerate(members)]}
         self._start(payload, Tee(show=False), detach=True, meta={"task": spec.task, "options": spec.options})
 
     def follow_member(self, run_id: str, spec: RunSpec, output: Tee, *, ctrl_c=None) -> Ending:
@@ -432,7 +433,7 @@ class HostRuns(Backend):
         s = self.host.settings
         # into the run's snapshot
         files = {**spec.files, ".remote-run/site/sitecustomize.py": template("numpy_aliases.py")}
-        return {"run_dir": f"runs/{run_id}", "files": files, "argv": spec.argv, "cwd": spec.cwd,
+        return {"run_dir": f"{layout.RUNS}/{run_id}", "files": files, "argv": spec.argv, "cwd": spec.cwd,
                 "meta": {"task": spec.task, "options": spec.options, "forwarded": list(s.remote_env), "group": group}}
 
     def _start(self, part: dict, output: Tee, *, detach: bool, meta: dict | None = None):

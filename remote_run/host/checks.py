@@ -4,7 +4,7 @@ last synced (and a small delta applied), is the environment current, what do the
 import os
 import sys
 
-from . import exits, owner, queue, tree
+from . import exits, layout, owner, queue, tree
 from . import gpus as gpu_info
 from .files import read_text, remove, write_text
 
@@ -18,6 +18,8 @@ def check_sync(root, spec):
     line = owner.other_checkout(root, spec.get("checkout"))
     if line:
         return {"state": "refused", "detail": line}
+    if not os.path.exists(os.path.join(root, layout.MOVED)):
+        return {"state": "stale", "detail": "REMOTE_DIR has the layout of an earlier remote-run"}  # the sync moves it
     stamp = read_text(os.path.join(root, tree.STAMP))
     rules = tree.compile_rules(spec["rules"])
     if stamp != spec["expect"] or tree.host_fingerprint(root, rules, spec.get("protected", {})) != spec["expect"]:

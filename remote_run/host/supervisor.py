@@ -9,7 +9,7 @@ import signal
 import subprocess
 import time
 
-from . import exits, notify, queue, runs, sampler, snapshot
+from . import exits, layout, notify, queue, runs, sampler, snapshot
 from .checks import run_checks
 from .control import control, fail, say
 from .files import remove, write_text
@@ -44,6 +44,7 @@ def start(payload):
                 dict(payload.get("meta", {}), members=[os.path.basename(m["run_dir"]) for m in members],
                      started=time.time())))
         snapshot.release_ended(root)
+        os.makedirs(os.path.join(root, layout.DATA), mode=0o700, exist_ok=True)
         for member in members:
             prepare(root, member, payload.get("rules"), queued=bool(group_dir))
     except snapshot.SnapshotError as exc:
@@ -106,6 +107,7 @@ def supervise(root, group_dir, members, env, sample, pipes, wanted=None, webhook
         env = dict(env, PYTHONPATH=env["PYTHONPATH"] + os.pathsep + environment["PYTHONPATH"])
     environment.update(env)
     environment["PYTHONUNBUFFERED"] = "1"
+    environment["REMOTE_RUN_DATA"] = os.path.join(root, layout.DATA)  # the dataset cache every run shares
     if group_dir:
         write_text(os.path.join(group_dir, "pid"), "%d\n" % os.getpid())
     code = 0
