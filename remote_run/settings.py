@@ -371,7 +371,7 @@ KEYS = (
         "module with `DavidTrainer`"),
     Key("GPU_SAMPLE_SECONDS", "2", _sample_seconds,
         "seconds between the samples of the run's GPUs (utilisation, memory, power) the host writes to "
-        "`runs/<id>/gpu.csv`; 0 = none"),
+        "`.remote-run/runs/<id>/gpu.csv`; 0 = none"),
     Key("REMOTE_RUN_CHECK_TIMEOUT", "60", _seconds("REMOTE_RUN_CHECK_TIMEOUT", 3600),
         "seconds the quick remote checks (GPU query, run listing) may take, so a hung `nvidia-smi` cannot hang "
         "the tool; runs never time out"),
