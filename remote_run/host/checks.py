@@ -120,9 +120,10 @@ def run_checks(root, payload):
         report["gpu"] = check_gpu(payload["gpu"], procs)
     if payload.get("docker"):
         report["docker"] = gpu_info.docker(payload.get("gpu", {}).get("limit", 20))
+    docker_go = report.get("docker", {}).get("state") == "ok" or not payload.get("docker", {}).get("require")
     report["ok"] = (report.get("sync", {}).get("state", "ok") in ("ok", "applied")
                     and report.get("env", {}).get("state", "ok") == "ok"
-                    and report.get("gpu", {}).get("go", True))
+                    and report.get("gpu", {}).get("go", True) and docker_go)
     return report
 
 

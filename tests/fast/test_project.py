@@ -1,4 +1,5 @@
-"""The workspace's pyproject.toml ([tool.remote-run]) and RUN_ENVIRONMENT, which it can set."""
+"""The workspace's pyproject.toml ([tool.remote-run]) and RUN_ENVIRONMENT, which it can set, and what
+docker and none change: no venv, no environment check."""
 
 import pytest
 
@@ -69,3 +70,25 @@ def test_run_environment_from_env_is_checked(tmp_path):
         load(tmp_path, RUN_ENVIRONMENT="Docker")
     assert info.value.problem == "RUN_ENVIRONMENT='Docker' is not valid"
     assert info.value.fix == "use `auto` or `docker` or `none`"
+
+
+def host_of(tmp_path, **environ):
+    from remote_run.transport import Host
+
+    s = load(tmp_path, REMOTE_HOST="l1", **environ)
+    return Host(s, None)
+
+
+def test_docker_and_none_build_no_venv_and_check_no_environment(tmp_path):
+    from remote_run import environment
+
+    auto = host_of(tmp_path)
+    assert auto.uses_venv and auto.python.endswith("/.venv/bin/python")
+    assert environment.check(auto)["kind"] == "venv" and environment.skipped(auto) is None
+    for name in ("docker", "none"):
+        host = host_of(tmp_path, RUN_ENVIRONMENT=name)
+        assert not host.uses_venv and host.python == "python3"
+        assert environment.check(host) is None
+        assert f"RUN_ENVIRONMENT={name}" in environment.skipped(host)
+    own = "/opt/py/bin/python3"
+    assert host_of(tmp_path, RUN_ENVIRONMENT="none", REMOTE_PYTHON=own).python == own
