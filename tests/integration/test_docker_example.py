@@ -56,6 +56,9 @@ def test_the_example_runs_its_container_with_no_environment_built(sshd, example)
     [record] = records(ws)
     assert record["outcome"] == "finished" and record["settings"]["RUN_ENVIRONMENT"] == "docker"
     assert record["hints"] == [] and not [w for w in record["warnings"] if w.startswith("GPU idle")]
+    # gpu-check on its own checks Docker too: the workspace's runs need it
+    checked = cli(sshd, ws, "gpu-check", REMOTE_DIR=remote)
+    assert checked.returncode == 0 and "Docker on l1 can reach the GPUs" in checked.stderr, checked.stderr
     # a warm run: still nothing to build, and the container runs again
     again = run_example(sshd, ws, remote)
     assert again.returncode == 0 and "RESULT_DOCKER epochs=3" in again.stdout, again.stderr
@@ -136,3 +139,15 @@ def test_doctor_fails_when_docker_cannot_reach_the_gpus_and_passes_when_it_can(s
     assert checks["docker"]["status"] == "ok", checks["docker"]
     assert checks["python"]["status"] == "ok" and "no venv is built" in checks["python"]["text"]
     assert not [c for c in checks.values() if c["status"] == "fail"], checks
+
+
+def test_none_runs_with_the_host_s_python3_and_builds_nothing(sshd, example):
+    ws, remote = example
+    done = cli(sshd, ws, "run", "scripts/hello.py", REMOTE_DIR=remote, RUN_ENVIRONMENT="none")
+    assert done.returncode == 0, done.stderr
+    assert "RESULT_HELLO answer=42" in done.stdout
+    assert done.stderr.count("bootstrap: nothing to build, runs use python3 as it is (RUN_ENVIRONMENT=none)") == 1
+    assert "Docker" not in done.stderr  # none starts no containers: Docker is not asked
+    assert not remote_exists(sshd, f"{remote}/.venv")
+    [record] = records(ws)
+    assert record["argv"][0] == "python3" and record["settings"]["RUN_ENVIRONMENT"] == "none"
