@@ -5,6 +5,7 @@ real CLI against the loopback sshd, with a stand-in `docker` on the host's PATH 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 
 import pytest
@@ -99,9 +100,16 @@ def test_the_preflight_refuses_when_docker_cannot_reach_the_gpus(sshd, example, 
         assert f"{needle}; going on (--cpu-ok)" in ok.stderr
 
 
-def test_exit_125_with_the_daemon_message_gets_its_hint(sshd, example):
+@pytest.mark.parametrize("docker", ["stand-in", "real client"])
+def test_exit_125_with_the_daemon_message_gets_its_hint(sshd, example, docker):
     ws, remote = example
-    fake_docker.install(sshd, fake_docker.script(daemon=False))
+    if docker == "stand-in":
+        fake_docker.install(sshd, fake_docker.script(daemon=False))
+    else:  # the real docker client, when the host has one, and no daemon behind the socket it is given
+        if not shutil.which("docker", path=sshd.remote_path):
+            pytest.skip("no docker client on this machine")
+        train = ws / "examples" / "x" / "train.sh"
+        train.write_text(TRAIN_SH.replace("set -e\n", 'set -e\nexport DOCKER_HOST="unix://$PWD/no-daemon.sock"\n'))
     done = run_example(sshd, ws, remote, "--cpu-ok")  # past the preflight, as a daemon that stops mid-way
     assert done.returncode == 125, done.stderr
     assert "hint: `docker` could not reach its daemon on the host" in done.stderr

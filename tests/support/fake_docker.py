@@ -17,7 +17,8 @@ def script(runtimes: str = "nvidia", daemon: bool = True, run_error: str = "") -
     """``runtimes``: a key of RUNTIMES; not ``daemon``: every command fails as with the daemon
     stopped (`docker run` with 125); ``run_error``: `docker run` prints it and exits 125."""
     down = f'echo "{DAEMON_DOWN}" >&2; ' if not daemon else ""
-    run_fails = (f'echo "docker: {DAEMON_DOWN}" >&2; echo "See \'docker run --help\'." >&2; exit 125' if not daemon
+    run_fails = (f'echo "docker: {DAEMON_DOWN}" >&2; echo >&2; '  # as Docker 28.2's client says it
+                 f'echo "Run \'docker run --help\' for more information" >&2; exit 125' if not daemon
                  else f'echo "docker: {run_error}" >&2; exit 125' if run_error else ":")
     return f"""#!/bin/sh
 # Test stand-in for the docker CLI; not Docker.
