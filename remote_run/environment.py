@@ -28,11 +28,24 @@ def stamp(settings: Settings) -> str:
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:32]
 
 
-def check(host) -> dict:
-    """The run command's "env" check: the venv's stamp, or (REMOTE_PYTHON, `local`) the interpreter itself."""
+def check(host) -> dict | None:
+    """The run command's "env" check: the venv's stamp, or (REMOTE_PYTHON, `local`) the interpreter
+    itself; None when runs need no environment (RUN_ENVIRONMENT docker or none)."""
+    if host.settings.run_environment != "auto":
+        return None
     if host.uses_venv:
         return {"kind": "venv", "stamp": stamp(host.settings)}
     return {"kind": "probe"}
+
+
+def skipped(host) -> str | None:
+    """Why bootstrap builds nothing (RUN_ENVIRONMENT docker or none), as one line; None when it builds."""
+    if host.settings.run_environment == "docker":
+        return ("bootstrap: nothing to build, runs start their own containers "
+                "(RUN_ENVIRONMENT=docker; the host's python3 runs only remote-run itself)")
+    if host.settings.run_environment == "none":
+        return f"bootstrap: nothing to build, runs use {host.python} as it is (RUN_ENVIRONMENT=none)"
+    return None
 
 
 def bootstrap_payload(settings: Settings, force: bool, terminal: bool) -> dict:

@@ -285,6 +285,24 @@ def _gigabytes(value: str, loading) -> float:
     return gigabytes
 
 
+ENVIRONMENTS = ("auto", "docker", "none")
+
+
+def _run_environment(value: str, loading) -> str:
+    """RUN_ENVIRONMENT; left unset, the workspace's pyproject.toml may say it ([tool.remote-run] environment)."""
+    allowed = "use " + " or ".join(f"`{c}`" for c in ENVIRONMENTS)
+    if loading.origin("RUN_ENVIRONMENT") == "default":
+        from .project import tool_table
+
+        given = tool_table(loading.values["WORKSPACE"]).get("environment")
+        if given is not None:
+            if given not in ENVIRONMENTS:
+                where = loading.values["WORKSPACE"] / "pyproject.toml"
+                raise Failure(f"{where}: [tool.remote-run] environment = {given!r} is not valid", allowed)
+            return given
+    return _choice("RUN_ENVIRONMENT", ENVIRONMENTS)(value, loading)
+
+
 def _control_dir(value: str, loading) -> Path:
     path = Path(value or f"/tmp/remote-run-{os.getuid()}")
     # ssh appends the master's socket name (%C, 40 characters) and a temporary suffix; a Unix
@@ -345,6 +363,11 @@ KEYS = (
     Key("BOOTSTRAP_INSTALLER", "auto", _choice("BOOTSTRAP_INSTALLER", ("auto", "uv", "pip")),
         "what builds `REMOTE_DIR/.venv`: `auto`: the host's uv, else uv installed once into "
         "`REMOTE_DIR/.remote-run/uv`, else pip; `uv`: never pip; `pip`: `python3 -m venv` and pip"),
+    Key("RUN_ENVIRONMENT", "auto", _run_environment,
+        "what runs need on the host: `auto`: the project's own environment, which bootstrap builds; `docker`: "
+        "runs start their own containers, so bootstrap builds nothing and the GPU check also checks Docker's "
+        "NVIDIA runtime; `none`: runs use the host's `python3` as it is; unset, the workspace's `pyproject.toml` "
+        "may say it (`[tool.remote-run]` `environment = \"docker\"`)"),
     Key("CUDA_VISIBLE_DEVICES", "0", _devices,
         "GPUs a run may use (indices or UUIDs); gpu-check checks these; `auto`: the idle ones (`--gpus N`, default 1), "
         "least memory used first"),
@@ -399,6 +422,7 @@ class Settings:
     torch_packages: tuple[str, ...]
     pip_packages: tuple[str, ...]
     bootstrap_installer: str
+    run_environment: str
     cuda_visible_devices: str
     remote_env: tuple[str, ...]
     notify_cmd: tuple[str, ...]

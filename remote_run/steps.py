@@ -32,11 +32,11 @@ class Pending:
     sync: syncing.Plan | None = None  # a clean or delta sync, confirmed (and its delta applied) on the host
     env: dict | None = None  # environment.check()
     gpu: dict | None = None  # gpu.spec()
-    docker: bool = False
+    docker: dict | None = None  # {"require": bool}: can Docker reach the GPUs (--docker, RUN_ENVIRONMENT=docker)
 
     def payload(self) -> dict:
         found = {"sync": self.sync.check() if self.sync else None, "env": self.env, "gpu": self.gpu,
-                 "docker": self.docker or None}
+                 "docker": self.docker}
         return {name: value for name, value in found.items() if value}
 
     @property
@@ -86,11 +86,15 @@ def prepare(sess, preflight: Preflight, *, wait: bool = False, count: int = 0) -
     --wait and --gpus N, for the GPU check.
     """
     host = sess.host
+    skipped = environment.skipped(host) if preflight.bootstrap else None
+    if skipped:
+        say(skipped)
+    docker = preflight.docker or (preflight.gpu and sess.settings.run_environment == "docker")
     pending = Pending(
         env=environment.check(host) if preflight.bootstrap and not preflight.rebuild else None,
         gpu=gpu.spec(sess.settings, cpu_ok=preflight.cpu_ok, allow_busy=preflight.allow_busy, wait=wait, count=count)
         if preflight.gpu else None,
-        docker=preflight.docker)
+        docker={"require": not preflight.cpu_ok} if docker else None)
     prepared = Prepared()
     if preflight.sync:
         plan = sync_plan(preflight, sess.settings)
@@ -105,7 +109,7 @@ def prepare(sess, preflight: Preflight, *, wait: bool = False, count: int = 0) -
             say(syncing.describe(host, plan, summary))
             prepared = Prepared(synced=plan).plus(settle(sess, pending, report))
             pending = Pending()
-    if preflight.rebuild:
+    if preflight.rebuild and not skipped:
         if pending.sync is not None:  # the build reads the synced requirements.txt: confirm the sync first
             prepared = prepared.plus(settle(sess, Pending(sync=pending.sync), checks(sess, Pending(sync=pending.sync))))
             pending = replace(pending, sync=None)
@@ -128,13 +132,13 @@ def settle(sess, pending: Pending, report: dict) -> Prepared:
     if pending.env is not None:
         if not environment_ready(host, report.get("env") or {"state": "stale"}):
             build_environment(sess, force=False)
-    if pending.docker:
+    if pending.docker is not None:
         problem = gpu.docker(report.get("docker") or {}, host.label)
-        if problem:
-            if report["gpu"]["gpus"]:
+        if problem and pending.docker["require"]:
+            if (report.get("gpu") or {}).get("gpus"):
                 show(gpu.show_table(report["gpu"]["gpus"]))
-            raise problem
-        say(gpu.docker_line(report["docker"], host.label))
+            raise Failure(problem.problem, f"{problem.fix} (or pass --cpu-ok to go on without it)", problem.kind)
+        say(f"{problem.problem}; going on (--cpu-ok)" if problem else gpu.docker_line(report["docker"], host.label))
     if pending.gpu is not None:
         prepared = prepared.plus(Prepared(gpus=gpus_ready(sess, report["gpu"])))
     return prepared

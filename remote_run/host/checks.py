@@ -114,6 +114,7 @@ def run_checks(root, payload):
     """The report of every check the payload asks for; ``ok`` when a run may start."""
     report = {}
     procs = gpu_info.start_query() if payload.get("gpu") else None
+    docker = gpu_info.docker_start() if payload.get("docker") else None  # beside nvidia-smi, both slow
     if payload.get("sync"):
         report["sync"] = check_sync(root, payload["sync"])
     if payload.get("env"):
@@ -121,10 +122,11 @@ def run_checks(root, payload):
     if payload.get("gpu"):
         report["gpu"] = check_gpu(payload["gpu"], procs)
     if payload.get("docker"):
-        report["docker"] = gpu_info.docker(payload.get("gpu", {}).get("limit", 20))
+        report["docker"] = gpu_info.docker_answer(docker, payload.get("gpu", {}).get("limit", 20))
+    docker_go = report.get("docker", {}).get("state") == "ok" or not payload.get("docker", {}).get("require")
     report["ok"] = (report.get("sync", {}).get("state", "ok") in ("ok", "applied")
                     and report.get("env", {}).get("state", "ok") == "ok"
-                    and report.get("gpu", {}).get("go", True))
+                    and report.get("gpu", {}).get("go", True) and docker_go)
     return report
 
 
