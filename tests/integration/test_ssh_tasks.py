@@ -218,7 +218,6 @@ def test_sync_deletes_stale_files_but_never_the_venv_runs_or_the_dataset_cache(s
     ws, remote = fresh
     (ws / "runs").mkdir()  # a workspace's own runs/ and data/ (code) are synced like any folder
     (ws / "runs" / "speedrun.sh").write_text("python train.py\n")
-    (ws / "data").mkdir()
     (ws / "data" / "cached_fineweb10B.py").write_text("URL = 1\n")
     assert cli(sshd, ws, "sync", REMOTE_DIR=remote).returncode == 0
     assert remote_read(sshd, f"{remote}/runs/speedrun.sh") == "python train.py\n"
