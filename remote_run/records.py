@@ -91,7 +91,7 @@ STATUS_HINTS = {
          "installed on the host",
     126: "exit status 126 is a shell's \"found but cannot run\"{0}: give the file the execute bit here "
          "(`chmod +x FILE`; the sync keeps it) or start it through its interpreter (`bash FILE`, `python FILE`), "
-         "and check that it is a program for the host",
+         "and check that it is a program for the host whose #! interpreter exists there",
 }
 _NOT_FOUND = re.compile(r"^(?:.*: )?([^\s:]+): (?:command )?not found$|"
                         r"^remote-run: cannot start ([^\s:]+): No such file or directory$", re.M)

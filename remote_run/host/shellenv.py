@@ -62,6 +62,8 @@ def _binary(program, cwd):
     return b"\0" in head.split(b"\n", 1)[0]
 
 
-def status_of(exc):
-    """The shell's exit status for a program that could not be started."""
-    return NOT_FOUND if exc.errno in (errno.ENOENT, errno.ENOTDIR) else CANNOT_RUN
+def status_of(exc, program, cwd=None):
+    """The shell's exit status for a program that could not be started: one that exists but whose
+    #! interpreter does not is found but cannot run, as in a shell."""
+    missing = exc.errno in (errno.ENOENT, errno.ENOTDIR)
+    return NOT_FOUND if missing and not os.path.isfile(os.path.join(cwd or "", program)) else CANNOT_RUN

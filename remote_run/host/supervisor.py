@@ -53,7 +53,7 @@ def start(payload):
     except OSError as exc:
         return fail("cannot prepare the run in %s: %s" % (root, exc.strerror or exc), exits.ENVIRONMENT)
     os.chdir(root)
-    started, told = os.pipe()  # the supervisor says the first run's pid on it (or closes it when it cannot start)
+    started, told = os.pipe()  # the supervisor says the first run's pid on it, or "failed WHY"
     ended, ends = os.pipe()  # ... and closes this one once the first run's exit status is written
     child = os.fork()
     if child == 0:
@@ -198,7 +198,7 @@ def run_one(run_dir, argv, environment, cwd, sample, told, ends=None):
     except OSError as exc:
         why = "cannot start %s: %s" % (argv[0], exc.strerror or exc)
         os.write(log, ("remote-run: %s\n" % why).encode())
-        code = shellenv.status_of(exc)
+        code = shellenv.status_of(exc, argv[0], os.path.join(work, cwd))
         write_text(os.path.join(run_dir, "exit_code"), "%d\n" % code)
         if told is not None:
             os.write(told, ("failed %s\n" % why).encode())

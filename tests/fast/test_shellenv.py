@@ -58,10 +58,15 @@ def test_an_executable_without_a_shebang_runs_through_sh_and_a_binary_one_does_n
     binary.chmod(0o755)
     with pytest.raises(OSError) as raised:
         shellenv.start(subprocess.Popen, ["./blob"], cwd=str(tmp_path))
-    assert shellenv.status_of(raised.value) == 126
+    assert shellenv.status_of(raised.value, "./blob", str(tmp_path)) == 126
     with pytest.raises(OSError) as raised:
         shellenv.start(subprocess.Popen, ["./missing"], cwd=str(tmp_path))
-    assert shellenv.status_of(raised.value) == 127
+    assert shellenv.status_of(raised.value, "./missing", str(tmp_path)) == 127
+    (tmp_path / "bad-interpreter").write_text("#!/nonexistent/python\n")
+    (tmp_path / "bad-interpreter").chmod(0o755)
+    with pytest.raises(OSError) as raised:
+        shellenv.start(subprocess.Popen, ["./bad-interpreter"], cwd=str(tmp_path))
+    assert shellenv.status_of(raised.value, "./bad-interpreter", str(tmp_path)) == 126  # found, cannot run
 
 
 def test_torchrun_wraps_a_python_file_a_module_and_an_executable():
