@@ -7,14 +7,19 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import sys
 import sysconfig
+import tempfile
 from pathlib import Path
 
 import pytest
-from support.cli import cli, latest_record, no_traceback
+from support.cli import cli, latest_record, no_traceback, write_pip_conf
 from support.sshd import ROOT_MODE
+from support.wheels import ensure_uv_wheel, make_wheel, readable_tree, simple_index
 from support.workspace import make_workspace, unique_remote_dir
+
+from remote_run.errors import Failure
 
 LAUNCHER = """\
 python -c 'import sys; print("python", sys.prefix)'
@@ -94,6 +99,29 @@ def test_a_launcher_without_a_shebang_runs_with_the_environment_first_on_path(ss
     assert f"console script ['--from-launcher'] from {venv}\n" in done.stdout
     assert f"venv {venv}\n" in done.stdout and f"first on PATH {venv}/bin\n" in done.stdout
     assert re.search(r"run \S+ started \(pid [0-9]+\)", done.stderr) and "pid None" not in done.stderr
+
+
+def test_the_venv_bootstrap_makes_is_the_runs_environment(sshd, fresh):
+    ws, remote = fresh
+    try:
+        uv = ensure_uv_wheel()
+    except Failure as exc:
+        pytest.skip(exc.line)
+    root = Path(tempfile.mkdtemp(prefix="rr-wheels-", dir="/tmp"))
+    index = simple_index(root / "index", [make_wheel(root / "built", "rrtiny-a"), uv])
+    readable_tree(root)
+    remove = write_pip_conf(sshd, f"[global]\nindex-url = file://{index}\n")
+    (ws / "run.sh").write_text('python -c "import rrtiny_a, sys; print(sys.prefix, rrtiny_a.VERSION)"\n'
+                               'echo "venv $VIRTUAL_ENV"\n')
+    (ws / "run.sh").chmod(0o755)
+    try:
+        done = cli(sshd, ws, "run", "run.sh", REMOTE_DIR=remote, PIP_PACKAGES="rrtiny-a", TORCH_INDEX_URL="",
+                   timeout=300)
+    finally:
+        remove()
+        shutil.rmtree(root, ignore_errors=True)
+    assert done.returncode == 0, done.stderr
+    assert f"{remote}/.venv 1.0\nvenv {remote}/.venv\n" in done.stdout
 
 
 def test_command_not_found_and_cannot_run_get_hints_and_never_pid_none(sshd, fresh):
