@@ -76,7 +76,7 @@ def start(payload):
     elif pid.isdigit():
         say("run %s started (pid %s)" % (os.path.basename(group_dir or first), pid))
     elif payload.get("detach") or group_dir:  # else following it shows why, from its log
-        say("run %s could not start: %s" % (os.path.basename(group_dir or first),
+        say("run %s could not start: %s" % (os.path.basename(first),  # a group's first run: the rest go on
                                             pid.partition(" ")[2] or "see its log (`inv logs --run ID`)"))
     if payload.get("detach") or group_dir:
         os.close(ended)

@@ -150,6 +150,9 @@ def test_command_not_found_and_cannot_run_get_hints_and_never_pid_none(sshd, fre
     assert re.search(r"run \S+ could not start: cannot start \./blob: Exec format error", done.stderr), done.stderr
     done = cli(sshd, ws, "logs", REMOTE_DIR=remote, venv=False)
     assert "remote-run: cannot start ./blob: Exec format error" in done.stdout
+    done = cli(sshd, ws, "run", "blob", "--repeat", "2", REMOTE_DIR=remote, venv=False)  # a group names its run
+    assert done.returncode == 126 and "pid None" not in done.stderr, done.stderr
+    assert re.search(r"run \S+\.1 could not start: cannot start \./blob: Exec format error", done.stderr), done.stderr
 
 
 def test_torchrun_starts_one_rank_per_gpu_the_run_is_given(sshd, fresh):
