@@ -101,15 +101,43 @@ EXIT_HINTS = {
          "docker's own options; docker's message is above the end of the log), not the program in it",
 }
 
+# A shell's statuses for a command it could not find (127) or found but could not run (126).
+STATUS_HINTS = {
+    127: "exit status 127 is a shell's \"command not found\"{0}: the run's PATH has the bin folder of the run's "
+         "Python first (REMOTE_DIR/.venv/bin, or REMOTE_PYTHON's), so python, torchrun and the project's console "
+         "scripts resolve there once installed: add the package to the project's dependencies, requirements.txt or "
+         "PIP_PACKAGES (torch and torchrun: TORCH_PACKAGES) and run `inv bootstrap`; a system tool must be "
+         "installed on the host",
+    126: "exit status 126 is a shell's \"found but cannot run\"{0}: give the file the execute bit here "
+         "(`chmod +x FILE`; the sync keeps it) or start it through its interpreter (`bash FILE`, `python FILE`), "
+         "and check that it is a program for the host whose #! interpreter exists there",
+}
+_NOT_FOUND = re.compile(r"^(?:.*: )?([^\s:]+): (?:command )?not found$|"
+                        r"^remote-run: cannot start ([^\s:]+): No such file or directory$", re.M)
+_CANNOT_RUN = re.compile(r"^(?:.*: )?([^\s:]+): (?:Permission denied|cannot execute.*|Exec format error)$|"
+                         r"^remote-run: cannot start ([^\s:]+): ", re.M)
+
+
+def status_hint(text: str, exit_status: int | None) -> str | None:
+    """The hint for a shell's 127 or 126, naming the command when the output does."""
+    if exit_status not in STATUS_HINTS:
+        return None
+    found = (_NOT_FOUND if exit_status == 127 else _CANNOT_RUN).findall(text or "")
+    name = next((a or b for a, b in reversed(found)), "")
+    return STATUS_HINTS[exit_status].format(f" ({name})" if name else "")
+
 
 def hints(text: str, exit_status: int | None = None) -> list[str]:
-    """One line per known failure signature found in the output; else the exit status's, if known."""
+    """One line per known failure signature found in the output (and the run's exit status)."""
     out = []
     for pattern, message in HINTS:
         match = pattern.search(text or "")
         if match:
             out.append(message.format(*match.groups()))
-    if not out and exit_status in EXIT_HINTS:
+    status = status_hint(text, exit_status)
+    if status:
+        out.append(status)
+    elif not out and exit_status in EXIT_HINTS:
         out.append(EXIT_HINTS[exit_status])
     return out
 
@@ -351,6 +379,7 @@ class RunRecord:
     pulled: dict | None = None  # --pull: patterns, and the files brought into pulled/ (remote_run.aftermath)
     # what REMOTE_DIR held of the workspace: {"only", "files", "bytes", "how"} (remote_run.sync.synced)
     synced: dict | None = None
+    env: dict = field(default_factory=dict)  # --env: the run's variables (REMOTE_ENV's, secrets, are never kept)
 
     def finish(self, log_text: str, exit_status: int | None, elapsed: float, outcome: str, gpu_csv: str = "",
                epoch_arrivals: list[float] | None = None) -> None:
@@ -414,6 +443,7 @@ class RunRecord:
             f"- **Outcome:** {self.outcome} (exit status {self.exit_status}), {self.elapsed_seconds} s wall",
             f"- **Host:** {self.host}",
             *([f"- **Ran:** `{join(self.argv)}`"] if self.argv else []),
+            *([f"- **Variables (--env):** `{join(f'{k}={v}' for k, v in self.env.items())}`"] if self.env else []),
             f"- **GPU:** {gpu}",
             f"- **Workspace commit:** {commit}{dirty}{self._code_line()}",
             *([f"- **Code on the host:** the run's own snapshot of the tree synced as {self.snapshot.get('tree')} "

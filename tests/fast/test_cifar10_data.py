@@ -354,14 +354,6 @@ def test_a_dropped_download_is_one_line_and_leaves_nothing(tmp_path, dropping_ur
     assert list(data_dir.iterdir()) == []
 
 
-def test_offline_in_the_shared_cache_names_it(tmp_path, monkeypatch):
-    monkeypatch.setenv("REMOTE_RUN_DATA", str(tmp_path))
-    with pytest.raises(cd.DatasetError) as err:
-        cd.load_cifar10(tmp_path / "cifar10", url=UNREACHABLE, timeout=5)
-    assert (f"copy {cd.TARBALL} into {tmp_path / 'cifar10'} (the dataset cache every run in this REMOTE_DIR "
-            "shares, kept between runs) and run again") in str(err.value)
-
-
 def test_trainer_reports_a_dropped_download_in_one_line_with_status_2(tmp_path):
     with serve_dropping(chunked=False) as url:
         proc = run_trainer("hlb_cifar.py", tmp_path / "d", url=url)
