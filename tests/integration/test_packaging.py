@@ -72,7 +72,9 @@ def test_the_wheel_needs_neither_fabric_nor_paramiko(wheel):
     with zipfile.ZipFile(wheel) as archive:
         metadata = email.message_from_bytes(archive.read(next(n for n in archive.namelist() if n.endswith("METADATA"))))
     required = [r for r in metadata.get_all("Requires-Dist") if "extra ==" not in r]
-    assert sorted(re.split(r"[<>=!~;\s]", r)[0].lower() for r in required) == ["invoke", "python-dotenv"]
+    assert sorted(re.split(r"[<>=!~;\s]", r)[0].lower() for r in required) == ["invoke", "python-dotenv", "tomli"]
+    [tomli] = [r.replace("'", '"') for r in required if r.startswith("tomli")]
+    assert 'python_version < "3.11"' in tomli  # Python 3.10 has no tomllib
 
 
 def test_remote_run_from_the_wheel_lists_every_task_and_runs_one(installed, project):
