@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import ship
+from . import gitignored, ship
 from .errors import Failure, Kind
 from .host import tree
 from .host.control import ours
@@ -44,15 +44,17 @@ DELTA_MAX_ENTRIES = 256
 MANIFEST_FORMAT = 1
 
 def rules(settings) -> list[tuple[str, str]]:
-    """The workspace's filter rules, in rsync's order: first match wins."""
-    return [(kind, pattern) for kind, pattern, _ in sourced_rules(settings)]
+    """The workspace's filter rules, in rsync's order: first match wins (git's part as the last
+    sync of this invocation had it)."""
+    return [(kind, pattern) for kind, pattern, _ in sourced_rules(settings, fresh=False)]
 
 
-def sourced_rules(settings) -> list[tuple[str, str, str]]:
+def sourced_rules(settings, *, fresh: bool = True) -> list[tuple[str, str, str]]:
     """rules() with where each comes from. In gitignore's terms (the last match wins) the layers
-    are: built-in excludes < SYNC_EXCLUDE < .remoteignore, whose `!pattern` re-includes what a
-    layer before it left out; secrets and RUNS_DIR are always left out. rsync takes the first
-    match, so the list runs the other way round."""
+    are: built-in excludes < what git ignores (SYNC_GITIGNORE) < SYNC_EXCLUDE < .remoteignore,
+    whose `!pattern` re-includes what a layer before it left out; secrets and RUNS_DIR are always
+    left out. rsync takes the first match, so the list runs the other way round. ``fresh``: ask
+    git again rather than reuse this invocation's answer (gitignored.rules)."""
     found = [("+", ".env.example", "built-in"), *[("-", pattern, "secrets") for pattern in SECRETS]]
     try:
         runs = settings.runs_dir.relative_to(settings.workspace)
@@ -62,7 +64,13 @@ def sourced_rules(settings) -> list[tuple[str, str, str]]:
     found += [(kind, pattern, f".remoteignore line {number}")
               for kind, pattern, number in reversed(remoteignore(settings.workspace))]
     found += [("-", pattern, "SYNC_EXCLUDE") for pattern in settings.sync_exclude]
-    found += [("-", pattern, "built-in") for pattern in DEFAULT_EXCLUDES]
+    last = [("-", pattern) for pattern in DEFAULT_EXCLUDES]
+    if settings.sync_gitignore:
+        # the built-in `+ .env.example` is no re-include of .remoteignore's: git's folders stay whole
+        before = [(kind, pattern) for kind, pattern, origin in found if origin != "built-in"]
+        found += [(kind, pattern, gitignored.ORIGIN)
+                  for kind, pattern in gitignored.rules(settings, before, last, fresh=fresh)]
+    found += [(kind, pattern, "built-in") for kind, pattern in last]
     return found
 
 
@@ -222,6 +230,7 @@ class Plan:
     how: str = ""  # what the sync did: "unchanged", "delta" or "rsync"
     # this checkout (remote_run.checkout.spec): the host refuses REMOTE_DIR if it mirrors another one
     checkout: dict | None = None
+    origins: list = field(default_factory=list, repr=False)  # where each of rules comes from (sourced_rules)
 
     def check(self) -> dict:
         """The launcher's "sync" check for this plan (clean and delta plans)."""
@@ -267,7 +276,8 @@ def plan(settings, *, only=None, checksum: bool = False, force: bool = False) ->
     outside, inside = tree.split_protected(entries)
     fingerprint = tree.fingerprint(outside)
     path = manifest_path(settings)
-    base = dict(rules=found, entries=entries, fingerprint=fingerprint, protected=inside, manifest=path, only=roots,
+    base = dict(rules=found, origins=["--only"] * (len(found) - len(sourced)) + [origin for _, _, origin in sourced],
+                entries=entries, fingerprint=fingerprint, protected=inside, manifest=path, only=roots,
                 checksum=checksum, force=force,
                 excluded={rel: (rule.pattern, origins.get(id(rule), "--only")) for rel, rule in left_out.items()})
     try:
@@ -307,6 +317,9 @@ def _check_roots(settings, roots, sourced, what: str) -> None:
                 why = ("secrets never leave this machine" if origin == "secrets"
                        else "RUNS_DIR holds this machine's run records")
                 raise Failure(f"{what} {root}: {rel} is never synced ({why})", "choose another path")
+            if origin == gitignored.ORIGIN:
+                raise Failure(f"{what} {root}: git ignores {rel}, so the sync leaves it out",
+                              f"add `!/{rel}` to .remoteignore, or set SYNC_GITIGNORE=0, to sync it")
             raise Failure(f"{what} {root}: {rel} is left out by `{rule.pattern}` ({origin})",
                           f"drop that rule, or add `!/{rel}` to .remoteignore, to sync it")
 
