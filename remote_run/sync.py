@@ -565,6 +565,7 @@ def preview_text(host: Host, plan: Plan, seen: Preview) -> str:
         folders = heavy_folders(seen.uploads, "SYNC_MAX_MB" in over)
         lines.append(f"over {over}: a sync would stop (--force goes on)"
                      + ("; " + _most_of_it(folders) if folders else ""))
+    lines += [line for line in [gitignored_text(plan, s.workspace)] if line]
     lines += notices(plan, s.workspace, once=False)
     lines.append(f"nothing was changed ({seen.seconds:.2f} s)")
     return "\n".join(lines)
@@ -578,6 +579,18 @@ def synced(plan) -> dict | None:
     files = [entry[1] for entry in plan.entries.values() if entry[0] == tree.FILE]
     return {"only": list(plan.only), "files": len(files), "bytes": sum(files),
             "how": (plan.how or plan.kind) + (" --checksum" if plan.checksum else "")}
+
+
+def gitignored_text(plan: Plan, workspace: Path) -> str:
+    """What .gitignore left out of ``plan``, in one line ("" for nothing)."""
+    files, size, largest = gitignored.left_out(plan, workspace)
+    if not files:
+        return ""
+    named = ", ".join(f"{rel} ({_count(count) + ', ' if rel.endswith('/') else ''}{_size(total)})"
+                      for rel, count, total in largest[:3])
+    more = f" and {len(largest) - 3:,} more" if len(largest) > 3 else ""
+    return (f"left out {_count(files)} ({_size(size)}) that git ignores: {named}{more}; "
+            "SYNC_GITIGNORE=0 or a `!path` line in .remoteignore sends them")
 
 
 def _most_of_it(folders) -> str:

@@ -149,3 +149,30 @@ def test_what_gitignore_left_out_is_counted_where_the_sync_would_reach(tmp_path)
     files, size, largest = gitignored.left_out(plan, ws)
     assert (files, size) == (3, 5500)
     assert largest == [("big.ckpt", 1, 5000), ("out/", 2, 500)]
+    assert sync.gitignored_text(plan, ws) == (
+        "left out 3 files (5.5 kB) that git ignores: big.ckpt (5.0 kB), out/ (2 files, 500 bytes); "
+        "SYNC_GITIGNORE=0 or a `!path` line in .remoteignore sends them")
+    assert sync.gitignored_text(sync.plan(load(ws, SYNC_GITIGNORE="0")), ws) == ""
+
+
+def test_init_keeps_its_files_out_of_git_without_dirtying_the_tree(tmp_path):
+    from remote_run import envfile
+
+    repo = make(tmp_path / "repo", {".gitignore": "__pycache__/\n", "proj [1]/a.py": "x", "b.py": "x"})
+    git(repo, "add", ".")
+    git(repo, "commit", "-qm", "first")
+    said = envfile.ignore(repo / ".env", repo)
+    exclude = repo / ".git" / "info" / "exclude"
+    assert said == [f"added /.env, /.cluster_name_* to {exclude} (git's ignore list that is never committed: "
+                    "the tree a run records stays clean)"]
+    assert git(repo, "status", "--porcelain") == "" and (repo / ".gitignore").read_text() == "__pycache__/\n"
+    (repo / ".env").write_text("A=1\n")
+    (repo / ".cluster_name_gpu").write_text("c\n")
+    assert git(repo, "status", "--porcelain", "--ignored") == "!! .cluster_name_gpu\n!! .env\n"
+    assert envfile.ignore(repo / ".env", repo) == []  # git already ignores them: nothing added twice
+    ws = repo / "proj [1]"
+    envfile.ignore(ws / ".env.l1", ws)
+    assert exclude.read_text().endswith("/.env\n/.cluster_name_*\n/proj \\[1]/.env.l1\n/proj \\[1]/.cluster_name_*\n")
+    (ws / ".env.l1").write_text("A=1\n")
+    assert git(repo, "check-ignore", "proj [1]/.env.l1").strip() == "proj [1]/.env.l1"
+    assert git(repo, "status", "--porcelain") == ""
