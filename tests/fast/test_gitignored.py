@@ -176,3 +176,20 @@ def test_init_keeps_its_files_out_of_git_without_dirtying_the_tree(tmp_path):
     (ws / ".env.l1").write_text("A=1\n")
     assert git(repo, "check-ignore", "proj [1]/.env.l1").strip() == "proj [1]/.env.l1"
     assert git(repo, "status", "--porcelain") == ""
+
+
+def test_looked_up_names_keep_rsyncs_first_match_order(tmp_path):
+    found = [("-", "/a"), ("+", "*.py"), ("-", "/x.py"), ("-", "/d/"), ("-", "/d"), ("+", "/e/"), ("-", "/e"),
+             ("-", "/w\\[1]"), ("-", "/n/***")]
+    rules = tree.compile_rules(found)
+    assert [len(s) if isinstance(s, dict) else s.pattern for s in rules.segments] == [1, "*.py", 3, "/w\\[1]", "/n/***"]
+    for rel, is_dir, pattern in [("a", False, "/a"), ("a", True, "/a"), ("x.py", False, "*.py"), ("d", True, "/d/"),
+                                 ("d", False, "/d"), ("e", True, "/e/"), ("e", False, "/e"), ("w[1]", False, "/w\\[1]"),
+                                 ("n/z", False, "/n/***"), ("c/b", False, None), ("z", False, None)]:
+        rule = tree.deciding(rules, rel, is_dir)
+        assert (rule.pattern if rule else None) == pattern, rel
+    root = tmp_path / "ws"
+    for rel in ("a", "x.py", "e", "w[1]", "n/z", "c/b", "z", "d/f"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(rel)
+    assert set(tree.walk(str(root), rules)) == rsync_list(root, found) == {"x.py", "z", "c", "c/b"}
