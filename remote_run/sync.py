@@ -285,7 +285,8 @@ def plan(settings, *, only=None, checksum: bool = False, force: bool = False) ->
         base["before"] = before = {rel: tuple(entry) for rel, entry in last["entries"].items()}
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return Plan("full", reason="no record of an earlier sync here", **base)
-    if last.get("format") != MANIFEST_FORMAT or last.get("rules") != [list(r) for r in found]:
+    same = _same_rules(last, base["origins"], found, compiled, before, entries)
+    if last.get("format") != MANIFEST_FORMAT or not same:
         return Plan("full", reason="the sync rules changed", **base)
     if checksum:
         return Plan("full", reason="--checksum compares contents", **base)
@@ -299,6 +300,30 @@ def plan(settings, *, only=None, checksum: bool = False, force: bool = False) ->
         return Plan("full", reason="over the guardrails", **base)  # full() says so
     files = len(delta["files"]) + len(delta["links"]) + len(delta["dirs"]) + len(delta["delete"])
     return Plan("delta", delta=delta, delta_files=files, delta_bytes=size, **base)
+
+
+def _same_rules(last: dict, origins: list, found: list, compiled, before: dict, entries: dict) -> bool:
+    """Whether the manifest's rules are ``found``, or differ only in what git ignores without leaving
+    out anything the last sync sent. A file git starts or stops ignoring then needs no full rsync:
+    one that appears is a change like any other, and the host's fingerprint (under these rules)
+    still catches a stale copy there. One the last sync sent and the rules now leave out does: rsync
+    keeps it in REMOTE_DIR, where a delta would delete it."""
+    old = [tuple(rule) for rule in last.get("rules", [])]
+    if old == found:
+        return True
+    old_origins = last.get("origins") or []
+    if len(old_origins) != len(old):
+        return False
+    if ([rule for rule, origin in zip(old, old_origins) if origin != gitignored.ORIGIN]
+            != [rule for rule, origin in zip(found, origins) if origin != gitignored.ORIGIN]):
+        return False
+    for rel in before.keys() - entries.keys():
+        parts = rel.split("/")
+        for depth in range(1, len(parts) + 1):
+            is_dir = depth < len(parts) or before[rel][0] == tree.DIR
+            if not tree.included(compiled, "/".join(parts[:depth]), is_dir):
+                return False
+    return True
 
 
 def _check_roots(settings, roots, sourced, what: str) -> None:
@@ -364,7 +389,8 @@ def _delta(workspace: Path, before: dict, now: dict, base: str, target: str, pro
 
 def save(plan: Plan) -> None:
     """Remember what was sent, atomically (a concurrent invocation reads the old or the new one)."""
-    data = {"format": MANIFEST_FORMAT, "rules": [list(r) for r in plan.rules], "fingerprint": plan.fingerprint,
+    data = {"format": MANIFEST_FORMAT, "rules": [list(r) for r in plan.rules], "origins": plan.origins,
+            "fingerprint": plan.fingerprint,
             "entries": {rel: list(entry) for rel, entry in plan.entries.items()}}
     plan.manifest.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(str(plan.manifest), json.dumps(data).encode("utf-8", "surrogateescape"))

@@ -128,17 +128,27 @@ def test_only_still_scopes_and_refuses_an_ignored_path_with_the_fix(tmp_path):
     assert info.value.fix == "add `!/results` to .remoteignore, or set SYNC_GITIGNORE=0, to sync it"
 
 
-def test_a_plan_asks_git_again_and_a_changed_answer_means_a_full_sync(tmp_path):
-    ws = make(tmp_path / "ws", {".gitignore": "*.ckpt\n", "a.py": "x", "m.ckpt": "w"})
+def test_a_plan_asks_git_again_and_only_a_sent_file_now_ignored_needs_a_full_sync(tmp_path):
+    ws = make(tmp_path / "ws", {".gitignore": "*.ckpt\n", "a.py": "x", "m.ckpt": "w", "b.py": "x"})
     s = load(ws, REMOTE_DIR=str(tmp_path / "remote"))
     first = sync.plan(s)
     assert "m.ckpt" not in first.entries
     sync.save(first)
     assert sync.plan(s).kind == "clean"
-    (ws / ".gitignore").write_text("*.pt\n")  # the checkpoint is no longer in .gitignore's reach
+    (ws / "new.ckpt").write_text("n")  # a new ignored file: git's answer changes, nothing to send
+    quiet = sync.plan(s)
+    assert quiet.kind == "clean" and "/new.ckpt" in [rule[1] for rule in quiet.rules]
+    (ws / ".gitignore").write_text("*.pt\n")  # the checkpoints are no longer in .gitignore's reach
     again = sync.plan(s)
-    assert "m.ckpt" in again.entries and again.kind == "full" and again.reason == "the sync rules changed"
+    assert again.kind == "delta" and {f[0] for f in again.delta["files"]} == {".gitignore", "m.ckpt", "new.ckpt"}
+    assert again.delta["delete"] == []
     assert "m.ckpt" in set(tree.walk(str(ws), tree.compile_rules(sync.rules(s))))  # the run's snapshot too
+    (ws / ".gitignore").write_text("*.ckpt\nb.py\n")  # b.py was sent: a delta would delete it, rsync keeps it
+    later = sync.plan(s)
+    assert later.kind == "full" and later.reason == "the sync rules changed"
+    (ws / ".gitignore").write_text("*.ckpt\n")
+    (ws / ".remoteignore").write_text("new.ckpt\n")  # any other rule that changes: a full rsync, as before
+    assert sync.plan(s).reason == "the sync rules changed"
 
 
 def test_what_gitignore_left_out_is_counted_where_the_sync_would_reach(tmp_path):

@@ -65,6 +65,13 @@ def test_ignored_files_stay_here_and_come_along_once_git_stops_ignoring_them(ssh
     record = json.loads((latest_record(ws, "run") / "result.json").read_text())
     assert record["synced"]["bytes"] < BIG and record["git"]["dirty"] is False, record["synced"]
 
+    # A new ignored checkpoint changes git's answer but nothing to send: the fast path holds.
+    (ws / "late.ckpt").write_bytes(b"\0" * BIG)
+    done = cli(sshd, ws, "run", "scripts/hello.py", REMOTE_DIR=remote)
+    assert done.returncode == 0, done.stdout[-800:] + done.stderr
+    synced = json.loads((latest_record(ws, "run") / "result.json").read_text())["synced"]
+    assert synced["how"] == "unchanged" and not remote_exists(sshd, f"{remote}/late.ckpt"), synced
+
     # The checkpoint leaves .gitignore's reach: the next run sends it (the rules changed, so a full sync).
     (ws / ".gitignore").write_text("ckpt/\n.env*\n")
     done = cli(sshd, ws, "run", "scripts/hello.py", REMOTE_DIR=remote)
