@@ -1,6 +1,7 @@
 """What leaving out git-ignored files (SYNC_GITIGNORE) costs the sync's plan, which every run makes
 on this machine: `git ls-files --others --ignored --exclude-standard --directory` alone, and
-remote_run.sync.plan() with SYNC_GITIGNORE=1 and =0, on committed trees of ``--files`` source files
+remote_run.sync.plan() with SYNC_GITIGNORE=1 and =0 (a warm plan: the manifest of an earlier sync
+is read), on committed trees of ``--files`` source files
 (folders of 50, as bench_snapshot.py builds them) holding an ignored folder, an ignored checkpoint
 and ``--scattered`` ignored files spread over the folders (each one rule). Medians of ``--reps``
 with min-max, the two settings alternated.
@@ -65,9 +66,14 @@ def main(argv=None) -> int:
             root = Path(tmp) / "ws"
             root.mkdir()
             make_repo(root, files, args.scattered)
-            on = settings_mod.load(environ={"WORKSPACE": str(root), "REMOTE_HOST": "local", "SYNC_GITIGNORE": "1"})
-            off = settings_mod.load(environ={"WORKSPACE": str(root), "REMOTE_HOST": "local", "SYNC_GITIGNORE": "0"})
+            os.environ["XDG_CACHE_HOME"] = str(Path(tmp) / "cache")  # the manifests of a sync "sent" from here
+            on, off = (settings_mod.load(environ={"WORKSPACE": str(root), "REMOTE_HOST": "local",
+                                                  "REMOTE_DIR": f"/tmp/rr-gi-{value}", "SYNC_GITIGNORE": value})
+                       for value in "10")
+            sync.save(sync.plan(off))
+            sync.save(sync.plan(on))
             plan = sync.plan(on)
+            assert plan.kind == "clean" and sync.plan(off).kind == "clean"  # the warm path's plan
             rules = sum(origin == gitignored.ORIGIN for origin in plan.origins)
             assert "model.ckpt" not in plan.entries and "outputs" not in plan.entries
             git = timed(gitignored.listed, root, args.reps)

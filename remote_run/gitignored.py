@@ -26,40 +26,71 @@ ORIGIN = ".gitignore"
 _answers: dict[int, tuple[weakref.ref, list]] = {}
 
 
+GIT_TIMEOUT = 120
+
+
+class Asked:
+    """git's answer on its way: ask() starts git, result() reads what it said (listed())."""
+
+    def __init__(self, workspace: Path):
+        self.workspace = workspace
+        self.argv = ["git", "-C", str(workspace), "ls-files", "--others", "--ignored", "--exclude-standard",
+                     "--directory", "-z"]
+        try:
+            self.process = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                            stderr=subprocess.PIPE)
+        except FileNotFoundError:
+            self.process = None
+
+    def result(self) -> list[str] | None:
+        """What git ignores under the workspace, relative to it (folders end in /), or None when it
+        is not in a git work tree (or git is not installed)."""
+        if self.process is None:
+            return None
+        try:
+            out, err = self.process.communicate(timeout=GIT_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.communicate()
+            raise Failure(f"git took over {GIT_TIMEOUT} s to list what it ignores in {self.workspace}",
+                          "set SYNC_GITIGNORE=0 to sync without asking git", Kind.ENVIRONMENT) from None
+        if self.process.returncode:
+            error = err.decode("utf-8", "replace").strip().splitlines()
+            if any("not a git repository" in line for line in error):
+                return None
+            # A workspace in a folder its repository ignores (git 2.39 fails on it): git has nothing
+            # to say about what is inside, so it is all sent, as it was before .gitignore counted.
+            if subprocess.run([*self.argv[:3], "check-ignore", "-q", "."], stdin=subprocess.DEVNULL,
+                              capture_output=True, timeout=GIT_TIMEOUT).returncode == 0:
+                return None
+            raise Failure(f"git cannot list what it ignores in {self.workspace}: "
+                          f"{error[-1] if error else self.process.returncode}",
+                          "fix what git says (try `git status` there), or set SYNC_GITIGNORE=0 to sync without "
+                          "asking git", Kind.ENVIRONMENT)
+        found = out.decode("utf-8", "surrogateescape").split("\0")
+        return [rel for rel in found if rel and rel not in ("./", ".")]
+
+
+def ask(workspace: Path) -> Asked:
+    """Start git on the question, to read its answer later (git works while this process reads
+    the sync's manifest)."""
+    return Asked(workspace)
+
+
 def listed(workspace: Path) -> list[str] | None:
-    """What git ignores under ``workspace``, relative to it (folders end in /), or None when
-    ``workspace`` is not in a git work tree (or git is not installed)."""
-    argv = ["git", "-C", str(workspace), "ls-files", "--others", "--ignored", "--exclude-standard", "--directory", "-z"]
-    try:
-        done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=120)
-    except FileNotFoundError:
-        return None
-    except subprocess.TimeoutExpired:
-        raise Failure(f"git took over 120 s to list what it ignores in {workspace}",
-                      "set SYNC_GITIGNORE=0 to sync without asking git", Kind.ENVIRONMENT) from None
-    if done.returncode:
-        error = done.stderr.decode("utf-8", "replace").strip().splitlines()
-        if any("not a git repository" in line for line in error):
-            return None
-        # A workspace in a folder its repository ignores (git 2.39 fails on it): git has nothing
-        # to say about what is inside, so it is all sent, as it was before .gitignore counted.
-        if subprocess.run([*argv[:3], "check-ignore", "-q", "."], stdin=subprocess.DEVNULL,
-                          capture_output=True, timeout=120).returncode == 0:
-            return None
-        raise Failure(f"git cannot list what it ignores in {workspace}: {error[-1] if error else done.returncode}",
-                      "fix what git says (try `git status` there), or set SYNC_GITIGNORE=0 to sync without "
-                      "asking git", Kind.ENVIRONMENT)
-    found = done.stdout.decode("utf-8", "surrogateescape").split("\0")
-    return [rel for rel in found if rel and rel not in ("./", ".")]
+    return ask(workspace).result()
 
 
-def rules(settings, before: list, after: list, *, fresh: bool = True) -> list[tuple[str, str]]:
+def rules(settings, before: list, after: list, *, fresh: bool = True, asked: Asked | None = None
+          ) -> list[tuple[str, str]]:
     """Exclude rules for what git ignores, to go between ``before`` and ``after`` (rules as
-    (kind, pattern), first match wins): paths those already decide get no rule of their own."""
+    (kind, pattern), first match wins): paths those already decide get no rule of their own.
+    ``asked``: ask()'s answer, for this workspace, asked just now."""
     remembered = _answers.get(id(settings))
-    if not fresh and remembered and remembered[0]() is settings:
+    if not fresh and asked is None and remembered and remembered[0]() is settings:
         return remembered[1]
-    found = build(settings.workspace, listed(settings.workspace) or [], before, after)
+    paths = asked.result() if asked is not None else listed(settings.workspace)
+    found = build(settings.workspace, paths or [], before, after)
     for key in [key for key, (ref, _) in _answers.items() if ref() is None]:
         del _answers[key]
     _answers[id(settings)] = (weakref.ref(settings), found)

@@ -49,12 +49,13 @@ def rules(settings) -> list[tuple[str, str]]:
     return [(kind, pattern) for kind, pattern, _ in sourced_rules(settings, fresh=False)]
 
 
-def sourced_rules(settings, *, fresh: bool = True) -> list[tuple[str, str, str]]:
+def sourced_rules(settings, *, fresh: bool = True, asked=None) -> list[tuple[str, str, str]]:
     """rules() with where each comes from. In gitignore's terms (the last match wins) the layers
     are: built-in excludes < what git ignores (SYNC_GITIGNORE) < SYNC_EXCLUDE < .remoteignore,
     whose `!pattern` re-includes what a layer before it left out; secrets and RUNS_DIR are always
     left out. rsync takes the first match, so the list runs the other way round. ``fresh``: ask
-    git again rather than reuse this invocation's answer (gitignored.rules)."""
+    git again rather than reuse this invocation's answer; ``asked``: git's answer on its way
+    (gitignored.rules)."""
     found = [("+", ".env.example", "built-in"), *[("-", pattern, "secrets") for pattern in SECRETS]]
     try:
         runs = settings.runs_dir.relative_to(settings.workspace)
@@ -69,7 +70,7 @@ def sourced_rules(settings, *, fresh: bool = True) -> list[tuple[str, str, str]]
         # the built-in `+ .env.example` is no re-include of .remoteignore's: git's folders stay whole
         before = [(kind, pattern) for kind, pattern, origin in found if origin != "built-in"]
         found += [(kind, pattern, gitignored.ORIGIN)
-                  for kind, pattern in gitignored.rules(settings, before, last, fresh=fresh)]
+                  for kind, pattern in gitignored.rules(settings, before, last, fresh=fresh, asked=asked)]
     found += [(kind, pattern, "built-in") for kind, pattern in last]
     return found
 
@@ -264,7 +265,14 @@ def plan(settings, *, only=None, checksum: bool = False, force: bool = False) ->
     ``checksum`` always plans a full rsync (size and time may lie); ``force`` passes the guardrails.
     """
     roots = tuple(settings.sync_only if only is None else only)
-    sourced = sourced_rules(settings)
+    asked = gitignored.ask(settings.workspace) if settings.sync_gitignore else None  # beside reading the manifest
+    path = manifest_path(settings)
+    try:
+        last = json.loads(path.read_text(encoding="utf-8", errors="surrogateescape"))
+        before = {rel: tuple(entry) for rel, entry in last["entries"].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        last = before = None
+    sourced = sourced_rules(settings, asked=asked)
     found = [(kind, pattern) for kind, pattern, _ in sourced]
     if roots:
         _check_roots(settings, roots, sourced, "--only" if only is not None else "SYNC_ONLY")
@@ -275,16 +283,13 @@ def plan(settings, *, only=None, checksum: bool = False, force: bool = False) ->
     entries = tree.walk(str(settings.workspace), compiled, excluded=left_out)
     outside, inside = tree.split_protected(entries)
     fingerprint = tree.fingerprint(outside)
-    path = manifest_path(settings)
     base = dict(rules=found, origins=["--only"] * (len(found) - len(sourced)) + [origin for _, _, origin in sourced],
                 entries=entries, fingerprint=fingerprint, protected=inside, manifest=path, only=roots,
                 checksum=checksum, force=force,
                 excluded={rel: (rule.pattern, origins.get(id(rule), "--only")) for rel, rule in left_out.items()})
-    try:
-        last = json.loads(path.read_text(encoding="utf-8", errors="surrogateescape"))
-        base["before"] = before = {rel: tuple(entry) for rel, entry in last["entries"].items()}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    if before is None:
         return Plan("full", reason="no record of an earlier sync here", **base)
+    base["before"] = before
     same = _same_rules(last, base["origins"], found, compiled, before, entries)
     if last.get("format") != MANIFEST_FORMAT or not same:
         return Plan("full", reason="the sync rules changed", **base)
