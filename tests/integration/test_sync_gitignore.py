@@ -39,6 +39,7 @@ def repo(sshd, tmp_path):
         (ws / rel).parent.mkdir(parents=True, exist_ok=True)
         (ws / rel).write_text(rel)
     (ws / ".remoteignore").write_text("!ckpt/keep.pt\n")
+    (ws / "scripts" / "peek.py").write_text("import pathlib\nprint('PEEK', pathlib.Path('late.ckpt').read_text())\n")
     git(ws, "init", "-q")
     git(ws, "add", ".")
     git(ws, "commit", "-qm", "the workspace")
@@ -65,12 +66,14 @@ def test_ignored_files_stay_here_and_come_along_once_git_stops_ignoring_them(ssh
     record = json.loads((latest_record(ws, "run") / "result.json").read_text())
     assert record["synced"]["bytes"] < BIG and record["git"]["dirty"] is False, record["synced"]
 
-    # A new ignored checkpoint changes git's answer but nothing to send: the fast path holds.
+    # A new ignored checkpoint changes git's answer but nothing to send: the fast path holds. The
+    # host's own file of that name is neither replaced nor deleted, and a run sees it.
     (ws / "late.ckpt").write_bytes(b"\0" * BIG)
-    done = cli(sshd, ws, "run", "scripts/hello.py", REMOTE_DIR=remote)
-    assert done.returncode == 0, done.stdout[-800:] + done.stderr
+    sshd.as_user(["sh", "-c", f"echo host > {remote}/late.ckpt"])
+    done = cli(sshd, ws, "run", "scripts/peek.py", REMOTE_DIR=remote)
+    assert done.returncode == 0 and "PEEK host" in done.stdout, done.stdout[-800:] + done.stderr
     synced = json.loads((latest_record(ws, "run") / "result.json").read_text())["synced"]
-    assert synced["how"] == "unchanged" and not remote_exists(sshd, f"{remote}/late.ckpt"), synced
+    assert synced["how"] == "unchanged", synced
 
     # The checkpoint leaves .gitignore's reach: the next run sends it (the rules changed, so a full sync).
     (ws / ".gitignore").write_text("ckpt/\n.env*\n")
