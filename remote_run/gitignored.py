@@ -19,6 +19,7 @@ from pathlib import Path
 
 from .errors import Failure, Kind
 from .host import tree
+from .output import say
 
 ORIGIN = ".gitignore"
 # The last answer for each Settings object: the rules this invocation's sync used, for the
@@ -27,6 +28,9 @@ _answers: dict[int, tuple[weakref.ref, list]] = {}
 
 
 GIT_TIMEOUT = 120
+# Each path is an rsync argument and part of every run's command (on stdin): past this many, the
+# command line and the check would grow past what they carry well (the kernel's argv is 2 MB).
+MAX_RULES = 5000
 
 
 class Asked:
@@ -91,6 +95,12 @@ def rules(settings, before: list, after: list, *, fresh: bool = True, asked: Ask
         return remembered[1]
     paths = asked.result() if asked is not None else listed(settings.workspace)
     found = build(settings.workspace, paths or [], before, after)
+    if len(found) > MAX_RULES:
+        if asked is not None:  # a sync's plan: said once per invocation
+            say(f"git ignores {len(found):,} separate paths in {settings.workspace}, more than the sync passes on "
+                f"({MAX_RULES:,}), so it sends them: name them with patterns in .remoteignore (such as *.o), "
+                "or set SYNC_GITIGNORE=0 to be quiet")
+        found = []
     for key in [key for key, (ref, _) in _answers.items() if ref() is None]:
         del _answers[key]
     _answers[id(settings)] = (weakref.ref(settings), found)

@@ -203,3 +203,16 @@ def test_looked_up_names_keep_rsyncs_first_match_order(tmp_path):
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_text(rel)
     assert set(tree.walk(str(root), rules)) == rsync_list(root, found) == {"x.py", "z", "c", "c/b"}
+
+
+def test_too_many_separate_paths_are_sent_with_one_line_that_says_so(tmp_path, monkeypatch, capsys):
+    ws = make(tmp_path / "ws", {".gitignore": "*.o\n", **{f"src/keep{i}.c": "x" for i in range(4)},
+                                **{f"src/f{i}.o": "x" for i in range(4)}})
+    s = load(ws)
+    assert len(git_rules(s)) == 4
+    monkeypatch.setattr(gitignored, "MAX_RULES", 3)
+    plan = sync.plan(s)
+    assert {f"src/f{i}.o" for i in range(4)} <= set(plan.entries)
+    assert capsys.readouterr().err == (
+        f"remote-run: git ignores 4 separate paths in {ws}, more than the sync passes on (3), so it sends them: "
+        "name them with patterns in .remoteignore (such as *.o), or set SYNC_GITIGNORE=0 to be quiet\n")
