@@ -13,6 +13,7 @@ into here instead, and only what no rule re-includes is left out, one path at a 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import weakref
 from pathlib import Path
@@ -122,7 +123,7 @@ def build(workspace: Path, paths: list[str], before: list, after: list) -> list[
             folders.add(rel)
         if tree.deciding(first, rel, is_dir) or not tree.included(last, rel, is_dir):
             continue  # sent or left out by a rule that comes first, or left out anyway
-        if is_dir and reincludes:
+        if is_dir and reincludes and _reaches(first, rel):
             found += _folder(workspace, rel, first)
         else:
             found.append(("-", "/" + tree.escape(rel) + ("/" if is_dir else "")))
@@ -144,13 +145,28 @@ def _folder(workspace: Path, rel: str, first) -> list[tuple[str, str]]:
         if rule is not None:
             kept = kept or rule.include  # sent, with all it holds; or left out by that rule anyway
             continue
-        if is_dir:
+        if is_dir and _reaches(first, path):
             below = _folder(workspace, path, first)
             kept = kept or below != [("-", "/" + tree.escape(path) + "/")]
             inside += below
         else:
-            inside.append(("-", "/" + tree.escape(path)))
+            inside.append(("-", "/" + tree.escape(path) + ("/" if is_dir else "")))
     return inside if kept else [("-", "/" + tree.escape(rel) + "/")]
+
+
+def _reaches(first, rel: str) -> bool:
+    """Whether an include rule of ``first`` may match something inside the folder ``rel`` (an
+    anchored one only below the text before its first wildcard; any other one anywhere), so that
+    a large ignored folder is looked into only for a rule that can bring something back from it."""
+    for rule in first:
+        if not rule.include:
+            continue
+        if not rule.pattern.startswith("/"):
+            return True
+        fixed = re.split(r"[*?[\\]", rule.pattern.lstrip("/"), maxsplit=1)[0]
+        if fixed.startswith(rel + "/") or (rel + "/").startswith(fixed):
+            return True
+    return False
 
 
 def left_out(plan, workspace: Path) -> tuple[int, int, list[tuple[str, int, int]]]:

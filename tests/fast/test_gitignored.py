@@ -216,3 +216,12 @@ def test_too_many_separate_paths_are_sent_with_one_line_that_says_so(tmp_path, m
     assert capsys.readouterr().err == (
         f"remote-run: git ignores 4 separate paths in {ws}, more than the sync passes on (3), so it sends them: "
         "name them with patterns in .remoteignore (such as *.o), or set SYNC_GITIGNORE=0 to be quiet\n")
+
+
+def test_an_ignored_folder_is_looked_into_only_for_a_rule_that_can_reach_inside(tmp_path):
+    ws = make(tmp_path / "ws", {".gitignore": "data/\nckpt/\n", **{f"data/d{i}/f": "x" for i in range(5)},
+                                "ckpt/run1/best.pt": "b", "ckpt/run1/last.pt": "l", "ckpt/run2/best.pt": "b",
+                                ".remoteignore": "!/ckpt/run1/best.pt\n!/var/config/\n"})
+    s = load(ws)
+    assert git_rules(s) == ["/ckpt/run1/last.pt", "/ckpt/run2/", "/data/"]
+    assert {"ckpt/run1/best.pt"} == {rel for rel in sync.plan(s).entries if rel.endswith(".pt")}
