@@ -225,3 +225,20 @@ def test_an_ignored_folder_is_looked_into_only_for_a_rule_that_can_reach_inside(
     s = load(ws)
     assert git_rules(s) == ["/ckpt/run1/last.pt", "/ckpt/run2/", "/data/"]
     assert {"ckpt/run1/best.pt"} == {rel for rel in sync.plan(s).entries if rel.endswith(".pt")}
+
+
+def test_without_git_nothing_changes_and_a_broken_repository_is_one_line_with_the_way_out(tmp_path, monkeypatch):
+    ws = make(tmp_path / "ws", {".gitignore": "*.ckpt\n", "m.ckpt": "x", "a.py": "x"})
+    (ws / ".git" / "index").write_text("garbage")
+    with pytest.raises(Failure) as info:
+        sync.plan(load(ws))
+    assert info.value.problem == (f"git cannot list what it ignores in {ws}: "
+                                  "fatal: .git/index: index file smaller than expected")
+    assert "SYNC_GITIGNORE=0" in info.value.fix
+    assert "m.ckpt" in sync.plan(load(ws, SYNC_GITIGNORE="0")).entries
+    from remote_run import doctor
+
+    [size, *_] = doctor.check_sync(load(ws))
+    assert (size.status, size.text, size.fix) == ("fail", info.value.problem, info.value.fix)
+    monkeypatch.setenv("PATH", str(tmp_path / "no-git-here"))
+    assert gitignored.listed(ws) is None and "m.ckpt" in sync.plan(load(ws)).entries
