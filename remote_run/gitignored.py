@@ -47,6 +47,12 @@ class Asked:
         except FileNotFoundError:
             self.process = None
 
+    def close(self) -> None:
+        """Stop git when its answer is no longer wanted (the plan failed before reading it)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.communicate()
+
     def result(self) -> list[str] | None:
         """What git ignores under the workspace, relative to it (folders end in /), or None when it
         is not in a git work tree (or git is not installed)."""

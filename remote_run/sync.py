@@ -272,7 +272,11 @@ def plan(settings, *, only=None, checksum: bool = False, force: bool = False) ->
         before = {rel: tuple(entry) for rel, entry in last["entries"].items()}
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         last = before = None
-    sourced = sourced_rules(settings, asked=asked)
+    try:
+        sourced = sourced_rules(settings, asked=asked)
+    finally:
+        if asked is not None:
+            asked.close()
     found = [(kind, pattern) for kind, pattern, _ in sourced]
     if roots:
         _check_roots(settings, roots, sourced, "--only" if only is not None else "SYNC_ONLY")
