@@ -87,7 +87,7 @@ def examine(host: Host) -> Report:
         remote = pool.submit(host_checks, host)
         if not host.is_local:
             local.append(check_resolves(host))
-        local += [check_workspace(host), check_sync_size(s)]
+        local += [check_workspace(host), *check_sync(s)]
         checks, data = remote.result()
     report.checks = local + checks
     if data and data.get("gpu"):
@@ -264,13 +264,27 @@ def check_workspace(host: Host) -> Check:
     return Check(LOCAL, "workspace", OK, f"{workspace} (not a git checkout: run records will not name a commit)")
 
 
-def check_sync_size(settings) -> Check:
-    """What a sync sends (the same walk and rules as sync), and whether it passes sync's guardrails."""
+def check_sync(settings) -> list[Check]:
+    """What a sync sends and what .gitignore leaves out (one walk of the workspace for both)."""
     try:
         plan = syncing.plan(settings)
     except OSError as exc:
-        return Check(LOCAL, "sync size", FAIL, f"cannot walk {settings.workspace}: {exc}",
-                     "check the permissions of the workspace")
+        return [Check(LOCAL, "sync size", FAIL, f"cannot walk {settings.workspace}: {exc}",
+                      "check the permissions of the workspace")]
+    except Failure as exc:
+        return [Check(LOCAL, "sync size", FAIL, exc.problem, exc.fix)]
+    return [check_sync_size(settings, plan), check_gitignored(settings, plan)]
+
+
+def check_gitignored(settings, plan) -> Check:
+    if not settings.sync_gitignore:
+        return Check(LOCAL, "gitignore", OK, "SYNC_GITIGNORE=0: files git ignores are synced like any other")
+    text = syncing.gitignored_text(plan, settings.workspace)
+    return Check(LOCAL, "gitignore", OK, text or "git ignores nothing the sync would send")
+
+
+def check_sync_size(settings, plan) -> Check:
+    """What a sync sends (the same walk and rules as sync), and whether it passes sync's guardrails."""
     files = [(rel, entry[1]) for rel, entry in plan.entries.items() if entry[0] == tree.FILE]
     total = sum(size for _, size in files)
     text = f"{syncing._count(len(files))}, {syncing._size(total)}"

@@ -1,5 +1,5 @@
 """What `inv init` writes: the four keys of a `.env` (never a secret), checked by the settings'
-own parsers before anything is written, and the `.gitignore` lines that keep it out of git."""
+own parsers before anything is written, and the ignore lines that keep it out of git."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import fnmatch
 import io
 import os
 import re
+import subprocess
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -87,13 +88,19 @@ def write(path: Path, content: str) -> None:
 
 
 def ignore(env_file: Path, workspace: Path) -> list[str]:
-    """Add `.env` (next to the .env) and `.cluster_name_*` (the workspace's) to an existing .gitignore
-    that lacks them; what was added where, for the user."""
+    """Keep `.env` (next to the .env) and `.cluster_name_*` (the workspace's) out of git: in a git
+    repository, in its `info/exclude`, which git honours and does not track (an edited .gitignore
+    would make every later run record say +dirty); elsewhere, in an existing .gitignore that lacks
+    them. What was added where, for the user."""
     wanted: dict[Path, list[str]] = {}
     wanted.setdefault(env_file.parent.resolve(), []).append(env_file.name)
     wanted.setdefault(workspace.resolve(), []).append(".cluster_name_*")
     said = []
     for folder, patterns in wanted.items():
+        exclude = _git_exclude(folder)
+        if exclude:
+            said += _exclude(folder, *exclude, patterns)
+            continue
         path = folder / ".gitignore"
         if not path.is_file():
             continue
@@ -108,6 +115,38 @@ def ignore(env_file: Path, workspace: Path) -> list[str]:
                 handle.write(addition)
             said.append(f"added {', '.join(missing)} to {path}")
     return said
+
+
+def _git(folder: Path, *args: str):
+    try:
+        return subprocess.run(["git", "-C", str(folder), *args], stdin=subprocess.DEVNULL, capture_output=True,
+                              text=True, errors="surrogateescape", timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
+def _git_exclude(folder: Path) -> tuple[Path, Path] | None:
+    """(the work tree's top, its info/exclude file) when ``folder`` is in a git work tree."""
+    done = _git(folder, "rev-parse", "--show-toplevel", "--git-path", "info/exclude")
+    lines = done.stdout.splitlines() if done and done.returncode == 0 else []
+    return (Path(lines[0]), (folder / lines[1]).resolve()) if len(lines) == 2 else None
+
+
+def _exclude(folder: Path, top: Path, exclude: Path, patterns: list[str]) -> list[str]:
+    """Add to ``exclude`` the ``patterns`` (names in ``folder``) that git does not ignore yet, anchored."""
+    missing = [p for p in patterns if not all(
+        (done := _git(folder, "check-ignore", "-q", name)) and done.returncode == 0 for name in IGNORED.get(p, (p,)))]
+    if not missing:
+        return []
+    where = folder.relative_to(top.resolve()).as_posix() if folder != top.resolve() else ""
+    prefix = "/" + re.sub(r"([*?\\[])", r"\\\1", where) + "/" if where else "/"
+    lines = [prefix + p for p in missing]
+    exclude.parent.mkdir(parents=True, exist_ok=True)
+    current = exclude.read_text(encoding="utf-8", errors="surrogateescape") if exclude.is_file() else ""
+    with open(exclude, "a", encoding="utf-8", errors="surrogateescape") as handle:
+        handle.write(("" if current.endswith("\n") or not current else "\n") + "".join(f"{line}\n" for line in lines))
+    return [f"added {', '.join(lines)} to {exclude} (git's ignore list that is never committed: "
+            "the tree a run records stays clean)"]
 
 
 def _covers(rule: str, name: str) -> bool:

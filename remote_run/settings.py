@@ -167,6 +167,17 @@ def _sync_limit(key: str, unit: str):
                                           f"give a whole number of {unit}, 0 for no limit")
 
 
+def _switch(key: str):
+    def parse(value, loading) -> bool:
+        text = str(value).strip().lower()
+        if text in ("1", "true", "yes", "on"):
+            return True
+        if text in ("0", "false", "no", "off"):
+            return False
+        raise bad(key, value, "give 1 (on) or 0 (off)")
+    return parse
+
+
 def _python(value: str, loading) -> str:
     value = value.strip()
     if value and (not re.fullmatch(r"[A-Za-z0-9._+/-]+", value) or value.startswith("-")):
@@ -347,6 +358,9 @@ KEYS = (
         "workspace paths (folders or files), comma/space separated: a sync mirrors only these and leaves everything "
         "else in `REMOTE_DIR` alone; `--only PATH` overrides it; empty = the whole workspace",
         example="cvlization,examples/x"),
+    Key("SYNC_GITIGNORE", "1", _switch("SYNC_GITIGNORE"),
+        "1: a sync leaves out what git ignores (`git ls-files --others --ignored --exclude-standard`; files git "
+        "tracks are always sent; `.remoteignore`'s `!pattern` brings a path back); 0: `.gitignore` plays no part"),
     Key("SYNC_MAX_MB", "1000", _sync_limit("SYNC_MAX_MB", "megabytes (10^6 bytes)"),
         "a sync that would upload more megabytes stops before sending anything and names the largest folders "
         "(`--force` goes on); 0 = no limit"),
@@ -437,6 +451,7 @@ class Settings:
     control_dir: Path
     kill_grace: float
     doctor_min_free_gb: float
+    sync_gitignore: bool = True
     env_file: Path | None = None
     # Everything read from .env and the process environment, for forwarding REMOTE_ENV names.
     variables: dict = field(default_factory=dict, repr=False, compare=False)

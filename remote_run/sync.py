@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import ship
+from . import gitignored, ship
 from .errors import Failure, Kind
 from .host import layout, tree
 from .host.control import ours
@@ -44,15 +44,18 @@ DELTA_MAX_ENTRIES = 256
 MANIFEST_FORMAT = 1
 
 def rules(settings) -> list[tuple[str, str]]:
-    """The workspace's filter rules, in rsync's order: first match wins."""
-    return [(kind, pattern) for kind, pattern, _ in sourced_rules(settings)]
+    """The workspace's filter rules, in rsync's order: first match wins (git's part as the last
+    sync of this invocation had it)."""
+    return [(kind, pattern) for kind, pattern, _ in sourced_rules(settings, fresh=False)]
 
 
-def sourced_rules(settings) -> list[tuple[str, str, str]]:
+def sourced_rules(settings, *, fresh: bool = True, asked=None) -> list[tuple[str, str, str]]:
     """rules() with where each comes from. In gitignore's terms (the last match wins) the layers
-    are: built-in excludes < SYNC_EXCLUDE < .remoteignore, whose `!pattern` re-includes what a
-    layer before it left out; secrets and RUNS_DIR are always left out. rsync takes the first
-    match, so the list runs the other way round."""
+    are: built-in excludes < what git ignores (SYNC_GITIGNORE) < SYNC_EXCLUDE < .remoteignore,
+    whose `!pattern` re-includes what a layer before it left out; secrets and RUNS_DIR are always
+    left out. rsync takes the first match, so the list runs the other way round. ``fresh``: ask
+    git again rather than reuse this invocation's answer; ``asked``: git's answer on its way
+    (gitignored.rules)."""
     found = [("+", ".env.example", "built-in"), *[("-", pattern, "secrets") for pattern in SECRETS]]
     try:
         runs = settings.runs_dir.relative_to(settings.workspace)
@@ -62,7 +65,13 @@ def sourced_rules(settings) -> list[tuple[str, str, str]]:
     found += [(kind, pattern, f".remoteignore line {number}")
               for kind, pattern, number in reversed(remoteignore(settings.workspace))]
     found += [("-", pattern, "SYNC_EXCLUDE") for pattern in settings.sync_exclude]
-    found += [("-", pattern, "built-in") for pattern in DEFAULT_EXCLUDES]
+    last = [("-", pattern) for pattern in DEFAULT_EXCLUDES]
+    if settings.sync_gitignore:
+        # the built-in `+ .env.example` is no re-include of .remoteignore's: git's folders stay whole
+        before = [(kind, pattern) for kind, pattern, origin in found if origin != "built-in"]
+        found += [(kind, pattern, gitignored.ORIGIN)
+                  for kind, pattern in gitignored.rules(settings, before, last, fresh=fresh, asked=asked)]
+    found += [(kind, pattern, "built-in") for kind, pattern in last]
     return found
 
 
@@ -222,6 +231,7 @@ class Plan:
     how: str = ""  # what the sync did: "unchanged", "delta" or "rsync"
     # this checkout (remote_run.checkout.spec): the host refuses REMOTE_DIR if it mirrors another one
     checkout: dict | None = None
+    origins: list = field(default_factory=list, repr=False)  # where each of rules comes from (sourced_rules)
 
     def check(self) -> dict:
         """The launcher's "sync" check for this plan (clean and delta plans)."""
@@ -255,7 +265,18 @@ def plan(settings, *, only=None, checksum: bool = False, force: bool = False) ->
     ``checksum`` always plans a full rsync (size and time may lie); ``force`` passes the guardrails.
     """
     roots = tuple(settings.sync_only if only is None else only)
-    sourced = sourced_rules(settings)
+    asked = gitignored.ask(settings.workspace) if settings.sync_gitignore else None  # beside reading the manifest
+    path = manifest_path(settings)
+    try:
+        last = json.loads(path.read_text(encoding="utf-8", errors="surrogateescape"))
+        before = {rel: tuple(entry) for rel, entry in last["entries"].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        last = before = None
+    try:
+        sourced = sourced_rules(settings, asked=asked)
+    finally:
+        if asked is not None:
+            asked.close()
     found = [(kind, pattern) for kind, pattern, _ in sourced]
     if roots:
         _check_roots(settings, roots, sourced, "--only" if only is not None else "SYNC_ONLY")
@@ -266,16 +287,15 @@ def plan(settings, *, only=None, checksum: bool = False, force: bool = False) ->
     entries = tree.walk(str(settings.workspace), compiled, excluded=left_out)
     outside, inside = tree.split_protected(entries)
     fingerprint = tree.fingerprint(outside)
-    path = manifest_path(settings)
-    base = dict(rules=found, entries=entries, fingerprint=fingerprint, protected=inside, manifest=path, only=roots,
+    base = dict(rules=found, origins=["--only"] * (len(found) - len(sourced)) + [origin for _, _, origin in sourced],
+                entries=entries, fingerprint=fingerprint, protected=inside, manifest=path, only=roots,
                 checksum=checksum, force=force,
                 excluded={rel: (rule.pattern, origins.get(id(rule), "--only")) for rel, rule in left_out.items()})
-    try:
-        last = json.loads(path.read_text(encoding="utf-8", errors="surrogateescape"))
-        base["before"] = before = {rel: tuple(entry) for rel, entry in last["entries"].items()}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    if before is None:
         return Plan("full", reason="no record of an earlier sync here", **base)
-    if last.get("format") != MANIFEST_FORMAT or last.get("rules") != [list(r) for r in found]:
+    base["before"] = before
+    same = _same_rules(last, base["origins"], found, compiled, before, entries)
+    if last.get("format") != MANIFEST_FORMAT or not same:
         return Plan("full", reason="the sync rules changed", **base)
     if checksum:
         return Plan("full", reason="--checksum compares contents", **base)
@@ -289,6 +309,30 @@ def plan(settings, *, only=None, checksum: bool = False, force: bool = False) ->
         return Plan("full", reason="over the guardrails", **base)  # full() says so
     files = len(delta["files"]) + len(delta["links"]) + len(delta["dirs"]) + len(delta["delete"])
     return Plan("delta", delta=delta, delta_files=files, delta_bytes=size, **base)
+
+
+def _same_rules(last: dict, origins: list, found: list, compiled, before: dict, entries: dict) -> bool:
+    """Whether the manifest's rules are ``found``, or differ only in what git ignores without leaving
+    out anything the last sync sent. A file git starts or stops ignoring then needs no full rsync:
+    one that appears is a change like any other, and the host's fingerprint (under these rules)
+    still catches a stale copy there. One the last sync sent and the rules now leave out does: rsync
+    keeps it in REMOTE_DIR, where a delta would delete it."""
+    old = [tuple(rule) for rule in last.get("rules", [])]
+    if old == found:
+        return True
+    old_origins = last.get("origins") or []
+    if len(old_origins) != len(old):
+        return False
+    if ([rule for rule, origin in zip(old, old_origins) if origin != gitignored.ORIGIN]
+            != [rule for rule, origin in zip(found, origins) if origin != gitignored.ORIGIN]):
+        return False
+    for rel in before.keys() - entries.keys():
+        parts = rel.split("/")
+        for depth in range(1, len(parts) + 1):
+            is_dir = depth < len(parts) or before[rel][0] == tree.DIR
+            if not tree.included(compiled, "/".join(parts[:depth]), is_dir):
+                return False
+    return True
 
 
 def _check_roots(settings, roots, sourced, what: str) -> None:
@@ -307,6 +351,9 @@ def _check_roots(settings, roots, sourced, what: str) -> None:
                 why = ("secrets never leave this machine" if origin == "secrets"
                        else "RUNS_DIR holds this machine's run records")
                 raise Failure(f"{what} {root}: {rel} is never synced ({why})", "choose another path")
+            if origin == gitignored.ORIGIN:
+                raise Failure(f"{what} {root}: git ignores {rel}, so the sync leaves it out",
+                              f"add `!/{rel}` to .remoteignore, or set SYNC_GITIGNORE=0, to sync it")
             raise Failure(f"{what} {root}: {rel} is left out by `{rule.pattern}` ({origin})",
                           f"drop that rule, or add `!/{rel}` to .remoteignore, to sync it")
 
@@ -351,7 +398,8 @@ def _delta(workspace: Path, before: dict, now: dict, base: str, target: str, pro
 
 def save(plan: Plan) -> None:
     """Remember what was sent, atomically (a concurrent invocation reads the old or the new one)."""
-    data = {"format": MANIFEST_FORMAT, "rules": [list(r) for r in plan.rules], "fingerprint": plan.fingerprint,
+    data = {"format": MANIFEST_FORMAT, "rules": [list(r) for r in plan.rules], "origins": plan.origins,
+            "fingerprint": plan.fingerprint,
             "entries": {rel: list(entry) for rel, entry in plan.entries.items()}}
     plan.manifest.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(str(plan.manifest), json.dumps(data).encode("utf-8", "surrogateescape"))
@@ -554,6 +602,7 @@ def preview_text(host: Host, plan: Plan, seen: Preview) -> str:
         folders = heavy_folders(seen.uploads, "SYNC_MAX_MB" in over)
         lines.append(f"over {over}: a sync would stop (--force goes on)"
                      + ("; " + _most_of_it(folders) if folders else ""))
+    lines += [line for line in [gitignored_text(plan, s.workspace)] if line]
     lines += notices(plan, s.workspace, once=False)
     lines.append(f"nothing was changed ({seen.seconds:.2f} s)")
     return "\n".join(lines)
@@ -567,6 +616,18 @@ def synced(plan) -> dict | None:
     files = [entry[1] for entry in plan.entries.values() if entry[0] == tree.FILE]
     return {"only": list(plan.only), "files": len(files), "bytes": sum(files),
             "how": (plan.how or plan.kind) + (" --checksum" if plan.checksum else "")}
+
+
+def gitignored_text(plan: Plan, workspace: Path) -> str:
+    """What .gitignore left out of ``plan``, in one line ("" for nothing)."""
+    files, size, largest = gitignored.left_out(plan, workspace)
+    if not files:
+        return ""
+    named = ", ".join(f"{rel} ({_count(count) + ', ' if rel.endswith('/') else ''}{_size(total)})"
+                      for rel, count, total in largest[:3])
+    more = f" and {len(largest) - 3:,} more" if len(largest) > 3 else ""
+    return (f"left out {_count(files)} ({_size(size)}) that git ignores: {named}{more}; "
+            "SYNC_GITIGNORE=0 or a `!path` line in .remoteignore sends them")
 
 
 def _most_of_it(folders) -> str:

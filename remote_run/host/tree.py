@@ -79,7 +79,8 @@ class Rule:
         anchored = text.startswith("/")
         text = text.lstrip("/") if anchored else text
         whole_path = anchored or "/" in text or "**" in text or everything_below
-        if not any(ch in pattern for ch in "*?["):
+        wild = any(ch in pattern for ch in "*?[")
+        if not wild:
             body = re.escape(text)  # rsync: without a wildcard a backslash is an ordinary character
         elif not anchored and text.startswith("**/"):
             body = "(?:.*/)?" + _pattern_regex(text[3:])  # rsync: a leading **/ may match no folder
@@ -87,6 +88,8 @@ class Rule:
             body = _pattern_regex(text)
         if everything_below:
             body += "(?P<below>/.*)?"
+        # An anchored name without wildcards matches that one path: looked up, not tried (Rules)
+        self.literal = text if anchored and not wild else None
         if not whole_path:
             self._regex = re.compile(body + r"\Z", re.S)
             self._basename = True
@@ -104,15 +107,35 @@ class Rule:
         return match is not None
 
 
+class Rules(list):
+    """Compiled rules in order, with each run of anchored names without wildcards kept as one
+    {path: [rules]} (what git ignores can be hundreds of them; trying each one per path is slow)."""
+
+    def __init__(self, rules):
+        list.__init__(self, rules)
+        self.segments = []
+        for rule in self:
+            if rule.literal is None:
+                self.segments.append(rule)
+                continue
+            if not self.segments or not isinstance(self.segments[-1], dict):
+                self.segments.append({})
+            self.segments[-1].setdefault(rule.literal, []).append(rule)
+
+
 def compile_rules(rules):
-    return [Rule(kind, pattern) for kind, pattern in rules]
+    return Rules(Rule(kind, pattern) for kind, pattern in rules)
 
 
 def deciding(rules, rel, is_dir):
     """The first rule that matches ``rel`` (rsync's verdict is its kind), or None (sent)."""
-    for rule in rules:
-        if rule.matches(rel, is_dir):
-            return rule
+    for segment in getattr(rules, "segments", rules):
+        if isinstance(segment, dict):
+            for rule in segment.get(rel, ()):
+                if rule.matches(rel, is_dir):
+                    return rule
+        elif segment.matches(rel, is_dir):
+            return segment
     return None
 
 
