@@ -21,8 +21,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from . import environment, records, ship
 from . import gpu as gpus
-from . import records, ship
 from . import sync as syncing
 from .errors import Failure, Kind
 from .host import FLOOR, exits, installer, tree
@@ -297,8 +297,10 @@ def check_sync_size(settings) -> Check:
 def payload(host: Host) -> dict:
     s = host.settings
     needs_torch = host.uses_venv and bool(s.torch_packages) and bool(s.torch_index_url)
+    project = environment.read_project(s.workspace) if host.uses_venv else environment.Project()
     return {"root": s.remote_dir, "venv": host.uses_venv, "connect_timeout": INDEX_TIMEOUT,
             "torch_index": s.torch_index_url if needs_torch else "",
+            "project_indexes": list(project.indexes),  # what bootstrap's uv uses instead of pip's index
             "gpu": gpus.spec(s, cpu_ok=False, allow_busy=False)}
 
 
