@@ -649,6 +649,9 @@ class Pip:
                             "upgrading pip", self.tick, show=pip_shown, phase=pip_phase)
         return failed(self.out, "upgrading pip in .venv", lines, pip_text(self.conf)) if status else exits.OK
 
+    def has_groups(self):
+        return "--group" in quick([self.python, "-m", "pip", "install", "--help"])[1]
+
     def install(self, packages, index):
         label = "installing %s with pip" % describe(packages)
         self.out.say(label + (" from " + index if index else ""))
@@ -805,6 +808,10 @@ def build(out, payload, root):
             out.say("pyproject.toml has no uv.lock: installing the project unlocked, its versions resolved now "
                     "(`uv lock` in the workspace pins them)")
         status = installer.venv()
+        if not status and project.get("groups") and isinstance(installer, Pip) and not installer.has_groups():
+            out.final("the pip in .venv cannot install dependency groups (%s; pip 25.1 and later can): "
+                      "use uv (BOOTSTRAP_INSTALLER=auto), or drop the groups" % ", ".join(project["groups"]))
+            return exits.ENVIRONMENT
     if status:
         return status
     for packages, index in plan(payload):

@@ -14,7 +14,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from support.cli import cli, one_line_error, remote_run_lines
+from support.cli import cli, one_line_error, remote_run_lines, write_pip_conf
 from support.wheels import BACKEND_TABLE, INLINE_BACKEND, ensure_uv_wheel, make_wheel, readable_tree
 from support.workspace import make_workspace, unique_remote_dir
 
@@ -182,3 +182,38 @@ def test_a_src_layout_project_installed_editable_runs_from_its_snapshot_and_a_sy
     assert "uv sync" not in second.stderr  # code is not the environment: no bootstrap
     value, where = second.stdout.split("value ", 1)[1].split()[:2]
     assert value == "two" and "/work/src/rrproj/__init__.py" in where, second.stdout
+
+
+def test_with_pip_an_unlocked_project_installs_with_its_extras_and_a_lock_needs_uv(sshd, project, flat):
+    ws, remote = project
+    remove = write_pip_conf(sshd, f"[global]\nno-index = true\nfind-links = {flat['folder']}\n")
+    try:
+        env = {**SETTINGS, "REMOTE_DIR": remote, "BOOTSTRAP_INSTALLER": "pip"}
+        line = one_line_error(cli(sshd, ws, "bootstrap", **env))
+        assert "uv.lock is installed with uv sync" in line and "BOOTSTRAP_INSTALLER" in line, line
+        (ws / "uv.lock").unlink()
+        (ws / "pyproject.toml").write_text(BACKEND_TABLE + (ws / "pyproject.toml").read_text())
+        (ws / "_backend").mkdir()
+        (ws / "_backend" / "rrbackend.py").write_text(INLINE_BACKEND)
+        done = cli(sshd, ws, "bootstrap", "--extra", "cpu", **env)
+        assert done.returncode == 0, done.stderr
+        assert "pyproject.toml has no uv.lock: installing the project unlocked" in done.stderr
+        listed = sshd.as_user([f"{remote}/.venv/bin/python", "-c", "import rraccel; print(rraccel.VERSION)"])
+        assert listed.stdout.split() == ["1.0"], listed.stderr
+    finally:
+        remove()
+
+
+def test_a_conflict_names_the_setting_and_the_file_of_each_pin(sshd, project, flat):
+    ws, remote = project
+    (ws / "pyproject.toml").unlink()
+    (ws / "uv.lock").unlink()
+    (ws / "requirements.txt").write_text("torch==2.10\n")
+    remove = write_pip_conf(sshd, f"[global]\nno-index = true\nfind-links = {flat['folder']}\n")
+    try:
+        line = one_line_error(cli(sshd, ws, "bootstrap", REMOTE_DIR=remote, TORCH_PACKAGES="", TORCH_INDEX_URL="",
+                                  PIP_PACKAGES="torch==2.13.0"))
+    finally:
+        remove()
+    assert "the requirements conflict" in line, line
+    assert "(torch==2.13.0 from PIP_PACKAGES in the environment; torch==2.10 from requirements.txt)" in line, line
