@@ -206,3 +206,56 @@ def test_the_missing_torchvision_hint_names_torch_packages():
     assert "TORCH_PACKAGES" in line and "PIP_PACKAGES" not in line
     [line] = hints("ModuleNotFoundError: No module named 'einops'\n")
     assert "PIP_PACKAGES" in line and "pyproject.toml" in line
+
+
+@pytest.fixture
+def tls_index(tmp_path):
+    """An HTTPS server on 127.0.0.1 whose certificate only its own CA file trusts."""
+    import shutil
+    import socket
+    import ssl
+    import subprocess
+    import threading
+
+    if not shutil.which("openssl"):
+        pytest.skip("needs openssl to make a certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve():
+        while not stop.is_set():
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                context.wrap_socket(connection, server_side=True).close()
+            except (OSError, ssl.SSLError):
+                connection.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    yield f"https://localhost:{listener.getsockname()[1]}/simple", str(cert)
+    stop.set()
+    listener.close()
+
+
+def test_doctor_reaches_an_index_the_way_uv_will_with_the_host_s_cert(tls_index, monkeypatch, tmp_path):
+    from remote_run.host import doctor as host_doctor
+
+    url, cert = tls_index
+    for name in ("SSL_CERT_FILE", "UV_NATIVE_TLS", "PIP_CERT", "https_proxy", "HTTPS_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("PIP_CONFIG_FILE", "/dev/null")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    refused = host_doctor.reach({"url": url, "label": "project index"}, 5)
+    assert not refused["ok"] and "not trusted" in refused["error"], refused
+    monkeypatch.setenv("PIP_CERT", cert)  # pip's cert: what uv is given too
+    assert host_doctor.reach({"url": url, "label": "project index"}, 5)["ok"]
+    assert host_doctor.package_index({}, [url]) == {"url": url, "project": [url],
+                                                    "source": "the project's [[tool.uv.index]]"}
