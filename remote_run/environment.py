@@ -162,17 +162,24 @@ def where_set(settings: Settings, key: str) -> str:
 
 
 def packages(settings: Settings, project: Project) -> tuple[list, list, list]:
-    """(TORCH_PACKAGES less what the project names itself, PIP_PACKAGES, lines to say about it)."""
+    """(TORCH_PACKAGES less what the project names itself, PIP_PACKAGES, lines to say about it).
+    A project that names torch gets none of TORCH_PACKAGES: torchvision and the like from another
+    index would have to match the project's torch, and pull in their own otherwise."""
     torch, notes = [], []
+    setting = where_set(settings, "TORCH_PACKAGES")
+    own_torch = project.pins("torch")
     for requirement in settings.torch_packages:
         pins = project.pins(requirement_name(requirement))
-        if not pins:
+        if not pins and not own_torch:
             torch.append(requirement)
-            continue
-        theirs = ", ".join(dict.fromkeys(f"{pin} ({source})" for pin, source in pins))
-        setting = where_set(settings, "TORCH_PACKAGES")
-        notes.append(f"{requirement_name(requirement)}: the project names {theirs}, {setting} {requirement}; "
-                     "installing the project's")
+        elif pins:
+            theirs = ", ".join(dict.fromkeys(f"{pin} ({source})" for pin, source in pins))
+            notes.append(f"{requirement_name(requirement)}: the project names {theirs}, {setting} {requirement}; "
+                         "installing the project's")
+    left = [r for r in settings.torch_packages if own_torch and not project.pins(requirement_name(r))]
+    if left:
+        notes.append(f"{setting} {' '.join(left)} left out too: they must match the project's torch; "
+                     "add them to the project if it needs them")
     return torch, list(settings.pip_packages), notes
 
 

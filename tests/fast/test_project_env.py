@@ -128,11 +128,15 @@ def test_torch_packages_leave_out_what_the_project_names_and_say_both_pins(tmp_p
     (tmp_path / "requirements.txt").write_text("torch==2.10\nnumpy\n")
     s = load(tmp_path, TORCH_PACKAGES="torch==2.13.0 torchvision")
     payload = environment.bootstrap_payload(s, False, False)
-    assert payload["torch"] == ["torchvision"] and payload["project"]["kind"] == "requirements"
+    assert payload["torch"] == [] and payload["project"]["kind"] == "requirements"
     assert environment.notes(s) == ["torch: the project names torch==2.10 (requirements.txt), "
-                                    "TORCH_PACKAGES in the environment torch==2.13.0; installing the project's"]
+                                    "TORCH_PACKAGES in the environment torch==2.13.0; installing the project's",
+                                    "TORCH_PACKAGES in the environment torchvision left out too: they must match "
+                                    "the project's torch; add them to the project if it needs them"]
     assert payload["origins"]["torch"] == [["torch==2.13.0", "TORCH_PACKAGES in the environment"],
                                            ["torch==2.10", "requirements.txt"]]
+    (tmp_path / "requirements.txt").write_text("numpy\ntorchvision\n")  # a companion alone: only it is the project's
+    assert environment.bootstrap_payload(s, False, False)["torch"] == ["torch==2.13.0"]
     (tmp_path / "requirements.txt").write_text("numpy\n")
     assert environment.bootstrap_payload(s, False, False)["torch"] == ["torch==2.13.0", "torchvision"]
     assert environment.notes(s) == []
