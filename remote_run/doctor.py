@@ -484,10 +484,12 @@ def needs_index(host: Host) -> str:
     s = host.settings
     if not host.uses_venv:
         return ""
-    wanted = [*s.torch_packages, *s.pip_packages]
-    if (s.workspace / "requirements.txt").is_file():
-        wanted.append("requirements.txt")
-    return " ".join(wanted)
+    project = environment.read_project(s.workspace)
+    torch, extra, _ = environment.packages(s, project)
+    own = {"lock": ["the project's uv.lock"], "pyproject": ["the project (pyproject.toml)"]}.get(project.kind, [])
+    if project.kind != "lock" and (s.workspace / "requirements.txt").is_file():
+        own.append("requirements.txt")
+    return " ".join([*own, *torch, *extra])
 
 
 def _index(host, data):
