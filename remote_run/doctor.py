@@ -484,7 +484,7 @@ def needs_index(host: Host) -> str:
     s = host.settings
     if not host.uses_venv:
         return ""
-    project = environment.read_project(s.workspace)
+    project = environment.read_project(s.workspace, s.bootstrap_extras, s.bootstrap_groups)
     torch, extra, _ = environment.packages(s, project)
     own = {"lock": ["the project's uv.lock"], "pyproject": ["the project (pyproject.toml)"]}.get(project.kind, [])
     if project.kind != "lock" and (s.workspace / "requirements.txt").is_file():

@@ -91,13 +91,43 @@ def read_project(workspace: Path, extras=(), groups=()) -> Project:
     indexes = tuple(str(index["url"]) for index in (data.get("tool", {}).get("uv", {}).get("index") or [])
                     if isinstance(index, dict) and index.get("url"))
     if lock.is_file():
-        locked = [f"{p['name']}=={p.get('version', '')}".rstrip("=") for p in _toml(lock).get("package") or []
-                  if p.get("name")]
-        _add_lines(names, locked, "uv.lock")
+        default = data.get("tool", {}).get("uv", {}).get("default-groups", ["dev"])
+        default = list(groups_declared) if default == "all" else list(default)
+        _add_lines(names, _locked(_toml(lock), str(meta.get("name", "")), extras, [*groups, *default]), "uv.lock")
         return Project("lock", tuple(declared), tuple(groups_declared), indexes, python, names)
     if requirements.is_file():
         _add_lines(names, requirements.read_text(errors="replace").splitlines(), "requirements.txt")
     return Project("pyproject", tuple(declared), tuple(groups_declared), indexes, python, names)
+
+
+def _locked(lock: dict, project: str, extras, groups) -> list:
+    """What `uv sync` installs from this lock with these extras and groups: the packages the
+    project reaches, as `name==version`."""
+    packages: dict = {}
+    for package in lock.get("package") or []:
+        if isinstance(package, dict) and package.get("name"):
+            packages.setdefault(normalize(package["name"]), []).append(package)
+    reached, todo = set(), [(normalize(project), None, ())]
+    while todo:
+        name, version, wanted = todo.pop()
+        for package in packages.get(name, []):
+            if version is not None and package.get("version") != version:
+                continue
+            key = (name, package.get("version"), wanted)
+            if key in reached:
+                continue
+            reached.add(key)
+            edges = list(package.get("dependencies") or [])
+            optional = package.get("optional-dependencies") or {}
+            for extra in (*wanted, *(extras if name == normalize(project) else ())):
+                edges += optional.get(extra) or []
+            if name == normalize(project):
+                for group in groups:
+                    edges += (package.get("dev-dependencies") or {}).get(group) or []
+            todo += [(normalize(edge["name"]), edge.get("version"), tuple(edge.get("extra") or ()))
+                     for edge in edges if isinstance(edge, dict) and edge.get("name")]
+    return sorted({f"{name}=={version}" if version else name for name, version, _ in reached
+                   if name != normalize(project)})
 
 
 def _add_lines(names: dict, lines, source: str) -> None:

@@ -560,7 +560,6 @@ class Uv:
                             show=lambda line: not line.startswith(UV_NOISE), phase=uv_phase, doing="resolving")
         return failed(self.out, label, lines, self.sources.text(index)) if status else exits.OK
 
-
     def sync(self, project):
         """The project's own `uv sync` from its uv.lock into .venv, with its own indexes."""
         argv = [self.path, "sync", "--frozen" if project["frozen"] else "--locked"]
@@ -713,13 +712,14 @@ def current(payload):
 
 
 def python_wanted(project):
-    """The version .python-version asks for when the host's python3 is not it ('' when it is, or
-    when nothing or only requires-python asks: the installer checks that)."""
+    """The version .python-version asks for when the host's python3 is not that release ('' when
+    it is, whatever its patch level, or when nothing or only requires-python asks: the installer
+    checks that)."""
     wanted = project.get("python") or {}
     version = (wanted.get("wanted") or "").replace("cpython-", "").replace("python", "")
     if wanted.get("by") != ".python-version" or not re.match(r"^\d+(\.\d+){0,2}$", version):
         return ""
-    return "" if (python_version() + ".").startswith(version + ".") else version
+    return "" if (python_version() + ".").startswith(".".join(version.split(".")[:2]) + ".") else version
 
 
 def plan(payload):

@@ -174,6 +174,8 @@ def test_python_version_is_met_by_the_host_s_own_or_named(monkeypatch):
     monkeypatch.setattr(installer, "python_version", lambda: "3.11.2")
     assert installer.python_wanted({"python": {"wanted": "3.11", "by": ".python-version"}}) == ""
     assert installer.python_wanted({"python": {"wanted": "3.11.2", "by": ".python-version"}}) == ""
+    assert installer.python_wanted({"python": {"wanted": "3.11.9", "by": ".python-version"}}) == ""  # a patch level
+    assert installer.python_wanted({"python": {"wanted": "3.1", "by": ".python-version"}}) == "3.1"
     assert installer.python_wanted({"python": {"wanted": "3.10", "by": ".python-version"}}) == "3.10"
     assert installer.python_wanted({"python": {"wanted": "3.1", "by": ".python-version"}}) == "3.1"
     assert installer.python_wanted({"python": {"wanted": ">=3.12", "by": "requires-python in pyproject.toml"}}) == ""
@@ -263,3 +265,64 @@ def test_doctor_reaches_an_index_the_way_uv_will_with_the_host_s_cert(tls_index,
     assert host_doctor.reach({"url": url, "label": "project index"}, 5)["ok"]
     assert host_doctor.package_index({}, [url]) == {"url": url, "project": [url],
                                                     "source": "the project's [[tool.uv.index]]"}
+
+
+LOCK = """\
+version = 1
+[[package]]
+name = "rrproj"
+version = "0.1"
+source = { virtual = "." }
+dependencies = [{ name = "numpy" }]
+[package.optional-dependencies]
+cpu = [{ name = "torch", version = "2.10.0+cpu" }]
+gpu = [{ name = "torch", version = "2.10.0" }, { name = "timm", extra = ["hub"] }]
+[package.dev-dependencies]
+dev = [{ name = "pytest" }]
+lint = [{ name = "ruff" }]
+[[package]]
+name = "torch"
+version = "2.10.0"
+dependencies = [{ name = "nvidia-cudnn" }]
+[[package]]
+name = "torch"
+version = "2.10.0+cpu"
+[[package]]
+name = "timm"
+version = "1.0"
+[package.optional-dependencies]
+hub = [{ name = "huggingface-hub" }]
+[[package]]
+name = "numpy"
+version = "2.0"
+[[package]]
+name = "nvidia-cudnn"
+version = "9"
+[[package]]
+name = "huggingface-hub"
+version = "0.3"
+[[package]]
+name = "pytest"
+version = "8"
+[[package]]
+name = "ruff"
+version = "0.9"
+"""
+
+
+def test_a_locked_project_names_what_uv_sync_installs_for_the_extras_and_groups_chosen(tmp_path):
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "rrproj"\nversion = "0.1"\n'
+                                             '[project.optional-dependencies]\ncpu = []\ngpu = []\n'
+                                             '[dependency-groups]\ndev = []\nlint = []\n')
+    (tmp_path / "uv.lock").write_text(LOCK)
+    base = environment.read_project(tmp_path)
+    assert sorted(base.names) == ["numpy", "pytest"]  # dev: uv sync's default group
+    gpu = environment.read_project(tmp_path, extras=("gpu",), groups=("lint",))
+    assert sorted(gpu.names) == ["huggingface-hub", "numpy", "nvidia-cudnn", "pytest", "ruff", "timm", "torch"]
+    assert gpu.pins("torch") == [("torch==2.10.0", "uv.lock")]
+    assert environment.read_project(tmp_path, extras=("cpu",)).pins("torch") == [("torch==2.10.0+cpu", "uv.lock")]
+    # Without torch in what is installed, TORCH_PACKAGES goes on top; with it, the lock's torch is used.
+    s = load(tmp_path, TORCH_PACKAGES="torch torchvision")
+    assert environment.bootstrap_payload(s, False, False)["torch"] == ["torch", "torchvision"]
+    chosen = environment.Choice(extras=("gpu",))
+    assert environment.bootstrap_payload(s, False, False, chosen)["torch"] == []
