@@ -392,6 +392,14 @@ def _python(host, data):
         if old:
             return Check(HOST, "python", WARN, text + ": current torch releases need Python 3.10 or newer",
                          "install a newer python3 there, or uv (bootstrap's `uv venv` can use one uv installs)")
+        wanted = environment.read_project(s.workspace).python
+        release = ".".join(wanted.get("wanted", "").split(".")[:2])
+        if (wanted.get("by") == ".python-version" and re.fullmatch(r"\d+\.\d+", release)
+                and release != ".".join(py["version"].split(".")[:2]) and s.bootstrap_python_downloads == "never"):
+            return Check(HOST, "python", WARN,
+                         f"{text}, but .python-version wants {wanted['wanted']}: bootstrap needs another Python "
+                         "there (uv looks for one) or refuses",
+                         f"install Python {wanted['wanted']} there, or set BOOTSTRAP_PYTHON_DOWNLOADS=automatic")
         return Check(HOST, "python", OK, text)
     who = f"REMOTE_PYTHON={s.remote_python}" if s.remote_python else f"{py['executable']} (remote-run's own Python)"
     if py.get("torch"):
@@ -411,6 +419,9 @@ def _uv(host, data):
     if not host.uses_venv:
         return Check(HOST, "uv", SKIP,
                      "not installed; not needed (runs use REMOTE_PYTHON or remote-run's own Python, no venv is built)")
+    if host.settings.bootstrap_installer == "pip" and (host.settings.workspace / "uv.lock").is_file():
+        return Check(HOST, "uv", FAIL, "the workspace's uv.lock is installed with uv sync, and BOOTSTRAP_INSTALLER=pip "
+                                       "never uses uv", "set BOOTSTRAP_INSTALLER=auto")
     return Check(HOST, "uv", OK, f"not installed yet: the first bootstrap installs it into REMOTE_DIR/{installer.TOOL} "
                                  "with the host's pip (from the package index below), or builds the venv with pip")
 

@@ -326,3 +326,20 @@ def test_a_locked_project_names_what_uv_sync_installs_for_the_extras_and_groups_
     assert environment.bootstrap_payload(s, False, False)["torch"] == ["torch", "torchvision"]
     chosen = environment.Choice(extras=("gpu",))
     assert environment.bootstrap_payload(s, False, False, chosen)["torch"] == []
+
+
+def test_doctor_says_when_the_host_s_python_or_installer_cannot_build_the_project(tmp_path, monkeypatch):
+    from test_init import host_report, statuses
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "rrproj"\nversion = "0.1"\n')
+    (tmp_path / ".python-version").write_text("3.10\n")
+    check = statuses(host_report())["python"]
+    assert check.status == "warn" and ".python-version wants 3.10" in check.text, check
+    assert "BOOTSTRAP_PYTHON_DOWNLOADS=automatic" in check.fix
+    assert statuses(host_report(), BOOTSTRAP_PYTHON_DOWNLOADS="automatic")["python"].status == "ok"
+    (tmp_path / ".python-version").write_text("3.11.9\n")  # the host's 3.11.2 is that release
+    assert statuses(host_report())["python"].status == "ok"
+    (tmp_path / "uv.lock").write_text("version = 1\n")
+    check = statuses(host_report(), BOOTSTRAP_INSTALLER="pip")["uv"]
+    assert check.status == "fail" and "uv.lock" in check.text
