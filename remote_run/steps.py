@@ -87,7 +87,8 @@ def prepare(sess, preflight: Preflight, *, wait: bool = False, count: int = 0) -
     --wait and --gpus N, for the GPU check.
     """
     host = sess.host
-    choice = environment.choose(sess.settings, preflight.extras, preflight.groups, preflight.frozen)
+    choice = (environment.choose(sess.settings, preflight.extras, preflight.groups, preflight.frozen)
+              if preflight.bootstrap else environment.NOTHING)
     pending = Pending(
         env=environment.check(host, choice) if preflight.bootstrap and not preflight.rebuild else None, choice=choice,
         gpu=gpu.spec(sess.settings, cpu_ok=preflight.cpu_ok, allow_busy=preflight.allow_busy, wait=wait, count=count)

@@ -95,9 +95,11 @@ def test_a_uv_project_is_its_own_locked_sync_with_the_extras_and_groups_chosen(s
     assert "uv sync --locked --extra gpu --group tools" in done.stderr, done.stderr
     assert "accel 2.0\nhello from rrdevtool 1.0\nRESULT_USE ok=1" in done.stdout, done.stdout
     # The same choice again: the stamp matches inside the run's one command, nothing is installed.
-    again = cli(sshd, ws, "run", "scripts/use.py", "--cpu-ok", "--extra", "gpu", "--group", "tools", **env)
+    mark = sshd.mark()
+    again = cli(sshd, ws, "bootstrap", "--extra", "gpu", "--group", "tools", **env)
     assert again.returncode == 0, again.stderr
     assert "uv sync" not in again.stderr and "environment is up to date" in again.stderr, again.stderr
+    assert sshd.count("Starting session:", mark) == 1
     # The default of .env (BOOTSTRAP_EXTRAS=cpu), no group: the environment follows the lock exactly.
     plain = cli(sshd, ws, "run", "scripts/use.py", "--cpu-ok", **env)
     assert plain.returncode == 0, plain.stderr
