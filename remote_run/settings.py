@@ -187,6 +187,9 @@ def _packages(key: str):
     def parse(value: str, loading) -> tuple[str, ...]:
         items = tuple(split_list(value))
         for item in items:
+            if item in (".", "-e", "-r", "--editable", "--requirement") or item.endswith(("pyproject.toml", ".txt")):
+                raise bad(key, item, "bootstrap installs the workspace's own pyproject.toml (with BOOTSTRAP_EXTRAS) "
+                                     "and requirements.txt by itself; give only extra requirement names here")
             if not _PACKAGE.match(item):
                 raise bad(key, item, "give pip requirement names such as torch or numpy<2, space separated")
         return items

@@ -343,3 +343,10 @@ def test_doctor_says_when_the_host_s_python_or_installer_cannot_build_the_projec
     (tmp_path / "uv.lock").write_text("version = 1\n")
     check = statuses(host_report(), BOOTSTRAP_INSTALLER="pip")["uv"]
     assert check.status == "fail" and "uv.lock" in check.text
+
+
+def test_pip_packages_pointing_at_the_project_say_that_bootstrap_installs_it(tmp_path):
+    for value in (".", "-e .", "-r pyproject.toml", "-r requirements.txt"):
+        with pytest.raises(Failure) as caught:
+            load(tmp_path, PIP_PACKAGES=value)
+        assert caught.value.problem.startswith("PIP_PACKAGES=") and "installs the workspace's own" in caught.value.fix
