@@ -219,8 +219,8 @@ def origins(settings: Settings, project: Project) -> dict:
     for key, items in (("TORCH_PACKAGES", settings.torch_packages), ("PIP_PACKAGES", settings.pip_packages)):
         for requirement in items:
             found.setdefault(requirement_name(requirement), []).append([requirement, where_set(settings, key)])
-    for name, pins in project.names.items():
-        found.setdefault(name, []).extend([pin, source] for pin, source in pins)
+    for name in found:  # a pin the settings do not name conflicts inside one file, which the installer says
+        found[name].extend([pin, source] for pin, source in project.pins(name))
     return found
 
 
