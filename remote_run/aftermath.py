@@ -12,14 +12,14 @@ from pathlib import Path
 
 from . import notify
 from .errors import Failure, Kind
-from .host import states
+from .host import layout, states
 from .output import say
 
 MAX_FILES = 10_000
-# Top-level folders of REMOTE_DIR that are remote-run's own (run records, the dataset cache): a
-# pattern searches them only when it names them (`data/...`). Hidden folders (.venv, .remote-run)
-# are never matched by `*` or `**`.
-OWN = ("runs", "data")
+# Top-level folders of a run's directory that are remote-run's own, which a pattern searches only
+# when it names them: none since remote-run keeps its own things in .remote-run/ (hidden folders,
+# .venv and .remote-run, are never matched by `*` or `**`); runs/ and data/ are the workspace's.
+OWN = ()
 
 def check_patterns(patterns) -> tuple[str, ...]:
     """--pull patterns: relative to the run's working directory on the host, never leaving it."""
@@ -38,9 +38,14 @@ def check_patterns(patterns) -> tuple[str, ...]:
 
 def run_bases(settings, run_id: str) -> list[str]:
     """Where a run ran on the host, which --pull patterns are relative to: its own snapshot's
-    working directory (runs/<id>/work, which keeps what the run wrote), or REMOTE_DIR for a run
-    started before runs had snapshots. The first that exists is used."""
-    return [f"{settings.remote_dir}/runs/{run_id}/work", settings.remote_dir]
+    working directory (.remote-run/runs/<id>/work, which keeps what the run wrote), or REMOTE_DIR for
+    a run started before runs had snapshots. The first that exists is used."""
+    return [f"{remote_run_dir(settings, run_id)}/work", settings.remote_dir]
+
+
+def remote_run_dir(settings, run_id: str) -> str:
+    """A run's folder on the host (remote_run.host.layout)."""
+    return f"{settings.remote_dir}/{layout.RUNS}/{run_id}"
 
 
 def pull(host, run_id: str, bases: list[str], patterns, dest: Path) -> dict:
@@ -50,7 +55,7 @@ def pull(host, run_id: str, bases: list[str], patterns, dest: Path) -> dict:
     files now in ``dest`` as the host has them (path, size), how many came this time, and the
     local files kept because they differ from the host's."""
     s = host.settings
-    argv, stdin = host.program_with("pulled", {"bases": list(bases), "run_dir": f"{s.remote_dir}/runs/{run_id}",
+    argv, stdin = host.program_with("pulled", {"bases": list(bases), "run_dir": remote_run_dir(s, run_id),
                                                "patterns": list(patterns), "own": list(OWN), "limit": MAX_FILES})
     listed = host.run(argv, hide=True, stdin=stdin, timeout=max(s.check_timeout, 120))
     try:

@@ -401,6 +401,9 @@ def _python(host, data):
                          "there (uv looks for one) or refuses",
                          f"install Python {wanted['wanted']} there, or set BOOTSTRAP_PYTHON_DOWNLOADS=automatic")
         return Check(HOST, "python", OK, text)
+    if s.run_environment == "docker":
+        return Check(HOST, "python", OK, f"python3 {py['version']} runs remote-run's host side; runs start their own "
+                                         "containers (RUN_ENVIRONMENT=docker): no venv is built")
     who = f"REMOTE_PYTHON={s.remote_python}" if s.remote_python else f"{py['executable']} (remote-run's own Python)"
     if py.get("torch"):
         return Check(HOST, "python", OK, f"{who}, Python {py['version']}, torch {py['torch']}; runs use it (no venv)")
@@ -416,6 +419,9 @@ def _uv(host, data):
     found = data["uv"]
     if found["path"]:
         return Check(HOST, "uv", OK, f"{found['version'] or 'uv'} ({found['path']})")
+    if host.settings.run_environment != "auto":
+        return Check(HOST, "uv", SKIP, f"not installed; not needed (RUN_ENVIRONMENT={host.settings.run_environment}: "
+                                       "no venv is built)")
     if not host.uses_venv:
         return Check(HOST, "uv", SKIP,
                      "not installed; not needed (runs use REMOTE_PYTHON or remote-run's own Python, no venv is built)")
@@ -632,11 +638,14 @@ def _torch_wheels(host, data):
 def _docker(host, data):
     found = data["docker"]
     state = found.get("state")
+    problem = gpus.docker(found, host.label)
+    if problem is not None and host.settings.run_environment == "docker":  # then runs cannot work
+        return Check(HOST, "docker", FAIL, f"{problem.problem}, but runs start containers (RUN_ENVIRONMENT=docker)",
+                     problem.fix)
     if state == "missing":
         return Check(HOST, "docker", SKIP,
                      "not installed (optional: remote-run does not use it; Docker-based examples do)")
     version = found.get("version") or "docker"
-    problem = gpus.docker(found, host.label)
     if problem is None:
         return Check(HOST, "docker", OK, f"{version}; {gpus.docker_line(found, host.label)}")
     if state == "noruntime" and not (data.get("gpu") or {}).get("gpus"):

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import Failure
+from .project import read_pyproject
 from .settings import Settings, project_names
 
 FORMAT = 2  # bump when the bootstrap changes what it builds
@@ -38,14 +39,12 @@ def requirement_name(text: str) -> str:
 
 
 def _toml(path: Path) -> dict:
-    try:
-        import tomllib
-    except ImportError:  # Python 3.10
-        import tomli as tomllib
+    from .project import tomllib
+
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise Failure(f"{path} cannot be read as TOML ({exc})", "fix it, then bootstrap again") from None
+        raise Failure(f"{path} cannot be read as TOML ({exc})", "fix it (`uv lock` writes it again)") from None
 
 
 @dataclass(frozen=True)
@@ -67,11 +66,10 @@ class Project:
 def read_project(workspace: Path, extras=(), groups=()) -> Project:
     """The workspace's pyproject.toml (a [project] table), uv.lock, .python-version and requirements.txt;
     ``extras`` and ``groups``: the chosen ones, whose requirements count as the project's."""
-    pyproject, lock, requirements = (workspace / "pyproject.toml", workspace / "uv.lock",
-                                     workspace / "requirements.txt")
+    lock, requirements = workspace / "uv.lock", workspace / "requirements.txt"
     names: dict = {}
     python = _python_version(workspace)
-    data = _toml(pyproject) if pyproject.is_file() else {}
+    data = read_pyproject(workspace)
     if "project" not in data:
         if requirements.is_file():
             _add_lines(names, requirements.read_text(errors="replace").splitlines(), "requirements.txt")
@@ -242,11 +240,24 @@ def stamp(settings: Settings, choice: Choice = NOTHING) -> str:
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:32]
 
 
-def check(host, choice: Choice = NOTHING) -> dict:
-    """The run command's "env" check: the venv's stamp, or (REMOTE_PYTHON, `local`) the interpreter itself."""
+def check(host, choice: Choice = NOTHING) -> dict | None:
+    """The run command's "env" check: the venv's stamp, or (REMOTE_PYTHON, `local`) the interpreter
+    itself; None when runs need no environment (RUN_ENVIRONMENT docker or none)."""
+    if host.settings.run_environment != "auto":
+        return None
     if host.uses_venv:
         return {"kind": "venv", "stamp": stamp(host.settings, choice)}
     return {"kind": "probe"}
+
+
+def skipped(host) -> str | None:
+    """Why bootstrap builds nothing (RUN_ENVIRONMENT docker or none), as one line; None when it builds."""
+    if host.settings.run_environment == "docker":
+        return ("bootstrap: nothing to build, runs start their own containers "
+                "(RUN_ENVIRONMENT=docker; the host's python3 runs only remote-run itself)")
+    if host.settings.run_environment == "none":
+        return f"bootstrap: nothing to build, runs use {host.python} as it is (RUN_ENVIRONMENT=none)"
+    return None
 
 
 def bootstrap_payload(settings: Settings, force: bool, terminal: bool, choice: Choice = NOTHING) -> dict:

@@ -58,6 +58,11 @@ class RunOptions:
                                   "(after a branch switch, when times lie)")
     take_over: bool = _flag(False, "sync even when REMOTE_DIR mirrors another checkout of the workspace: "
                                    "it mirrors this one from now on (the other's runs stay in it)")
+    torchrun: bool = _flag(False, "start the script with torchrun (python -m torch.distributed.run --standalone), "
+                                  "one process per GPU the run is given (1 without a GPU)")
+    nproc: object = _flag("", "with --torchrun: this many processes instead of one per GPU (e.g. 2 on a CPU)")
+    env: tuple = _flag((), "set this variable for the run, KEY=VALUE (repeatable); kept in the run's record and "
+                           "replayed by rerun, so not for secrets (REMOTE_ENV forwards those)", iterable=True)
     extra: tuple = _flag((), "bootstrap with this extra of the workspace's pyproject.toml (repeatable; "
                              "replaces BOOTSTRAP_EXTRAS)", iterable=True)
     group: tuple = _flag((), "bootstrap with this dependency group of the workspace's pyproject.toml (repeatable; "
@@ -68,6 +73,8 @@ class RunOptions:
     wait_seconds: float = 0.0
     gpu_count: int = 0
     runs: int = 1
+    variables: tuple = ()  # --env as (name, value) pairs
+    processes: int = 0  # --nproc, or 0: one per GPU the host gives the run
 
     @classmethod
     def flags(cls) -> list[dataclasses.Field]:
@@ -119,8 +126,12 @@ class RunOptions:
                               "drop --detach (or compare later with `inv compare`)")
             compare.check_metric_names("--higher-is-better", self.higher_is_better)
             compare.check_metric_names("--lower-is-better", self.lower_is_better)
+        processes = int_between("--nproc", self.nproc, 1, 1024) if self.nproc not in ("", None) else 0
+        if processes and not self.torchrun:
+            raise Failure("--nproc only applies with --torchrun", "add --torchrun or drop it")
         return dataclasses.replace(self, only=only, pull=patterns, forwards=tuple(forwards), wait_seconds=seconds,
-                                   gpu_count=count, runs=runs)
+                                   gpu_count=count, runs=runs, processes=processes,
+                                   variables=run_variables(self.env, settings.remote_env) if self.env else ())
 
     def gating(self) -> dict:
         """The gate's flags, as remote_run.tasks.results.gate takes them."""
@@ -147,3 +158,34 @@ def _seconds(value, wait: bool) -> float:
     if not wait:
         raise Failure("--wait-timeout only applies with --wait", "add --wait or drop it")
     return float(match[1]) * {"": 1, "s": 1, "m": 60, "h": 3600}[match[2]]
+
+
+# Set by remote-run itself, or by the GPU check and queue (--gpus, the CUDA_VISIBLE_DEVICES setting).
+OWN_VARIABLES = ("CUDA_VISIBLE_DEVICES", "PATH", "VIRTUAL_ENV", "PYTHONHOME", "PYTHONUNBUFFERED")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# Name parts that say a value is a secret; --env values are kept in records, so those go by REMOTE_ENV.
+_SECRET = re.compile(r"(^|_)(TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIALS?|(API|ACCESS|PRIVATE|SECRET)_KEY)(_|$)")
+
+
+def run_variables(given, forwarded=()) -> tuple:
+    """--env KEY=VALUE flags as (name, value) pairs, each name a variable name that is neither
+    remote-run's own nor a secret's; a name given twice keeps its last value, as `env` does."""
+    found = {}
+    for item in given:
+        name, eq, value = str(item).partition("=")
+        if not eq or not _NAME.fullmatch(name):
+            raise Failure(f"--env {item!r} is not valid", "give KEY=VALUE with a variable name (letters, digits, _) "
+                                                          "such as --env EPOCHS=3")
+        if name in OWN_VARIABLES or name.startswith("REMOTE_RUN_"):
+            raise Failure(f"--env {name} is set by remote-run itself for every run",
+                          "choose GPUs with --gpus N or the CUDA_VISIBLE_DEVICES setting, which the GPU check sees"
+                          if name == "CUDA_VISIBLE_DEVICES" else "drop it")
+        if name in forwarded:
+            raise Failure(f"--env {name} is also forwarded by REMOTE_ENV", "give it one way: drop one of them")
+        if _SECRET.search(name.upper()):
+            raise Failure(f"--env {name} looks like a secret, and --env values are kept in the run's record",
+                          f"forward it with REMOTE_ENV={name} (its value is never kept)")
+        if "\0" in value:
+            raise Failure(f"--env {name}'s value holds a NUL byte", "a variable's value cannot hold one")
+        found[name] = value
+    return tuple(found.items())

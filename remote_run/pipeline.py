@@ -22,7 +22,7 @@ from pathlib import Path
 
 from . import aftermath, gpu, groups, notify, records, steps, sync, transport
 from .errors import Failure, Kind
-from .host import exits, states
+from .host import exits, layout, states
 from .host.control import CONTROL
 from .host.files import Lines
 from .host.queue import busy_text
@@ -46,6 +46,8 @@ class RunSpec:
     invocation: dict = field(default_factory=dict)  # the task's name and arguments, for `inv rerun`
     cwd: str = ""  # the folder of the workspace the run starts in (--cwd)
     pull: tuple = ()  # --pull patterns, brought back when the run ends (remote_run.aftermath)
+    nproc_at: int | None = None  # the argv index of torchrun's --nproc_per_node, which the host fills in
+    env: dict = field(default_factory=dict)  # --env: the run's variables, kept in its record
 
 
 @dataclass
@@ -196,7 +198,7 @@ class Recording:
             runner_path=backend.runner_path(spec.runner_path, run_id) if spec.runner_path else None,
             argv=list(spec.argv), local_log=str(self.folder / "run.log"),
             started=datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
-            group=group, invocation=spec.invocation)
+            group=group, invocation=spec.invocation, env=dict(spec.env))
         self.output = Tee()
         self.started = time.perf_counter()
 
@@ -397,10 +399,10 @@ class HostRuns(Backend):
         self.checkout: dict | None = None  # the record of the checkout REMOTE_DIR mirrors, as listing() found it
 
     def runner_path(self, path: str, run_id: str) -> str:
-        return f"{self.host.settings.remote_dir}/runs/{run_id}/work/{path}"  # the run's snapshot
+        return f"{self.host.settings.remote_dir}/{layout.RUNS}/{run_id}/work/{path}"  # the run's snapshot
 
     def remote_log(self, run_id: str) -> str:
-        return f"{self.label}:{self.host.settings.remote_dir}/runs/{run_id}/run.log"
+        return f"{self.label}:{self.host.settings.remote_dir}/{layout.RUNS}/{run_id}/run.log"
 
     def prepare(self, spec: RunSpec) -> None:
         """The steps still due that cannot ride along with the run's command (a full sync, a build)."""
@@ -418,8 +420,9 @@ class HostRuns(Backend):
         host (so a detached group needs no laptop); each is then followed by follow_member()."""
         spec = members[0][1]
         say(f"{spec.task} on {self.label}: {join(spec.argv)}  x{len(members)}  [group {group_id}]")
-        payload = {"group_dir": f"runs/{group_id}", "members": [self._member(run_id, spec, first=i == 0, group=group_id)
-                                                               for i, (run_id, spec) in enumerate(members)]}
+        payload = {"group_dir": f"{layout.RUNS}/{group_id}",
+                   "members": [self._member(run_id, spec, first=i == 0, group=group_id)
+                               for i, (run_id, spec) in enumerate(members)]}
         self._start(payload, Tee(show=False), detach=True, meta={"task": spec.task, "options": spec.options})
 
     def follow_member(self, run_id: str, spec: RunSpec, output: Tee, *, ctrl_c=None) -> Ending:
@@ -432,8 +435,9 @@ class HostRuns(Backend):
         s = self.host.settings
         # into the run's snapshot
         files = {**spec.files, ".remote-run/site/sitecustomize.py": template("numpy_aliases.py")}
-        return {"run_dir": f"runs/{run_id}", "files": files, "argv": spec.argv, "cwd": spec.cwd,
-                "meta": {"task": spec.task, "options": spec.options, "forwarded": list(s.remote_env), "group": group}}
+        return {"run_dir": f"{layout.RUNS}/{run_id}", "files": files, "argv": spec.argv, "cwd": spec.cwd,
+                "meta": {"task": spec.task, "options": spec.options, "forwarded": list(s.remote_env), "group": group},
+                "nproc_at": spec.nproc_at}
 
     def _start(self, part: dict, output: Tee, *, detach: bool, meta: dict | None = None):
         """The host program's `start` with the pending checks. When the host's report says no, every
@@ -461,7 +465,8 @@ class HostRuns(Backend):
         payload = {
             "root": s.remote_dir, "detach": detach, "grace": s.kill_grace, "meta": meta or {}, "rules": sync.rules(s),
             # PYTHONPATH: the run's snapshot
-            "variables": {"CUDA_VISIBLE_DEVICES": s.cuda_visible_devices, **s.forwarded_env()},
+            "variables": {"CUDA_VISIBLE_DEVICES": s.cuda_visible_devices, **s.forwarded_env(), **dict(o.variables)},
+            "python": host.python,  # its bin folder goes first on the run's PATH (host/shellenv.py)
             "queue": gpu.queue(s, wait=o.wait, timeout=o.wait_seconds, count=o.gpu_count),
             "sample": {"seconds": s.gpu_sample_seconds, "devices": s.cuda_visible_devices}, **part, **notify.payload(s),
             **pending.payload(),

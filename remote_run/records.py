@@ -45,6 +45,19 @@ HINTS = [
     (re.compile(r"No space left on device"),
      "the disk is full on the host: free space (`inv clean --yes` removes REMOTE_DIR) "
      "or choose a REMOTE_DIR on a larger disk"),
+    (re.compile(r"Cannot connect to the Docker daemon"),
+     "`docker` could not reach its daemon on the host: start it (`sudo systemctl start docker`) "
+     "and check it with `inv gpu-check --docker`"),
+    (re.compile(r"permission denied while trying to connect to the Docker daemon"),
+     "this SSH user may not use Docker on the host: add it to the docker group (`sudo usermod -aG docker USER`, "
+     "then log in again), or ask the host's admin"),
+    (re.compile(r"could not select device driver .* with capabilities: \[\[gpu\]\]|"
+                r"unknown or invalid runtime name: nvidia"),
+     "Docker on the host cannot reach the GPUs: install the NVIDIA Container Toolkit "
+     "(`inv gpu-check --docker` says what is missing)"),
+    (re.compile(r"Unable to find image '([^']+)' locally"),
+     "the image {0} is not on the host and could not be pulled: build it there first (the example's build "
+     "script, e.g. `inv run build.sh --cwd examples/x`), or check its name"),
     (re.compile(r"Permission denied"),
      "a permission error: the run writes inside REMOTE_DIR; "
      "check that REMOTE_DIR and any output paths are writable by the SSH user"),
@@ -87,13 +100,50 @@ def notable_warnings(text: str, limit: int = 20) -> list[str]:
     return found
 
 
-def hints(text: str) -> list[str]:
-    """One line per known failure signature found in the output."""
+# Exit statuses that say who failed when the output has no known signature.
+EXIT_HINTS = {
+    125: "exit status 125 is `docker run` failing before the container ran (its daemon, the image or "
+         "docker's own options; docker's message is above the end of the log), not the program in it",
+}
+
+# A shell's statuses for a command it could not find (127) or found but could not run (126).
+STATUS_HINTS = {
+    127: "exit status 127 is a shell's \"command not found\"{0}: the run's PATH has the bin folder of the run's "
+         "Python first (REMOTE_DIR/.venv/bin, or REMOTE_PYTHON's), so python, torchrun and the project's console "
+         "scripts resolve there once installed: add the package to the project's dependencies, requirements.txt or "
+         "PIP_PACKAGES (torch and torchrun: TORCH_PACKAGES) and run `inv bootstrap`; a system tool must be "
+         "installed on the host",
+    126: "exit status 126 is a shell's \"found but cannot run\"{0}: give the file the execute bit here "
+         "(`chmod +x FILE`; the sync keeps it) or start it through its interpreter (`bash FILE`, `python FILE`), "
+         "and check that it is a program for the host whose #! interpreter exists there",
+}
+_NOT_FOUND = re.compile(r"^(?:.*: )?([^\s:]+): (?:command )?not found$|"
+                        r"^remote-run: cannot start ([^\s:]+): No such file or directory$", re.M)
+_CANNOT_RUN = re.compile(r"^(?:.*: )?([^\s:]+): (?:Permission denied|cannot execute.*|Exec format error)$|"
+                         r"^remote-run: cannot start ([^\s:]+): ", re.M)
+
+
+def status_hint(text: str, exit_status: int | None) -> str | None:
+    """The hint for a shell's 127 or 126, naming the command when the output does."""
+    if exit_status not in STATUS_HINTS:
+        return None
+    found = (_NOT_FOUND if exit_status == 127 else _CANNOT_RUN).findall(text or "")
+    name = next((a or b for a, b in reversed(found)), "")
+    return STATUS_HINTS[exit_status].format(f" ({name})" if name else "")
+
+
+def hints(text: str, exit_status: int | None = None) -> list[str]:
+    """One line per known failure signature found in the output (and the run's exit status)."""
     out = []
     for pattern, message in HINTS:
         match = pattern.search(text or "")
         if match:
             out.append(message.format(*match.groups()))
+    status = status_hint(text, exit_status)
+    if status:
+        out.append(status)
+    elif not out and exit_status in EXIT_HINTS:
+        out.append(EXIT_HINTS[exit_status])
     return out
 
 
@@ -144,6 +194,28 @@ def _epoch_table(text: str) -> list[dict]:
 
 GPU_COLUMNS = ("timestamp", "index", "uuid", "utilization", "memory_used", "memory_total", "power")
 IDLE_UTILISATION = 50  # percent: a run whose GPU is busier than this is not input-bound
+# Every run starts with the GPU idle (imports, CUDA initialisation, loading data: 5-15 s for torch).
+# A mean says something about the training loop only when that start is a small part of it: at
+# least IDLE_MIN_SECONDS (a 15 s start is then at most a quarter, which alone cannot pull a busy
+# run below IDLE_UTILISATION) and at least IDLE_MIN_SAMPLES sampling times, so that with a long
+# GPU_SAMPLE_SECONDS (10 s: 100 s) no single sample decides it. At the default 2 s a run needs 60 s.
+IDLE_MIN_SECONDS = 60
+IDLE_MIN_SAMPLES = 10
+
+
+def idle_warning(usage: dict | None, elapsed: float | None, settings: dict) -> str | None:
+    """The warning that the run's GPUs were mostly idle, when the samples can say so (see IDLE_MIN_SECONDS)."""
+    if not usage or usage["mean_utilization"] >= IDLE_UTILISATION:
+        return None
+    times = usage.get("sample_times", usage["samples"])  # older records count rows
+    if (elapsed or 0) < IDLE_MIN_SECONDS or times < IDLE_MIN_SAMPLES:
+        return None
+    said = f"GPU idle: mean utilisation {usage['mean_utilization']:g} % over {times} samples"
+    if settings.get("RUN_ENVIRONMENT") == "docker":
+        # nvidia-smi sees a container's work, but only on the GPUs it samples: CUDA_VISIBLE_DEVICES
+        return (f"{said}: the containers may use other GPUs (`docker run --gpus all` does not follow "
+                "CUDA_VISIBLE_DEVICES; pass `--gpus \"device=$CUDA_VISIBLE_DEVICES\"`), or none")
+    return f"{said}: input-bound?"
 
 
 def gpu_usage(csv_text: str) -> dict | None:
@@ -162,7 +234,8 @@ def gpu_usage(csv_text: str) -> dict | None:
         return None
     memory = [r["memory_used"] for r in rows if r["memory_used"] is not None]
     power = [r["power"] for r in rows if r["power"] is not None]
-    return {"samples": len(rows), "mean_utilization": round(sum(util) / len(util), 1), "max_utilization": max(util),
+    return {"samples": len(rows), "sample_times": len({r["timestamp"] for r in rows}),
+            "mean_utilization": round(sum(util) / len(util), 1), "max_utilization": max(util),
             "peak_memory_mib": max(memory) if memory else None,
             "mean_power_w": round(sum(power) / len(power), 1) if power else None}
 
@@ -311,6 +384,7 @@ class RunRecord:
     pulled: dict | None = None  # --pull: patterns, and the files brought into pulled/ (remote_run.aftermath)
     # what REMOTE_DIR held of the workspace: {"only", "files", "bytes", "how"} (remote_run.sync.synced)
     synced: dict | None = None
+    env: dict = field(default_factory=dict)  # --env: the run's variables (REMOTE_ENV's, secrets, are never kept)
 
     def finish(self, log_text: str, exit_status: int | None, elapsed: float, outcome: str, gpu_csv: str = "",
                epoch_arrivals: list[float] | None = None) -> None:
@@ -322,11 +396,12 @@ class RunRecord:
         self.result = parse_result(log_text)
         self.epochs = parse_epochs(log_text, epoch_arrivals)
         self.warnings = notable_warnings(log_text)
-        self.hints = hints(log_text) if exit_status else []
+        self.hints = hints(log_text, exit_status) if exit_status else []
         if gpu_csv:
             self.gpu_usage = gpu_usage(gpu_csv)
-        if self.gpu_usage and self.gpu_usage["mean_utilization"] < IDLE_UTILISATION:
-            self.warnings.append(f"GPU idle: mean utilisation {self.gpu_usage['mean_utilization']:g} %: input-bound?")
+        idle = idle_warning(self.gpu_usage, self.elapsed_seconds, self.settings)
+        if idle:
+            self.warnings.append(idle)
 
     def write(self, folder: Path, log_text: str | None = None, *, diff: bytes | None = None, gpu_csv: str = "") -> Path:
         """Write result.json, log.md and (if given) run.log, code.diff and gpu.csv; never replaces
@@ -373,6 +448,7 @@ class RunRecord:
             f"- **Outcome:** {self.outcome} (exit status {self.exit_status}), {self.elapsed_seconds} s wall",
             f"- **Host:** {self.host}",
             *([f"- **Ran:** `{join(self.argv)}`"] if self.argv else []),
+            *([f"- **Variables (--env):** `{join(f'{k}={v}' for k, v in self.env.items())}`"] if self.env else []),
             f"- **GPU:** {gpu}",
             f"- **Workspace commit:** {commit}{dirty}{self._code_line()}",
             *([f"- **Code on the host:** the run's own snapshot of the tree synced as {self.snapshot.get('tree')} "

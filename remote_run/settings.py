@@ -311,6 +311,24 @@ def _gigabytes(value: str, loading) -> float:
     return gigabytes
 
 
+ENVIRONMENTS = ("auto", "docker", "none")
+
+
+def _run_environment(value: str, loading) -> str:
+    """RUN_ENVIRONMENT; left unset, the workspace's pyproject.toml may say it ([tool.remote-run] environment)."""
+    allowed = "use " + " or ".join(f"`{c}`" for c in ENVIRONMENTS)
+    if loading.origin("RUN_ENVIRONMENT") == "default":
+        from .project import tool_table
+
+        given = tool_table(loading.values["WORKSPACE"]).get("environment")
+        if given is not None:
+            if given not in ENVIRONMENTS:
+                where = loading.values["WORKSPACE"] / "pyproject.toml"
+                raise Failure(f"{where}: [tool.remote-run] environment = {given!r} is not valid", allowed)
+            return given
+    return _choice("RUN_ENVIRONMENT", ENVIRONMENTS)(value, loading)
+
+
 def _control_dir(value: str, loading) -> Path:
     path = Path(value or f"/tmp/remote-run-{os.getuid()}")
     # ssh appends the master's socket name (%C, 40 characters) and a temporary suffix; a Unix
@@ -384,6 +402,11 @@ KEYS = (
     Key("BOOTSTRAP_PYTHON_DOWNLOADS", "never", _choice("BOOTSTRAP_PYTHON_DOWNLOADS", ("never", "automatic")),
         "`automatic`: uv may download the Python that `.python-version` or `requires-python` wants when the "
         "host's does not fit (uv's `UV_PYTHON_DOWNLOADS`); `never`: bootstrap says what is wanted instead"),
+    Key("RUN_ENVIRONMENT", "auto", _run_environment,
+        "what runs need on the host: `auto`: the project's own environment, which bootstrap builds; `docker`: "
+        "runs start their own containers, so bootstrap builds nothing and the GPU check also checks Docker's "
+        "NVIDIA runtime; `none`: runs use the host's `python3` as it is; unset, the workspace's `pyproject.toml` "
+        "may say it (`[tool.remote-run]` `environment = \"docker\"`)"),
     Key("CUDA_VISIBLE_DEVICES", "0", _devices,
         "GPUs a run may use (indices or UUIDs); gpu-check checks these; `auto`: the idle ones (`--gpus N`, default 1), "
         "least memory used first"),
@@ -410,7 +433,7 @@ KEYS = (
         "module with `DavidTrainer`"),
     Key("GPU_SAMPLE_SECONDS", "2", _sample_seconds,
         "seconds between the samples of the run's GPUs (utilisation, memory, power) the host writes to "
-        "`runs/<id>/gpu.csv`; 0 = none"),
+        "`.remote-run/runs/<id>/gpu.csv`; 0 = none"),
     Key("REMOTE_RUN_CHECK_TIMEOUT", "60", _seconds("REMOTE_RUN_CHECK_TIMEOUT", 3600),
         "seconds the quick remote checks (GPU query, run listing) may take, so a hung `nvidia-smi` cannot hang "
         "the tool; runs never time out"),
@@ -442,6 +465,7 @@ class Settings:
     bootstrap_groups: tuple[str, ...]
     bootstrap_frozen: bool
     bootstrap_python_downloads: str
+    run_environment: str
     cuda_visible_devices: str
     remote_env: tuple[str, ...]
     notify_cmd: tuple[str, ...]

@@ -33,11 +33,11 @@ class Pending:
     env: dict | None = None  # environment.check()
     choice: environment.Choice = environment.NOTHING  # the extras, groups and --frozen the env check is for
     gpu: dict | None = None  # gpu.spec()
-    docker: bool = False
+    docker: dict | None = None  # {"require": bool}: can Docker reach the GPUs (--docker, RUN_ENVIRONMENT=docker)
 
     def payload(self) -> dict:
         found = {"sync": self.sync.check() if self.sync else None, "env": self.env, "gpu": self.gpu,
-                 "docker": self.docker or None}
+                 "docker": self.docker}
         return {name: value for name, value in found.items() if value}
 
     @property
@@ -87,13 +87,17 @@ def prepare(sess, preflight: Preflight, *, wait: bool = False, count: int = 0) -
     --wait and --gpus N, for the GPU check.
     """
     host = sess.host
+    skipped = environment.skipped(host) if preflight.bootstrap else None
+    if skipped:
+        say(skipped)
+    docker = preflight.docker or (preflight.gpu and sess.settings.run_environment == "docker")
     choice = (environment.choose(sess.settings, preflight.extras, preflight.groups, preflight.frozen)
-              if preflight.bootstrap else environment.NOTHING)
+              if preflight.bootstrap and not skipped else environment.NOTHING)
     pending = Pending(
         env=environment.check(host, choice) if preflight.bootstrap and not preflight.rebuild else None, choice=choice,
         gpu=gpu.spec(sess.settings, cpu_ok=preflight.cpu_ok, allow_busy=preflight.allow_busy, wait=wait, count=count)
         if preflight.gpu else None,
-        docker=preflight.docker)
+        docker={"require": not preflight.cpu_ok} if docker else None)
     prepared = Prepared()
     if preflight.sync:
         plan = sync_plan(preflight, sess.settings)
@@ -108,7 +112,7 @@ def prepare(sess, preflight: Preflight, *, wait: bool = False, count: int = 0) -
             say(syncing.describe(host, plan, summary))
             prepared = Prepared(synced=plan).plus(settle(sess, pending, report))
             pending = Pending()
-    if preflight.rebuild:
+    if preflight.rebuild and not skipped:
         if pending.sync is not None:  # the build reads the synced requirements.txt: confirm the sync first
             prepared = prepared.plus(settle(sess, Pending(sync=pending.sync), checks(sess, Pending(sync=pending.sync))))
             pending = replace(pending, sync=None)
@@ -131,13 +135,13 @@ def settle(sess, pending: Pending, report: dict) -> Prepared:
     if pending.env is not None:
         if not environment_ready(host, report.get("env") or {"state": "stale"}):
             build_environment(sess, force=False, choice=pending.choice)
-    if pending.docker:
+    if pending.docker is not None:
         problem = gpu.docker(report.get("docker") or {}, host.label)
-        if problem:
-            if report["gpu"]["gpus"]:
+        if problem and pending.docker["require"]:
+            if (report.get("gpu") or {}).get("gpus"):
                 show(gpu.show_table(report["gpu"]["gpus"]))
-            raise problem
-        say(gpu.docker_line(report["docker"], host.label))
+            raise Failure(problem.problem, f"{problem.fix} (or pass --cpu-ok to go on without it)", problem.kind)
+        say(f"{problem.problem}; going on (--cpu-ok)" if problem else gpu.docker_line(report["docker"], host.label))
     if pending.gpu is not None:
         prepared = prepared.plus(Prepared(gpus=gpus_ready(sess, report["gpu"])))
     return prepared

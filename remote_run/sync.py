@@ -25,7 +25,7 @@ from pathlib import Path
 
 from . import ship
 from .errors import Failure, Kind
-from .host import tree
+from .host import layout, tree
 from .host.control import ours
 from .host.files import Lines, write_atomic
 from .output import say
@@ -379,6 +379,8 @@ def full(host: Host, plan: Plan, *, progress: bool | None = None) -> SyncSummary
     seconds = time.perf_counter() - started
     if result.exited:
         raise rsync_error(host, result, f"sync of {s.workspace} to {host.label}:{s.remote_dir}")
+    for line in ours((result.stderr or "").splitlines()):
+        say(line)  # the claim's own words: an older layout moved (remote_run.host.layout)
     save(plan)
     plan.how = "rsync"
     return SyncSummary(_stat(result.stdout, "Number of regular files transferred"),
@@ -609,9 +611,9 @@ def describe(host: Host, plan: Plan, summary: SyncSummary | None = None) -> str:
 
 
 def pull_runs(host: Host, run_id: str | None = None) -> SyncSummary:
-    """Copy REMOTE_DIR/runs/ (or one run) into RUNS_DIR; an existing local file is never replaced."""
+    """Copy REMOTE_DIR/.remote-run/runs/ (or one run) into RUNS_DIR; an existing local file is never replaced."""
     s = host.settings
-    source = f"{s.remote_dir}/runs/" + (f"{run_id}/" if run_id else "")
+    source = f"{s.remote_dir}/{layout.RUNS}/" + (f"{run_id}/" if run_id else "")
     dest = s.runs_dir / run_id if run_id else s.runs_dir
     dest.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -621,8 +623,8 @@ def pull_runs(host: Host, run_id: str | None = None) -> SyncSummary:
     if result.exited:
         if "No such file or directory" in result.stderr or "change_dir" in result.stderr:
             what = f"run {run_id}" if run_id else "runs"
-            raise Failure(f"no {what} in {host.label}:{s.remote_dir}/runs",
-                          f"see `inv status` or `ls {s.remote_dir}/runs` on the host")
+            raise Failure(f"no {what} in {host.label}:{s.remote_dir}/{layout.RUNS}",
+                          f"see `inv status` or `ls {s.remote_dir}/{layout.RUNS}` on the host")
         raise rsync_error(host, result, f"pulling logs from {host.label}:{source}")
     return SyncSummary(_stat(result.stdout, "Number of regular files transferred"),
                        _stat(result.stdout, "Total transferred file size"), time.perf_counter() - started)

@@ -170,16 +170,33 @@ def program(workspace: Path, python: str, target: str, cwd: str) -> list:
                   "or give it a .sh name to run it with bash")
 
 
-def script(settings, python: str, target: str, *, module: bool, args: str, cwd: str = "") -> RunSpec:
+def script(settings, python: str, target: str, *, module: bool, args: str, cwd: str = "", torchrun: bool = False,
+           nproc: int = 0) -> RunSpec:
     """`inv run`: a workspace file (Python, executable or .sh) or with ``module`` a Python module,
-    with the run environment, from the workspace folder ``cwd``."""
+    with the run environment, from the workspace folder ``cwd``; with ``torchrun``, under
+    torchrun with ``nproc`` processes (0: one per GPU the host gives the run)."""
     arguments = split_args(args)
     folder = folder_in_workspace(settings.workspace, cwd) if cwd else ""
     if module:
         argv = [python, "-m", module_name("--module", target)]
     else:
         argv = program(settings.workspace, python, target, folder)
-    return RunSpec(task="run", argv=[*argv, *arguments], cwd=folder,
+    nproc_at = None
+    if torchrun:
+        argv, nproc_at = under_torchrun(python, argv, nproc)
+    return RunSpec(task="run", argv=[*argv, *arguments], cwd=folder, nproc_at=nproc_at,
                    options={"script": None if module else script_in_workspace(settings.workspace, target),
                             "module": target if module else None,
-                            "args": arguments, **({"cwd": folder} if folder else {})})
+                            "args": arguments, **({"cwd": folder} if folder else {}),
+                            **({"torchrun": nproc or "one per GPU"} if torchrun else {})})
+
+
+def under_torchrun(python: str, argv: list, nproc: int) -> tuple[list, int | None]:
+    """``argv`` (a Python file, ``-m module`` or an executable) started by torchrun, and the index
+    of its ``--nproc_per_node`` when the host fills it in: only the host knows the GPUs a run gets
+    (CUDA_VISIBLE_DEVICES=auto, --gpus, the queue). Until then it reads ``gpu``, torchrun's own
+    word for every visible GPU."""
+    launcher = [python, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc or 'gpu'}"]
+    # torchrun takes `-m module` as python does; --no-python runs an executable as it is
+    rest = argv[1:] if argv[0] == python else ["--no-python", *argv]
+    return [*launcher, *rest], None if nproc else len(launcher) - 1

@@ -81,11 +81,13 @@ class Host:
             return self.settings.remote_python
         if self.is_local:
             return sys.executable
+        if self.settings.run_environment != "auto":  # docker, none: no venv is built
+            return "python3"
         return f"{self.settings.remote_dir}/.venv/bin/python"
 
     @property
     def uses_venv(self) -> bool:
-        return not (self.settings.remote_python or self.is_local)
+        return not (self.settings.remote_python or self.is_local) and self.settings.run_environment == "auto"
 
     def program(self, mode: str, *args: str, keep: bool = True) -> list[str]:
         """argv running the host program (remote_run.host) in ``mode``: standard library only, so

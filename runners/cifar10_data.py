@@ -59,8 +59,20 @@ def load_cifar10(data_dir, synthetic=False, subset=None, *, seed=0, url=None, md
 
 
 def default_data_dir(script):
-    """DATA_DIR = None in a trainer means <parent of the script's directory>/data/cifar10."""
+    """DATA_DIR = None in a trainer means $REMOTE_RUN_DATA/cifar10: the dataset cache every run in a
+    REMOTE_DIR shares (remote-run sets it). Run by hand without it: <parent of the script's directory>/data/cifar10."""
+    shared = os.environ.get("REMOTE_RUN_DATA")
+    if shared:
+        return os.path.join(shared, "cifar10")
     return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(script))), "data", "cifar10")
+
+
+def _where(folder):
+    """``folder`` in words: the shared dataset cache, when it is in it."""
+    shared = os.environ.get("REMOTE_RUN_DATA")
+    if shared and os.path.abspath(folder).startswith(os.path.abspath(shared) + os.sep):
+        return f"{folder} (the dataset cache every run in this REMOTE_DIR shares, kept between runs)"
+    return folder
 
 
 def synthetic_cifar10(n_train=50000, n_test=10000, seed=0):
@@ -164,7 +176,7 @@ def _download(url, dest, timeout):
         if isinstance(e, http.client.IncompleteRead):  # its own text counts bytes of one chunk only
             reason = "the connection closed before the end of the file"
         raise DatasetError(f"cifar10: cannot download {url} ({reason}); "
-                           f"copy {TARBALL} into {os.path.dirname(dest)} and run again") from None
+                           f"copy {TARBALL} into {_where(os.path.dirname(dest))} and run again") from None
     except BaseException:  # Ctrl+C or anything unforeseen: no half file left behind, then carry on
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -175,7 +175,8 @@ def parse_args(argv=None):
     p.add_argument("--synthetic", action=argparse.BooleanOptionalAction, default=SYNTHETIC,
                    help="generated data of CIFAR-10's shape: no download")
     p.add_argument("--subset", type=int, default=SUBSET, help="use only the first N training images")
-    p.add_argument("--data-dir", default=DATA_DIR, help="default: ../data/cifar10 from this script")
+    p.add_argument("--data-dir", default=DATA_DIR,
+                   help="default: $REMOTE_RUN_DATA/cifar10 (the shared cache), else ../data/cifar10")
     args = p.parse_args(argv)
     for name in ("epochs", "batch_size", "subset"):
         value = getattr(args, name)

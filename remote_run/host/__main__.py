@@ -3,7 +3,8 @@
     check PAYLOAD | start PAYLOAD      the checks; the checks and then a run (PAYLOAD: JSON, or a line on stdin)
     follow|attach|cat ROOT RUN OFFSET  show a run's log from OFFSET; attach/follow wait for its end
     kill ROOT RUN GRACE [OFFSET]       stop a run (then show its log from OFFSET)
-    status ROOT                        every run in ROOT/runs, as JSON (its trailer: the checkout ROOT mirrors)
+    status ROOT                        every run of ROOT (.remote-run/runs), as JSON (its trailer: the checkout ROOT
+                                       mirrors)
     bootstrap PAYLOAD                  build or confirm ROOT/.venv (host.installer)
     doctor PAYLOAD                     doctor's look at the host, as JSON; changes nothing
     claim ROOT STAMP CHECKOUT [COMMAND...]  the sync's claim of ROOT around COMMAND (rsync); `claim-check`: only look
@@ -20,7 +21,7 @@ import json
 import os
 import sys
 
-from . import exits
+from . import exits, layout
 from .control import control, fail
 
 RUN_MODES = ("start", "follow", "attach", "cat", "kill", "status")
@@ -81,7 +82,7 @@ def run_mode(mode, argv):
         code = start(payload)
     else:
         root = argv[1] if len(argv) > 1 else ""
-        run_dir = os.path.join(root, "runs", argv[2]) if len(argv) > 2 else None
+        run_dir = os.path.join(layout.runs_dir(root), argv[2]) if len(argv) > 2 else None
         code = read_mode(mode, root, run_dir, argv[3:])
     from . import control as told
 
@@ -102,7 +103,7 @@ def read_mode(mode, root, run_dir, args):
     if not os.path.isdir(root):
         return fail("REMOTE_DIR %s does not exist on this host; run `inv sync` first" % root, exits.USAGE)
     if mode == "status":
-        return runs.status(os.path.join(root, "runs"))
+        return runs.status(layout.runs_dir(root))
     if run_dir is None:
         return fail("host program mode %s needs a run id" % mode, exits.USAGE)
     if mode in ("follow", "attach"):

@@ -4,7 +4,7 @@ last synced (and a small delta applied), is the environment current, what do the
 import os
 import sys
 
-from . import exits, owner, queue, tree
+from . import exits, layout, owner, queue, tree
 from . import gpus as gpu_info
 from .files import read_text, remove, write_text
 
@@ -18,6 +18,8 @@ def check_sync(root, spec):
     line = owner.other_checkout(root, spec.get("checkout"))
     if line:
         return {"state": "refused", "detail": line}
+    if not os.path.exists(os.path.join(root, layout.MOVED)):
+        return {"state": "stale", "detail": "REMOTE_DIR has the layout of an earlier remote-run"}  # the sync moves it
     stamp = read_text(os.path.join(root, tree.STAMP))
     rules = tree.compile_rules(spec["rules"])
     if stamp != spec["expect"] or tree.host_fingerprint(root, rules, spec.get("protected", {})) != spec["expect"]:
@@ -112,6 +114,7 @@ def run_checks(root, payload):
     """The report of every check the payload asks for; ``ok`` when a run may start."""
     report = {}
     procs = gpu_info.start_query() if payload.get("gpu") else None
+    docker = gpu_info.docker_start() if payload.get("docker") else None  # beside nvidia-smi, both slow
     if payload.get("sync"):
         report["sync"] = check_sync(root, payload["sync"])
     if payload.get("env"):
@@ -119,10 +122,11 @@ def run_checks(root, payload):
     if payload.get("gpu"):
         report["gpu"] = check_gpu(payload["gpu"], procs)
     if payload.get("docker"):
-        report["docker"] = gpu_info.docker(payload.get("gpu", {}).get("limit", 20))
+        report["docker"] = gpu_info.docker_answer(docker, payload.get("gpu", {}).get("limit", 20))
+    docker_go = report.get("docker", {}).get("state") == "ok" or not payload.get("docker", {}).get("require")
     report["ok"] = (report.get("sync", {}).get("state", "ok") in ("ok", "applied")
                     and report.get("env", {}).get("state", "ok") == "ok"
-                    and report.get("gpu", {}).get("go", True))
+                    and report.get("gpu", {}).get("go", True) and docker_go)
     return report
 
 

@@ -92,18 +92,33 @@ def answer(procs, limit):
 
 def docker(limit):
     """Can Docker start GPU containers: is the NVIDIA runtime among its runtimes?"""
+    return docker_answer(docker_start(), limit)
+
+
+def docker_start():
+    """`docker info`, started: it asks the daemon, which can take as long as nvidia-smi, beside which it runs."""
     try:
-        done = subprocess.run(["docker", "info", "--format", "{{json .Runtimes}}"], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, timeout=limit)
+        return subprocess.Popen(["docker", "info", "--format", "{{json .Runtimes}}"], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
     except OSError:
+        return None
+
+
+def docker_answer(proc, limit):
+    """What docker_start() found; ended after ``limit`` seconds."""
+    if proc is None:
         return {"state": "missing"}
-    except subprocess.TimeoutExpired:
-        return {"state": "error", "text": "docker info did not answer within %g s" % limit}
-    if done.returncode:
-        lines = done.stderr.decode("utf-8", "replace").strip().splitlines()
-        return {"state": "error", "text": lines[-1][:200] if lines else "exit %d" % done.returncode}
     try:
-        runtimes = sorted(json.loads(done.stdout.decode("utf-8", "replace") or "{}"))
+        out, err = proc.communicate(timeout=limit)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        return {"state": "error", "text": "docker info did not answer within %g s" % limit}
+    if proc.returncode:
+        lines = err.decode("utf-8", "replace").strip().splitlines()
+        return {"state": "error", "text": lines[-1][:200] if lines else "exit %d" % proc.returncode}
+    try:
+        runtimes = sorted(json.loads(out.decode("utf-8", "replace") or "{}"))
     except ValueError:
         runtimes = []
     return {"state": "ok" if "nvidia" in runtimes else "noruntime", "text": ", ".join(runtimes)}

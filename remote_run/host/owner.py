@@ -20,7 +20,7 @@ import stat
 import subprocess
 import time
 
-from . import exits, tree
+from . import exits, layout, tree
 from .control import fail
 from .files import read_json, remove, write_text
 
@@ -94,7 +94,7 @@ def examine(root):
     elif _open_to_others(mode):
         found["state"] = "writable"
     elif os.path.isfile(os.path.join(root, MARKER)):
-        runs = os.path.join(root, "runs")
+        runs = layout.runs_dir(root)
         found.update(state="ours", synced=os.path.isfile(os.path.join(root, tree.STAMP)),
                      runs=len(os.listdir(runs)) if os.path.isdir(runs) else 0, checkout=checkout_of(root))
     else:
@@ -177,7 +177,7 @@ def mirror(root, checkout):
 def whose(root):
     """What `pull-logs` and `clean` say about REMOTE_DIR: whether it exists, the checkout it mirrors
     (checkout_of) and how many runs it holds."""
-    runs = os.path.join(root, "runs")
+    runs = layout.runs_dir(root)
     try:
         count = sum(1 for name in os.listdir(runs) if os.path.isfile(os.path.join(runs, name, "meta.json")))
     except OSError:
@@ -214,8 +214,11 @@ def claim(root, stamp, check, command, checkout=None):
             write_text(os.path.join(root, MARKER),
                        "created by remote-run; delete this directory with: inv clean --yes\n")
         mirror(root, checkout)  # before rsync writes: a sync from another checkout meanwhile is refused
+        line = layout.settle(root)  # an older layout's runs/ and data/ move out of the workspace's way
     except OSError:
         return fail("cannot write to REMOTE_DIR=%s; check free space and permissions" % root, exits.REFUSED)
+    if line:
+        return fail(line, exits.REFUSED)
     if not command:
         return exits.OK
     remove(os.path.join(root, tree.STAMP))

@@ -1,4 +1,4 @@
-"""A run's own copy of the synced tree, runs/<id>/work: taken before it starts, released after.
+"""A run's own copy of the synced tree, .remote-run/runs/<id>/work: taken before it starts, released after.
 
 A later sync replaces files (rsync writes a new file and renames it; so does a delta) and never
 writes into one, so hard links keep the code a run started with. What the run writes there stays:
@@ -8,13 +8,13 @@ releasing removes only the links the snapshot made that still hold what it linke
 import os
 import time
 
-from . import states, tree
+from . import layout, states, tree
 from .files import read_text, remove, write_text
 
-WORK = "work"  # runs/<id>/work: the run's own copy of the synced tree, and its working directory
+WORK = "work"  # RUNS/<id>/work: the run's own copy of the synced tree, and its working directory
 LINKED = "work.linked"  # what the snapshot hard-linked: "path\0inode\0" pairs, to tell code from outputs
-OWN = ("runs", ".remote-run")  # REMOTE_DIR's own top-level names: never in a snapshot
-SHARED = ("data", ".venv")  # linked as symbolic links: shared by every run, not copied
+OWN = (layout.OWN,)  # REMOTE_DIR's own top-level names: never in a snapshot
+SHARED = (".venv",)  # linked as symbolic links: shared by every run, not copied
 
 
 class SnapshotError(Exception):
@@ -22,8 +22,8 @@ class SnapshotError(Exception):
 
 
 def take(root, run_dir, rules):
-    """Hard-link the synced tree into run_dir/work. data/, .venv and the top-level paths the sync
-    leaves alone are linked as symlinks. Returns {"tree": the sync stamp, "files", "seconds"}."""
+    """Hard-link the synced tree into run_dir/work. .venv and the top-level paths the sync leaves
+    alone are linked as symlinks. Returns {"tree": the sync stamp, "files", "seconds"}."""
     began = time.time()
     stamp_path = os.path.join(root, tree.STAMP)
     before = read_text(stamp_path)
@@ -48,9 +48,6 @@ def take(root, run_dir, rules):
     for name in os.listdir(root):
         if name not in entries and name not in OWN and name not in skip - set(SHARED):
             os.symlink(os.path.join(root, name), os.path.join(work, name))
-    if "data" not in entries and not os.path.lexists(os.path.join(work, "data")):
-        os.makedirs(os.path.join(root, "data"), mode=0o700, exist_ok=True)  # the dataset cache stays shared
-        os.symlink(os.path.join(root, "data"), os.path.join(work, "data"))
     with open(os.path.join(run_dir, LINKED), "w", encoding="utf-8", errors="surrogateescape") as handle:
         handle.write("".join(linked))
     if before is None:
@@ -76,13 +73,13 @@ def release(run_dir):
                 os.unlink(path)
         except (OSError, ValueError):
             pass
-    root = os.path.dirname(os.path.dirname(run_dir))
+    root = layout.root_of(run_dir)
     for folder, dirs, files in os.walk(work, topdown=False):
         for name in files + dirs:
             path = os.path.join(folder, name)
             if (os.path.islink(path) and os.path.isabs(os.readlink(path))
                     and os.readlink(path).startswith(root + os.sep)):
-                os.unlink(path)  # a link into REMOTE_DIR the snapshot made (data/, .venv, ...)
+                os.unlink(path)  # a link into REMOTE_DIR the snapshot made (.venv, ...)
         try:
             if folder != work:
                 os.rmdir(folder)
@@ -95,7 +92,7 @@ def release_ended(root):
     """Release the snapshots of runs that ended without doing it (a supervisor that was killed)."""
     from .runs import meta_age, state_of
 
-    runs = os.path.join(root, "runs")
+    runs = layout.runs_dir(root)
     try:
         names = os.listdir(runs)
     except OSError:

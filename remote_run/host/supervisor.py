@@ -9,7 +9,7 @@ import signal
 import subprocess
 import time
 
-from . import exits, notify, queue, runs, sampler, snapshot
+from . import exits, layout, notify, queue, runs, sampler, shellenv, snapshot
 from .checks import run_checks
 from .control import control, fail, say
 from .files import remove, write_text
@@ -31,7 +31,8 @@ def start(payload):
     control(sys.stdout, report)
     if not report["ok"]:
         return exits.PREFLIGHT
-    members = payload.get("members") or [{key: payload.get(key) for key in ("run_dir", "argv", "files", "meta", "cwd")}]
+    members = payload.get("members") or [{key: payload.get(key)
+                                          for key in ("run_dir", "argv", "files", "meta", "cwd", "nproc_at")}]
     wanted = payload.get("queue")
     if wanted and report.get("gpu", {}).get("state") == "ok" and not report["gpu"].get("busy"):
         wanted = dict(wanted, chosen=report["gpu"]["chosen"])  # the check just found them free: no second query
@@ -44,6 +45,7 @@ def start(payload):
                 dict(payload.get("meta", {}), members=[os.path.basename(m["run_dir"]) for m in members],
                      started=time.time())))
         snapshot.release_ended(root)
+        os.makedirs(os.path.join(root, layout.DATA), mode=0o700, exist_ok=True)
         for member in members:
             prepare(root, member, payload.get("rules"), queued=bool(group_dir))
     except snapshot.SnapshotError as exc:
@@ -51,7 +53,7 @@ def start(payload):
     except OSError as exc:
         return fail("cannot prepare the run in %s: %s" % (root, exc.strerror or exc), exits.ENVIRONMENT)
     os.chdir(root)
-    started, told = os.pipe()  # the supervisor says the first run's pid on it (or closes it when it cannot start)
+    started, told = os.pipe()  # the supervisor says the first run's pid on it, or "failed WHY"
     ended, ends = os.pipe()  # ... and closes this one once the first run's exit status is written
     child = os.fork()
     if child == 0:
@@ -61,7 +63,7 @@ def start(payload):
         if os.fork():
             os._exit(0)
         supervise(root, group_dir, members, payload.get("variables", {}), payload.get("sample"), (told, ends), wanted,
-                  payload.get("notify"))
+                  payload.get("notify"), payload.get("python"))
     os.close(told)
     os.close(ends)
     os.waitpid(child, 0)
@@ -71,8 +73,11 @@ def start(payload):
     if pid == "waiting":
         say("run %s is queued: it starts when its GPUs are free (see `inv status`)"
             % os.path.basename(group_dir or first))
-    else:
-        say("run %s started (pid %s)" % (os.path.basename(group_dir or first), pid or None))
+    elif pid.isdigit():
+        say("run %s started (pid %s)" % (os.path.basename(group_dir or first), pid))
+    elif payload.get("detach") or group_dir:  # else following it shows why, from its log
+        say("run %s could not start: %s" % (os.path.basename(first),  # a group's first run: the rest go on
+                                            pid.partition(" ")[2] or "see its log (`inv logs --run ID`)"))
     if payload.get("detach") or group_dir:
         os.close(ended)
         return exits.OK
@@ -94,7 +99,7 @@ def prepare(root, member, rules, queued=False):
         write_text(os.path.join(run_dir, runs.QUEUED_MARKER), "")
 
 
-def supervise(root, group_dir, members, env, sample, pipes, wanted=None, webhook=None):
+def supervise(root, group_dir, members, env, sample, pipes, wanted=None, webhook=None, python=None):
     """The detached parent of the runs. ``pipes``: (told, ends), see start()."""
     told, ends = pipes
     null = os.open(os.devnull, os.O_RDWR)
@@ -106,6 +111,8 @@ def supervise(root, group_dir, members, env, sample, pipes, wanted=None, webhook
         env = dict(env, PYTHONPATH=env["PYTHONPATH"] + os.pathsep + environment["PYTHONPATH"])
     environment.update(env)
     environment["PYTHONUNBUFFERED"] = "1"
+    environment["REMOTE_RUN_DATA"] = os.path.join(root, layout.DATA)  # the dataset cache every run shares
+    environment = shellenv.activated(environment, python)
     if group_dir:
         write_text(os.path.join(group_dir, "pid"), "%d\n" % os.getpid())
     code = 0
@@ -134,7 +141,9 @@ def supervise(root, group_dir, members, env, sample, pipes, wanted=None, webhook
         if devices is not None:
             write_text(os.path.join(run_dir, "gpus"), devices + "\n")
         try:
-            code = run_one(run_dir, member["argv"], run_env, member.get("cwd") or "",
+            given = len(entry.data.get("gpus") or []) if entry is not None else 0  # the GPUs it holds
+            argv = shellenv.with_nproc(member["argv"], member.get("nproc_at"), given)
+            code = run_one(run_dir, argv, run_env, member.get("cwd") or "",
                            dict(sample or {}, devices=devices) if devices else sample, told, ends)
         finally:
             if entry is not None:
@@ -186,15 +195,20 @@ def run_one(run_dir, argv, environment, cwd, sample, told, ends=None):
     environment = dict(environment, PYTHONPATH=os.pathsep.join(
         [os.path.join(work, ".remote-run", "site"), work] + src + [p for p in [environment.get("PYTHONPATH")] if p]))
     try:
-        proc = subprocess.Popen(argv, env=environment, cwd=os.path.join(work, cwd), stdin=subprocess.DEVNULL,
-                                stdout=log, stderr=log, start_new_session=True)
+        proc = shellenv.start(subprocess.Popen, argv, env=environment, cwd=os.path.join(work, cwd),
+                              stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
     except OSError as exc:
-        os.write(log, ("remote-run: cannot start %s: %s\n" % (argv[0], exc.strerror or exc)).encode())
-        write_text(os.path.join(run_dir, "exit_code"), "%d\n" % exits.MISSING)
+        why = "cannot start %s: %s" % (argv[0], exc.strerror or exc)
+        os.write(log, ("remote-run: %s\n" % why).encode())
+        code = shellenv.status_of(exc, argv[0], os.path.join(work, cwd))
+        write_text(os.path.join(run_dir, "exit_code"), "%d\n" % code)
+        if told is not None:
+            os.write(told, ("failed %s\n" % why).encode())
         for fd in (told, ends):
             if fd is not None:
                 os.close(fd)
-        return exits.MISSING
+        snapshot.release(run_dir)
+        return code
     write_text(os.path.join(run_dir, "pid"), "%d\n" % proc.pid)
     if told is not None:
         os.write(told, b"%d\n" % proc.pid)

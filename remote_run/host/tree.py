@@ -16,10 +16,11 @@ import stat
 
 from .files import read_text, write_atomic
 
-# Top-level names in REMOTE_DIR that a sync never deletes (rsync ``P`` rules): run outputs, the
-# venv, our own state and the dataset cache. On the host they hold more than the workspace sent,
-# so the fingerprint leaves them out and checks the workspace's own files there one by one.
-PROTECTED = ("runs", ".venv", ".remote-run", "data")
+# Top-level names in REMOTE_DIR that a sync never deletes (rsync ``P`` rules): the venv and our
+# own state (runs, their outputs, the dataset cache: remote_run.host.layout). On the host they hold
+# more than the workspace sent, so the fingerprint leaves them out and checks the workspace's own
+# files there one by one. Every other name, runs/ and data/ included, is the workspace's.
+PROTECTED = (".venv", ".remote-run")
 # Paths an older remote-run wrote into REMOTE_DIR (rendered runners, the folders it made for them): the
 # host's walk skips them, so a rendered runner does not make the tree look changed.
 RENDERED = ".remote-run/rendered"

@@ -62,7 +62,8 @@ class ClusterRuns(Backend):
         # A run that brings files gets its own staged copy: `sky exec` uploads it, then it is removed.
         self.workdir = staging.stage(self.host, self.settings, spec.files) if spec.files else self.settings.workspace
         command = cli.playbook_command(self.settings, self.target, spec.argv[1:], self.choice)
-        argv = cli.exec_argv(self.name, self.workdir, command, detach=detach, forward=self.settings.remote_env)
+        argv = cli.exec_argv(self.name, self.workdir, command, detach=detach, forward=self.settings.remote_env,
+                             variables=spec.env)
         say(f"{spec.task} on {self.label}: {command}  [run {run_id}]")
         self.commands.append(summary(argv))
         try:

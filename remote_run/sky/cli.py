@@ -46,9 +46,11 @@ def playbook_command(settings, target: str, python_args, choice=None) -> str:
     return command
 
 
-def exec_argv(name: str, workdir, command: str, *, detach: bool = False, forward=()) -> list[str]:
-    """`sky exec`; each forwarded variable is named with ``--env NAME`` so its value never is on a command line."""
+def exec_argv(name: str, workdir, command: str, *, detach: bool = False, forward=(), variables=None) -> list[str]:
+    """`sky exec`; each forwarded variable is named with ``--env NAME`` so its value never is on a command line;
+    ``variables`` (--env, not secrets) go as ``--env NAME=VALUE``."""
     env = [arg for variable in forward for arg in ("--env", variable)]
+    env += [arg for name, value in (variables or {}).items() for arg in ("--env", f"{name}={value}")]
     return ["sky", "exec", name, "--workdir", str(workdir), *env, *(["-d"] if detach else []), command]
 
 

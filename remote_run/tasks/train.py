@@ -22,7 +22,9 @@ TRAINER_HELP = {
     "synthetic": "train on generated data of CIFAR-10's shape (builtin trainer; no download)",
     "subset": "train on the first N training images (builtin trainer; default all)",
 }
-WITH_SKY = [f.name for f in RunOptions.flags()]  # train-hlb and train-david also run on a SkyPilot cluster (--sky)
+# train-hlb and train-david also run on a SkyPilot cluster (--sky). Their runners are one process on
+# one GPU (no DistributedDataParallel), so torchrun would only start copies of one run on that GPU.
+WITH_SKY = [f.name for f in RunOptions.flags() if f.name not in ("torchrun", "nproc")]
 
 
 def start(c, run_task, own: dict, options, preflight, specs_of) -> None:
@@ -38,6 +40,7 @@ def start(c, run_task, own: dict, options, preflight, specs_of) -> None:
     specs = []
     for spec, arguments in specs_of(sess, checked.runs):
         spec.pull = checked.pull
+        spec.env = dict(checked.variables)
         # for `inv rerun`
         spec.invocation = {"task": run_task.name, "args": {**arguments, **options.invocation(run_task.shared)}}
         specs.append(spec)
@@ -134,7 +137,8 @@ def run_(c, target, module=False, args="", cwd="", *, options, preflight):
     def specs_of(sess, runs):
         from .. import trainers
 
-        return [(trainers.script(sess.settings, sess.host.python, target, module=module, args=args, cwd=cwd), own)
+        return [(trainers.script(sess.settings, sess.host.python, target, module=module, args=args, cwd=cwd,
+                                 torchrun=options.torchrun, nproc=int(options.nproc or 0)), own)  # checked by now
                 for _ in range(runs)]
 
     own = {"target": target, "module": module, "args": args, "cwd": cwd}

@@ -3,6 +3,7 @@
 from invoke import Collection, task
 
 from ..chain import Step
+from ..host import layout
 from ..output import say
 from ..session import session
 
@@ -21,13 +22,13 @@ SYNC_HELP = {
                  "on (the other's runs stay in it)",
 })
 def sync(c, only=None, dry_run=False, force=False, checksum=False, take_over=False):
-    """Mirror the workspace into REMOTE_DIR with rsync --delete (runs/, .venv and data/ are never deleted)."""
+    """Mirror the workspace into REMOTE_DIR with rsync --delete (.venv and .remote-run/ are never deleted)."""
     sync.carry_out(c, only=only or (), dry_run=dry_run, force=force, checksum=checksum, take_over=take_over)
 
 
 @task(name="pull-logs", help={"run": "pull only this run id (default: every run)"})
 def pull_logs(c, run=""):
-    """Copy REMOTE_DIR/runs/ into RUNS_DIR and say whose runs they are; local files are never overwritten."""
+    """Copy the host's run records (REMOTE_DIR/.remote-run/runs/) into RUNS_DIR; local files are never overwritten."""
     from .. import checkout, hosts, records
     from .. import sync as syncing
 
@@ -40,21 +41,21 @@ def pull_logs(c, run=""):
             sess.use_host(spec)
             summary = syncing.pull_runs(sess.host, None)
             say(f"pulled {summary.files} new files ({summary.bytes} bytes) "
-                f"from {sess.host.label}:{sess.settings.remote_dir}/runs")
+                f"from {sess.host.label}:{sess.settings.remote_dir}/{layout.RUNS}")
             say(checkout.whose_runs(sess.settings, sess.host.label, checkout.whose(sess.host)["checkout"]))
         sess.use_host(listed[0])
     summary = syncing.pull_runs(sess.host, records.check_run_id(run) or None)
     s = sess.settings
-    say(f"pulled {summary.files} new files ({summary.bytes} bytes) from {sess.host.label}:{s.remote_dir}/runs "
+    say(f"pulled {summary.files} new files ({summary.bytes} bytes) from {sess.host.label}:{s.remote_dir}/{layout.RUNS} "
         f"into {s.runs_dir}")
     say(checkout.whose_runs(s, sess.host.label, checkout.whose(sess.host)["checkout"]))
 
 
 @task(name="clean", help={"yes": "really delete (without it, only say what would be deleted, and whose runs)",
-                          "data": "also delete the dataset cache REMOTE_DIR/data",
+                          "data": "also delete the dataset cache REMOTE_DIR/.remote-run/data",
                           "take_over": "delete REMOTE_DIR even when it mirrors another checkout, with that one's runs"})
 def clean(c, yes=False, data=False, take_over=False):
-    """Delete REMOTE_DIR on the host (only a directory remote-run created); keeps data/ unless --data."""
+    """Delete REMOTE_DIR on the host (only a directory remote-run created); keeps the dataset cache unless --data."""
     from .. import cleanup
 
     sess = session(c)

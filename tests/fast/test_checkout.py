@@ -12,7 +12,7 @@ import pytest
 
 from remote_run import checkout, settings
 from remote_run.errors import Failure
-from remote_run.host import checks, clean, owner, tree
+from remote_run.host import checks, clean, layout, owner, tree
 from remote_run.host.exits import REFUSED
 from remote_run.options import RunOptions
 from remote_run.preflight import Preflight
@@ -29,9 +29,9 @@ def root(tmp_path):
     found = base / "remote"
     assert owner.claim(str(found), "stamp-1", False, ["true"], ANN) == 0
     (found / "train.py").write_text("print(1)\n")
-    (found / "runs" / "r1").mkdir(parents=True)
-    (found / "runs" / "r1" / "meta.json").write_text("{}")
-    (found / "runs" / "r1" / "exit_code").write_text("0\n")
+    (found / layout.RUNS / "r1").mkdir(parents=True)
+    (found / layout.RUNS / "r1" / "meta.json").write_text("{}")
+    (found / layout.RUNS / "r1" / "exit_code").write_text("0\n")
     return found
 
 
@@ -74,7 +74,7 @@ def test_a_sync_from_another_checkout_is_refused_and_changes_nothing(root, tmp_p
 def test_taking_over_rewrites_the_record_and_keeps_the_runs(root):
     assert owner.claim(str(root), "stamp-2", False, ["true"], dict(BOB, take_over=True)) == 0
     assert owner.checkout_of(str(root))["from"] == "desk:/home/ann/proj"
-    assert (root / "runs" / "r1" / "meta.json").is_file()
+    assert (root / layout.RUNS / "r1" / "meta.json").is_file()
     assert owner.other_checkout(str(root), ANN)  # now Ann's is the other one
     assert not owner.other_checkout(str(root), BOB)
 
@@ -127,16 +127,18 @@ def test_clean_refuses_another_checkouts_remote_dir_unless_it_takes_over(root, c
     assert clean.clean(str(root), False, BOB) == REFUSED
     line = capsys.readouterr().err
     assert "mirrors another checkout (laptop:/home/ann/proj" in line and "holds 1 of its runs" in line, line
-    assert (root / "runs" / "r1").is_dir()
+    assert (root / layout.RUNS / "r1").is_dir()
     assert clean.clean(str(root), False, dict(BOB, take_over=True)) == 0
     assert not root.exists()
     assert owner.whose(str(root)) == {"exists": False, "checkout": None, "runs": 0}
 
 
 def test_clean_keeping_data_leaves_no_record_behind(root):
-    (root / "data").mkdir()
+    (root / layout.DATA).mkdir()
+    (root / "data").mkdir()  # the workspace's own data/: not the cache
     assert clean.clean(str(root), False, ANN) == 0
-    assert (root / "data").is_dir() and owner.checkout_of(str(root)) is None
+    assert (root / layout.DATA).is_dir() and owner.checkout_of(str(root)) is None
+    assert not (root / "data").exists() and not (root / layout.RUNS).exists()
 
 
 # --- this machine's side: the checkout's id ------------------------------------------------------

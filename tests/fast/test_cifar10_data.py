@@ -124,6 +124,14 @@ def test_offline_is_one_quick_line_and_leaves_nothing(tmp_path):
     assert list(data_dir.iterdir()) == []
 
 
+def test_offline_in_the_shared_cache_names_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("REMOTE_RUN_DATA", str(tmp_path))
+    with pytest.raises(cd.DatasetError) as err:
+        cd.load_cifar10(tmp_path / "cifar10", url=UNREACHABLE, timeout=5)
+    assert (f"copy {cd.TARBALL} into {tmp_path / 'cifar10'} (the dataset cache every run in this REMOTE_DIR "
+            "shares, kept between runs) and run again") in str(err.value)
+
+
 def test_pickles_naming_other_classes_are_refused(data_dir):
     md5, _ = make_tarball(data_dir, batch_extra={b"evil": os.getcwd})
     with pytest.raises(cd.DatasetError, match="cannot read .*UnpicklingError"):

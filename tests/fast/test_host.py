@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from remote_run.host import exits, owner, snapshot, states, tree
+from remote_run.host import exits, layout, owner, snapshot, states, tree
 from remote_run.host.exits import REFUSED
 
 HOST = Path(__file__).resolve().parents[2] / "remote_run" / "host"
@@ -110,17 +110,17 @@ def test_a_refused_run_command_says_so_in_its_trailer_and_a_lost_run_does_not(tm
     from remote_run.host import runs
 
     root = tmp_path / "remote"
-    (root / "runs" / "ended").mkdir(parents=True)
-    (root / "runs" / "ended" / "meta.json").write_text("{}")
-    (root / "runs" / "ended" / "exit_code").write_text("0")
+    (root / layout.RUNS / "ended").mkdir(parents=True)
+    (root / layout.RUNS / "ended" / "meta.json").write_text("{}")
+    (root / layout.RUNS / "ended" / "exit_code").write_text("0")
     code, trailer = run_command(["kill", str(root), "ended", "1"], capsys, monkeypatch)
     assert (code, trailer["state"], trailer["refused"]) == (exits.NOT_RUNNING, states.FINISHED,
                                                             "run ended is not running (finished)")
     code, trailer = run_command(["cat", str(root), "nope", "0"], capsys, monkeypatch)
     assert code == exits.USAGE and trailer["refused"].startswith("no run nope")
-    (root / "runs" / "gone").mkdir()
-    (root / "runs" / "gone" / "meta.json").write_text("{}")
-    (root / "runs" / "gone" / "run.log").write_text("")
+    (root / layout.RUNS / "gone").mkdir()
+    (root / layout.RUNS / "gone" / "meta.json").write_text("{}")
+    (root / layout.RUNS / "gone" / "run.log").write_text("")
     monkeypatch.setattr(runs.time, "time", iter(range(0, 10_000, 10)).__next__)  # its supervisor is gone for good
     monkeypatch.setattr(runs.signal, "signal", lambda *args: None)  # following installs a Ctrl+C handler
     code, trailer = run_command(["attach", str(root), "gone", "0"], capsys, monkeypatch)
@@ -135,27 +135,31 @@ def synced(tmp_path):
     (root / "pkg").mkdir(parents=True)
     (root / "pkg" / "model.py").write_text("v1\n")
     (root / "train.py").write_text("print(1)\n")
+    (root / "data").mkdir()  # the workspace's own data/ and runs/: code like any other folder
+    (root / "data" / "fetch.py").write_text("URL = 1\n")
+    (root / "runs").mkdir()
+    (root / "runs" / "speedrun.sh").write_text("python train.py\n")
     (root / ".remote-run").mkdir()
     (root / tree.STAMP).write_text("stamp-1\n")
-    (root / "runs" / "r1").mkdir(parents=True)
+    (root / layout.RUNS / "r1").mkdir(parents=True)
     return root
 
 
 def test_a_snapshot_keeps_the_code_a_run_started_with_when_a_sync_replaces_it(synced):
-    run = synced / "runs" / "r1"
+    run = synced / layout.RUNS / "r1"
     taken = snapshot.take(str(synced), str(run), [])
-    assert (taken["tree"], taken["files"]) == ("stamp-1", 2)
+    assert (taken["tree"], taken["files"]) == ("stamp-1", 4)
     work = run / snapshot.WORK
     new = synced / "pkg" / "model.py.tmp"  # what rsync does: a new file renamed over the old one
     new.write_text("v2\n")
     new.rename(synced / "pkg" / "model.py")
     assert (work / "pkg" / "model.py").read_text() == "v1\n"
-    assert (work / "data").is_symlink() and os.readlink(work / "data") == str(synced / "data")
-    assert not (work / "runs").exists() and not (work / ".remote-run").exists()
+    assert (work / "data" / "fetch.py").read_text() == "URL = 1\n" and not (work / "data").is_symlink()
+    assert (work / "runs" / "speedrun.sh").is_file() and not (work / ".remote-run").exists()
 
 
 def test_releasing_a_snapshot_keeps_only_what_the_run_wrote(synced):
-    run = synced / "runs" / "r1"
+    run = synced / layout.RUNS / "r1"
     snapshot.take(str(synced), str(run), [])
     work = run / snapshot.WORK
     (work / "out").mkdir()
@@ -164,7 +168,7 @@ def test_releasing_a_snapshot_keeps_only_what_the_run_wrote(synced):
     (work / "train.py").write_text("changed by the run\n")
     snapshot.release(str(run))
     left = sorted(str(p.relative_to(work)) for p in work.rglob("*"))
-    assert left == ["out", "out/model.pt", "train.py"]
+    assert left == ["out", "out/model.pt", "train.py"]  # the workspace's data/ and runs/ were code: released
     assert (synced / "pkg" / "model.py").read_text() == "v1\n"  # the synced tree is untouched
     assert not (run / snapshot.LINKED).exists()
 
@@ -178,11 +182,11 @@ def test_a_snapshot_is_refused_when_a_sync_lands_while_it_is_taken(synced, monke
 
     monkeypatch.setattr(tree, "walk", walk_during_a_sync)
     with pytest.raises(snapshot.SnapshotError, match="changed while the run's snapshot was taken"):
-        snapshot.take(str(synced), str(synced / "runs" / "r1"), [])
+        snapshot.take(str(synced), str(synced / layout.RUNS / "r1"), [])
 
 
 def test_snapshots_of_ended_runs_are_released_and_live_ones_kept(synced):
-    ended, live = synced / "runs" / "r1", synced / "runs" / "r2"
+    ended, live = synced / layout.RUNS / "r1", synced / layout.RUNS / "r2"
     live.mkdir()
     for run in (ended, live):
         snapshot.take(str(synced), str(run), [])

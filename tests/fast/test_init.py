@@ -262,3 +262,20 @@ def test_doctor_reports_only_a_uv_bootstrap_would_use(tmp_path, monkeypatch):
     tool.mkdir(parents=True)
     new.rename(tool / "uv")
     assert doctor_host.uv_check(str(tmp_path)) == {"path": str(tool / "uv"), "version": "uv 0.13.8"}
+
+
+@pytest.mark.parametrize("state,text", [("noruntime", "runc"), ("error", "Cannot connect to the Docker daemon"),
+                                        ("missing", "")])
+def test_docker_that_cannot_reach_the_gpus_fails_when_runs_start_containers(ws, state, text):
+    found = {"path": "/usr/bin/docker" if state != "missing" else None, "version": "Docker version 27.3.1",
+             "state": state, "text": text}
+    checks = statuses(host_report(docker=found), RUN_ENVIRONMENT="docker")
+    assert checks["docker"].status == "fail" and checks["docker"].fix
+    assert checks["docker"].text.endswith("but runs start containers (RUN_ENVIRONMENT=docker)")
+    assert checks["python"].status == "ok" and "no venv is built" in checks["python"].text
+    assert checks["uv"].status == "skip" and "RUN_ENVIRONMENT=docker" in checks["uv"].text
+    # no GPU either: still a failure, the run's containers need one
+    no_gpu = {"state": "missing", "gpus": [], "text": ""}
+    assert statuses(host_report(docker=found, gpu=no_gpu), RUN_ENVIRONMENT="docker")["docker"].status == "fail"
+    ok = dict(found, path="/usr/bin/docker", state="ok", text="nvidia, runc")
+    assert statuses(host_report(docker=ok), RUN_ENVIRONMENT="docker")["docker"].status == "ok"

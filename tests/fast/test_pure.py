@@ -113,7 +113,7 @@ def test_sync_rules_protect_remote_state_and_exclude_secrets_in_rsync_order(tmp_
     (tmp_path / ".remoteignore").write_text("# comment\n; also a comment\n*.ckpt\n  data/raw/  \n\n")
     s = settings.load(environ={"WORKSPACE": str(tmp_path), "SYNC_EXCLUDE": "data/raw,*.bin"})
     rules = sync.rsync_filters(s)
-    assert rules[:4] == ["P /runs/***", "P /.venv/***", "P /.remote-run/***", "P /data/***"]
+    assert rules[:2] == ["P /.venv/***", "P /.remote-run/***"]  # runs/ and data/ are the workspace's
     assert rules.index("+ .env.example") < rules.index("- .env") < rules.index("- .env.*")
-    assert rules[7:] == ["- /var/runs/", "- data/raw/", "- *.ckpt", "- data/raw", "- *.bin", "- .git", "- var",
+    assert rules[5:] == ["- /var/runs/", "- data/raw/", "- *.ckpt", "- data/raw", "- *.bin", "- .git", "- var",
                          "- .venv", "- __pycache__"]

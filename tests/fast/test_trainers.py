@@ -449,9 +449,13 @@ def test_bad_options_in_a_real_process(script, argv, tmp_path):
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 
 
-def test_default_data_dir_is_beside_the_scripts_directory():
+def test_default_data_dir_is_the_shared_cache_and_by_hand_beside_the_scripts_directory(monkeypatch):
+    monkeypatch.delenv("REMOTE_RUN_DATA", raising=False)
     assert cifar10_data.default_data_dir("/r/scripts/run_hlb.py") == "/r/data/cifar10"
     assert hlb_cifar.parse_args([]).data_dir == str(RUNNERS.parent / "data" / "cifar10")
+    monkeypatch.setenv("REMOTE_RUN_DATA", "/tmp/x_remote/.remote-run/data")  # what the host gives a run
+    assert cifar10_data.default_data_dir("/r/scripts/run_hlb.py") == "/tmp/x_remote/.remote-run/data/cifar10"
+    assert hlb_cifar.parse_args([]).data_dir == "/tmp/x_remote/.remote-run/data/cifar10"
 
 
 def test_random_crop_and_alternating_flip_pieces():

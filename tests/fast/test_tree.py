@@ -95,9 +95,11 @@ def test_host_fingerprint_leaves_out_protected_names_and_rendered_runners(tmp_pa
     assert tree.host_fingerprint(str(tmp_path), [], {}) != base  # scripts/ is not known as rendered yet
     (tmp_path / tree.RENDERED).write_text("scripts\0scripts/run_hlb.py")
     assert tree.host_fingerprint(str(tmp_path), [], {}) == base
-    mine = tree.walk(str(tmp_path), [])["data/out"]
-    assert tree.host_fingerprint(str(tmp_path), [], {"data/out": mine}) == base
-    assert tree.host_fingerprint(str(tmp_path), [], {"data/gone": mine}) is None
+    mine = tree.walk(str(tmp_path), [])[".venv/out"]
+    assert tree.host_fingerprint(str(tmp_path), [], {".venv/out": mine}) == base
+    assert tree.host_fingerprint(str(tmp_path), [], {".venv/gone": mine}) is None
+    (tmp_path / "data").mkdir()  # the workspace's data/ is not protected: it counts
+    assert tree.host_fingerprint(str(tmp_path), [], {}) != base
 
 
 def test_a_delta_turns_the_old_tree_into_the_new_one(tmp_path):
@@ -110,8 +112,8 @@ def test_a_delta_turns_the_old_tree_into_the_new_one(tmp_path):
     (old / "gone.txt").write_text("bye")
     (old / "was_dir").mkdir()
     (old / "was_dir" / "inner").write_text("i")
-    (old / "runs").mkdir()
-    (old / "runs" / "local.txt").write_text("protected")
+    (old / ".remote-run").mkdir()
+    (old / ".remote-run" / "local.txt").write_text("protected")
     (new / "was_dir").write_text("now a file")
     (new / "new dir" / "deep").mkdir(parents=True)
     (new / "new dir" / "deep" / "n\tame.bin").write_bytes(bytes(range(256)))
@@ -122,7 +124,7 @@ def test_a_delta_turns_the_old_tree_into_the_new_one(tmp_path):
     delta = sync._delta(new, before, now, "base", "target", {})
     tree.apply_delta(str(host), delta)
     after = tree.walk(str(host), [])
-    assert after.pop("runs/local.txt") and after.pop("runs")  # rsync's P rules: never deleted
+    assert after.pop(".remote-run/local.txt") and after.pop(".remote-run")  # rsync's P rules: never deleted
     assert {rel: tree._line(rel, e) for rel, e in after.items()} == {rel: tree._line(rel, e) for rel, e in now.items()}
     assert (host / "new dir" / "deep" / "n\tame.bin").read_bytes() == bytes(range(256))
 

@@ -142,7 +142,7 @@ def test_odd_but_legal_remote_dir_works_end_to_end_or_is_refused_up_front(sshd, 
             return
         assert done.returncode == 0, done.stdout[-1500:] + done.stderr
         assert "RESULT_HELLO answer=42" in done.stdout
-        assert Path(remote, "scripts", "hello.py").is_file() and Path(remote, "runs").is_dir()
+        assert Path(remote, "scripts", "hello.py").is_file() and Path(remote, ".remote-run", "runs").is_dir()
         status = cli(sshd, ws, "status", REMOTE_DIR=remote)
         assert status.returncode == 0 and "finished" in status.stdout, status.stderr
     finally:

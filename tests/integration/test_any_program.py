@@ -8,6 +8,7 @@ import shutil
 import uuid
 
 import pytest
+from support import fake_docker
 from support.cli import Background, cli, log_has, one_line_error, processes, wait_for, wait_for_started_run
 from support.workspace import make_workspace, unique_remote_dir
 
@@ -78,25 +79,16 @@ def test_ctrl_c_stops_the_script_and_what_it_started(sshd, fresh, tmp_path):
     wait_for(lambda: not any(f"rr-child-{tag}" in row[4] for row in processes()), 10, "the child to be gone")
 
 
-def docker_stand_in(sshd, body: str) -> None:
-    fake = sshd.remote_bin / "docker"
-    fake.write_text("#!/bin/sh\n# Test stand-in for `docker info --format '{{json .Runtimes}}'`; not Docker.\n" + body)
-    fake.chmod(0o755)
-
-
 @pytest.mark.parametrize("case", ["nvidia", "runc-only", "daemon-down", "absent"])
 def test_gpu_check_docker_says_whether_containers_reach_the_gpus(sshd, fresh, case):
     ws, remote = fresh
     if case == "absent" and shutil.which("docker", path=sshd.remote_path):
         pytest.skip("Docker is installed on this machine: its absence cannot be shown here")
-    bodies = {"nvidia": 'echo \'{"io.containerd.runc.v2":{"path":"runc"},"nvidia":{"path":"nvidia-container-runtime"},'
-                        '"runc":{"path":"runc"}}\'\n',
-              "runc-only": 'echo \'{"runc":{"path":"runc"}}\'\n',
-              "daemon-down": 'echo "Cannot connect to the Docker daemon at unix:///var/run/docker.sock.'
-                             ' Is the docker daemon running?" >&2\nexit 1\n'}
+    bodies = {"nvidia": fake_docker.script("nvidia"), "runc-only": fake_docker.script("runc-only"),
+              "daemon-down": fake_docker.script(daemon=False)}
     try:
         if case in bodies:
-            docker_stand_in(sshd, bodies[case])
+            fake_docker.install(sshd, bodies[case])
         done = cli(sshd, ws, "gpu-check", "--docker", REMOTE_DIR=remote, venv=False)
         if case == "nvidia":
             assert done.returncode == 0, done.stderr
@@ -107,4 +99,4 @@ def test_gpu_check_docker_says_whether_containers_reach_the_gpus(sshd, fresh, ca
                     "absent": "Docker is not installed"}[case]
         assert expected in line, line
     finally:
-        (sshd.remote_bin / "docker").unlink(missing_ok=True)
+        fake_docker.remove(sshd)

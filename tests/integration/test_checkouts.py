@@ -122,14 +122,14 @@ def test_a_warm_run_from_another_checkout_cannot_take_the_fast_path(sshd, two, t
 def test_take_over_makes_remote_dir_this_checkouts_and_keeps_the_others_runs(sshd, two):
     a, b, remote = two
     ok(inv(sshd, a, "run", "scripts/hello.py", "--cpu-ok"))
-    [theirs] = [p.name for p in (Path(remote) / "runs").iterdir()]
+    [theirs] = [p.name for p in (Path(remote) / ".remote-run" / "runs").iterdir()]
     ok(inv(sshd, b, "sync", "--take-over"))
     assert record(remote)["from"] == where(b)
-    assert (Path(remote) / "runs" / theirs / "run.log").is_file()  # a's run stays
+    assert (Path(remote) / ".remote-run" / "runs" / theirs / "run.log").is_file()  # a's run stays
     refused(inv(sshd, a, "sync"), b)
     refused(inv(sshd, a, "run", "scripts/hello.py", "--cpu-ok"), b)
     ok(inv(sshd, a, "run", "scripts/hello.py", "--cpu-ok", "--take-over"))  # the run tasks take the flag too
-    assert record(remote)["from"] == where(a) and len(list((Path(remote) / "runs").iterdir())) == 2
+    assert record(remote)["from"] == where(a) and len(list((Path(remote) / ".remote-run" / "runs").iterdir())) == 2
     ok(inv(sshd, b, "clean", "--yes", "--take-over"))  # deletes a's REMOTE_DIR, runs and all, on request
     assert not remote_exists(sshd, f"{remote}/runs")
 

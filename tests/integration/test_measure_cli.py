@@ -62,7 +62,8 @@ def test_repeat_runs_a_group_with_a_summary_and_per_epoch_curves(sshd, box):
     assert sshd.count("Starting session:", mark) <= 1 + 1 + 1 + 3
     first = members[f"{group.name}.1"]
     assert first["gpu_usage"]["samples"] >= 1 and (group.parent / f"{group.name}.1" / "gpu.csv").exists()
-    assert "GPU idle: mean utilisation 0 %: input-bound?" in first["warnings"]
+    # a run of a second says nothing about how busy its GPU keeps (records.IDLE_MIN_SECONDS)
+    assert not [w for w in first["warnings"] if w.startswith("GPU idle")], first["warnings"]
 
 
 def test_compare_to_a_baseline_gates_on_a_forced_regression(sshd, box):

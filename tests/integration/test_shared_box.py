@@ -113,11 +113,11 @@ def test_a_sync_during_a_run_does_not_change_what_it_runs(sshd, fresh):
     assert "again old old data" in followed.stdout, followed.stdout
     record = json.loads((ws / "var" / "runs" / run.name / "result.json").read_text())
     assert record["outcome"] == "finished"
-    # What the run wrote stays under runs/<id>/; the code it ran from is released.
-    work = Path(f"{remote}/runs/{run.name}/work")
+    # What the run wrote stays under .remote-run/runs/<id>/; the code it ran from is released.
+    work = Path(f"{remote}/.remote-run/runs/{run.name}/work")
     assert (work / "outputs" / "model.pt").read_text() == "weights"
     assert not (work / "snapmod.py").exists() and not (work / "data").exists() and not (run / "work.linked").exists()
-    assert Path(f"{remote}/data").is_dir()  # the shared dataset cache
+    assert Path(f"{remote}/.remote-run/data").is_dir()  # the shared dataset cache
 
 
 def test_the_record_names_the_snapshot_the_run_used(sshd, fresh):
@@ -233,7 +233,7 @@ def test_a_gpu_another_remote_run_run_holds_is_busy_without_wait(sshd, queue_box
     wait_for(lambda: log_has(holder, "started"), 10, "the first run")
     line = one_line_error(cli(sshd, ws, "run", "scripts/q.py", REMOTE_DIR=remote, venv=False))
     assert "in use by another job" in line and f"run {holder.name}" in line and "--wait" in line, line
-    Path(f"{remote}/runs/release").touch()
+    Path(f"{remote}/.remote-run/runs/release").touch()
 
 
 def test_auto_picks_the_idle_gpu_and_the_record_says_which(sshd, queue_box):
@@ -264,7 +264,7 @@ def test_a_killed_supervisor_frees_the_gpu_it_held_for_the_next_run(sshd, queue_
     assert not [e for e in queue_entries(sshd) if e["run"] == holder.name]
     run = int((holder / "pid").read_text())
     os.kill(run, 0)  # the first run's process is still there
-    Path(f"{remote}/runs/release").touch()
+    Path(f"{remote}/.remote-run/runs/release").touch()
     wait_for(lambda: not Path(f"/proc/{run}").exists(), 20, "the first run's process to end (and be reaped)")
 
 

@@ -562,6 +562,17 @@ def test_train_hlb_with_sky_runs_the_rendered_trainer_on_the_cluster(gpu_cluster
     assert not (fake.workspace / ".remote-run").exists()  # no sync to REMOTE_HOST happened
 
 
+def test_env_reaches_the_cluster_with_its_value_and_is_kept_in_the_record(gpu_cluster):
+    fake = gpu_cluster
+    result = fake.run("train-hlb", "--sky", "gpu", "--epochs", "1", "--synthetic", "--env", "EPOCHS=3",
+                      FAKE_SKY_OUTPUT="RESULT_HLB elapsed_seconds=1.0 train_epochs=1 ema_val_acc=0.5")
+    assert result.returncode == 0, result.stderr
+    [call] = fake.calls()
+    assert call[:6] == ["exec", GPU, "--workdir", call[3], "--env", "EPOCHS=3"]
+    [record] = fake.records()
+    assert record["env"] == {"EPOCHS": "3"} and record["invocation"]["args"]["env"] == ["EPOCHS=3"]
+
+
 def test_forwarded_variables_are_named_not_valued_on_the_sky_command_line(gpu_cluster):
     fake = gpu_cluster
     (fake.workspace / ".env").write_text("WANDB_API_KEY=wb-s3cret\n")

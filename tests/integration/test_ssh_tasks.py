@@ -51,9 +51,10 @@ def test_train_hlb_chain_writes_result_record_and_remote_log(sshd, shared):
     log_md = (records[0] / "log.md").read_text()
     assert "RESULT_HLB" in log_md and "rsync" in log_md and "- `epochs`: 2.5" in log_md
     run_id = records[0].name
-    remote_log = remote_read(sshd, f"{remote}/runs/{run_id}/run.log")
+    remote_log = remote_read(sshd, f"{remote}/.remote-run/runs/{run_id}/run.log")
     assert (records[0] / "run.log").read_text() == remote_log
-    assert data["runner_path"] == f"{remote}/runs/{run_id}/work/scripts/run_hlb.py"  # written into the run's snapshot
+    # written into the run's snapshot
+    assert data["runner_path"] == f"{remote}/.remote-run/runs/{run_id}/work/scripts/run_hlb.py"
     assert remote_read(sshd, data["runner_path"]) == data["runner"]
     assert not remote_exists(sshd, f"{remote}/scripts/run_hlb.py")
     assert len(data["snapshot"]["tree"]) > 8 and data["snapshot"]["files"] > 0
@@ -213,17 +214,22 @@ def test_sync_excludes_secrets_and_keeps_symlinks(sshd, fresh):
     assert link.stdout.strip() == "scripts/hello.py"
 
 
-def test_sync_deletes_stale_files_but_never_runs_venv_or_data(sshd, fresh):
+def test_sync_deletes_stale_files_but_never_the_venv_runs_or_the_dataset_cache(sshd, fresh):
     ws, remote = fresh
+    (ws / "runs").mkdir()  # a workspace's own runs/ and data/ (code) are synced like any folder
+    (ws / "runs" / "speedrun.sh").write_text("python train.py\n")
+    (ws / "data" / "cached_fineweb10B.py").write_text("URL = 1\n")
     assert cli(sshd, ws, "sync", REMOTE_DIR=remote).returncode == 0
-    (ws / "runs").mkdir()
-    (ws / "runs" / "local.txt").write_text("x")
-    for rel in ("runs/old/run.log", ".venv/keep", "data/cifar10/cache.pt"):
+    assert remote_read(sshd, f"{remote}/runs/speedrun.sh") == "python train.py\n"
+    for rel in (".remote-run/runs/old/run.log", ".venv/keep", ".remote-run/data/cifar10/cache.pt"):
         sshd.as_user(["sh", "-c", f'mkdir -p "$(dirname {remote}/{rel})" && echo x > {remote}/{rel}'])
     (ws / "README.md").unlink()
+    (ws / "data" / "cached_fineweb10B.py").unlink()  # deleted here: deleted on the host
+    (ws / "runs" / "speedrun.sh").unlink()
     assert cli(sshd, ws, "sync", REMOTE_DIR=remote).returncode == 0
-    assert not remote_exists(sshd, f"{remote}/README.md")
-    for rel in ("runs/old/run.log", ".venv/keep", "data/cifar10/cache.pt", ".remote-run/owner"):
+    for gone in ("README.md", "data/cached_fineweb10B.py", "runs/speedrun.sh"):
+        assert not remote_exists(sshd, f"{remote}/{gone}"), gone
+    for rel in (".remote-run/runs/old/run.log", ".venv/keep", ".remote-run/data/cifar10/cache.pt", ".remote-run/owner"):
         assert remote_exists(sshd, f"{remote}/{rel}"), rel
 
 
@@ -274,17 +280,19 @@ def test_busy_gpu_stops_a_train_before_it_starts(sshd, fresh, gpu):
     gpu("busy")
     line = one_line_error(cli(sshd, ws, "train-hlb", "--epochs", "1", REMOTE_DIR=remote))
     assert "in use by another job" in line
-    assert not remote_exists(sshd, f"{remote}/runs")
+    assert not remote_exists(sshd, f"{remote}/.remote-run/runs")
 
 
 def test_clean_needs_yes_and_only_removes_our_directory(sshd, fresh):
     ws, remote = fresh
     assert cli(sshd, ws, "sync", REMOTE_DIR=remote).returncode == 0
-    sshd.as_user(["sh", "-c", f"mkdir -p {remote}/data/cifar10 && echo x > {remote}/data/cifar10/c.pt"])
+    sshd.as_user(["sh", "-c", f"mkdir -p {remote}/.remote-run/data/cifar10 && "
+                              f"echo x > {remote}/.remote-run/data/cifar10/c.pt"])
     assert "--yes" in one_line_error(cli(sshd, ws, "clean", REMOTE_DIR=remote))
     assert remote_exists(sshd, f"{remote}/scripts")
     assert cli(sshd, ws, "clean", "--yes", REMOTE_DIR=remote).returncode == 0
-    assert not remote_exists(sshd, f"{remote}/scripts") and remote_exists(sshd, f"{remote}/data/cifar10/c.pt")
+    assert not remote_exists(sshd, f"{remote}/scripts")
+    assert remote_exists(sshd, f"{remote}/.remote-run/data/cifar10/c.pt")
     assert cli(sshd, ws, "clean", "--yes", "--data", REMOTE_DIR=remote).returncode == 0
     assert not remote_exists(sshd, remote)
     other = unique_remote_dir("rrt_unowned")

@@ -12,7 +12,7 @@ import pytest
 from support.cli import cli, log_has, read_pid, run_dirs, stop_runs, wait_for, wait_for_started_run
 from support.workspace import make_workspace, unique_remote_dir
 
-# Holds its GPU until HOLD seconds pass or the test touches runs/release.
+# Holds its GPU until HOLD seconds pass or the test touches .remote-run/runs/release.
 HOLD = """import os, time
 print("started", os.environ.get("CUDA_VISIBLE_DEVICES"), flush=True)
 deadline = time.time() + float(os.environ.get("HOLD", "0"))
@@ -106,7 +106,7 @@ def test_a_run_samples_its_gpu_and_the_sampler_stops_when_the_run_ends(sshd, box
     run, pid, supervisor, sampler = start_holding(sshd, ws, remote)
     wait_for(lambda: len(samples(run)) >= 3, 15, "three GPU samples in gpu.csv")
     assert all(line.split(", ")[1] == "0" and len(line.split(", ")) == 7 for line in samples(run)), samples(run)
-    Path(f"{remote}/runs/release").touch()
+    Path(f"{remote}/.remote-run/runs/release").touch()
     wait_for(lambda: (run / "exit_code").exists(), 20, "the run's exit status")
     assert (run / "exit_code").read_text().strip() == "0"
     assert not alive(sampler), "the sampler outlived its run"  # stopped (and reaped) before exit_code is written
@@ -121,5 +121,5 @@ def test_a_killed_supervisor_takes_its_sampler_with_it_and_the_run_lives_on(sshd
     wait_for(lambda: not alive(sampler), 5, "the sampler to end with its supervisor")
     assert alive(pid), "the run is not a helper: it outlives its supervisor"
     assert writers_of(run / "gpu.csv") == [], "no sampler of the run was left to init"
-    Path(f"{remote}/runs/release").touch()
+    Path(f"{remote}/.remote-run/runs/release").touch()
     wait_for(lambda: not alive(pid), 20, "the run's process to end")

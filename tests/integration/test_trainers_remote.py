@@ -44,11 +44,11 @@ def test_hlb_trainer_runs_a_fraction_of_an_epoch_over_ssh(sshd, torch_host):
     # --compile is off: no flag
     assert "/python scripts/run_hlb.py --epochs 0.5 --synthetic --subset 512 --batch-size 128  [run " in done.stderr
     # the run's snapshot keeps the files it was given
-    work = f"{remote}/runs/{latest_record(ws, 'train-hlb').name}/work"
+    work = f"{remote}/.remote-run/runs/{latest_record(ws, 'train-hlb').name}/work"
     assert remote_read(sshd, f"{work}/scripts/run_hlb.py") == template("hlb_cifar.py")
     assert remote_read(sshd, f"{work}/scripts/cifar10_data.py") == template("cifar10_data.py")
     # the dataset cache is shared
-    assert remote_exists(sshd, f"{remote}/data/cifar10") or record["options"]["synthetic"]
+    assert remote_exists(sshd, f"{remote}/.remote-run/data/cifar10") or record["options"]["synthetic"]
 
 
 def test_david_trainer_runs_one_small_epoch_over_ssh(sshd, torch_host):

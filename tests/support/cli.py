@@ -138,7 +138,7 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.02):
 
 
 def run_dirs(remote: str) -> list[Path]:
-    runs = Path(remote) / "runs"
+    runs = Path(remote) / ".remote-run" / "runs"
     return sorted(p for p in runs.iterdir() if p.is_dir()) if runs.is_dir() else []
 
 
