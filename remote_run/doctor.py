@@ -21,8 +21,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from . import environment, records, ship
 from . import gpu as gpus
-from . import records, ship
 from . import sync as syncing
 from .errors import Failure, Kind
 from .host import FLOOR, exits, installer, tree
@@ -311,8 +311,10 @@ def check_sync_size(settings, plan) -> Check:
 def payload(host: Host) -> dict:
     s = host.settings
     needs_torch = host.uses_venv and bool(s.torch_packages) and bool(s.torch_index_url)
+    project = environment.read_project(s.workspace) if host.uses_venv else environment.Project()
     return {"root": s.remote_dir, "venv": host.uses_venv, "connect_timeout": INDEX_TIMEOUT,
             "torch_index": s.torch_index_url if needs_torch else "",
+            "project_indexes": list(project.indexes),  # what bootstrap's uv uses instead of pip's index
             "gpu": gpus.spec(s, cpu_ok=False, allow_busy=False)}
 
 
@@ -404,6 +406,14 @@ def _python(host, data):
         if old:
             return Check(HOST, "python", WARN, text + ": current torch releases need Python 3.10 or newer",
                          "install a newer python3 there, or uv (bootstrap's `uv venv` can use one uv installs)")
+        wanted = environment.read_project(s.workspace).python
+        release = ".".join(wanted.get("wanted", "").split(".")[:2])
+        if (wanted.get("by") == ".python-version" and re.fullmatch(r"\d+\.\d+", release)
+                and release != ".".join(py["version"].split(".")[:2]) and s.bootstrap_python_downloads == "never"):
+            return Check(HOST, "python", WARN,
+                         f"{text}, but .python-version wants {wanted['wanted']}: bootstrap needs another Python "
+                         "there (uv looks for one) or refuses",
+                         f"install Python {wanted['wanted']} there, or set BOOTSTRAP_PYTHON_DOWNLOADS=automatic")
         return Check(HOST, "python", OK, text)
     if s.run_environment == "docker":
         return Check(HOST, "python", OK, f"python3 {py['version']} runs remote-run's host side; runs start their own "
@@ -429,6 +439,9 @@ def _uv(host, data):
     if not host.uses_venv:
         return Check(HOST, "uv", SKIP,
                      "not installed; not needed (runs use REMOTE_PYTHON or remote-run's own Python, no venv is built)")
+    if host.settings.bootstrap_installer == "pip" and (host.settings.workspace / "uv.lock").is_file():
+        return Check(HOST, "uv", FAIL, "the workspace's uv.lock is installed with uv sync, and BOOTSTRAP_INSTALLER=pip "
+                                       "never uses uv", "set BOOTSTRAP_INSTALLER=auto")
     return Check(HOST, "uv", OK, f"not installed yet: the first bootstrap installs it into REMOTE_DIR/{installer.TOOL} "
                                  "with the host's pip (from the package index below), or builds the venv with pip")
 
@@ -502,10 +515,12 @@ def needs_index(host: Host) -> str:
     s = host.settings
     if not host.uses_venv:
         return ""
-    wanted = [*s.torch_packages, *s.pip_packages]
-    if (s.workspace / "requirements.txt").is_file():
-        wanted.append("requirements.txt")
-    return " ".join(wanted)
+    project = environment.read_project(s.workspace, s.bootstrap_extras, s.bootstrap_groups)
+    torch, extra, _ = environment.packages(s, project)
+    own = {"lock": ["the project's uv.lock"], "pyproject": ["the project (pyproject.toml)"]}.get(project.kind, [])
+    if project.kind != "lock" and (s.workspace / "requirements.txt").is_file():
+        own.append("requirements.txt")
+    return " ".join([*own, *torch, *extra])
 
 
 def _index(host, data):

@@ -63,6 +63,11 @@ class RunOptions:
     nproc: object = _flag("", "with --torchrun: this many processes instead of one per GPU (e.g. 2 on a CPU)")
     env: tuple = _flag((), "set this variable for the run, KEY=VALUE (repeatable); kept in the run's record and "
                            "replayed by rerun, so not for secrets (REMOTE_ENV forwards those)", iterable=True)
+    extra: tuple = _flag((), "bootstrap with this extra of the workspace's pyproject.toml (repeatable; "
+                             "replaces BOOTSTRAP_EXTRAS)", iterable=True)
+    group: tuple = _flag((), "bootstrap with this dependency group of the workspace's pyproject.toml (repeatable; "
+                             "replaces BOOTSTRAP_GROUPS)", iterable=True)
+    frozen: bool = _flag(False, "bootstrap from uv.lock as it is, even if it is out of date (uv sync --frozen)")
     # What check() parses the flags into.
     forwards: tuple = ()
     wait_seconds: float = 0.0
@@ -87,9 +92,12 @@ class RunOptions:
         """Every flag validated, and their combinations, before anything runs; returns the options
         with what they parse into (workspace paths, port forwards, seconds, counts)."""
         from . import aftermath, compare, ports
+        from .environment import choose
         from .settings import int_between, sync_paths
 
         runs = int_between("--repeat", self.repeat, 1, MAX_REPEAT)
+        if self.extra or self.group or self.frozen:  # names the workspace's pyproject.toml does not have
+            choose(settings, self.extra, self.group, self.frozen)
         if self.sky and self.sky not in CLUSTERS:
             raise Failure(f"--sky {self.sky!r} is not valid", "use gpu or tpu")
         seconds = _seconds(self.wait_timeout, self.wait)

@@ -24,16 +24,23 @@ class Preflight:
     dry_run: bool = False  # `sync --dry-run`: say what a sync would do, change nothing
     bootstrap: bool = False
     rebuild: bool = False  # `bootstrap --force`
+    extras: tuple = ()  # --extra NAME: replaces BOOTSTRAP_EXTRAS (remote_run.environment.choose)
+    groups: tuple = ()  # --group NAME: replaces BOOTSTRAP_GROUPS
+    frozen: bool = False  # --frozen: uv.lock as it is
     gpu: bool = False
     allow_busy: bool = False
     cpu_ok: bool = False
     docker: bool = False  # `gpu-check --docker`
 
-    def plus(self, *, only=(), **flags) -> Preflight:
-        """This plan and one more mention of a step: --only paths add up, the other flags hold if
-        any mention gave them."""
-        joined = tuple(dict.fromkeys((*self.only, *only)))
-        return replace(self, only=joined, **{name: getattr(self, name) or bool(value) for name, value in flags.items()})
+    def plus(self, *, only=(), extras=(), groups=(), **flags) -> Preflight:
+        """This plan and one more mention of a step: --only paths, extras and groups add up, the
+        other flags hold if any mention gave them."""
+        def joined(name, more):
+            return tuple(dict.fromkeys((*getattr(self, name), *more)))
+
+        return replace(self, only=joined("only", only), extras=joined("extras", extras),
+                       groups=joined("groups", groups),
+                       **{name: getattr(self, name) or bool(value) for name, value in flags.items()})
 
     def for_run(self, options) -> Preflight:
         """The plan with a run task's own flags (remote_run.options.RunOptions, checked)."""
@@ -41,7 +48,8 @@ class Preflight:
             raise Failure("`sync --dry-run` only shows what a sync would do",
                           "run it on its own, without a run task after it")
         return self.plus(only=options.only, force_sync=options.force_sync, checksum=options.checksum,
-                         take_over=options.take_over, allow_busy=options.allow_busy, cpu_ok=options.cpu_ok)
+                         take_over=options.take_over, allow_busy=options.allow_busy, cpu_ok=options.cpu_ok,
+                         extras=options.extra, groups=options.group, frozen=options.frozen)
 
 
 CHAIN = Preflight(sync=True, bootstrap=True, gpu=True)  # a run task's steps, when no chain planned them
@@ -56,8 +64,14 @@ def plan_sync(preflight: Preflight, settings, only=(), dry_run=False, force=Fals
                           take_over=take_over)
 
 
-def plan_bootstrap(preflight: Preflight, settings, force=False) -> Preflight:
-    return preflight.plus(bootstrap=True, rebuild=force)
+def plan_bootstrap(preflight: Preflight, settings, force=False, extra=(), group=(), frozen=False) -> Preflight:
+    from .environment import choose
+
+    plan = preflight.plus(bootstrap=True, rebuild=force, extras=tuple(extra or ()), groups=tuple(group or ()),
+                          frozen=frozen)
+    if extra or group or frozen:  # bad names fail here, before anything runs (the settings' own: in prepare)
+        choose(settings, plan.extras, plan.groups, plan.frozen)
+    return plan
 
 
 def plan_gpu_check(preflight: Preflight, settings, allow_busy=False, cpu_ok=False, docker=False) -> Preflight:

@@ -24,9 +24,14 @@ WARNINGS = [
 ]
 
 HINTS = [
-    (re.compile(r"ModuleNotFoundError: No module named '([^']+)'"),
+    (re.compile(r"ModuleNotFoundError: No module named '(?!torch(?:vision|audio|text)?')([^']+)'"),
      "module {0!r} is missing: if it is part of the workspace check that it was synced (not excluded), "
-     "else add it to PIP_PACKAGES or requirements.txt and run `inv bootstrap`"),
+     "else add it to the project's dependencies (pyproject.toml and `uv lock`, requirements.txt) or PIP_PACKAGES "
+     "and run `inv bootstrap`"),
+    (re.compile(r"ModuleNotFoundError: No module named '(torch(?:vision|audio|text)?)'"),
+     "module {0!r} is missing: add it to TORCH_PACKAGES (installed with torch from TORCH_INDEX_URL), or to the "
+     "project's dependencies (pyproject.toml and `uv lock`, requirements.txt) if it has its own, "
+     "and run `inv bootstrap`"),
     (re.compile(r"AttributeError: module 'numpy' has no attribute '(float|int|bool|object|complex|str)'"),
      "numpy >= 1.24 removed np.{0}: remote-run adds it back for runs it starts; "
      "by hand, add `np.{0} = {0}` after importing numpy, or pin numpy<1.24"),

@@ -26,6 +26,7 @@ _HOST = re.compile(r"(?:(?P<user>[A-Za-z0-9_][A-Za-z0-9._-]*)@)?"
 _PACKAGE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+\-\[\],<>=!~*]*\Z")
 _DEVICES = re.compile(r"(?:-1|[0-9]+|(?:GPU|MIG)-[A-Za-z0-9/-]+)(?:,(?:[0-9]+|(?:GPU|MIG)-[A-Za-z0-9/-]+))*\Z")
 _URL = re.compile(r"(?:https?|file)://[^\s'\"`$\\;|&<>]+\Z")
+_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?\Z")  # an extra or a dependency group (PEP 685, 735)
 _PATH = re.compile(r"[A-Za-z0-9._+@%=,/ -]+\Z")  # no ':' (the PYTHONPATH separator) and no shell characters
 
 
@@ -197,9 +198,34 @@ def _packages(key: str):
     def parse(value: str, loading) -> tuple[str, ...]:
         items = tuple(split_list(value))
         for item in items:
+            if item in (".", "-e", "-r", "--editable", "--requirement") or item.endswith(("pyproject.toml", ".txt")):
+                raise bad(key, item, "bootstrap installs the workspace's own pyproject.toml (with BOOTSTRAP_EXTRAS) "
+                                     "and requirements.txt by itself; give only extra requirement names here")
             if not _PACKAGE.match(item):
                 raise bad(key, item, "give pip requirement names such as torch or numpy<2, space separated")
         return items
+    return parse
+
+
+def project_names(key: str, value, kind: str) -> tuple[str, ...]:
+    """Extras or dependency groups, as a setting or flags give them: checked names, in order."""
+    items = tuple(dict.fromkeys(split_list(value) if isinstance(value, str) else value))
+    for item in items:
+        if not _NAME.match(item):
+            raise bad(key, item, f"give {kind} names of the project's pyproject.toml, such as gpu or dev")
+    return items
+
+
+def _names(key: str, kind: str):
+    return lambda value, loading: project_names(key, value, kind)
+
+
+def _bool(key: str):
+    def parse(value: str, loading) -> bool:
+        word = value.strip().lower()
+        if word not in ("0", "1", "true", "false", "yes", "no", ""):
+            raise bad(key, value, "use 1 or 0")
+        return word in ("1", "true", "yes")
     return parse
 
 
@@ -377,6 +403,19 @@ KEYS = (
     Key("BOOTSTRAP_INSTALLER", "auto", _choice("BOOTSTRAP_INSTALLER", ("auto", "uv", "pip")),
         "what builds `REMOTE_DIR/.venv`: `auto`: the host's uv, else uv installed once into "
         "`REMOTE_DIR/.remote-run/uv`, else pip; `uv`: never pip; `pip`: `python3 -m venv` and pip"),
+    Key("BOOTSTRAP_EXTRAS", "", _names("BOOTSTRAP_EXTRAS", "extra"),
+        "extras of the workspace's pyproject.toml that bootstrap installs (`uv sync --extra NAME`, or "
+        "`pip install -e '.[NAME]'` without `uv.lock`); `--extra NAME` replaces them for one command",
+        example="gpu"),
+    Key("BOOTSTRAP_GROUPS", "", _names("BOOTSTRAP_GROUPS", "dependency group"),
+        "dependency groups of the workspace's pyproject.toml that bootstrap installs (`uv sync --group NAME`); "
+        "`--group NAME` replaces them for one command", example="dev"),
+    Key("BOOTSTRAP_FROZEN", "0", _bool("BOOTSTRAP_FROZEN"),
+        "`1`: install `uv.lock` as it is (`uv sync --frozen`) even when it is out of date with pyproject.toml; "
+        "`0`: refuse an out-of-date lock (`uv sync --locked`); `--frozen` sets it for one command"),
+    Key("BOOTSTRAP_PYTHON_DOWNLOADS", "never", _choice("BOOTSTRAP_PYTHON_DOWNLOADS", ("never", "automatic")),
+        "`automatic`: uv may download the Python that `.python-version` or `requires-python` wants when the "
+        "host's does not fit (uv's `UV_PYTHON_DOWNLOADS`); `never`: bootstrap says what is wanted instead"),
     Key("RUN_ENVIRONMENT", "auto", _run_environment,
         "what runs need on the host: `auto`: the project's own environment, which bootstrap builds; `docker`: "
         "runs start their own containers, so bootstrap builds nothing and the GPU check also checks Docker's "
@@ -436,6 +475,10 @@ class Settings:
     torch_packages: tuple[str, ...]
     pip_packages: tuple[str, ...]
     bootstrap_installer: str
+    bootstrap_extras: tuple[str, ...]
+    bootstrap_groups: tuple[str, ...]
+    bootstrap_frozen: bool
+    bootstrap_python_downloads: str
     run_environment: str
     cuda_visible_devices: str
     remote_env: tuple[str, ...]
@@ -455,6 +498,8 @@ class Settings:
     env_file: Path | None = None
     # Everything read from .env and the process environment, for forwarding REMOTE_ENV names.
     variables: dict = field(default_factory=dict, repr=False, compare=False)
+    # Where each key's value came from: flag, environment, file (.env) or default.
+    origins: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def host(self) -> Host:
@@ -550,7 +595,7 @@ def from_layers(path: Path | None, file_values: dict, environ: dict, overrides: 
     for key in KEYS:
         loading.values[key.name] = key.parse(loading.raw[key.name], loading)
     return Settings(**{key.attribute: loading.values[key.name] for key in KEYS}, env_file=path,
-                    variables=loading.variables)
+                    variables=loading.variables, origins=dict(loading._origin))
 
 
 # ------------------------------------------------------------------------------------ the docs

@@ -31,6 +31,7 @@ class Pending:
 
     sync: syncing.Plan | None = None  # a clean or delta sync, confirmed (and its delta applied) on the host
     env: dict | None = None  # environment.check()
+    choice: environment.Choice = environment.NOTHING  # the extras, groups and --frozen the env check is for
     gpu: dict | None = None  # gpu.spec()
     docker: dict | None = None  # {"require": bool}: can Docker reach the GPUs (--docker, RUN_ENVIRONMENT=docker)
 
@@ -90,8 +91,10 @@ def prepare(sess, preflight: Preflight, *, wait: bool = False, count: int = 0) -
     if skipped:
         say(skipped)
     docker = preflight.docker or (preflight.gpu and sess.settings.run_environment == "docker")
+    choice = (environment.choose(sess.settings, preflight.extras, preflight.groups, preflight.frozen)
+              if preflight.bootstrap and not skipped else environment.NOTHING)
     pending = Pending(
-        env=environment.check(host) if preflight.bootstrap and not preflight.rebuild else None,
+        env=environment.check(host, choice) if preflight.bootstrap and not preflight.rebuild else None, choice=choice,
         gpu=gpu.spec(sess.settings, cpu_ok=preflight.cpu_ok, allow_busy=preflight.allow_busy, wait=wait, count=count)
         if preflight.gpu else None,
         docker={"require": not preflight.cpu_ok} if docker else None)
@@ -113,7 +116,7 @@ def prepare(sess, preflight: Preflight, *, wait: bool = False, count: int = 0) -
         if pending.sync is not None:  # the build reads the synced requirements.txt: confirm the sync first
             prepared = prepared.plus(settle(sess, Pending(sync=pending.sync), checks(sess, Pending(sync=pending.sync))))
             pending = replace(pending, sync=None)
-        build_environment(sess, force=True)
+        build_environment(sess, force=True, choice=choice)
     return prepared, pending
 
 
@@ -131,7 +134,7 @@ def settle(sess, pending: Pending, report: dict) -> Prepared:
         prepared = Prepared(synced=pending.sync)
     if pending.env is not None:
         if not environment_ready(host, report.get("env") or {"state": "stale"}):
-            build_environment(sess, force=False)
+            build_environment(sess, force=False, choice=pending.choice)
     if pending.docker is not None:
         problem = gpu.docker(report.get("docker") or {}, host.label)
         if problem and pending.docker["require"]:
@@ -155,12 +158,15 @@ def environment_ready(host, report: dict) -> bool:
     return True
 
 
-def build_environment(sess, force: bool) -> None:
+def build_environment(sess, force: bool, choice: environment.Choice = environment.NOTHING) -> None:
     """Run the installer on the host (remote_run/host/installer.py), its progress shown as it comes."""
     host = sess.host
+    if host.uses_venv:
+        for line in environment.notes(host.settings, choice):
+            say(line)
     progress = Progress(sys.stderr)
-    argv, stdin = host.program_with("bootstrap",
-                                    environment.bootstrap_payload(host.settings, force, terminal=progress.terminal))
+    payload = environment.bootstrap_payload(host.settings, force, terminal=progress.terminal, choice=choice)
+    argv, stdin = host.program_with("bootstrap", payload)
     result = host.run(argv, err_stream=progress, stdin=stdin)
     progress.close()
     if result.exited == exits.MISSING and "python3" in result.stderr:

@@ -106,11 +106,14 @@ def disk_check(root):
     return {"where": where, "mount": mount, "free_bytes": info.f_bavail * info.f_frsize}
 
 
-def package_index(environ=None):
-    """The index bootstrap installs from on this host: uv's own settings when set (UV_DEFAULT_INDEX,
-    UV_INDEX_URL), else pip's (its index-url or no-index, as pip reports them), which bootstrap
-    also gives uv; PyPI unless one is set."""
+def package_index(environ=None, project=()):
+    """The index bootstrap installs from on this host: the project's own ([[tool.uv.index]] in its
+    pyproject.toml, ``project``), else uv's own settings when set (UV_DEFAULT_INDEX, UV_INDEX_URL),
+    else pip's (its index-url or no-index, as pip reports them), which bootstrap also gives uv;
+    PyPI unless one is set."""
     environ = os.environ if environ is None else environ
+    if project:
+        return {"url": project[0], "project": list(project), "source": "the project's [[tool.uv.index]]"}
     for name in ("UV_DEFAULT_INDEX", "UV_INDEX_URL"):
         if environ.get(name):
             return {"url": environ[name].split()[0], "source": name}
@@ -133,7 +136,7 @@ def reach(target, timeout):
     """Can this host open a connection to ``target`` ({"url": ...})? Through the proxy when one is set."""
     url = target["url"]
     found = {"url": url, "label": target.get("label", "")}
-    scheme, _, rest = url.partition("://")
+    scheme, _, rest = url.partition("://") if "://" in url else ("file", "", url)
     if scheme == "file":
         found.update(kind="path", ok=os.path.exists(rest))
         return found
@@ -157,11 +160,29 @@ def reach(target, timeout):
     found.update(kind="net", host=host, port=port)
     started = time.time()
     try:
-        socket.create_connection((host, port), timeout=timeout).close()
+        connection = socket.create_connection((host, port), timeout=timeout)
+        try:
+            if scheme == "https" and not found.get("proxy"):
+                tls_handshake(connection, host)
+        finally:
+            connection.close()
         found.update(ok=True, seconds=round(time.time() - started, 4))
     except (OSError, ValueError) as exc:
         found.update(ok=False, error=str(getattr(exc, "strerror", None) or exc) or exc.__class__.__name__)
     return found
+
+
+def tls_handshake(connection, host):
+    """A TLS handshake trusting what bootstrap's uv trusts (installer.trust: pip's cert,
+    SSL_CERT_FILE, else the system's store): an index whose certificate uv would refuse fails here."""
+    import ssl
+
+    cafile = installer.trust(os.environ, installer.pip_config(os.environ)).get("SSL_CERT_FILE") or None
+    context = ssl.create_default_context(cafile=cafile)
+    try:
+        context.wrap_socket(connection, server_hostname=host).close()
+    except ssl.SSLCertVerificationError as exc:
+        raise OSError("its TLS certificate is not trusted (%s)" % (exc.verify_message or exc)) from None
 
 
 def versions_of_driver(text):
@@ -216,14 +237,17 @@ def main(payload):
     timeout = payload.get("connect_timeout", 3.0)
     pool = ThreadPoolExecutor(max_workers=6)
     docker = pool.submit(docker_check, 10.0)
-    index = pool.submit(package_index)
+    index = pool.submit(package_index, None, payload.get("project_indexes") or [])
     report["uv"] = uv_check(root)
     report["rsync"] = tool("rsync", ["--version"])
     report["python"] = python_check(payload)
     report["disk"] = disk_check(root)
     report["remote_dir"] = owner.examine(root)
     report["index"] = index.result()
-    targets = [dict(report["index"], label="packages")] if report["index"].get("url") else []
+    if report["index"].get("project"):
+        targets = [{"url": url, "label": "project index"} for url in report["index"]["project"]]
+    else:
+        targets = [dict(report["index"], label="packages")] if report["index"].get("url") else []
     if payload.get("torch_index"):
         targets.append({"url": payload["torch_index"], "label": "torch"})
     reaching = [pool.submit(reach, target, timeout) for target in targets]

@@ -2,13 +2,21 @@
 be had, showing progress while the installer works and naming what failed in one line.
 
 Its payload: root, stamp, force, installer (auto, uv or pip), torch_index, torch and extra
-(package lists), tick (seconds of silence before a progress line).
+(package lists), tick (seconds of silence before a progress line), project (kind: lock, pyproject,
+requirements or ""; extras, groups, frozen, python: what .python-version or requires-python wants,
+python_downloads) and origins ({name: [[requirement, where it was asked for]...]}, for naming the
+pins of a conflict).
+
+A project with uv.lock is its own `uv sync --locked` (or --frozen) into REMOTE_DIR/.venv
+(UV_PROJECT_ENVIRONMENT); a pyproject.toml without a lock is installed editable with its extras;
+then torch and the extra packages, each batch one installer command.
 
 Which uv (find_uv(), which doctor asks too): the host's own (PATH, ~/.local/bin, ~/.cargo/bin),
 else the one in TOOL, installed once with the host's pip from the package sources pip uses. uv
 does not read pip's configuration, so the sources pip would use (pip_config(): pip's own answer)
 are given to uv as options, unless uv has index settings of its own (UV_* variables, uv.toml, a
-[tool.uv] index in REMOTE_DIR/pyproject.toml).
+[tool.uv] index in REMOTE_DIR/pyproject.toml). The host's trust and proxy settings (pip's cert,
+SSL_CERT_FILE or the system's store, pip's proxy) reach uv whichever index it uses.
 
 Everything goes to stderr: remote-run's own `remote-run: ...` lines, the installer's lines indented,
 and progress lines that start with PROGRESS (the caller redraws those in place on a terminal).
@@ -66,6 +74,7 @@ class Output:
 
     def __init__(self):
         self.log = None
+        self.origins = {}  # the payload's: where each requirement was asked for
 
     def open_log(self, path):
         self.log = open(path, "w", encoding="utf-8", errors="replace")
@@ -101,7 +110,15 @@ class Output:
 
 def describe(packages, limit=6):
     """Package arguments as the user wrote them: `torch==2.13.0 numpy, requirements.txt`."""
-    names = [p for p in packages if p != "-r" and p != "requirements.txt"]
+    names, after = [], ""
+    for item in packages:
+        if after == "--group":
+            names.append("group " + item)
+        elif item.startswith("."):
+            names.append("the project " + item)
+        elif not item.startswith("-") and item != "requirements.txt":
+            names.append(item)
+        after = item
     text = " ".join(names[:limit]) + (" and %d more" % (len(names) - limit) if len(names) > limit else "")
     if "requirements.txt" in packages:
         text = text + ", requirements.txt" if text else "requirements.txt"
@@ -232,6 +249,8 @@ def reason(lines, sources):
                 % (match.group(1), sources, platform_tag()))
     if "ResolutionImpossible" in text or "requirements are unsatisfiable" in text:
         return "the requirements conflict: %s" % last_cause(lines)
+    if re.search(r"requires a different Python|Requires-Python", text):
+        return "a package needs another Python (the host's is %s): %s" % (python_version(), last_cause(lines))
     if "No module named pip" in text:
         return "the host's python3 has no pip"
     return last_cause(lines) or "no output"
@@ -333,6 +352,23 @@ def uv_settings(environ):
     return None
 
 
+def trust(environ, pip):
+    """The host's trust and proxy settings, for uv whichever index it uses (the project's own
+    included): pip's cert, else SSL_CERT_FILE as it is set, else the system's certificate store
+    (uv's native TLS; uv's own bundle would not have a company's CA); pip's proxy."""
+    env = {}
+    if not environ.get("SSL_CERT_FILE") and not environ.get("UV_NATIVE_TLS"):
+        if pip.get("cert"):
+            env["SSL_CERT_FILE"] = pip["cert"]
+        else:
+            env["UV_NATIVE_TLS"] = "1"
+    if pip.get("proxy"):
+        for name in ("HTTPS_PROXY", "HTTP_PROXY"):
+            if not environ.get(name) and not environ.get(name.lower()):
+                env[name] = pip["proxy"]
+    return env
+
+
 class Sources:
     """Where uv gets packages: the sources pip is configured with, given as uv options (pip's
     --index-url/--extra-index-url/--find-links/--no-index/--trusted-host/--constraint, its cert
@@ -342,14 +378,7 @@ class Sources:
         self.own = uv_settings(environ)
         self.pip = pip_config(environ)
         self.conf = {} if self.own else self.pip
-        self.env = {}
-        if not self.own:
-            if self.conf.get("cert") and not environ.get("SSL_CERT_FILE"):
-                self.env["SSL_CERT_FILE"] = self.conf["cert"]
-            if self.conf.get("proxy"):
-                for name in ("HTTPS_PROXY", "HTTP_PROXY"):
-                    if not environ.get(name) and not environ.get(name.lower()):
-                        self.env[name] = self.conf["proxy"]
+        self.env = trust(environ, self.pip)
         self.strategy = not environ.get("UV_INDEX_STRATEGY")
 
     def _list(self, key):
@@ -502,6 +531,7 @@ class Uv:
     def __init__(self, out, path, version, tick):
         self.out, self.path, self.tick = out, path, tick
         self.name = "uv " + version_text(version)
+        self.python = sys.executable  # what `uv venv` makes .venv with: the host's python3, unless .python-version
         self.sources = Sources(os.environ)
         self.env = dict(self.sources.env, UV_PYTHON_DOWNLOADS="never")
         if not os.environ.get("UV_LINK_MODE") and not same_disk(self.cache_dir(), "."):
@@ -515,7 +545,7 @@ class Uv:
         if executable(os.path.join(VENV, "bin", "python")):
             return exits.OK
         remove(VENV)
-        status, lines = run(self.out, [self.path, "venv", "--quiet", "--python", sys.executable, VENV],
+        status, lines = run(self.out, [self.path, "venv", "--quiet", "--python", self.python, VENV],
                             "creating .venv with " + self.name, self.tick, env=self.env)
         if status:
             return failed(self.out, "creating .venv with " + self.name, lines, self.sources.text())
@@ -529,6 +559,46 @@ class Uv:
         status, lines = run(self.out, argv, "installing " + describe(packages), self.tick, env=self.env,
                             show=lambda line: not line.startswith(UV_NOISE), phase=uv_phase, doing="resolving")
         return failed(self.out, label, lines, self.sources.text(index)) if status else exits.OK
+
+    def sync(self, project):
+        """The project's own `uv sync` from its uv.lock into .venv, with its own indexes."""
+        argv = [self.path, "sync", "--frozen" if project["frozen"] else "--locked"]
+        for extra in project["extras"]:
+            argv += ["--extra", extra]
+        for group in project["groups"]:
+            argv += ["--group", group]
+        label = "installing the project from uv.lock with %s (%s)" % (self.name, " ".join(["uv"] + argv[1:]))
+        self.out.say(label)
+        env = dict(self.env, UV_PROJECT_ENVIRONMENT=os.path.abspath(VENV),
+                   UV_PYTHON_DOWNLOADS=project.get("python_downloads") or "never")
+        status, lines = run(self.out, argv, "uv sync", self.tick, env=env,
+                            show=lambda line: not line.startswith(UV_NOISE), phase=uv_phase, doing="resolving")
+        if not status:
+            return exits.OK
+        why = project_reason(texts(lines), project)
+        if why:
+            self.out.final("%s failed: %s" % (label.split(" (")[0], why))
+            return exits.FAILED
+        return failed(self.out, label.split(" (")[0], lines, "the project's own indexes")
+
+
+def project_reason(lines, project):
+    """One line for what a project's uv sync refused: an out-of-date lock, a Python it cannot have."""
+    text = "\n".join(lines)
+    if "needs to be updated" in text and "--locked" in text:
+        return ("uv.lock is out of date with pyproject.toml; run `uv lock` in the workspace and bootstrap again, "
+                "or pass --frozen (BOOTSTRAP_FROZEN=1) to install the lock as it is")
+    if re.search(r"No interpreter found|incompatible with the project's Python requirement|"
+                 r"Python downloads are not allowed|No download found for request", text):
+        wanted = project.get("python") or {}
+        what = ("Python %s is wanted (%s)" % (wanted["wanted"], wanted["by"]) if wanted
+                else "another Python is wanted (%s)" % last_cause(lines))
+        if project.get("python_downloads") == "automatic":
+            return "%s; the host has %s (%s) and uv could not fetch one: %s" % (
+                what, python_version(), sys.executable, last_cause(lines))
+        return ("%s; the host has %s (%s) and no other that fits; install it there, or set "
+                "BOOTSTRAP_PYTHON_DOWNLOADS=automatic to let uv download it" % (what, python_version(), sys.executable))
+    return ""
 
 
 def uv_phase(line):
@@ -578,6 +648,9 @@ class Pip:
                             "upgrading pip", self.tick, show=pip_shown, phase=pip_phase)
         return failed(self.out, "upgrading pip in .venv", lines, pip_text(self.conf)) if status else exits.OK
 
+    def has_groups(self):
+        return "--group" in quick([self.python, "-m", "pip", "install", "--help"])[1]
+
     def install(self, packages, index):
         label = "installing %s with pip" % describe(packages)
         self.out.say(label + (" from " + index if index else ""))
@@ -610,8 +683,20 @@ def failed(out, doing, lines, sources):
     why = reason(texts(lines), sources)
     if "disk is full" not in why and disk_full():
         why = "the host's disk is full (%s)" % why
-    out.final("%s failed: %s; the installer's output is in %s" % (doing, why, os.path.abspath(LOG)))
+    out.final("%s failed: %s%s; the installer's output is in %s" % (doing, why, pins(why, out.origins),
+                                                                    os.path.abspath(LOG)))
     return exits.FAILED
+
+
+def pins(why, origins):
+    """Where each requirement of the packages a failure names was asked for: `(torch==2.13.0 from
+    TORCH_PACKAGES (the default); torch==2.10 from requirements.txt)`."""
+    if not re.search(r"conflict|no version|needs Python", why):
+        return ""
+    named = set(re.sub(r"[-_.]+", "-", word).lower() for word in re.findall(r"[A-Za-z0-9][A-Za-z0-9._-]*", why))
+    found = ["%s from %s" % (requirement, source) for name in sorted(origins) if name in named
+             for requirement, source in origins[name]]
+    return " (%s)" % "; ".join(found) if found else ""
 
 
 # --------------------------------------------------------------------------------- main
@@ -626,11 +711,31 @@ def current(payload):
         return False
 
 
+def python_wanted(project):
+    """The version .python-version asks for when the host's python3 is not that release ('' when
+    it is, whatever its patch level, or when nothing or only requires-python asks: the installer
+    checks that)."""
+    wanted = project.get("python") or {}
+    version = (wanted.get("wanted") or "").replace("cpython-", "").replace("python", "")
+    if wanted.get("by") != ".python-version" or not re.match(r"^\d+(\.\d+){0,2}$", version):
+        return ""
+    return "" if (python_version() + ".").startswith(".".join(version.split(".")[:2]) + ".") else version
+
+
 def plan(payload):
-    """The install commands: (packages, index URL) each. Everything from the same sources goes in
-    one command (one resolution); torch from TORCH_INDEX_URL in a command of its own."""
+    """The install commands after a project's uv sync: (packages, index URL) each. Everything from
+    the same sources goes in one command (one resolution); torch from TORCH_INDEX_URL in a command
+    of its own. A pyproject.toml without a lock is the project, editable, with its extras and groups."""
     torch, extra, index = list(payload["torch"]), list(payload["extra"]), payload["torch_index"]
-    requirements = ["-r", "requirements.txt"] if os.path.isfile("requirements.txt") else []
+    project = payload.get("project") or {}
+    requirements = []
+    if project.get("kind") == "pyproject":
+        extras = project.get("extras") or []
+        requirements = ["-e", "." + ("[%s]" % ",".join(extras) if extras else "")]
+        for group in project.get("groups") or []:
+            requirements += ["--group", group]
+    if project.get("kind") != "lock" and os.path.isfile("requirements.txt"):
+        requirements += ["-r", "requirements.txt"]
     batches = []
     if torch and index:
         batches.append((torch, index))
@@ -680,7 +785,33 @@ def build(out, payload, root):
     installer = choose(out, payload, root)
     if isinstance(installer, int):
         return installer
-    status = installer.venv()
+    project = payload.get("project") or {}
+    if project.get("kind") == "lock":
+        if not isinstance(installer, Uv):
+            out.final("the workspace's uv.lock is installed with uv sync, and this bootstrap has no uv (%s); "
+                      "set BOOTSTRAP_INSTALLER=auto or uv, or install uv on the host" % installer.name)
+            return exits.FAILED
+        if os.path.isfile("requirements.txt"):
+            out.say("requirements.txt is left out: uv.lock decides the project's packages")
+        status = installer.sync(project)
+    else:
+        wanted = python_wanted(project)
+        if wanted and not (isinstance(installer, Uv) and project.get("python_downloads") == "automatic"):
+            out.final("Python %s is wanted (.python-version); the host has %s (%s); install it there and set "
+                      "REMOTE_PYTHON, or set BOOTSTRAP_PYTHON_DOWNLOADS=automatic to let uv download it"
+                      % (wanted, python_version(), sys.executable))
+            return exits.ENVIRONMENT
+        if wanted:
+            installer.python = wanted
+            installer.env["UV_PYTHON_DOWNLOADS"] = "automatic"
+        if project.get("kind") == "pyproject":
+            out.say("pyproject.toml has no uv.lock: installing the project unlocked, its versions resolved now "
+                    "(`uv lock` in the workspace pins them)")
+        status = installer.venv()
+        if not status and project.get("groups") and isinstance(installer, Pip) and not installer.has_groups():
+            out.final("the pip in .venv cannot install dependency groups (%s; pip 25.1 and later can): "
+                      "use uv (BOOTSTRAP_INSTALLER=auto), or drop the groups" % ", ".join(project["groups"]))
+            return exits.ENVIRONMENT
     if status:
         return status
     for packages, index in plan(payload):
@@ -695,6 +826,7 @@ def build(out, payload, root):
 def main(payload):
     root = payload["root"]
     out = Output()
+    out.origins = payload.get("origins") or {}
     try:
         os.chdir(root)
     except OSError:

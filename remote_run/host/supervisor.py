@@ -190,8 +190,10 @@ def run_one(run_dir, argv, environment, cwd, sample, told, ends=None):
     exit status in exit_code (then ``ends`` is closed); returns that status."""
     log = os.open(os.path.join(run_dir, "run.log"), os.O_WRONLY | os.O_APPEND)
     work = os.path.join(run_dir, snapshot.WORK)
+    # src/ too: a project installed editable into .venv points at REMOTE_DIR, which a sync changes
+    src = [os.path.join(work, "src")] if os.path.isdir(os.path.join(work, "src")) else []
     environment = dict(environment, PYTHONPATH=os.pathsep.join(
-        [os.path.join(work, ".remote-run", "site"), work] + [p for p in [environment.get("PYTHONPATH")] if p]))
+        [os.path.join(work, ".remote-run", "site"), work] + src + [p for p in [environment.get("PYTHONPATH")] if p]))
     try:
         proc = shellenv.start(subprocess.Popen, argv, env=environment, cwd=os.path.join(work, cwd),
                               stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)

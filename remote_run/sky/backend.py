@@ -25,8 +25,11 @@ class ClusterRuns(Backend):
     cli.playbook_command.
     """
 
-    def __init__(self, sess, target: str):
+    def __init__(self, sess, target: str, choice=None):
+        from ..environment import choose
+
         self.settings = sess.settings
+        self.choice = choice if choice is not None else choose(sess.settings)  # the run's --extra/--group/--frozen
         self.target = names.check_target(target)
         self.name = names.require_name(self.settings, self.target)
         cli.require_sky()
@@ -58,7 +61,7 @@ class ClusterRuns(Backend):
     def launch(self, run_id: str, spec: RunSpec, output: Tee, *, detach: bool, ctrl_c=None) -> Ending:
         # A run that brings files gets its own staged copy: `sky exec` uploads it, then it is removed.
         self.workdir = staging.stage(self.host, self.settings, spec.files) if spec.files else self.settings.workspace
-        command = cli.playbook_command(self.settings, self.target, spec.argv[1:])
+        command = cli.playbook_command(self.settings, self.target, spec.argv[1:], self.choice)
         argv = cli.exec_argv(self.name, self.workdir, command, detach=detach, forward=self.settings.remote_env,
                              variables=spec.env)
         say(f"{spec.task} on {self.label}: {command}  [run {run_id}]")

@@ -9,7 +9,7 @@ from ..errors import Failure, Kind
 from ..output import say
 from ..shell import join, summary
 from .names import check_target
-from .taskyaml import RUN
+from .taskyaml import uv_command
 
 LIVE = ("UP", "INIT", "STOPPED")  # cluster states `sky status` shows for a cluster that exists
 LIVE_JOB = ("INIT", "PENDING", "SETTING_UP", "RUNNING")
@@ -37,9 +37,10 @@ def launch_argv(name: str, accel: str, yaml_path, *, idle_minutes: int, down: bo
     return argv + [str(yaml_path)]
 
 
-def playbook_command(settings, target: str, python_args) -> str:
-    """The one string that reaches the cluster's shell: ``uv run ... python ARGS``, every ARG quoted."""
-    command = join([*RUN[check_target(target)], *python_args])
+def playbook_command(settings, target: str, python_args, choice=None) -> str:
+    """The one string that reaches the cluster's shell: ``uv run ... python ARGS``, every ARG quoted;
+    ``choice``: the extras, groups and --frozen chosen (remote_run.environment.Choice)."""
+    command = join([*uv_command("run", check_target(target), settings.workspace, choice), *python_args])
     if target == "gpu" and settings.cuda_visible_devices:
         command = join(["export", f"CUDA_VISIBLE_DEVICES={settings.cuda_visible_devices}"]) + "; " + command
     return command

@@ -31,7 +31,11 @@ def up(host, settings, *, accel: str, experiment: str | None, idle_minutes: int,
             name = old
         else:
             say(f"{path.name} names {old}, which SkyPilot does not know (torn down?); launching {name}")
-    taskyaml.check_workspace_extras(settings.workspace, target)
+    from ..environment import choose
+
+    choice = choose(settings)  # BOOTSTRAP_EXTRAS/GROUPS/FROZEN, as bootstrap takes them; else the playbook's
+    if not (choice.extras or choice.groups or choice.frozen):
+        taskyaml.check_workspace_extras(settings.workspace, target)
     if old and replace:
         say(f"--replace: tearing down {old} (named in {path.name}): sky down {old} -y")
         _down(host, old)
@@ -39,7 +43,8 @@ def up(host, settings, *, accel: str, experiment: str | None, idle_minutes: int,
     yaml_path = taskyaml.staging_dir(name) / "task.yaml"
     yaml_path.write_text(taskyaml.task_yaml(name=name, workdir=settings.workspace, accel=accel, target=target,
                                             nodes=nodes, infra=infra,
-                                            cuda_visible_devices=settings.cuda_visible_devices), encoding="utf-8")
+                                            cuda_visible_devices=settings.cuda_visible_devices, choice=choice),
+                       encoding="utf-8")
     argv = cli.launch_argv(name, accel, yaml_path, idle_minutes=idle_minutes, down=down, infra=infra, nodes=nodes)
     say(join(argv))
     code, text, interrupted = cli.stream(host, argv)

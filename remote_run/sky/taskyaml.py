@@ -26,13 +26,29 @@ RUN = {"gpu": ["uv", "run", "--group", "dev", "--extra", "gpu", "python"],
        "tpu": ["uv", "run", "--extra", "tpu", "python"]}
 
 
+def uv_command(verb: str, target: str, workspace: Path, choice=None) -> list:
+    """`uv sync` or `uv run ... python` on the cluster: with the extras, groups and --frozen that
+    bootstrap uses on an SSH host (remote_run.environment.choose) when any is set, and uv.lock
+    checked (--locked) as there; else the playbook's (SYNC, RUN)."""
+    if choice is None or not (choice.extras or choice.groups or choice.frozen):
+        return list((SYNC if verb == "sync" else RUN)[target])
+    argv = ["uv", verb]
+    if choice.frozen or (workspace / "uv.lock").is_file():
+        argv.append("--frozen" if choice.frozen else "--locked")
+    for group in choice.groups:
+        argv += ["--group", group]
+    for extra in choice.extras:
+        argv += ["--extra", extra]
+    return argv + (["python"] if verb == "run" else [])
+
+
 def _quoted(value: str) -> str:
     """A YAML double-quoted scalar (JSON strings are valid YAML)."""
     return json.dumps(value)
 
 
 def task_yaml(*, name: str, workdir: Path, accel: str, target: str, nodes: int = 1, infra: str | None = None,
-              cuda_visible_devices: str = "") -> str:
+              cuda_visible_devices: str = "", choice=None) -> str:
     lines = [
         "# SkyPilot task rendered by remote-run `inv sky-up`; it provisions and sets up, it runs nothing.",
         f"name: {_quoted(name)}",
@@ -45,7 +61,7 @@ def task_yaml(*, name: str, workdir: Path, accel: str, target: str, nodes: int =
         lines.append(f"  infra: {_quoted(infra)}")
     if target == "gpu" and cuda_visible_devices:
         lines += ["envs:", f"  CUDA_VISIBLE_DEVICES: {_quoted(cuda_visible_devices)}"]
-    setup = SETUP + join(SYNC[target]) + "\n"
+    setup = SETUP + join(uv_command("sync", target, Path(workdir), choice)) + "\n"
     lines += ["setup: |", *[f"  {line}" for line in setup.splitlines()]]
     return "\n".join(lines) + "\n"
 

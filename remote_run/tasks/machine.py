@@ -6,12 +6,15 @@ from ..chain import Step
 from .workspace import sync
 
 
-@task(klass=Step, pre=[sync], help={
+@task(klass=Step, pre=[sync], iterable=["extra", "group"], help={
     "force": "rebuild REMOTE_DIR/.venv from scratch even if nothing changed, "
-             "and try installing uv again if it failed before"})
-def bootstrap(c, force=False):
-    """Create or refresh REMOTE_DIR/.venv with uv (or pip): torch, PIP_PACKAGES, requirements.txt; one command when unchanged."""  # noqa: E501
-    bootstrap.carry_out(c, force=force)
+             "and try installing uv again if it failed before",
+    "extra": "an extra of the workspace's pyproject.toml to install (repeatable; replaces BOOTSTRAP_EXTRAS)",
+    "group": "a dependency group of the workspace's pyproject.toml to install (repeatable; replaces BOOTSTRAP_GROUPS)",
+    "frozen": "install uv.lock as it is, even if it is out of date with pyproject.toml (uv sync --frozen)"})
+def bootstrap(c, force=False, extra=None, group=None, frozen=False):
+    """Create or refresh REMOTE_DIR/.venv: the project's uv.lock (uv sync), its pyproject.toml or requirements.txt, TORCH_PACKAGES, PIP_PACKAGES; one command when unchanged."""  # noqa: E501
+    bootstrap.carry_out(c, force=force, extra=extra or (), group=group or (), frozen=frozen)
 
 
 @task(klass=Step, name="gpu-check", help={

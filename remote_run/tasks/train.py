@@ -46,9 +46,12 @@ def start(c, run_task, own: dict, options, preflight, specs_of) -> None:
         specs.append(spec)
     baseline = _baseline(sess, checked) if checked.compare_to else None
     if checked.sky:
+        from ..environment import choose
         from ..sky import backend
 
-        done = pipeline.execute(backend.ClusterRuns(sess, checked.sky), sess.settings, specs, detach=checked.detach)
+        choice = choose(sess.settings, checked.extra, checked.group, checked.frozen)
+        done = pipeline.execute(backend.ClusterRuns(sess, checked.sky, choice), sess.settings, specs,
+                                detach=checked.detach)
     else:
         plan = (ALL_STEPS if preflight is None else preflight).for_run(checked)
         hosts.choose(sess, allow_busy=checked.allow_busy, cpu_ok=checked.cpu_ok, wait=checked.wait,

@@ -604,3 +604,26 @@ def test_sky_up_refuses_to_upload_env_files(fake):
     (fake.workspace / "sub" / ".env.production").write_text("TOKEN=x\n")
     one_line_error(fake.run("sky-up", "--accel", "H100:1"), "sub/.env.production")
     assert fake.calls() == [] and not fake.name_file().exists()
+
+
+# --- the project's own environment on a cluster ---------------------------------------------------
+
+def test_sky_runs_the_project_with_the_extras_groups_and_lock_bootstrap_uses(gpu_cluster):
+    fake = gpu_cluster
+    (fake.workspace / "uv.lock").write_text("version = 1\n")
+    chosen = {"BOOTSTRAP_EXTRAS": "tpu", "BOOTSTRAP_GROUPS": "dev", "BOOTSTRAP_FROZEN": "1"}
+    result = fake.run("sky-exec", "scripts/bench.py", **chosen)
+    assert result.returncode == 0, result.stderr
+    assert fake.calls()[-1][-1] == ("export CUDA_VISIBLE_DEVICES=0; "
+                                    "uv run --frozen --group dev --extra tpu python scripts/bench.py")
+    # A run task's flags replace the settings, as they do for bootstrap on an SSH host.
+    result = fake.run("train-hlb", "--sky", "gpu", "--extra", "gpu", "--epochs", "1", FAKE_SKY_OUTPUT="RESULT_HLB x=1")
+    assert result.returncode == 0, result.stderr
+    assert "uv run --locked --extra gpu python scripts/run_hlb.py" in fake.calls()[-1][-1]
+    one_line_error(fake.run("train-hlb", "--sky", "gpu", "--extra", "cuda"), "has no extra cuda")
+    # sky-up's setup syncs the same way.
+    fake.name_file().unlink()
+    fake.state = {}
+    result = fake.run("sky-up", "--accel", "H100:1", **chosen)
+    assert result.returncode == 0, result.stderr
+    assert "uv sync --frozen --group dev --extra tpu" in launched_yaml(fake.calls()[-1]).read_text()

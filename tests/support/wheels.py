@@ -38,12 +38,20 @@ def normalize(name: str) -> str:
 
 
 def make_wheel(folder: Path, name: str, version: str = "1.0", *, requires=(), tag: str = "py3-none-any",
-               data_bytes: int = 0) -> Path:
+               data_bytes: int = 0, scripts=None) -> Path:
     """A valid wheel of an importable module ``name`` (with ``-`` as ``_``) that sets VERSION;
-    ``data_bytes`` adds a file of random bytes that size (for disk-full tests)."""
+    ``data_bytes`` adds a file of random bytes that size (for disk-full tests); ``scripts``
+    ({command: text}) adds console scripts, each printing its text and the module's VERSION."""
     module = name.replace("-", "_")
     dist = f"{module}-{version}"
-    files = {f"{module}/__init__.py": f"VERSION = {version!r}\n".encode()}
+    code = f"VERSION = {version!r}\n"
+    entry = ["[console_scripts]"]
+    for number, (command, text) in enumerate((scripts or {}).items()):
+        code += f"\n\ndef main_{number}():\n    print({text!r}, VERSION)\n"
+        entry.append(f"{command} = {module}:main_{number}")
+    files = {f"{module}/__init__.py": code.encode()}
+    if scripts:
+        files[f"{dist}.dist-info/entry_points.txt"] = ("\n".join(entry) + "\n").encode()
     if data_bytes:
         files[f"{module}/blob.bin"] = os.urandom(data_bytes)
     metadata = ["Metadata-Version: 2.1", f"Name: {name}", f"Version: {version}",
@@ -149,3 +157,58 @@ if __name__ == "__main__":  # .ci/run: fetch it now, and fail (the tests would s
         print(ensure_uv_wheel())
     except Failure as exc:
         sys.exit(exc.message)
+
+
+# A PEP 517/660 build backend small enough to live in a test project (`backend-path`), so that
+# installing the project editable needs nothing from an index: its editable wheel is a .pth file
+# naming the project's src/ (or its root), with the project's dependencies and extras.
+INLINE_BACKEND = '''\
+import base64, hashlib, os, tomllib, zipfile
+
+
+def _meta():
+    with open("pyproject.toml", "rb") as handle:
+        project = tomllib.load(handle)["project"]
+    lines = ["Metadata-Version: 2.1", "Name: " + project["name"], "Version: " + project["version"]]
+    lines += ["Requires-Dist: " + r for r in project.get("dependencies", [])]
+    for extra, requirements in project.get("optional-dependencies", {}).items():
+        lines.append("Provides-Extra: " + extra)
+        lines += ["Requires-Dist: %s ; extra == %r" % (r, extra) for r in requirements]
+    return project["name"].replace("-", "_"), project["version"], "\\n".join(lines) + "\\n"
+
+
+def _wheel(directory, files):
+    name, version, metadata = _meta()
+    dist = "%s-%s" % (name, version)
+    files = dict(files)
+    files[dist + ".dist-info/METADATA"] = metadata
+    files[dist + ".dist-info/WHEEL"] = ("Wheel-Version: 1.0\\nGenerator: rr\\nRoot-Is-Purelib: true\\n"
+                                        "Tag: py3-none-any\\n")
+    record = []
+    for path, text in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=").decode()
+        record.append("%s,sha256=%s,%d" % (path, digest, len(text.encode())))
+    files[dist + ".dist-info/RECORD"] = "\\n".join(record + [dist + ".dist-info/RECORD,,"]) + "\\n"
+    filename = dist + "-py3-none-any.whl"
+    with zipfile.ZipFile(os.path.join(directory, filename), "w") as wheel:
+        for path, text in files.items():
+            wheel.writestr(path, text)
+    return filename
+
+
+def get_requires_for_build_wheel(config_settings=None):
+    return []
+
+
+get_requires_for_build_editable = get_requires_for_build_wheel
+
+
+def build_editable(wheel_directory, config_settings=None, metadata_directory=None):
+    root = os.path.abspath("src" if os.path.isdir("src") else ".")
+    return _wheel(wheel_directory, {_meta()[0] + ".pth": root + "\\n"})
+
+
+def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
+    return _wheel(wheel_directory, {})
+'''
+BACKEND_TABLE = '[build-system]\nrequires = []\nbuild-backend = "rrbackend"\nbackend-path = ["_backend"]\n'
