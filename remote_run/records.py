@@ -37,6 +37,9 @@ HINTS = [
                 r"No CUDA GPUs are available|Torch not compiled with CUDA"),
      "the run found no usable GPU: run `inv gpu-check`, check CUDA_VISIBLE_DEVICES, "
      "and that TORCH_INDEX_URL matches the host's CUDA"),
+    (re.compile(r"URLError: <urlopen error (.*)>"),
+     "the run could not download a file ({0}): is the host offline? Put what the run downloads on the host "
+     "beforehand (data sets: in the shared cache $REMOTE_RUN_DATA) or give it a mirror it can reach"),
     (re.compile(r"No space left on device"),
      "the disk is full on the host: free space (`inv clean --yes` removes REMOTE_DIR) "
      "or choose a REMOTE_DIR on a larger disk"),
