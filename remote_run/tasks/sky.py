@@ -1,8 +1,9 @@
 """Tasks for SkyPilot clusters: sky-up, sky-exec, sky-status, sky-down."""
 
-from invoke import Collection, task
+from invoke import Collection
 from invoke.exceptions import Exit
 
+from ..chain import task
 from ..errors import Failure
 from ..output import say, show, table
 from ..session import session
