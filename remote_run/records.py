@@ -24,9 +24,17 @@ WARNINGS = [
 ]
 
 HINTS = [
-    (re.compile(r"ModuleNotFoundError: No module named '([^']+)'"),
+    (re.compile(r"ModuleNotFoundError: No module named '(?!remote_run')([^']+)'(?!; )"),
      "module {0!r} is missing: if it is part of the workspace check that it was synced (not excluded), "
      "else add it to PIP_PACKAGES or requirements.txt and run `inv bootstrap`"),
+    # A tasks.py added for `inv` is imported instead of the workspace's own tasks/ package.
+    (re.compile(r"No module named 'remote_run'"),
+     "the run imports remote-run, which is not for the host: most likely a tasks.py added for `inv` hides the "
+     "workspace's tasks/ package; remove that tasks.py and use the `remote-run` program, which needs no file in "
+     "the repository"),
+    (re.compile(r"No module named '[^']+'; '([^']+)' is not a package"),
+     "the module {0!r} hides the package {0}/ (a file {0}.py beside the folder, such as a tasks.py added for "
+     "`inv`): rename or remove that file; remote-run needs none, use the `remote-run` program"),
     (re.compile(r"AttributeError: module 'numpy' has no attribute '(float|int|bool|object|complex|str)'"),
      "numpy >= 1.24 removed np.{0}: remote-run adds it back for runs it starts; "
      "by hand, add `np.{0} = {0}` after importing numpy, or pin numpy<1.24"),

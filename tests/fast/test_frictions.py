@@ -67,6 +67,17 @@ def test_an_offline_run_gets_a_hint_naming_the_shared_cache():
     assert "([Errno -3] Temporary failure in name resolution)" in hint and "$REMOTE_RUN_DATA" in hint
 
 
+def test_a_module_hiding_a_package_gets_the_right_fix_not_pip_packages():
+    hidden = "ModuleNotFoundError: No module named 'tasks.data'; 'tasks' is not a package\n"
+    assert records.hints(hidden) == ["the module 'tasks' hides the package tasks/ (a file tasks.py beside the folder, "
+                                     "such as a tasks.py added for `inv`): rename or remove that file; remote-run "
+                                     "needs none, use the `remote-run` program"]
+    [ours] = records.hints("ModuleNotFoundError: No module named 'remote_run'\n")
+    assert "tasks.py" in ours and "PIP_PACKAGES" not in ours
+    [missing] = records.hints("ModuleNotFoundError: No module named 'einops'\n")
+    assert missing.startswith("module 'einops' is missing") and "PIP_PACKAGES" in missing
+
+
 GPU = {"index": 0, "name": "NVIDIA H100", "memory_used": 1, "memory_total": 81559, "utilization": 0,
        "processes": []}
 

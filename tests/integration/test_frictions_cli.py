@@ -73,3 +73,32 @@ def test_more_gpus_than_the_host_has_names_how_many_it_has(sshd, box, gpu):
     assert not list((ws / "var" / "runs").glob("*/result.json"))  # nothing ran
     done = cli(sshd, ws, "run", "scripts/nap.py", "--gpus", "2", venv=False, REMOTE_DIR=remote)
     assert done.returncode == 0 and "napping" in done.stdout, done.stderr
+
+
+USES_TASKS = "from tasks.data import VALUE\nprint(f'RESULT_TASKS value={VALUE}')\n"
+
+
+def test_remote_run_works_in_a_repository_with_its_own_tasks_package(sshd, box):
+    """The `remote-run` program adds no file to the repository, so its `tasks/` package stays what
+    its code imports. The README's old way, a tasks.py for `inv`, hides a namespace package (one
+    without __init__.py, as in many repositories), and the hint now says so."""
+    ws, remote = box
+    (ws / "tasks").mkdir()
+    (ws / "tasks" / "__init__.py").write_text("")
+    (ws / "tasks" / "data.py").write_text("VALUE = 7\n")
+    (ws / "scripts" / "uses_tasks.py").write_text(USES_TASKS)
+    listed = cli(sshd, ws, "-l", program="remote-run", venv=False, REMOTE_DIR=remote)
+    assert listed.returncode == 0 and "train-hlb" in listed.stdout and "status" in listed.stdout, listed.stderr
+    done = cli(sshd, ws, "run", "scripts/uses_tasks.py", program="remote-run", venv=False, REMOTE_DIR=remote)
+    assert done.returncode == 0 and "RESULT_TASKS value=7" in done.stdout, done.stderr
+
+    (ws / "tasks" / "__init__.py").unlink()
+    (ws / "tasks.py").write_text("from remote_run.tasks import ns  # noqa: F401\n")
+    shadowed = cli(sshd, ws, "run", "scripts/uses_tasks.py", program="remote-run", venv=False, REMOTE_DIR=remote)
+    assert shadowed.returncode == 1, shadowed.stderr
+    [record] = [json.loads(p.read_text()) for p in sorted((ws / "var" / "runs").glob("*/result.json"))][-1:]
+    [hint] = record["hints"]
+    assert hint.startswith("the run imports remote-run, which is not for the host: most likely a tasks.py added for "
+                           "`inv` hides the workspace's tasks/ package; remove that tasks.py"), hint
+    assert hint in shadowed.stderr
+    assert "PIP_PACKAGES" not in shadowed.stderr  # the wrong fix it used to name
