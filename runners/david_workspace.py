@@ -42,8 +42,8 @@ def exit_offline(found, where):
     """One line instead of the download's traceback, naming what to do; exit 2 like the builtin trainers."""
     print(f"{where} cannot download its data set ({getattr(found, 'reason', found)}): is the host offline? "
           "Copy the files onto the host where it looks for them (torchvision's `Downloading URL to PATH` line "
-          "above), or keep CIFAR-10 in the shared cache $REMOTE_RUN_DATA and train with --impl builtin, "
-          "which reads it from there", file=sys.stderr, flush=True)
+          "above), or put cifar-10-python.tar.gz in the shared cache $REMOTE_RUN_DATA/cifar10 and train "
+          "with --impl builtin, which reads it from there", file=sys.stderr, flush=True)
     sys.exit(2)
 
 

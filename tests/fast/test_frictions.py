@@ -50,7 +50,7 @@ def test_an_offline_workspace_trainer_says_what_to_do_in_one_line(tmp_path, whic
     [line] = done.stderr.splitlines()
     module = "lab.hlb" if which == "hlb" else "lab.trainer"
     assert line.startswith(f"{module} cannot download its data set ([Errno -3] Temporary failure in name resolution)")
-    assert "$REMOTE_RUN_DATA" in line and "--impl builtin" in line and "Downloading URL to PATH" in line
+    assert "$REMOTE_RUN_DATA/cifar10" in line and "--impl builtin" in line and "Downloading URL to PATH" in line
     assert "Downloading https://" in done.stdout  # torchvision's own line, which names the path, stays
 
 
