@@ -38,10 +38,10 @@ SHORT_FLAGS = {
     # shared by the run tasks (and the chain's steps, where they have them)
     "allow_busy": "a", "cpu_ok": "c", "detach": "d", "wait": "w", "gpus": "g", "sky": "k", "port": "p", "only": "o",
     # taken by several tasks of their own
-    "run": "r", "target": "t", "module": "m", "force": "f", "yes": "y", "dry_run": "n", "epochs": "e", "seed": "s",
+    "run": "r", "target": "t", "module": "m", "follow": "f", "yes": "y", "dry_run": "n", "epochs": "e", "seed": "s",
     "impl": "i", "batch_size": "b",
-    # long only: their letters mean something else above
-    "args": "", "name": "", "ref": "",
+    # long only: their letters mean something else above (`logs -f` follows, as tail -f does)
+    "args": "", "name": "", "ref": "", "force": "",
 }
 NOT_SHORT = "h"  # `inv TASK -h` is help
 
