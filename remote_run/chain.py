@@ -18,12 +18,30 @@ from __future__ import annotations
 
 import inspect
 
+import invoke
 from invoke import Call, Executor, Task
 
-from .options import RunOptions
+from .options import RunOptions, short_flag
 
 
-class Step(Task):
+class Flags(Task):
+    """A task whose short flags follow remote_run.options.SHORT_FLAGS, the same in every task."""
+
+    def arg_opts(self, name, default, taken_names):
+        opts = super().arg_opts(name, default, taken_names)
+        if self.auto_shortflags:
+            letter = short_flag(name, taken_names)
+            opts["names"] = [opts["names"][0], *([letter] if letter else [])]
+        return opts
+
+
+def task(*args, **kwargs):
+    """invoke's @task, making a Flags task unless told another class."""
+    kwargs.setdefault("klass", Flags)
+    return invoke.task(*args, **kwargs)
+
+
+class Step(Flags):
     """One of the chain's steps (sync, bootstrap, gpu-check): plan() adds it, with its flags, to a
     plan (remote_run.preflight.PLANS, by the task's name); the body carries out that plan alone,
     for a call that does not go through the Chain."""
@@ -42,7 +60,7 @@ class Step(Task):
         hosts.each_host(session(c), lambda sess: steps.carry_out(sess, self.plan(Preflight(), sess.settings, **flags)))
 
 
-class RunTask(Task):
+class RunTask(Flags):
     """A task that runs work on the host after the chain's steps (train-hlb, train-david, run, rerun).
 
     It declares its own flags; the flags every run task shares are the fields of
@@ -60,20 +78,12 @@ class RunTask(Task):
         super().__init__(body, **kwargs)
 
     def argspec(self, body):
-        """The body's own parameters, then the shared flags in RunOptions' order (which, with the
-        names, decides invoke's short flags)."""
+        """The body's own parameters, then the shared flags in RunOptions' order."""
         own = [p for p in super().argspec(body).parameters.values() if p.name not in ("options", "preflight")]
         shared = [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY,
                                     default=None if f.metadata["iterable"] else f.default)
                   for f in RunOptions.flags() if f.name in self.shared]
         return inspect.Signature(own + shared)
-
-    def arg_opts(self, name, default, taken_names):
-        # With this many flags invoke runs out of letters and would make `-` a short flag: `--`,
-        # which then reads as that flag instead of the end of the options.
-        opts = super().arg_opts(name, default, taken_names)
-        opts["names"] = [each for each in opts["names"] if len(each) > 1 or each.isalnum()]
-        return opts
 
     def __call__(self, c, *args, preflight=None, **kwargs):
         given = {name: kwargs.pop(name) for name in self.shared if name in kwargs}

@@ -42,6 +42,10 @@ def failure(report: dict, label: str, devices: str, limit: float) -> Failure | N
         return Failure(f"{queue_folder(report, label)}, so this run cannot wait in the GPU queue",
                        "ask its owner or the host's admin to remove it, or run without --wait "
                        "(its GPU hold is then not visible to other users)", Kind.GPU)
+    if state == "toofew":
+        have = len(report["gpus"])
+        return Failure(f"{label} has {have} GPU{'s' if have != 1 else ''}, fewer than --gpus {report['auto']} asks for",
+                       f"pass --gpus {have} or fewer, or pick a host with more GPUs (REMOTE_HOST)", Kind.GPU)
     if state == "busy" and report.get("auto"):
         return Failure(f"{label} has fewer than {report['auto']} idle GPU{'s' if report['auto'] > 1 else ''} (busy: "
                        f"{', '.join(str(i) for i in report['busy']) or 'none'})",

@@ -25,6 +25,38 @@ GATE_HELP = {  # also the flags of `inv compare`
 }
 
 
+# Short flags. A flag's short form is the same in every task that has the flag (`-a` is
+# --allow-busy on gpu-check, run, train-hlb...), so it cannot come from the order of a task's flags
+# as in plain Invoke. The rule (remote_run.chain.Flags applies it to every task):
+# - a name in SHORT_FLAGS gets that letter, or no short form for "";
+# - a RunOptions field not in SHORT_FLAGS gets none: a new shared flag is long-only until it is
+#   given a letter here (a free one: no two names share a letter);
+# - any other flag (a task's own) gets the first letter of its name that is free: not in
+#   SHORT_FLAGS, not -h (help), not taken by the task's earlier flags.
+# tests/fast/test_short_flags.py walks every task: one name has one short form everywhere.
+SHORT_FLAGS = {
+    # shared by the run tasks (and the chain's steps, where they have them)
+    "allow_busy": "a", "cpu_ok": "c", "detach": "d", "wait": "w", "gpus": "g", "sky": "k", "port": "p", "only": "o",
+    # taken by several tasks of their own
+    "run": "r", "target": "t", "module": "m", "follow": "f", "yes": "y", "dry_run": "n", "epochs": "e", "seed": "s",
+    "impl": "i", "batch_size": "b",
+    # long only: their letters mean something else above (`logs -f` follows, as tail -f does)
+    "args": "", "name": "", "ref": "", "force": "",
+}
+NOT_SHORT = "h"  # `inv TASK -h` is help
+
+
+def short_flag(name: str, taken: set) -> str | None:
+    """The short form of flag ``name`` (underscored) by the rule above; ``taken``: the names and
+    letters of the task's flags so far."""
+    if name in SHORT_FLAGS:
+        return SHORT_FLAGS[name] or None
+    if name in {f.name for f in dataclasses.fields(RunOptions)}:
+        return None
+    reserved = set(SHORT_FLAGS.values()) | set(NOT_SHORT)
+    return next((char for char in name if char.isalnum() and char not in reserved and char not in taken), None)
+
+
 def _flag(default, help: str, *, iterable: bool = False):
     return field(default=default, metadata={"help": help, "iterable": iterable})
 
@@ -78,7 +110,7 @@ class RunOptions:
 
     @classmethod
     def flags(cls) -> list[dataclasses.Field]:
-        """The fields that are flags, in the order tasks list them (which decides their short flags)."""
+        """The fields that are flags, in the order tasks list them (short flags: SHORT_FLAGS above)."""
         return [f for f in dataclasses.fields(cls) if "help" in f.metadata]
 
     @classmethod

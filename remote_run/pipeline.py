@@ -66,6 +66,7 @@ class Ending:
     gpu_csv: str = ""  # the host's samples of the run's GPUs
     snapshot: dict | None = None  # the code the run used: the sync stamp of its snapshot (SSH hosts)
     devices: str | None = None  # the GPUs `auto` picked for it
+    wall_s: float | None = None  # the host's clock from the program's start to its end (SSH hosts)
 
 
 def outcome(ending: Ending, stop_requested: bool) -> str:
@@ -215,8 +216,9 @@ class Recording:
         prepared = self.backend.prepared
         record.synced = sync.synced(prepared.synced if prepared else None)
         log = self.output.getvalue() if ending.log is None else ending.log
+        wall = time.perf_counter() - self.started if ending.wall_s is None else ending.wall_s
         record.finish(log, None if ending.detached and not ending.lost else ending.exit_status,
-                      time.perf_counter() - self.started, outcome(ending, stop_requested and not ending.detached),
+                      wall, outcome(ending, stop_requested and not ending.detached),
                       ending.gpu_csv, epoch_arrivals=self.output.epoch_arrivals if ending.log is None else None)
         record.write(self.folder, None if ending.detached and not ending.log else log, diff=diff,
                      gpu_csv=ending.gpu_csv)
@@ -493,7 +495,7 @@ class HostRuns(Backend):
         return Ending(result.exited, lost=errors.trailer is None, detached=detach, state=trailer.get("state"),
                       remote_log=self.remote_log(run_id), gpu=list(self.prepared.gpus),
                       gpu_csv=trailer.get("gpu_csv", ""), snapshot=trailer.get("snapshot"),
-                      devices=trailer.get("devices"),
+                      devices=trailer.get("devices"), wall_s=trailer.get("wall_s"),
                       detached_hint=f"follow it with `inv logs --follow --run {run_id}`, "
                                     f"stop it with `inv kill --run {run_id}`")
 
@@ -546,7 +548,7 @@ class HostRuns(Backend):
             raise self.host.failed(result, f"following run {run_id} on")
         return Ending(result.exited, state=trailer.get("state"), remote_log=self.remote_log(run_id),
                       gpu_csv=trailer.get("gpu_csv", ""), snapshot=trailer.get("snapshot"),
-                      devices=trailer.get("devices"))
+                      devices=trailer.get("devices"), wall_s=trailer.get("wall_s"))
 
     def record_of(self, row: dict) -> tuple[records.RunRecord, Path]:
         """The local record of a run on the host, or a new one from what the host knows."""
@@ -640,8 +642,9 @@ def _follow_recorded(runs: "HostRuns", row: dict, mode: str, *, show: bool) -> i
     record, folder = runs.record_of(row)
     log_path = folder / "run.log"
     seen = log_path.read_bytes() if log_path.exists() else b""
-    if seen and show:
-        say(f"{len(seen)} bytes of run {row['id']} were already recorded in {log_path}; showing the rest")
+    if seen and show:  # from the local record, then the rest from the host
+        sys.stdout.write(seen.decode("utf-8", "replace"))
+        sys.stdout.flush()
     output = Tee(show=show)
     ending = runs.follow(row["id"], len(seen), output, mode=mode)
     if ending.lost:
@@ -649,7 +652,8 @@ def _follow_recorded(runs: "HostRuns", row: dict, mode: str, *, show: bool) -> i
                       Kind.UNREACHABLE)
     if mode == "cat":
         return exits.OK
-    code = complete(record, folder, ending, seen.decode("utf-8", "replace") + output.getvalue(), _since(row),
+    elapsed = ending.wall_s if ending.wall_s is not None else _since(row)
+    code = complete(record, folder, ending, seen.decode("utf-8", "replace") + output.getvalue(), elapsed,
                     report_it=show)
     aftermath.ended(runs, record, folder)  # --pull of a run that ended meanwhile, NOTIFY_CMD
     return code
@@ -671,7 +675,9 @@ def status(sess: Session) -> tuple[list[tuple], dict | None]:
                 if row.get("started") else "?")
         parsed = records.parse_result(row.get("result") or "")
         metrics = " ".join(f"{k}={v}" for k, v in parsed["metrics"].items()) if parsed else ""
-        task = f"{row['task']} (group of {len(row['members'])})" if row.get("group") else row["task"]
+        task = " ".join([row["task"], *([row["script"]] if row.get("script") else []),
+                         *(["-m", row["module"]] if row.get("module") else [])])
+        task = f"{task} (group of {len(row['members'])})" if row.get("group") else task
         rows.append((row["id"], task, when, shown_state(row),
                      "" if row["exit_code"] is None else str(row["exit_code"]), metrics))
     return rows, runs.checkout

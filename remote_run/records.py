@@ -24,7 +24,7 @@ WARNINGS = [
 ]
 
 HINTS = [
-    (re.compile(r"ModuleNotFoundError: No module named '(?!torch(?:vision|audio|text)?')([^']+)'"),
+    (re.compile(r"ModuleNotFoundError: No module named '(?!torch(?:vision|audio|text)?')(?!remote_run')([^']+)'(?!; )"),
      "module {0!r} is missing: if it is part of the workspace check that it was synced (not excluded), "
      "else add it to the project's dependencies (pyproject.toml and `uv lock`, requirements.txt) or PIP_PACKAGES "
      "and run `inv bootstrap`"),
@@ -32,6 +32,14 @@ HINTS = [
      "module {0!r} is missing: add it to TORCH_PACKAGES (installed with torch from TORCH_INDEX_URL), or to the "
      "project's dependencies (pyproject.toml and `uv lock`, requirements.txt) if it has its own, "
      "and run `inv bootstrap`"),
+    # A tasks.py added for `inv` is imported instead of the workspace's own tasks/ package.
+    (re.compile(r"No module named 'remote_run'"),
+     "the run imports remote-run, which is not for the host: most likely a tasks.py added for `inv` hides the "
+     "workspace's tasks/ package; remove that tasks.py and use the `remote-run` program, which needs no file in "
+     "the repository"),
+    (re.compile(r"No module named '[^']+'; '([^']+)' is not a package"),
+     "the module {0!r} hides the package {0}/ (a file {0}.py beside the folder, such as a tasks.py added for "
+     "`inv`): rename or remove that file; remote-run needs none, use the `remote-run` program"),
     (re.compile(r"AttributeError: module 'numpy' has no attribute '(float|int|bool|object|complex|str)'"),
      "numpy >= 1.24 removed np.{0}: remote-run adds it back for runs it starts; "
      "by hand, add `np.{0} = {0}` after importing numpy, or pin numpy<1.24"),
@@ -42,6 +50,9 @@ HINTS = [
                 r"No CUDA GPUs are available|Torch not compiled with CUDA"),
      "the run found no usable GPU: run `inv gpu-check`, check CUDA_VISIBLE_DEVICES, "
      "and that TORCH_INDEX_URL matches the host's CUDA"),
+    (re.compile(r"URLError: <urlopen error (.*)>"),
+     "the run could not download a file ({0}): is the host offline? Put what the run downloads on the host "
+     "beforehand (data sets: in the shared cache $REMOTE_RUN_DATA) or give it a mirror it can reach"),
     (re.compile(r"No space left on device"),
      "the disk is full on the host: free space (`inv clean --yes` removes REMOTE_DIR) "
      "or choose a REMOTE_DIR on a larger disk"),

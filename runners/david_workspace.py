@@ -27,6 +27,26 @@ except ImportError:
     np = None
 
 
+def offline(error):
+    """The URLError behind ``error`` (a data set download that found no network), or None."""
+    import urllib.error
+
+    while error is not None:
+        if isinstance(error, urllib.error.URLError):
+            return error
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def exit_offline(found, where):
+    """One line instead of the download's traceback, naming what to do; exit 2 like the builtin trainers."""
+    print(f"{where} cannot download its data set ({getattr(found, 'reason', found)}): is the host offline? "
+          "Copy the files onto the host where it looks for them (torchvision's `Downloading URL to PATH` line "
+          "above), or put cifar-10-python.tar.gz in the shared cache $REMOTE_RUN_DATA/cifar10 and train "
+          "with --impl builtin, which reads it from there", file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=EPOCHS)
@@ -54,7 +74,12 @@ def main():
         val_dataset=None,
     )
     started = time.perf_counter()
-    trainer.train()
+    try:
+        trainer.train()
+    except Exception as error:
+        if offline(error) is None:
+            raise
+        exit_offline(offline(error), args.david_trainer_module)
     elapsed = time.perf_counter() - started
     print(f"RESULT_DAVID elapsed_seconds={elapsed:.2f} epochs={args.epochs} batch_size={args.batch_size}", flush=True)
 

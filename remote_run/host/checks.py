@@ -78,6 +78,10 @@ def check_gpu(spec, procs, drop_stale=True):
     if not gpus:
         report.update(state="none", go=not spec["require"])
         return report
+    count = spec.get("count") or 1
+    if spec["devices"] == "auto" and count > len(gpus):  # no wait or --allow-busy makes them appear
+        report.update(state="toofew", auto=count, go=False)
+        return report
     problem = queue.own_folder_problem()
     if problem:
         report["queue_folder"] = problem  # what others see of this run's GPU hold: nothing
@@ -87,7 +91,6 @@ def check_gpu(spec, procs, drop_stale=True):
     entries = queue.entries(drop_stale)
     queue.mark_held(gpus, entries)
     report["waiting"] = queue.waiting_count(entries)  # for choosing among hosts
-    count = spec.get("count") or 1
     if spec["devices"] == "auto":
         free = gpu_info.idle(gpus)
         report["chosen"] = [g["index"] for g in free[:count]]

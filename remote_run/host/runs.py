@@ -2,7 +2,9 @@
 listing of every run (`inv status`), showing and following its log, and stopping it.
 
 The folder holds run.log (all output), meta.json (what ran; variable names, never values), pid
-(the program's process group), exit_code (written when it ends), and markers: killed (a stop was
+(the program's process group, written as it starts), exit_code (written when it ends; the times
+of these two are the run's own start and end: a run of a group, or one that waited for GPUs,
+starts well after meta.json is written), and markers: killed (a stop was
 asked for), waiting (it waits for GPUs; its supervisor's pid and place in the queue), queued (a
 run of a group waiting its turn), timeout (it gave up waiting), skipped (its group was stopped
 before its turn). A group's folder holds group.json, its supervisor's pid and its exit_code.
@@ -114,6 +116,7 @@ def listing(runs):
             if not isinstance(group, dict):
                 continue
             rows.append({"id": name, "task": group.get("task", "?"), "started": group.get("started"), "group": True,
+                         **what_ran(group),
                          "members": group.get("members", []), "state": group_state(run_dir, group.get("members", [])),
                          "exit_code": read_int(os.path.join(run_dir, "exit_code")), "result": None, "log_bytes": 0})
             continue
@@ -121,13 +124,36 @@ def listing(runs):
         meta = meta if isinstance(meta, dict) else {}
         state, code = state_of(run_dir)
         log = os.path.join(run_dir, "run.log")
-        row = {"id": name, "task": meta.get("task", "?"), "started": meta.get("started"),
-               "member_of": meta.get("group"), "state": state, "exit_code": code, "result": last_result(log),
+        row = {"id": name, "task": meta.get("task", "?"), "started": written(run_dir, "pid") or meta.get("started"),
+               "wall_s": wall(run_dir), **what_ran(meta), "member_of": meta.get("group"), "state": state,
+               "exit_code": code, "result": last_result(log),
                "log_bytes": os.path.getsize(log) if os.path.exists(log) else 0}
         if state == states.QUEUED:
             row["queue"] = queue_place(run_dir)
         rows.append(row)
     return rows
+
+
+def what_ran(meta):
+    """The script or module of a `run` task, from its meta.json: `inv status` names it."""
+    options = meta.get("options")
+    options = options if isinstance(options, dict) else {}
+    return {key: options[key] for key in ("script", "module") if isinstance(options.get(key), str)}
+
+
+def written(run_dir, name):
+    """When the run's file ``name`` was last written, or None."""
+    try:
+        return os.stat(os.path.join(run_dir, name)).st_mtime
+    except OSError:
+        return None
+
+
+def wall(run_dir):
+    """Seconds from the program's start (its pid file) to its end (its exit status), once both are
+    written; else None. Their times, not new files: a run may have filled the disk by its end."""
+    began, ended = written(run_dir, "pid"), written(run_dir, "exit_code")
+    return round(ended - began, 3) if began is not None and ended is not None else None
 
 
 def status(runs):
@@ -278,6 +304,7 @@ def trailer(run_dir, code):
     found = {"exit": code}
     if run_dir and os.path.isfile(os.path.join(run_dir, "meta.json")):
         found["state"] = state_of(run_dir)[0]
+        found["wall_s"] = wall(run_dir)
         devices = read_text(os.path.join(run_dir, "gpus"))
         if devices is not None:
             found["devices"] = devices  # what `auto` picked

@@ -17,7 +17,9 @@ CLUSTER_NAME = re.compile(r"[a-zA-Z]([-_.a-zA-Z0-9]*[a-zA-Z0-9])?\Z")
 EXPERIMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,39}\Z")
 ACCELERATOR = re.compile(r"(?P<name>[A-Za-z0-9][A-Za-z0-9-]*)(?::(?P<count>[0-9]+))?\Z")
 TPU = re.compile(r"tpu-v[0-9]+[a-z]*-[0-9]+\Z", re.I)
-INFRA = re.compile(r"[A-Za-z0-9*][A-Za-z0-9._:@/*-]*\Z")
+# SkyPilot's --infra: a cloud or kind, then /-separated parts: aws, gcp/us-central1, k8s,
+# kubernetes/CONTEXT, slurm/CLUSTER/PARTITION (SkyPilot 0.12+), ssh/NODE_POOL.
+INFRA = re.compile(r"[A-Za-z0-9*][A-Za-z0-9._:@*-]*(/[A-Za-z0-9*][A-Za-z0-9._:@*-]*)*\Z")
 
 
 def check_target(target: str) -> str:
@@ -51,7 +53,8 @@ def check_experiment(name: str) -> str:
 
 def check_infra(infra: str | None) -> str | None:
     if infra is not None and not INFRA.match(infra):
-        raise Failure(f"--infra {infra!r} is not valid", "give a SkyPilot infra such as aws, gcp/us-central1 or k8s")
+        raise Failure(f"--infra {infra!r} is not valid", "give a SkyPilot infra such as aws, gcp/us-central1, k8s, "
+                      "slurm/CLUSTER/PARTITION or ssh/NODE_POOL")
     return infra
 
 

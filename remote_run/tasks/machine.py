@@ -1,8 +1,8 @@
 """Tasks that prepare and inspect the host: bootstrap, gpu-check."""
 
-from invoke import Collection, task
+from invoke import Collection
 
-from ..chain import Step
+from ..chain import Step, task
 from .workspace import sync
 
 

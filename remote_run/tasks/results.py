@@ -1,7 +1,8 @@
 """Tasks that look at recorded runs: compare (and gate), report, and the baseline collection."""
 
-from invoke import Collection, task
+from invoke import Collection
 
+from ..chain import task
 from ..errors import Failure, Kind
 from ..options import GATE_HELP
 from ..output import say, show, table

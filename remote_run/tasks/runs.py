@@ -1,8 +1,9 @@
 """Tasks for runs already started: logs (re-attach), status, kill, tunnel."""
 
-from invoke import Collection, task
+from invoke import Collection
 from invoke.exceptions import Exit
 
+from ..chain import task
 from ..output import say, show, table
 from ..session import session
 

@@ -3,8 +3,9 @@
 import os
 import sys
 
-from invoke import Collection, task
+from invoke import Collection
 
+from ..chain import task
 from ..errors import Failure, Kind
 from ..output import say
 from ..session import session

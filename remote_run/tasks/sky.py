@@ -1,8 +1,9 @@
 """Tasks for SkyPilot clusters: sky-up, sky-exec, sky-status, sky-down."""
 
-from invoke import Collection, task
+from invoke import Collection
 from invoke.exceptions import Exit
 
+from ..chain import task
 from ..errors import Failure
 from ..output import say, show, table
 from ..session import session
@@ -16,7 +17,8 @@ TARGET_HELP = "which cluster: gpu (.cluster_name_gpu, the default) or tpu (.clus
     "name": "experiment name in the cluster name (default: the workspace directory's name)",
     "idle_minutes": "stop the cluster after this many idle minutes (default 30)",
     "down": "tear the cluster down, not just stop it, when it goes idle (default; --no-down only stops it)",
-    "infra": "where to launch, e.g. aws, gcp/us-central1, k8s (default: SkyPilot chooses)",
+    "infra": "where to launch, passed to sky launch as is: aws, gcp/us-central1, k8s, slurm/CLUSTER/PARTITION, "
+             "ssh/NODE_POOL (default: SkyPilot chooses)",
     "nodes": "number of nodes (default 1)",
     "replace": "tear down the cluster named in .cluster_name_<target> and launch a new one",
 })

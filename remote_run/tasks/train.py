@@ -4,10 +4,10 @@ Each declares only its own flags; the flags they share are remote_run.options.Ru
 RunTask adds to each (remote_run.chain) and hands to the body as ``options``.
 """
 
-from invoke import Collection, task
+from invoke import Collection
 from invoke.exceptions import Exit
 
-from ..chain import RunTask
+from ..chain import RunTask, task
 from ..errors import Failure
 from ..options import RunOptions
 from ..output import say

@@ -1,8 +1,8 @@
 """Tasks that move files: sync, pull-logs, clean."""
 
-from invoke import Collection, task
+from invoke import Collection
 
-from ..chain import Step
+from ..chain import Step, task
 from ..host import layout
 from ..output import say
 from ..session import session

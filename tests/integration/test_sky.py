@@ -143,6 +143,26 @@ def test_sky_up_passes_every_option_through(fake):
     assert fake.name_file().read_text().strip() == name
 
 
+BEYOND_ONE_BOX = ["slurm/hpc-1/gpu_a100", "k8s", "kubernetes/gke_proj_us-central1_train", "ssh/lab-pool"]
+
+
+@pytest.mark.parametrize("infra", BEYOND_ONE_BOX)
+def test_sky_up_passes_infra_to_sky_launch_unchanged(fake, infra):
+    """Where users go when one box is not enough: Slurm (SkyPilot 0.12+), Kubernetes, SSH node pools."""
+    result = fake.run("sky-up", "--accel", "H100:8", "--infra", infra)
+    assert result.returncode == 0, result.stderr
+    [call] = fake.calls()
+    assert call[call.index("--infra") + 1] == infra and call.count("--infra") == 1
+    assert f'  infra: "{infra}"' in launched_yaml(call).read_text()
+
+
+@pytest.mark.parametrize("infra", ["slurm//gpu", "k8s/", "ssh/lab pool", "aws;id", "-oProxyCommand=x", ""])
+def test_a_bad_infra_is_one_line_and_launches_nothing(fake, infra):
+    result = fake.run("sky-up", "--accel", "H100:1", f"--infra={infra}")
+    one_line_error(result, f"--infra {infra!r} is not valid", "slurm/CLUSTER/PARTITION", "ssh/NODE_POOL")
+    assert fake.calls() == [] and not fake.name_file().exists()
+
+
 def test_sky_up_for_a_tpu_writes_the_tpu_name_file(fake):
     result = fake.run("sky-up", "--accel", "tpu-v6e-1")
     assert result.returncode == 0, result.stderr
@@ -531,6 +551,8 @@ def test_every_rendered_task_yaml_is_valid_for_skypilot(fake):
         (["--accel", "A100:8", "--name", "big", "--infra", "gcp/us-central1", "--nodes", "2"],
          "big-a100x8-alice", "A100", 8, 2),
         (["--accel", "L4:1", "--infra", "k8s", "--no-down"], "cifar-l4x1-alice", "L4", 1, 1),
+        (["--accel", "H100:8", "--infra", "slurm/hpc-1/gpu_a100"], "cifar-h100x8-alice", "H100", 8, 1),
+        (["--accel", "L4:2", "--infra", "ssh/lab-pool"], "cifar-l4x2-alice", "L4", 2, 1),
     ]
     for args, name, accel, count, nodes in cases:
         for target in ("gpu", "tpu"):
