@@ -26,7 +26,7 @@ and prints both with the paired difference per rep: the noise of the comparison 
 
 Usage (sshd as the invoking user, or as root with a dedicated user)::
 
-    python3 bench/bench_cli.py [--reps 5] [--delay 0.025] [--repo PATH] [--before PATH] [--json]
+    python3 bench/bench_cli.py [--reps 5] [--delay 0.025] [--repo PATH] [--before PATH] [--git] [--json]
 """
 
 from __future__ import annotations
@@ -117,10 +117,12 @@ def version(argv, pattern) -> str:
 class Path_:
     """One way to reach the host (l1 or l1proxy): its workspace, REMOTE_DIR and measurements."""
 
-    def __init__(self, server, alias: str, repo: Path, root: Path, remote_dir: str):
+    def __init__(self, server, alias: str, repo: Path, root: Path, remote_dir: str, git: bool = False):
         self.server, self.alias, self.remote_dir = server, alias, remote_dir
         self.ws = make_workspace(root)
         (self.ws / "scripts" / "noop.py").write_text(NOOP)
+        if git:
+            make_git_checkout(self.ws)
         self.env = server.env(REMOTE_HOST=alias, REMOTE_DIR=remote_dir, TORCH_PACKAGES="", TRAIN_IMPL="workspace")
         self.hand_env = server.env()
         inv = [sys.executable, "-m", "invoke", "--search-root", str(repo)]
@@ -211,8 +213,21 @@ def compile_in_place(repo: Path) -> None:
                                     if key not in ("PYTHONPYCACHEPREFIX", "PYTHONDONTWRITEBYTECODE")})
 
 
-def bench(reps: int, delay: float, repo: Path, before: Path | None = None) -> dict:
-    report = {"reps": reps, "delay_s": delay, "repo": str(repo), "machine": {
+def make_git_checkout(ws: Path) -> None:
+    """The fixture workspace as a git checkout with everything committed (most users' workspace):
+    the sync then asks git what it ignores, as it does for them."""
+    import shutil
+
+    shutil.rmtree(ws / ".git")
+    (ws / ".gitignore").write_text("var/\n*.ckpt\n")
+    env = {**os.environ, "GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@example.invalid",
+           "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "bench@example.invalid"}
+    for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "fixture"]):
+        subprocess.run(["git", *args], cwd=ws, env=env, check=True, capture_output=True)
+
+
+def bench(reps: int, delay: float, repo: Path, before: Path | None = None, git: bool = False) -> dict:
+    report = {"reps": reps, "delay_s": delay, "repo": str(repo), "git": git, "machine": {
         "cpus": os.cpu_count(), "load": os.getloadavg()[0], "python": platform.python_version(),
         "openssh": version(["ssh", "-V"], r"OpenSSH_[^\s,]+"),
         "rsync": version(["rsync", "--version"], r"version\s+\S+")}}
@@ -225,7 +240,7 @@ def bench(reps: int, delay: float, repo: Path, before: Path | None = None) -> di
         for each in repos:
             compile_in_place(each)
         with loopback(tmp, delay, tag) as server:
-            checkouts = [[Path_(server, alias, each, tmp / f"ws{k}-{alias}", f"{tag}_{k}_{alias}")
+            checkouts = [[Path_(server, alias, each, tmp / f"ws{k}-{alias}", f"{tag}_{k}_{alias}", git)
                           for alias in ("l1", "l1proxy")] for k, each in enumerate(repos)]
             for paths in checkouts:
                 for path in paths:
@@ -370,13 +385,16 @@ def main(argv=None) -> int:
     parser.add_argument("--repo", type=Path, default=REPO, help="the remote-run checkout to time (default: this one)")
     parser.add_argument("--before", type=Path,
                         help="another checkout to time beside it, rep by rep, for before/after figures")
+    parser.add_argument("--git", action="store_true",
+                        help="make the fixture workspace a git checkout (the sync then asks git what it ignores)")
     parser.add_argument("--json", action="store_true", help="also print the full results as JSON")
     args = parser.parse_args(argv)
     if args.reps < 1 or args.delay <= 0:
         parser.error("--reps must be >= 1 and --delay > 0")
     started = time.perf_counter()
     try:
-        report = bench(args.reps, args.delay, args.repo.resolve(), args.before.resolve() if args.before else None)
+        report = bench(args.reps, args.delay, args.repo.resolve(), args.before.resolve() if args.before else None,
+                       args.git)
     except BenchError as exc:
         print(f"bench_cli: {exc}", file=sys.stderr)
         return 1

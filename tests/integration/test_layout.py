@@ -46,7 +46,7 @@ def test_a_workspaces_runs_and_data_folders_are_synced_run_and_deleted_like_any_
     assert cli(sshd, ws, "pull-logs", REMOTE_DIR=remote, venv=False).returncode == 0
     pulled = {p.name for p in (ws / "var" / "runs").rglob("*")}
     assert "speedrun.sh" not in pulled and "cached_fineweb.py" not in pulled  # only run records come back
-    records = [json.loads(p.read_text()) for p in (ws / "var" / "runs").glob("*_run/result.json")]
+    records = [json.loads(p.read_text()) for p in (ws / "var" / "runs").glob("*_run*/result.json")]  # _run-2 too
     assert len(records) == 2 and all(r["outcome"] == "finished" for r in records)
 
 
