@@ -46,7 +46,7 @@ def check_env(root, spec):
     """REMOTE_DIR/.venv's stamp against spec["stamp"]; or (REMOTE_PYTHON, `local`) the interpreter
     running this program, and whether torch is there (found, not imported: that takes seconds)."""
     if spec["kind"] == "venv":
-        current = read_text(os.path.join(root, ".venv", ".remote-run-stamp")) == spec["stamp"]
+        current = read_text(os.path.join(root, layout.VENV_STAMP)) == spec["stamp"]
         current = current and os.access(os.path.join(root, ".venv", "bin", "python"), os.X_OK)
         return {"state": "ok" if current else "stale"}
     import importlib.util

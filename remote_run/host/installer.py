@@ -34,12 +34,12 @@ import threading
 import time
 from collections import deque
 
-from . import exits
+from . import exits, layout
 from .control import FINAL, PROGRESS
 from .files import read_text, write_text
 
 VENV = ".venv"
-STAMP = ".venv/.remote-run-stamp"
+STAMP = layout.VENV_STAMP
 LOG = ".remote-run/bootstrap.log"
 LOCK = ".remote-run/bootstrap.lock"
 TOOL = ".remote-run/uv"  # uv's tool environment (pip install --target)
@@ -778,10 +778,9 @@ def choose(out, payload, root):
 
 def build(out, payload, root):
     started = time.time()
+    remove(STAMP)  # until the build is done, nothing may take .venv for current
     if payload["force"]:
         remove(VENV)
-    elif os.path.lexists(STAMP):
-        os.unlink(STAMP)
     installer = choose(out, payload, root)
     if isinstance(installer, int):
         return installer

@@ -12,6 +12,7 @@ import os
 OWN = ".remote-run"
 RUNS = ".remote-run/runs"  # a run's folder: RUNS/<id> (its log, meta.json, its snapshot work/)
 DATA = ".remote-run/data"  # the dataset cache every run shares, as $REMOTE_RUN_DATA
+VENV_STAMP = ".remote-run/venv-stamp"  # what REMOTE_DIR/.venv was built from (remote_run.environment.stamp)
 MOVED = ".remote-run/layout"  # written once the older layout is moved (or there was none)
 OLD = (("runs", RUNS), ("data", DATA))  # the older layout: (old name, new name)
 VERSION = "2"

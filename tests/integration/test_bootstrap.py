@@ -142,7 +142,7 @@ def test_a_package_that_is_not_there_or_has_no_wheel_for_this_python_is_named_in
     assert "bootstrap on l1 failed" in line and "rr-no-such-package is not in the package sources" in line, line
     assert f"index file://{sources['index']}" in line and f"{remote}/.remote-run/bootstrap.log" in line, line
     assert "rr-no-such-package was not found" in remote_read(sshd, f"{remote}/.remote-run/bootstrap.log")
-    assert not remote_exists(sshd, f"{remote}/.venv/.remote-run-stamp")
+    assert not remote_exists(sshd, f"{remote}/.remote-run/venv-stamp")
 
     line = one_line_error(bootstrap(sshd, ws, remote, PIP_PACKAGES="rrtiny-old"))
     assert "rrtiny-old has no wheel for this Python (CPython 3." in line and "cp27" in line, line

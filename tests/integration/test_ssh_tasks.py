@@ -194,11 +194,11 @@ def test_bootstrap_is_one_command_when_nothing_changed_and_force_rebuilds(sshd, 
         assert "installing requirements.txt" in done.stderr and "environment ready" in done.stderr
     finally:
         (ws / "requirements.txt").unlink()
-    stamp = remote_read(sshd, f"{remote}/.venv/.remote-run-stamp")
+    stamp = remote_read(sshd, f"{remote}/.remote-run/venv-stamp")
     done = cli(sshd, ws, "bootstrap", "--force", REMOTE_DIR=remote)
     assert done.returncode == 0 and "environment ready" in done.stderr, done.stderr
     # rebuilt for the workspace without requirements.txt
-    assert remote_read(sshd, f"{remote}/.venv/.remote-run-stamp") != stamp
+    assert remote_read(sshd, f"{remote}/.remote-run/venv-stamp") != stamp
 
 
 def test_sync_excludes_secrets_and_keeps_symlinks(sshd, fresh):
