@@ -4,11 +4,18 @@ the gate that --fail-on-regression and --compare-to apply.
 A side is a run, a --repeat group (its runs), or a saved baseline (a snapshot of runs' metrics).
 Per RESULT metric present on both sides: mean ± standard deviation (n), the difference, Welch's
 t-test when both sides have two runs or more, and a verdict that knows which way is better.
+
+The gate's false alarms are held at ALPHA across every metric it gates on (those with a known
+direction), by Holm–Bonferroni: one alarm among five noisy metrics is not five chances at 5 %. One
+run a side has no test and never fails the gate: it cannot tell noise from change. Each compare
+says the smallest change its runs could have seen (at 80 % power), and when the two sides were
+measured apart (hours, hosts, GPUs) that the machine's drift is not separated from the change.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -19,7 +26,9 @@ from .errors import Failure, Kind
 from .host.files import write_text
 from .records import RunRecord
 
-ALPHA = 0.05  # a difference is significant when Welch's test gives p below this
+ALPHA = 0.05  # the gate's family-wise false-alarm rate over the metrics it gates on (Holm–Bonferroni)
+POWER = 0.8  # for the smallest detectable change each compare states
+DRIFT_SECONDS = 3600  # sides measured further apart than this: the machine's drift is not separated
 BASELINE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 # +1: higher is better, -1: lower is better, 0: not a result (an option echoed back).
 DIRECTIONS = {
@@ -65,7 +74,8 @@ class Side:
 
 def _run_entry(record: RunRecord) -> dict:
     return {"id": record.run_id, "task": record.task, "metrics": groups.metrics_of(record), "git": record.git,
-            "options": record.options, "outcome": record.outcome}
+            "options": record.options, "outcome": record.outcome, "host": record.host, "started": record.started,
+            "gpus": sorted({str(g.get("name", "?")) for g in record.gpu or [] if isinstance(g, dict)})}
 
 
 def _load_run(folder: Path) -> RunRecord:
@@ -243,6 +253,8 @@ class Row:
     verdict: str
     tolerance: float
     regression: bool
+    detectable: float | None = None  # the smallest change these runs would see at POWER (None for n = 1)
+    needed: int | None = None  # runs a side to see a change of the tolerance (or, n = 1, of this difference)
 
 
 def compare(a: Side, b: Side, *, higher=(), lower=(), tolerances=None) -> list[Row]:
@@ -268,9 +280,29 @@ def compare(a: Side, b: Side, *, higher=(), lower=(), tolerances=None) -> list[R
         way = direction(name, higher, lower)
         amount, is_relative = tolerances.get(name, (0.0, False))
         tolerance = amount / 100 * abs(sa.mean) if is_relative else amount
-        verdict, regression = _verdict(diff, test, way, tolerance)
-        rows.append(Row(name, sa, sb, diff, relative, test, way, verdict, tolerance, regression))
+        rows.append(Row(name, sa, sb, diff, relative, test, way, "", tolerance, False, *_power(sa, sb, test, diff,
+                                                                                                  tolerance)))
+    gated = {r.metric: r.test.p for r in rows if r.test is not None and r.direction in (1, -1)}
+    significant = stats.holm(gated, ALPHA)
+    for r in rows:
+        r.verdict, r.regression = _verdict(r.diff, r.test, r.direction, r.tolerance, significant.get(r.metric),
+                                           r.needed)
     return rows
+
+
+def _power(sa: stats.Summary, sb: stats.Summary, test, diff: float, tolerance: float) -> tuple:
+    """(the smallest change detectable at POWER with these runs, runs a side to see the tolerance),
+    from the spread the runs had; with one run a side, the runs a side the other side's spread (if
+    it has one) says it takes to see this difference."""
+    spread = [s.std for s in (sa, sb) if s.std is not None]
+    if test is None:
+        return None, (stats.pairs_needed(spread[0] * math.sqrt(2), abs(diff), ALPHA, POWER) if spread and diff
+                      else None)
+    error = math.sqrt(sa.std ** 2 / sa.n + sb.std ** 2 / sb.n)
+    found = stats.detectable(error, test.df, ALPHA, POWER) if error else 0.0
+    # Welch with n a side is about a one-sample test of differences whose spread is sqrt(sa² + sb²)
+    needed = stats.pairs_needed(math.sqrt(sa.std ** 2 + sb.std ** 2), tolerance, ALPHA, POWER) if tolerance else None
+    return found, needed
 
 
 def _values(side: Side) -> dict[str, list[float]]:
@@ -281,20 +313,27 @@ def _values(side: Side) -> dict[str, list[float]]:
     return values
 
 
-def _verdict(diff: float, test, way, tolerance: float) -> tuple[str, bool]:
-    """(verdict, whether it is a regression the gate fails on). Without a test (a side with one
-    run) the difference alone decides, which the verdict says."""
+def _verdict(diff: float, test, way, tolerance: float, significant: bool | None = None,
+             needed: int | None = None) -> tuple[str, bool]:
+    """(verdict, whether it is a regression the gate fails on). ``significant``: the gate's answer
+    for this metric (Holm over the gated metrics), else its own test at ALPHA. Without a test (a side
+    with one run) nothing is significant and nothing fails: the verdict says so, and how many runs
+    the spread seen suggests (``needed``)."""
     if way == 0:
         return "(an option, not compared)", False
-    significant = test.p < ALPHA if test else diff != 0
-    suffix = "" if test else " (n=1: no test)"
+    if test is None:
+        if diff == 0:
+            return "no change (n=1: no test)", False
+        runs = f"about {needed} runs a side" if needed else "--repeat 5 or more on each side"
+        word = ("higher" if diff > 0 else "lower") if not way else ("worse" if diff * way < 0 else "better")
+        return f"{word}, but one run a side cannot tell noise from change (n=1: no test; {runs} would)", False
+    significant = test.p < ALPHA if significant is None else significant
     if not significant or diff == 0:
-        return "no significant change" + suffix, False
+        return "no significant change", False
     if way is None:
-        return (f"{'higher' if diff > 0 else 'lower'}; direction unknown (--higher-is-better/--lower-is-better)"
-                + suffix), False
+        return f"{'higher' if diff > 0 else 'lower'}; direction unknown (--higher-is-better/--lower-is-better)", False
     worse = diff * way < 0
-    return ("worse" if worse else "better") + suffix, worse and abs(diff) > tolerance
+    return "worse" if worse else "better", worse and abs(diff) > tolerance
 
 
 def header(side: Side, letter: str) -> str:
@@ -340,7 +379,7 @@ def regression_lines(rows: list[Row]) -> list[str]:
     lines = []
     for r in rows:
         if r.regression:
-            p = f"p={r.test.p:.3g}" if r.test else "n=1, no test"
+            p = f"p={r.test.p:.3g}, Holm over the gated metrics"
             lines.append(f"regression: {r.metric} is worse by {abs(r.diff):.4g} "
                          f"({r.b.mean:.6g} vs {r.a.mean:.6g}, {p}), "
                          f"beyond its tolerance {r.tolerance:.4g}")
@@ -362,4 +401,53 @@ def report(a: Side, b: Side, rows: list[Row]) -> list[str]:
     lost = [run["id"] for run in a.runs + b.runs if run.get("outcome") not in (None, "finished")]
     if lost:
         say(f"runs that did not finish are compared with what they printed: {', '.join(lost[:4])}")
+    for line in power_lines(rows) + drift_lines(a, b):
+        say(line)
     return regression_lines(rows)
+
+
+def power_lines(rows: list[Row]) -> list[str]:
+    """Per gated metric, the smallest change the runs could have seen, and the runs to see the tolerance."""
+    lines = []
+    for r in rows:
+        if r.direction not in (1, -1) or r.detectable is None:
+            continue
+        share = f" ({100 * r.detectable / abs(r.a.mean):.2g} % of it)" if r.a.mean else ""
+        line = (f"{r.metric}: with {r.a.n} and {r.b.n} runs and this spread, a change smaller than "
+                f"{r.detectable:.3g}{share} would likely go unseen (80 % power, false alarms at {ALPHA:g} for the "
+                f"gate as a whole)")
+        if r.tolerance and r.detectable > r.tolerance:
+            line += (f"; to see a change of its tolerance {r.tolerance:.3g}, about {r.needed} runs a side"
+                     if r.needed else f"; no practical number of runs sees a change of its tolerance {r.tolerance:.3g}")
+        lines.append(line)
+    return lines
+
+
+def drift_lines(a: Side, b: Side) -> list[str]:
+    """One line when the two sides were measured apart (more than an hour, other hosts or GPUs):
+    a slow change of the machine then looks like a change of the code."""
+    def span(side):
+        times = []
+        for run in side.runs:
+            try:
+                times.append(datetime.fromisoformat(str(run.get("started"))).timestamp())
+            except ValueError:
+                pass
+        return (min(times), max(times)) if times else None
+
+    why = []
+    sa, sb = span(a), span(b)
+    if sa and sb:
+        gap = max(sb[0] - sa[1], sa[0] - sb[1])
+        if gap > DRIFT_SECONDS:
+            why.append(f"measured {gap / 3600:.1f} h apart")
+    hosts = [{run.get("host") for run in side.runs if run.get("host")} for side in (a, b)]
+    if all(hosts) and hosts[0] != hosts[1]:
+        why.append(f"on other hosts ({', '.join(sorted(hosts[0]))} vs {', '.join(sorted(hosts[1]))})")
+    gpus = [{g for run in side.runs for g in run.get("gpus") or []} for side in (a, b)]
+    if all(gpus) and gpus[0] != gpus[1]:
+        why.append(f"on other GPUs ({', '.join(sorted(gpus[0]))} vs {', '.join(sorted(gpus[1]))})")
+    if not why:
+        return []
+    return [f"A and B were {' and '.join(why)}: a drift of the machine is not separated from the change of the code; "
+            "interleaved runs of both versions on one GPU separate them"]

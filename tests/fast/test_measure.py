@@ -74,9 +74,52 @@ def test_tolerances_absolute_and_relative():
     assert strict["elapsed_seconds"].regression and strict["elapsed_seconds"].tolerance == pytest.approx(0.15)
 
 
-def test_one_run_a_side_has_no_test_and_says_so():
+def test_one_run_a_side_has_no_test_says_so_and_never_fails_the_gate():
     rows = compare.compare(side("A", "run", {"acc": [0.9]}), side("B", "run", {"acc": [0.8]}))
-    assert rows[0].test is None and rows[0].verdict == "worse (n=1: no test)" and rows[0].regression
+    assert rows[0].test is None and not rows[0].regression
+    assert rows[0].verdict == ("worse, but one run a side cannot tell noise from change "
+                               "(n=1: no test; --repeat 5 or more on each side would)")
+    # one side with a spread says how many runs a side would see this difference
+    rows = compare.compare(side("A", "group", {"acc": [0.90, 0.92, 0.91]}), side("B", "run", {"acc": [0.85]}))
+    assert not rows[0].regression and rows[0].needed == stats.pairs_needed(0.01 * 2 ** 0.5, 0.06)
+    assert f"about {rows[0].needed} runs a side would" in rows[0].verdict
+
+
+def test_the_gate_holds_false_alarms_across_metrics_with_holm():
+    # Each alone would pass Welch at 0.05 (p about 0.03); as two gated metrics, Holm needs p <= 0.025.
+    a = side("A", "group", {"acc": [0.90, 0.91, 0.92, 0.91, 0.90], "loss": [1.0, 1.1, 1.2, 1.1, 1.0]})
+    b = side("B", "group", {"acc": [0.889, 0.895, 0.907, 0.898, 0.886], "loss": [1.15, 1.21, 1.33, 1.24, 1.12]})
+    rows = {r.metric: r for r in compare.compare(a, b)}
+    assert all(0.025 < r.test.p < 0.05 for r in rows.values()), {m: r.test.p for m, r in rows.items()}
+    assert not any(r.regression for r in rows.values())
+    alone = compare.compare(side("A", "group", {"acc": [0.90, 0.91, 0.92, 0.91, 0.90]}),
+                            side("B", "group", {"acc": [0.889, 0.895, 0.907, 0.898, 0.886]}))
+    assert alone[0].regression  # one gated metric: its own test at 0.05
+
+
+def test_each_compare_states_the_smallest_change_it_could_see_and_the_runs_for_the_tolerance():
+    a = side("A", "group", {"ema_val_acc": [0.940, 0.942, 0.938, 0.941, 0.939]})
+    b = side("B", "group", {"ema_val_acc": [0.939, 0.941, 0.940, 0.938, 0.942]})
+    [row] = compare.compare(a, b, tolerances=compare.parse_tolerances(["ema_val_acc=0.001"]))
+    error = (row.a.std ** 2 / 5 + row.b.std ** 2 / 5) ** 0.5
+    assert row.detectable == pytest.approx(stats.detectable(error, row.test.df))
+    [line] = compare.power_lines([row])
+    assert line.startswith("ema_val_acc: with 5 and 5 runs and this spread, a change smaller than ")
+    assert f"about {row.needed} runs a side" in line and row.needed > 5
+
+
+def test_sides_measured_apart_say_that_drift_is_not_separated():
+    a = side("A", "group", {"acc": [0.9, 0.91]})
+    b = side("B", "group", {"acc": [0.9, 0.91]})
+    for run in a.runs:
+        run.update(started="2026-12-01T10:00:00+00:00", host="l1", gpus=["NVIDIA H100"])
+    for run in b.runs:
+        run.update(started="2026-12-01T10:30:00+00:00", host="l1", gpus=["NVIDIA H100"])
+    assert compare.drift_lines(a, b) == []
+    for run in b.runs:
+        run.update(started="2026-12-01T13:00:00+00:00", host="l2")
+    [line] = compare.drift_lines(a, b)
+    assert "measured 3.0 h apart and on other hosts (l1 vs l2)" in line and "not separated" in line
 
 
 @pytest.mark.parametrize("items", [["acc"], ["acc=x"], ["=1"], ["acc=-1"], ["acc=1%%"], ["a b=1"]])
