@@ -29,6 +29,15 @@ from .records import RunRecord
 ALPHA = 0.05  # the gate's family-wise false-alarm rate over the metrics it gates on (Holm–Bonferroni)
 POWER = 0.8  # for the smallest detectable change each compare states
 DRIFT_SECONDS = 3600  # sides measured further apart than this: the machine's drift is not separated
+# What the gate looks at: a task's own results, for the builtin trainers their accuracy and time
+# (throughput is time seen the other way, the rest is shown, not gated); for any other task every
+# metric whose direction is known. Options echoed back never count.
+GATED = {"train-hlb": ("ema_val_acc", "elapsed_seconds"), "train-david": ("val_acc", "elapsed_seconds")}
+# The practical threshold when --tolerance does not name a metric: a change this small is never a
+# regression, significant or not. Times and rates: a share of A's mean; accuracies: points (a
+# fraction's 0.001 is 0.1 point). NAME=0 gates on any significant change.
+TIME_TOLERANCE = 2.0  # %
+ACCURACY_TOLERANCE = 0.001  # of a fraction; 0.1 when the accuracy is given in percent
 BASELINE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 # +1: higher is better, -1: lower is better, 0: not a result (an option echoed back).
 DIRECTIONS = {
@@ -255,6 +264,28 @@ class Row:
     regression: bool
     detectable: float | None = None  # the smallest change these runs would see at POWER (None for n = 1)
     needed: int | None = None  # runs a side to see a change of the tolerance (or, n = 1, of this difference)
+    gated: bool = False  # the gate decides on it (GATED)
+    tolerance_text: str = ""  # as given, or "(default)"
+
+
+def default_tolerance(name: str, way, mean: float) -> tuple[float, bool]:
+    """(amount, relative) for a metric no --tolerance names: see TIME_TOLERANCE, ACCURACY_TOLERANCE."""
+    words = set(name.lower().split("_"))
+    if way not in (1, -1):
+        return 0.0, False
+    if words & {"acc", "accuracy"}:
+        return (ACCURACY_TOLERANCE if abs(mean) <= 1 else 100 * ACCURACY_TOLERANCE), False
+    if _RATE.search(name.lower()) or words & {"time", "seconds", "sec", "s", "ms", "latency", "duration"}:
+        return TIME_TOLERANCE, True
+    return 0.0, False
+
+
+def gated_names(a: Side, b: Side, names, higher=(), lower=()) -> list[str]:
+    """The metrics among ``names`` the gate decides on (GATED)."""
+    tasks = {run.get("task") for run in a.runs + b.runs}
+    own = GATED.get(next(iter(tasks))) if len(tasks) == 1 else None
+    return [n for n in names if direction(n, higher, lower) in (1, -1)
+            and (own is None or n in own or n in higher or n in lower)]
 
 
 def compare(a: Side, b: Side, *, higher=(), lower=(), tolerances=None) -> list[Row]:
@@ -278,15 +309,20 @@ def compare(a: Side, b: Side, *, higher=(), lower=(), tolerances=None) -> list[R
         relative = diff / abs(sa.mean) if sa.mean else None
         test = stats.welch(a_values[name], b_values[name])
         way = direction(name, higher, lower)
-        amount, is_relative = tolerances.get(name, (0.0, False))
+        given = name in tolerances
+        amount, is_relative = tolerances[name] if given else default_tolerance(name, way, sa.mean)
         tolerance = amount / 100 * abs(sa.mean) if is_relative else amount
-        rows.append(Row(name, sa, sb, diff, relative, test, way, "", tolerance, False, *_power(sa, sb, test, diff,
-                                                                                                  tolerance)))
-    gated = {r.metric: r.test.p for r in rows if r.test is not None and r.direction in (1, -1)}
-    significant = stats.holm(gated, ALPHA)
+        row = Row(name, sa, sb, diff, relative, test, way, "", tolerance, False, *_power(sa, sb, test, diff, tolerance))
+        row.tolerance_text = (f"{amount:g} %" if is_relative else f"{amount:g}") + ("" if given else " (default)")
+        rows.append(row)
+    gate = set(gated_names(a, b, [r.metric for r in rows], higher, lower))
+    significant = stats.holm({r.metric: r.test.p for r in rows if r.test is not None and r.metric in gate}, ALPHA)
     for r in rows:
+        r.gated = r.metric in gate
         r.verdict, r.regression = _verdict(r.diff, r.test, r.direction, r.tolerance, significant.get(r.metric),
                                            r.needed)
+        if not r.gated and r.direction in (1, -1):
+            r.verdict, r.regression = r.verdict + " (not gated)", False
     return rows
 
 
@@ -333,7 +369,9 @@ def _verdict(diff: float, test, way, tolerance: float, significant: bool | None 
     if way is None:
         return f"{'higher' if diff > 0 else 'lower'}; direction unknown (--higher-is-better/--lower-is-better)", False
     worse = diff * way < 0
-    return "worse" if worse else "better", worse and abs(diff) > tolerance
+    if worse and abs(diff) <= tolerance:
+        return "worse, within its tolerance", False
+    return "worse" if worse else "better", worse
 
 
 def header(side: Side, letter: str) -> str:
@@ -363,11 +401,12 @@ def differing_options(a: Side, b: Side) -> list[str]:
 
 
 def table(rows: list[Row]) -> list[tuple]:
-    out = [("metric", "A mean ± std (n)", "B mean ± std (n)", "B - A", "%", "p (Welch)", "verdict")]
+    out = [("metric", "A mean ± std (n)", "B mean ± std (n)", "B - A", "%", "p (Welch)", "tolerance", "verdict")]
     for r in rows:
         p = f"{r.test.p:.3g}" if r.test else "—"
         pct = f"{100 * r.relative:+.2f}%" if r.relative is not None else "—"
-        out.append((r.metric, _cell(r.a), _cell(r.b), f"{r.diff:+.4g}", pct, p, r.verdict))
+        out.append((r.metric, _cell(r.a), _cell(r.b), f"{r.diff:+.4g}", pct, p,
+                    r.tolerance_text if r.direction in (1, -1) else "—", r.verdict))
     return out
 
 

@@ -43,10 +43,10 @@ def test_overrides_win_over_names():
     assert compare.direction("score", lower=["score"]) == -1
 
 
-def side(name, kind, values: dict[str, list], commit="abc", options=None):
+def side(name, kind, values: dict[str, list], commit="abc", options=None, task="train-hlb"):
     runs = []
     for i in range(max(len(v) for v in values.values())):
-        runs.append({"id": f"{name}.{i}", "task": "train-hlb",
+        runs.append({"id": f"{name}.{i}", "task": task,
                      "metrics": {k: v[i] for k, v in values.items() if i < len(v)},
                      "git": {"commit": commit, "dirty": False}, "options": options or {"epochs": 1.0, "seed": i},
                      "outcome": "finished"})
@@ -75,26 +75,44 @@ def test_tolerances_absolute_and_relative():
 
 
 def test_one_run_a_side_has_no_test_says_so_and_never_fails_the_gate():
-    rows = compare.compare(side("A", "run", {"acc": [0.9]}), side("B", "run", {"acc": [0.8]}))
+    rows = compare.compare(side("A", "run", {"acc": [0.9]}, task="run"), side("B", "run", {"acc": [0.8]}, task="run"))
     assert rows[0].test is None and not rows[0].regression
     assert rows[0].verdict == ("worse, but one run a side cannot tell noise from change "
                                "(n=1: no test; --repeat 5 or more on each side would)")
     # one side with a spread says how many runs a side would see this difference
-    rows = compare.compare(side("A", "group", {"acc": [0.90, 0.92, 0.91]}), side("B", "run", {"acc": [0.85]}))
+    rows = compare.compare(side("A", "group", {"acc": [0.90, 0.92, 0.91]}, task="run"),
+                           side("B", "run", {"acc": [0.85]}, task="run"))
     assert not rows[0].regression and rows[0].needed == stats.pairs_needed(0.01 * 2 ** 0.5, 0.06)
     assert f"about {rows[0].needed} runs a side would" in rows[0].verdict
 
 
 def test_the_gate_holds_false_alarms_across_metrics_with_holm():
     # Each alone would pass Welch at 0.05 (p about 0.03); as two gated metrics, Holm needs p <= 0.025.
-    a = side("A", "group", {"acc": [0.90, 0.91, 0.92, 0.91, 0.90], "loss": [1.0, 1.1, 1.2, 1.1, 1.0]})
-    b = side("B", "group", {"acc": [0.889, 0.895, 0.907, 0.898, 0.886], "loss": [1.15, 1.21, 1.33, 1.24, 1.12]})
+    a = side("A", "group", {"acc": [0.90, 0.91, 0.92, 0.91, 0.90], "loss": [1.0, 1.1, 1.2, 1.1, 1.0]}, task="run")
+    b = side("B", "group", {"acc": [0.889, 0.895, 0.907, 0.898, 0.886], "loss": [1.15, 1.21, 1.33, 1.24, 1.12]},
+             task="run")
     rows = {r.metric: r for r in compare.compare(a, b)}
     assert all(0.025 < r.test.p < 0.05 for r in rows.values()), {m: r.test.p for m, r in rows.items()}
     assert not any(r.regression for r in rows.values())
-    alone = compare.compare(side("A", "group", {"acc": [0.90, 0.91, 0.92, 0.91, 0.90]}),
-                            side("B", "group", {"acc": [0.889, 0.895, 0.907, 0.898, 0.886]}))
+    alone = compare.compare(side("A", "group", {"acc": [0.90, 0.91, 0.92, 0.91, 0.90]}, task="run"),
+                            side("B", "group", {"acc": [0.889, 0.895, 0.907, 0.898, 0.886]}, task="run"))
     assert alone[0].regression  # one gated metric: its own test at 0.05
+
+
+def test_the_builtin_trainers_gate_on_accuracy_and_time_with_default_tolerances():
+    a = side("A", "group", {"ema_val_acc": [0.9400, 0.9402, 0.9398, 0.9401],
+                            "elapsed_seconds": [3.0, 3.01, 2.99, 3.0], "images_per_second": [1e4, 1.01e4, 0.99e4, 1e4]})
+    b = side("B", "group", {"ema_val_acc": [0.9395, 0.9397, 0.9393, 0.9396],
+                            "elapsed_seconds": [3.04, 3.05, 3.03, 3.04],
+                            "images_per_second": [0.9e4, 0.91e4, 0.89e4, 0.9e4]})
+    rows = {r.metric: r for r in compare.compare(a, b)}
+    assert rows["ema_val_acc"].verdict == "worse, within its tolerance" and rows["ema_val_acc"].tolerance == 0.001
+    assert rows["elapsed_seconds"].verdict == "worse, within its tolerance"  # +1.3 % against 2 % of A's mean
+    assert rows["elapsed_seconds"].tolerance == pytest.approx(0.06) and rows["elapsed_seconds"].gated
+    assert rows["images_per_second"].verdict == "worse (not gated)" and not rows["images_per_second"].regression
+    strict = {r.metric: r for r in compare.compare(a, b, tolerances=compare.parse_tolerances(["elapsed_seconds=0"]))}
+    assert strict["elapsed_seconds"].regression and strict["elapsed_seconds"].tolerance_text == "0"
+    assert compare.table(list(rows.values()))[1][6] == "0.001 (default)"
 
 
 def test_each_compare_states_the_smallest_change_it_could_see_and_the_runs_for_the_tolerance():
