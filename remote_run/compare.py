@@ -309,13 +309,24 @@ def compare(a: Side, b: Side, *, higher=(), lower=(), tolerances=None) -> list[R
         relative = diff / abs(sa.mean) if sa.mean else None
         test = stats.welch(a_values[name], b_values[name])
         way = direction(name, higher, lower)
-        given = name in tolerances
-        amount, is_relative = tolerances[name] if given else default_tolerance(name, way, sa.mean)
-        tolerance = amount / 100 * abs(sa.mean) if is_relative else amount
+        tolerance, shown = _tolerance(name, way, sa.mean, tolerances)
         row = Row(name, sa, sb, diff, relative, test, way, "", tolerance, False, *_power(sa, sb, test, diff, tolerance))
-        row.tolerance_text = (f"{amount:g} %" if is_relative else f"{amount:g}") + ("" if given else " (default)")
+        row.tolerance_text = shown
         rows.append(row)
-    gate = set(gated_names(a, b, [r.metric for r in rows], higher, lower))
+    return _gate(rows, gated_names(a, b, [r.metric for r in rows], higher, lower))
+
+
+def _tolerance(name: str, way, mean: float, tolerances: dict) -> tuple[float, str]:
+    """The metric's tolerance in its own unit, and as shown: given by --tolerance, or the default."""
+    given = name in tolerances
+    amount, is_relative = tolerances[name] if given else default_tolerance(name, way, mean)
+    tolerance = amount / 100 * abs(mean) if is_relative else amount
+    return tolerance, (f"{amount:g} %" if is_relative else f"{amount:g}") + ("" if given else " (default)")
+
+
+def _gate(rows: list, gated) -> list:
+    """Each row's verdict and whether the gate fails on it: Holm over the gated metrics' p-values."""
+    gate = set(gated)
     significant = stats.holm({r.metric: r.test.p for r in rows if r.test is not None and r.metric in gate}, ALPHA)
     for r in rows:
         r.gated = r.metric in gate
@@ -339,6 +350,53 @@ def _power(sa: stats.Summary, sb: stats.Summary, test, diff: float, tolerance: f
     # Welch with n a side is about a one-sample test of differences whose spread is sqrt(sa² + sb²)
     needed = stats.pairs_needed(math.sqrt(sa.std ** 2 + sb.std ** 2), tolerance, ALPHA, POWER) if tolerance else None
     return found, needed
+
+
+def compare_pairs(pairs: list, *, task: str = "", higher=(), lower=(), tolerances=None) -> list[Row]:
+    """A row per RESULT metric of runs measured in pairs, ``pairs``: [(A's metrics, B's metrics)],
+    each pair side by side on one GPU, so that a drift of the machine falls on both alike. Compared
+    by their differences: the paired t-test, or the Wilcoxon signed-rank test when an outlier makes
+    the differences far from normal (``Row.test`` then holds its p). Gated as compare() gates."""
+    tolerances = tolerances or {}
+    names = [n for n in pairs[0][0] if all(n in a and n in b for a, b in pairs)] if pairs else []
+    side = Side("A", "pairs", "A", [{"task": task, "metrics": a} for a, _ in pairs])
+    rows = []
+    for name in names:
+        xs, ys = [a[name] for a, _ in pairs], [b[name] for _, b in pairs]
+        sa, sb = stats.summarize(xs), stats.summarize(ys)
+        test = stats.paired(xs, ys)
+        if test is not None and _outlier([y - x for x, y in zip(xs, ys)]):
+            test = replace_p(test, stats.signed_rank_p([y - x for x, y in zip(xs, ys)]))
+        way = direction(name, higher, lower)
+        tolerance, shown = _tolerance(name, way, sa.mean, tolerances)
+        found = needed = None
+        if test is not None:
+            found = stats.detectable(test.std / math.sqrt(test.n), test.df, ALPHA, POWER) if test.std else 0.0
+            needed = stats.pairs_needed(test.std, tolerance, ALPHA, POWER) if tolerance else None
+        diff = sb.mean - sa.mean
+        row = Row(name, sa, sb, diff, diff / abs(sa.mean) if sa.mean else None, test, way, "", tolerance, False,
+                  found, needed)
+        row.tolerance_text = shown
+        rows.append(row)
+    return _gate(rows, gated_names(side, side, names, higher, lower))
+
+
+def _outlier(diffs) -> bool:
+    """Whether a difference lies beyond 3.5 robust standard deviations (MAD) of their median: then
+    the paired t-test's normal model does not hold, and the signed-rank test decides."""
+    if len(diffs) < 6:
+        return False
+    import statistics
+
+    middle = statistics.median(diffs)
+    mad = statistics.median(abs(d - middle) for d in diffs) * 1.4826
+    return mad > 0 and any(abs(d - middle) > 3.5 * mad for d in diffs)
+
+
+def replace_p(test: stats.Paired, p: float | None) -> stats.Paired:
+    from dataclasses import replace
+
+    return replace(test, p=1.0 if p is None else p)
 
 
 def _values(side: Side) -> dict[str, list[float]]:

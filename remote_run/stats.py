@@ -6,6 +6,7 @@ fraction, as in Numerical Recipes' betacf); tests check it against scipy.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -99,7 +100,12 @@ def welch(a, b) -> Welch | None:
 
 def t_quantile(q: float, df: float) -> float:
     """The ``q`` quantile of Student's t with ``df`` degrees of freedom (0 < q < 1), by bisection on
-    the CDF: a few dozen evaluations, for a handful of metrics per comparison."""
+    the CDF (remembered: the same few are asked for again and again)."""
+    return _t_quantile(q, df)
+
+
+@functools.lru_cache(maxsize=4096)
+def _t_quantile(q: float, df: float) -> float:
     if not 0 < q < 1:
         raise ValueError("q must be in (0, 1)")
     if q == 0.5:
@@ -214,7 +220,17 @@ def pairs_needed(std: float, effect: float, alpha: float = 0.05, power: float = 
         return None
     if std == 0:
         return 2
-    for n in range(2, most + 1):
-        if detectable(std / math.sqrt(n), n - 1, alpha, power) <= effect:
-            return n
-    return None
+
+    def enough(n):
+        return detectable(std / math.sqrt(n), n - 1, alpha, power) <= effect
+
+    if not enough(most):
+        return None
+    low, high = 1, most  # the detectable effect shrinks as n grows: enough(high), not enough(low)
+    while high - low > 1:
+        middle = (low + high) // 2
+        if enough(middle):
+            high = middle
+        else:
+            low = middle
+    return high
