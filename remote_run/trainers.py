@@ -14,8 +14,10 @@ from .settings import int_between, module_name, positive_float
 MAX_BATCH = 50_000  # the CIFAR-10 training set
 
 # impl: (the runner, files copied beside it); both are written unchanged, the options come as flags
-HLB = {"workspace": ("hlb_workspace.py", ()), "builtin": ("hlb_cifar.py", ("cifar10_data.py",))}
-DAVID = {"workspace": ("david_workspace.py", ()), "builtin": ("david_cifar.py", ("cifar10_data.py",))}
+HLB = {"workspace": ("hlb_workspace.py", ("remote_run_offline.py",)),
+       "builtin": ("hlb_cifar.py", ("cifar10_data.py",))}
+DAVID = {"workspace": ("david_workspace.py", ("remote_run_offline.py",)),
+         "builtin": ("david_cifar.py", ("cifar10_data.py",))}
 
 
 def seeds(seed: str, repeat: int, impl: str) -> list[str]:

@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+from remote_run_offline import exit_offline, offline  # beside this file
+
 # Defaults; remote-run passes its HLB_MODULE setting as --hlb-module.
 EPOCHS = 11.5
 HLB_MODULE = "cvlization.torch.training_pipeline.image_classification.hlb"
@@ -23,26 +25,6 @@ try:
         np.float = float
 except ImportError:
     np = None
-
-
-def offline(error):
-    """The URLError behind ``error`` (a data set download that found no network), or None."""
-    import urllib.error
-
-    while error is not None:
-        if isinstance(error, urllib.error.URLError):
-            return error
-        error = error.__cause__ or error.__context__
-    return None
-
-
-def exit_offline(found, where):
-    """One line instead of the download's traceback, naming what to do; exit 2 like the builtin trainers."""
-    print(f"{where} cannot download its data set ({getattr(found, 'reason', found)}): is the host offline? "
-          "Copy the files onto the host where it looks for them (torchvision's `Downloading URL to PATH` line "
-          "above), or put cifar-10-python.tar.gz in the shared cache $REMOTE_RUN_DATA/cifar10 and train "
-          "with --impl builtin, which reads it from there", file=sys.stderr, flush=True)
-    sys.exit(2)
 
 
 def main():

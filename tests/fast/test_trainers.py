@@ -95,10 +95,10 @@ def write_run_copy(root, files):
 TWO_RUNS = [
     ("hlb", "builtin", "hlb_cifar.py", ["cifar10_data.py"], dict(epochs="1", synthetic=True, subset="128"),
      dict(epochs="2.5", seed="3", batch_size="64", compile=True)),
-    ("hlb", "workspace", "hlb_workspace.py", [], dict(epochs="1"), dict(epochs="11.5")),
+    ("hlb", "workspace", "hlb_workspace.py", ["remote_run_offline.py"], dict(epochs="1"), dict(epochs="11.5")),
     ("david", "builtin", "david_cifar.py", ["cifar10_data.py"], dict(epochs="1", synthetic=True),
      dict(epochs="24", batch_size="256", seed="5", subset="1000")),
-    ("david", "workspace", "david_workspace.py", [], dict(), dict(epochs="3", batch_size="64")),
+    ("david", "workspace", "david_workspace.py", ["remote_run_offline.py"], dict(), dict(epochs="3", batch_size="64")),
 ]
 
 
