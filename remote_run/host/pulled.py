@@ -12,13 +12,7 @@ import os
 import sys
 
 from . import exits
-
-
-def _mtime(run_dir, name):
-    try:
-        return os.stat(os.path.join(run_dir, name)).st_mtime
-    except OSError:
-        return None
+from .runs import written
 
 
 def _paths(pattern):
@@ -34,9 +28,9 @@ def _paths(pattern):
 def find(bases, run_dir, patterns, own, limit):
     """{"base": the first of ``bases`` that is a real folder, "files": [[path, size, mtime], ...], "cut"}."""
     base = next((b for b in bases if os.path.isdir(b) and not os.path.islink(b)), bases[-1])
-    since = _mtime(run_dir, "pid")
-    since = since - 0.05 if since is not None else _mtime(run_dir, "meta.json")
-    until = _mtime(run_dir, "exit_code")
+    since = written(run_dir, "pid")
+    since = since - 0.05 if since is not None else written(run_dir, "meta.json")
+    until = written(run_dir, "exit_code")
     real = os.path.realpath(base)
     found, cut = {}, False
     for pattern in patterns:
