@@ -3,7 +3,8 @@ records in REMOTE_DIR (remote_run.host.owner), and the words for whose runs a RE
 
 Why a random id in the workspace's local state, not this machine's name and the workspace's
 path: it moves with the checkout (moved or renamed, it is still the same one), while a fresh clone
-has none (RUNS_DIR is never committed or synced) and makes its own. A copy made with `cp -r` keeps
+has none (RUNS_DIR is never committed or synced) and makes its own; where it stands in the very
+place of the checkout a REMOTE_DIR mirrors, it replaced that one (host.owner.replaced). A copy made with `cp -r` keeps
 it, and so counts as the same checkout: deleting RUNS_DIR/.checkout in the copy makes it a new one.
 The id tells checkouts apart; it is no secret and authenticates nothing.
 """
@@ -76,8 +77,10 @@ def spec(settings, *, take_over: bool = False) -> dict:
 
 
 def is_ours(settings, record: dict | None) -> bool:
-    """Whether ``record`` (REMOTE_DIR's, host.owner.checkout_of) is this checkout's."""
-    return record is not None and record.get("id") == own_id(settings, create=False)
+    """Whether ``record`` (REMOTE_DIR's, host.owner.checkout_of) is this checkout's, or a checkout's
+    that stood where this one stands (host.owner.replaced: its next sync takes it over)."""
+    return record is not None and (record.get("id") == own_id(settings, create=False)
+                                   or record.get("from") == origin(settings))
 
 
 def whose_runs(settings, label: str, record: dict | None) -> str:

@@ -21,7 +21,7 @@ import subprocess
 import time
 
 from . import exits, layout, tree
-from .control import fail
+from .control import fail, say
 from .files import read_json, remove, write_text
 
 MARKER = ".remote-run/owner"
@@ -152,16 +152,25 @@ def shown(record):
     return "%s%s" % (record.get("from") or "a checkout that did not say where it was", when)
 
 
+def replaced(record, checkout):
+    """Whether ``checkout`` stands where the checkout of ``record`` stood (the same machine:path)
+    under a new id: that one was re-cloned there, or its local state deleted. Two checkouts cannot
+    share one place, so this one takes over what the earlier one mirrored."""
+    return bool(record and checkout and record["id"] != checkout.get("id")
+                and record.get("from") and record.get("from") == checkout.get("from"))
+
+
 def other_checkout(root, checkout):
     """The line refusing ``checkout`` (this machine's {"id", "from", "host", "take_over"}) a
     REMOTE_DIR that mirrors another checkout ("" when it may go on: the same checkout, wherever it
-    is now; no record; --take-over; or no ``checkout`` given, by hand)."""
+    is now; a new checkout in the same place (replaced); no record; --take-over; or no
+    ``checkout`` given, by hand)."""
     if not checkout or checkout.get("take_over"):
         return ""
     record = checkout_of(root)
     # A REMOTE_DIR claimed before checkouts were recorded has none: the first checkout that syncs it
     # adopts it, silently (mirror() records it).
-    if record is None or record["id"] == checkout.get("id"):
+    if record is None or record["id"] == checkout.get("id") or replaced(record, checkout):
         return ""
     return ("REMOTE_DIR=%s on %s mirrors another checkout (%s); set REMOTE_DIR to another path for this one, "
             "or take it over with --take-over" % (root, checkout.get("host") or "this host", shown(record)))
@@ -170,6 +179,10 @@ def other_checkout(root, checkout):
 def mirror(root, checkout):
     """Record that REMOTE_DIR now mirrors ``checkout`` (synced from its machine:path, now)."""
     if checkout:
+        earlier = checkout_of(root)
+        if replaced(earlier, checkout):
+            say("REMOTE_DIR=%s mirrored an earlier checkout in this same place (%s); it mirrors this one now, "
+                "with that one's runs" % (root, shown(earlier)))
         record = {"id": checkout["id"], "from": checkout.get("from", ""), "synced": round(time.time(), 3)}
         write_text(os.path.join(root, CHECKOUT), json.dumps(record) + "\n")
 

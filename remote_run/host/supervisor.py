@@ -50,6 +50,11 @@ def start(payload):
             prepare(root, member, payload.get("rules"), queued=bool(group_dir))
     except snapshot.SnapshotError as exc:
         return fail(str(exc), exits.USAGE)
+    except FileExistsError as exc:
+        # Run ids are made on the user's machine from the second they start; another checkout that
+        # shares (took over) this REMOTE_DIR can have started one in the same second.
+        return fail("%s already exists in %s: a run of another checkout started in the same second; "
+                    "run the command again" % (os.path.basename(exc.filename or "the run"), root), exits.ENVIRONMENT)
     except OSError as exc:
         return fail("cannot prepare the run in %s: %s" % (root, exc.strerror or exc), exits.ENVIRONMENT)
     os.chdir(root)

@@ -51,14 +51,29 @@ def test_the_first_sync_records_the_checkout_and_where_it_came_from(root):
     (ANN, False),
     (dict(ANN, **{"from": "laptop:/home/ann/moved"}), False),  # the same checkout, moved: still it
     (BOB, True),
+    (dict(BOB, **{"from": ANN["from"]}), False),  # cloned again where ANN's stood: it replaces it
     (dict(BOB, take_over=True), False),
-], ids=["by-hand", "same", "moved", "other", "take-over"])
+], ids=["by-hand", "same", "moved", "other", "same-place", "take-over"])
 def test_only_another_checkout_is_refused_unless_it_takes_over(root, mine, refused):
     line = owner.other_checkout(str(root), mine)
     assert bool(line) == refused
     if refused:
         assert line.startswith(f"REMOTE_DIR={root} on l1 mirrors another checkout (laptop:/home/ann/proj, synced ")
         assert line.endswith("; set REMOTE_DIR to another path for this one, or take it over with --take-over")
+
+
+def test_a_checkout_cloned_again_in_the_same_place_takes_over_and_says_so_once(root, capsys):
+    again = dict(BOB, **{"from": ANN["from"]})
+    assert owner.claim(str(root), "stamp-2", False, ["true"], again) == 0
+    assert owner.checkout_of(str(root))["id"] == again["id"]
+    err = capsys.readouterr().err
+    assert err == (f"remote-run: REMOTE_DIR={root} mirrored an earlier checkout in this same place "
+                   f"(laptop:/home/ann/proj, synced {err.split(', synced ')[1].split(')')[0]}); "
+                   "it mirrors this one now, with that one's runs\n")
+    assert (root / layout.RUNS / "r1" / "meta.json").is_file()
+    assert owner.claim(str(root), "stamp-3", False, ["true"], again) == 0
+    assert capsys.readouterr().err == ""
+    assert owner.other_checkout(str(root), dict(BOB, id="c" * 32))  # another place is still another checkout
 
 
 def test_a_sync_from_another_checkout_is_refused_and_changes_nothing(root, tmp_path, capsys):
@@ -177,6 +192,8 @@ def test_whose_runs_are_said_in_words(loaded):
         f"REMOTE_DIR={remote} on l1 mirrors another checkout (laptop:/home/ann/proj, synced 1970-01-01 00:00 UTC): "
         "these are its runs")
     assert "does not say which checkout it mirrors" in checkout.whose_runs(loaded, "l1", None)
+    replaced = {"id": "d" * 32, "from": checkout.origin(loaded), "synced": 0}  # cloned again in this place
+    assert checkout.whose_runs(loaded, "l1", replaced).startswith("runs of this checkout")
     assert checkout.runs_of(loaded, mine, 1) == "the 1 run of this checkout"
     assert checkout.runs_of(loaded, theirs, 19).startswith("19 runs of another checkout (laptop:/home/ann/proj")
 

@@ -274,3 +274,24 @@ def test_a_claim_refuses_what_is_not_ours_and_changes_nothing(place, capsys, mak
     assert not (place / "ran").exists()
     if before is not None:
         assert sorted(os.listdir(root)) == before
+
+
+def test_a_run_id_another_checkout_used_in_the_same_second_is_refused_and_its_run_kept(tmp_path, capsys,
+                                                                                       monkeypatch):
+    """Run ids come from the second a run starts on the user's machine: a checkout that took over
+    REMOTE_DIR can pick one that the checkout before it used."""
+    from remote_run.host import supervisor
+
+    root = tmp_path / "remote"
+    theirs = root / layout.RUNS / "20261207T180233Z_run"
+    theirs.mkdir(parents=True)
+    (theirs / "run.log").write_text("their log\n")
+    monkeypatch.setattr(supervisor, "not_ours", lambda root: "")
+    monkeypatch.setattr(supervisor, "run_checks", lambda root, payload: {"ok": True})
+    monkeypatch.setattr(supervisor, "control", lambda stream, data: None)
+    code = supervisor.start({"root": str(root), "run_dir": f"{layout.RUNS}/20261207T180233Z_run",
+                             "argv": ["true"], "meta": {}})
+    assert code == exits.ENVIRONMENT
+    assert capsys.readouterr().err == (f"remote-run: 20261207T180233Z_run already exists in {root}: a run of another "
+                                       "checkout started in the same second; run the command again\n")
+    assert [p.name for p in theirs.iterdir()] == ["run.log"] and (theirs / "run.log").read_text() == "their log\n"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 import socket
+import time
 import uuid
 from pathlib import Path
 
@@ -95,28 +96,45 @@ def test_the_second_checkout_is_refused_and_nothing_changes_on_the_host(sshd, tw
     assert tree(Path(remote), skip=()) == before
 
 
-def test_a_warm_run_from_another_checkout_cannot_take_the_fast_path(sshd, two, tmp_path):
-    """Checkout a is moved away and checkout c, identical (a copy that made itself a new checkout),
-    takes its place: this machine's record of the last sync matches c's tree, so a warm run (and a
-    small change) would be confirmed on the host alone. The host refuses c's identity there too."""
+def test_an_identical_copy_elsewhere_is_refused_like_any_other_checkout(sshd, two, tmp_path):
+    """Checkout c is a copy of a elsewhere that made itself a new checkout: the same files, the
+    same times, the same default REMOTE_DIR. The host refuses c's identity on the run and on a
+    small change."""
     a, _, remote = two
     ok(inv(sshd, a, "sync"))
-    moved = tmp_path / "moved" / a.name
-    shutil.move(a.parent, moved.parent)
-    c = a
-    shutil.copytree(moved, c, symlinks=True)  # same files, same times: the fast path's manifest matches
+    c = tmp_path / "copy" / a.name  # the same folder name: the same default REMOTE_DIR
+    shutil.copytree(a, c, symlinks=True)  # same files, same times: the fast path's manifest matches
     (c / "var" / "runs" / ".checkout").unlink()  # a copy made a new checkout
     before = tree(Path(remote), skip=())
-    mark = sshd.mark()
-    refused(inv(sshd, c, "run", "scripts/hello.py", "--cpu-ok"), c)  # the record names a's old place: c's path
-    assert sshd.count("Starting session:", mark) == 1  # one command, the run's: no rsync was tried
-    (c / "README.md").write_text("a small change: a delta, applied by the host's check\n")
-    refused(inv(sshd, c, "sync"), c)
+    refused(inv(sshd, c, "run", "scripts/hello.py", "--cpu-ok"), a)
+    (c / "README.md").write_text("a small change\n")
+    refused(inv(sshd, c, "sync"), a)
     assert tree(Path(remote), skip=()) == before
-    assert not remote_exists(sshd, f"{remote}/runs")
-    # The moved checkout is still the one REMOTE_DIR mirrors: it syncs, and the record says where it is now.
-    ok(inv(sshd, moved, "run", "scripts/hello.py", "--cpu-ok"))
-    assert record(remote)["from"] == where(moved)
+    ok(inv(sshd, a, "run", "scripts/hello.py", "--cpu-ok"))  # a still mirrors it
+    assert record(remote)["from"] == where(a)
+
+
+def test_a_checkout_cloned_again_in_the_same_place_takes_over_with_a_note(sshd, two, tmp_path):
+    """A checkout deleted and cloned again where it was (or whose local state was deleted) is a new
+    checkout in the same machine:path. Two checkouts cannot stand in one place, so the new one
+    mirrors REMOTE_DIR from its first sync, says so once, and keeps the earlier one's runs."""
+    a, b, remote = two
+    ok(inv(sshd, a, "run", "scripts/hello.py", "--cpu-ok"))
+    [earlier] = [p.name for p in (Path(remote) / ".remote-run" / "runs").iterdir()]
+    old_id = record(remote)["id"]
+    shutil.rmtree(a / "var")  # as a fresh clone has it: no local state, no checkout id
+    time.sleep(1)  # a run id is its starting second: a clash with the earlier checkout's is refused (test_host)
+    assert "runs of this checkout" in ok(inv(sshd, a, "status")).stderr
+    first = ok(inv(sshd, a, "run", "scripts/hello.py", "--cpu-ok"))
+    notes = [line for line in remote_run_lines(first.stderr) if "earlier checkout" in line]
+    assert notes == [f"remote-run: REMOTE_DIR={remote} mirrored an earlier checkout in this same place "
+                     f"({where(a)}, synced " + notes[0].split(", synced ", 1)[1]], first.stderr
+    assert notes[0].endswith("; it mirrors this one now, with that one's runs"), notes
+    assert record(remote)["id"] != old_id and record(remote)["from"] == where(a)
+    assert (Path(remote) / ".remote-run" / "runs" / earlier / "run.log").is_file()
+    again = ok(inv(sshd, a, "run", "scripts/hello.py", "--cpu-ok"))
+    assert "earlier checkout" not in again.stderr  # said once
+    refused(inv(sshd, b, "sync"), a)  # another place is still another checkout
 
 
 def test_take_over_makes_remote_dir_this_checkouts_and_keeps_the_others_runs(sshd, two):
