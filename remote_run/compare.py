@@ -104,11 +104,14 @@ def _load_run(folder: Path) -> RunRecord:
 
 
 def _records(runs_dir: Path) -> dict[str, str]:
-    """{id: "run" | "group"} of every record in RUNS_DIR."""
+    """{id: "run" | "group" | "comparison"} of every record in RUNS_DIR (a comparison: an A/B,
+    remote_run.against)."""
     found = {}
     if runs_dir.is_dir():
         for folder in runs_dir.iterdir():
-            if (folder / "summary.json").is_file():
+            if (folder / "plan.json").is_file():
+                found[folder.name] = "comparison"
+            elif (folder / "summary.json").is_file():
                 found[folder.name] = "group"
             elif (folder / "result.json").is_file():
                 found[folder.name] = "run"
@@ -147,6 +150,11 @@ def resolve(runs_dir: Path, ref: str) -> Side:
 
 
 def _started(runs_dir: Path, record_id: str, kind: str) -> str:
+    if kind == "comparison":
+        from . import against
+
+        plan = against.load_plan(runs_dir, record_id)
+        return plan.started if plan else ""
     data = groups.load(runs_dir / record_id) if kind == "group" else None
     if data is not None:
         return data.get("started", "")
@@ -160,6 +168,8 @@ def _group_of(runs_dir: Path, run_id: str, known: dict) -> str | None:
 
 
 def _side(ref: str, record_id: str, runs_dir: Path, known: dict) -> Side:
+    if known[record_id] == "comparison":
+        return Side(ref, "comparison", record_id)
     if known[record_id] == "group":
         summary = groups.load(runs_dir / record_id)
         if summary is None:
@@ -290,6 +300,10 @@ def gated_names(a: Side, b: Side, names, higher=(), lower=()) -> list[str]:
 
 def compare(a: Side, b: Side, *, higher=(), lower=(), tolerances=None) -> list[Row]:
     """A row per RESULT metric both sides have."""
+    for side in (a, b):
+        if side.kind == "comparison":
+            raise Failure(f"{side.ref!r} is an A/B of two versions, compared pair by pair",
+                          f"see it with `inv compare {side.name}-A {side.name}-B` (its two sides)")
     if set(a.ids) == set(b.ids):
         raise Failure(f"{a.ref!r} and {b.ref!r} are the same runs", "compare two different runs, groups or baselines")
     tolerances = tolerances or {}
@@ -547,4 +561,4 @@ def drift_lines(a: Side, b: Side) -> list[str]:
     if not why:
         return []
     return [f"A and B were {' and '.join(why)}: a drift of the machine is not separated from the change of the code; "
-            "interleaved runs of both versions on one GPU separate them"]
+            "runs of both versions interleaved on one GPU separate them (`--against REF`)"]

@@ -16,6 +16,7 @@ from .errors import Failure
 
 CLUSTERS = ("gpu", "tpu")  # --sky: the clusters of .cluster_name_gpu and .cluster_name_tpu
 MAX_REPEAT = 100
+DEFAULT_PAIRS = 5  # --against without --repeat
 
 GATE_HELP = {  # also the flags of `inv compare`
     "tolerance": "NAME=AMOUNT or NAME=PERCENT%: how much worse a metric may get before it counts "
@@ -72,9 +73,15 @@ class RunOptions:
     gpus: object = _flag("", "use N idle GPUs the host picks (least memory used), as CUDA_VISIBLE_DEVICES=auto")
     sky: str = _flag("", "run on the SkyPilot cluster of .cluster_name_gpu (gpu) or .cluster_name_tpu (tpu) "
                          "instead of REMOTE_HOST")
-    repeat: object = _flag("1", "run N times one after another (builtin trainers: seeds seed, seed+1, ...) "
-                                "as a group with a summary (default 1)")
+    repeat: object = _flag("", "run N times one after another (builtin trainers: seeds seed, seed+1, ...) "
+                               "as a group with a summary (default 1; with --against, N pairs, default 5)")
     compare_to: str = _flag("", "then compare with this baseline (`inv baseline.save`) and exit 4 on a regression")
+    against: str = _flag("", "A/B: run git revision REF (A: its committed tree and the untracked files a sync sends) "
+                             "and the working tree (B) in pairs, interleaved on the same GPU, then compare them "
+                             "pair by pair")
+    committed_only: bool = _flag(False, "with --against: A gets REF's committed files only, not the untracked ones")
+    fail_on_regression: bool = _flag(False, "with --against: exit 4 when B is significantly worse than A "
+                                            "beyond its tolerance")
     tolerance: tuple = _flag((), GATE_HELP["tolerance"], iterable=True)
     higher_is_better: tuple = _flag((), GATE_HELP["higher_is_better"], iterable=True)
     lower_is_better: tuple = _flag((), GATE_HELP["lower_is_better"], iterable=True)
@@ -127,7 +134,9 @@ class RunOptions:
         from .environment import choose
         from .settings import int_between, sync_paths
 
-        runs = int_between("--repeat", self.repeat, 1, MAX_REPEAT)
+        runs = int_between("--repeat", self.repeat, 1, MAX_REPEAT // 2 if self.against else MAX_REPEAT) \
+            if self.repeat not in ("", None) else DEFAULT_PAIRS if self.against else 1
+        self._check_against()
         if self.extra or self.group or self.frozen:  # names the workspace's pyproject.toml does not have
             choose(settings, self.extra, self.group, self.frozen)
         if self.sky and self.sky not in CLUSTERS:
@@ -148,12 +157,12 @@ class RunOptions:
             raise Failure("--port forwards while a run is followed",
                           "with --detach, forward later with `inv tunnel --port PORT`")
         gating = self.gating()
-        if not self.compare_to and any(gating.values()):
+        if not self.compare_to and not self.against and any(gating.values()):
             flag = next(k for k, v in gating.items() if v).replace("_", "-")
-            raise Failure(f"--{flag} only applies with --compare-to NAME (or to `inv compare`)",
-                          "add --compare-to or drop it")
-        if self.compare_to:
-            if self.detach:
+            raise Failure(f"--{flag} only applies with --compare-to NAME or --against REF (or to `inv compare`)",
+                          "add one or drop it")
+        if self.compare_to or self.against:
+            if self.compare_to and self.detach:
                 raise Failure("--compare-to compares the finished runs",
                               "drop --detach (or compare later with `inv compare`)")
             compare.check_metric_names("--higher-is-better", self.higher_is_better)
@@ -165,6 +174,22 @@ class RunOptions:
                                    gpu_count=count, runs=runs, processes=processes,
                                    variables=run_variables(self.env, settings.remote_env) if self.env else ())
 
+    def _check_against(self) -> None:
+        if not self.against:
+            for flag in ("committed_only", "fail_on_regression"):
+                if getattr(self, flag):
+                    raise Failure(f"--{flag.replace('_', '-')} only applies with --against REF", "add it or drop it")
+            return
+        if self.compare_to:
+            raise Failure("--against and --compare-to are two ways to compare",
+                          "give one: --against REF runs both versions now; --compare-to NAME uses a saved baseline")
+        if self.sky:
+            raise Failure("--against runs on REMOTE_HOST", "drop --sky (a SkyPilot cluster is an SSH host too: "
+                                                           "REMOTE_HOST=<cluster name>)")
+        if self.detach and self.fail_on_regression:
+            raise Failure("--fail-on-regression gates the finished A/B",
+                          "drop --detach (or gate later: `inv compare ID --fail-on-regression`)")
+
     def gating(self) -> dict:
         """The gate's flags, as remote_run.tasks.results.gate takes them."""
         return {"tolerance": self.tolerance, "higher_is_better": self.higher_is_better,
@@ -173,7 +198,8 @@ class RunOptions:
     def invocation(self, names) -> dict:
         """The flags among ``names``, as given, that `inv rerun` gives a run again (no --repeat, gate,
         --detach or --take-over: taking a REMOTE_DIR over is done once, on purpose)."""
-        skip = ("repeat", "compare_to", "tolerance", "higher_is_better", "lower_is_better", "detach", "take_over")
+        skip = ("repeat", "compare_to", "tolerance", "higher_is_better", "lower_is_better", "detach", "take_over",
+                "against", "committed_only", "fail_on_regression")
         return {f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v for f in self.flags()
                 if f.name in names and f.name not in skip}
 

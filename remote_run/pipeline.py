@@ -185,6 +185,7 @@ class Done:
     code: int
     runs: list
     group: str | None = None
+    regressions: list | None = None  # an A/B's (None: no A/B)
 
 
 class Recording:
@@ -237,11 +238,12 @@ def code_job(backend, settings) -> Future:
     return steps.in_background(take)
 
 
-def execute(backend, settings, specs: list[RunSpec], *, detach: bool = False) -> Done:
+def execute(backend, settings, specs: list[RunSpec], *, detach: bool = False, ab=None) -> Done:
     """Start ``specs`` on ``backend`` (one run, or a --repeat group run one after another), follow
-    them, write their records and the group's summary; the exit status is the (last failed) run's."""
-    if len(specs) > 1:
-        return _execute_group(backend, settings, specs, detach=detach)
+    them, write their records and the group's summary; the exit status is the (last failed) run's.
+    ``ab`` (remote_run.against.Plan): each spec runs twice, as A and as B, in its order."""
+    if len(specs) > 1 or ab is not None:
+        return _execute_group(backend, settings, specs, detach=detach, ab=ab)
     spec = specs[0]
     run_id = records.claim_run_id(spec.task, settings.runs_dir)
     code = code_job(backend, settings)
@@ -274,60 +276,108 @@ def execute(backend, settings, specs: list[RunSpec], *, detach: bool = False) ->
     return Done(ending.exit_status or 0, [run_id])
 
 
-def _execute_group(backend, settings, specs: list[RunSpec], *, detach: bool) -> Done:
-    task = specs[0].task
-    group_id = records.claim_run_id(f"{task}-x{len(specs)}", settings.runs_dir)
+def _execute_group(backend, settings, specs: list[RunSpec], *, detach: bool, ab=None) -> Done:
+    from . import against
+
+    group_id, specs, sides = _group_members(settings, specs, ab)
     member_ids = [f"{group_id}.{i}" for i in range(1, len(specs) + 1)]
     for run_id in member_ids:
         (settings.runs_dir / run_id).mkdir()
     code = code_job(backend, settings)
-    runs = [Recording(backend, settings, spec, run_id, code, group=group_id) for run_id, spec in zip(member_ids, specs)]
+    codes = {None: code, "B": code, "A": code if ab is None else steps.in_background(against.code_of_a, ab, code)}
+    runs = [Recording(backend, settings, spec, run_id, codes[side], group=group_id)
+            for run_id, spec, side in zip(member_ids, specs, sides)]
     finished: list[records.RunRecord] = []
+
+    def summarize():
+        if ab is None:
+            return groups.write(settings.runs_dir / group_id, groups.summarize(group_id, finished))
+        against.finish(settings.runs_dir, ab, finished)
+        return settings.runs_dir / group_id
 
     def give_up():
         say(f"stopped waiting; group {group_id} is being stopped on {backend.label} (see `inv status`)")
         for run in runs[len(finished):]:
             finished.append(run.finish(Ending(exits.INTERRUPTED, state=states.KILLED), True))
-        groups.write(settings.runs_dir / group_id, groups.summarize(group_id, finished))
+        summarize()
         os._exit(exits.INTERRUPTED)
 
     ctrl_c = CtrlC(lambda: backend.stop(group_id, first_ctrl_c=True), give_up)
     try:
         backend.prepare(specs[0])
+        if ab is not None:
+            backend.sync_revision(ab, code)
         with ctrl_c:
-            backend.launch_group(group_id, list(zip(member_ids, specs)), detach=detach)
+            backend.launch_group(group_id, list(zip(member_ids, specs)), detach=detach,
+                                 revisions=[ab.commit if side == "A" else None for side in sides] if ab else None)
             if detach:
                 for run in runs:
                     finished.append(run.finish(Ending(None, detached=True), False))
                     aftermath.ended(backend, finished[-1], run.folder, specs[0].pull)
             else:
-                for run, spec in zip(runs, specs):
-                    run.started = run.output.t0 = time.perf_counter()  # it starts when the one before it ends
-                    ending = Ending(exits.INTERRUPTED, state=states.KILLED) if ctrl_c.requested else \
-                        backend.follow_member(run.run_id, spec, run.output, ctrl_c=ctrl_c)
-                    finished.append(run.finish(ending, ctrl_c.requested))
-                    aftermath.ended(backend, finished[-1], run.folder, spec.pull)  # --pull, NOTIFY_CMD
-                    if ending.lost:
-                        raise Failure(backend.dropped(),
-                                      f"the group goes on: see it with `inv logs --follow --run {group_id}`",
-                                      Kind.UNREACHABLE)
-                    if not ending.lost and not ctrl_c.requested:
-                        report(finished[-1], run.folder)
+                _follow_members(backend, group_id, list(zip(runs, specs)), ctrl_c, finished)
     except BaseException:
         wait([code])
         if not finished:
+            if ab is not None:
+                (settings.runs_dir / group_id / against.PLAN).unlink(missing_ok=True)  # it never started
             for folder in [settings.runs_dir / group_id, *(run.folder for run in runs)]:
                 _drop_if_empty(folder)
         raise
-    folder = groups.write(settings.runs_dir / group_id, groups.summarize(group_id, finished))
     if detach:
-        say(f"group {group_id} goes on detached ({len(specs)} runs, one after another); follow it with "
-            f"`inv logs --follow --run {group_id}`, stop it with `inv kill --run {group_id}`; "
-            f"record: {folder}/summary.md")
-        return Done(exits.OK, member_ids, group_id)
-    report_group(groups.load(folder), folder)
+        return _went_on(settings, group_id, member_ids, finished, ab)
+    folder = summarize()
     failed = [r.exit_status for r in finished if r.exit_status]
+    if ab is not None:
+        return Done(failed[-1] if failed else 0, member_ids, group_id, report_ab(settings.runs_dir, ab))
+    report_group(groups.load(folder), folder)
     return Done(failed[-1] if failed else 0, member_ids, group_id)
+
+
+def _follow_members(backend, group_id: str, members: list, ctrl_c: CtrlC, finished: list) -> None:
+    """Follow a group's runs one after another, recording each as it ends (into ``finished``)."""
+    for run, spec in members:
+        run.started = run.output.t0 = time.perf_counter()  # it starts when the one before it ends
+        ending = Ending(exits.INTERRUPTED, state=states.KILLED) if ctrl_c.requested else \
+            backend.follow_member(run.run_id, spec, run.output, ctrl_c=ctrl_c)
+        finished.append(run.finish(ending, ctrl_c.requested))
+        aftermath.ended(backend, finished[-1], run.folder, spec.pull)  # --pull, NOTIFY_CMD
+        if ending.lost:
+            raise Failure(backend.dropped(), f"the group goes on: see it with `inv logs --follow --run {group_id}`",
+                          Kind.UNREACHABLE)
+        if not ctrl_c.requested:
+            report(finished[-1], run.folder)
+
+
+def _went_on(settings, group_id: str, member_ids: list, finished: list, ab) -> Done:
+    """A detached group: its summary so far (an A/B's comes when it is followed to its end)."""
+    folder = settings.runs_dir / group_id
+    if ab is None:
+        groups.write(folder, groups.summarize(group_id, finished))
+    say(f"{'A/B' if ab else 'group'} {group_id} goes on detached ({len(member_ids)} runs, one after another); "
+        f"follow it with `inv logs --follow --run {group_id}`, stop it with `inv kill --run {group_id}`; "
+        f"record: {folder}/{'plan.json' if ab else 'summary.md'}")
+    return Done(exits.OK, member_ids, group_id)
+
+
+def _group_members(settings, specs: list[RunSpec], ab) -> tuple[str, list[RunSpec], list]:
+    """(the group's id, the spec of each of its runs, the A/B side of each or None)."""
+    if ab is None:
+        return records.claim_run_id(f"{specs[0].task}-x{len(specs)}", settings.runs_dir), specs, [None] * len(specs)
+    # pair i: the same arguments (its seed) on both sides
+    return ab.id, [specs[pair] for _, pair in ab.members], [side for side, _ in ab.members]
+
+
+def report_ab(runs_dir: Path, ab) -> list[str]:
+    """Show an A/B's comparison; its regression lines."""
+    from . import against
+
+    regressions = against.show(against.load(runs_dir, ab.id))
+    for line in regressions:
+        say(line)
+    say(f"A/B {ab.id}: record {runs_dir / ab.id}/comparison.md; again: `inv compare {ab.side_id('A')} "
+        f"{ab.side_id('B')}`")
+    return regressions
 
 
 def report_group(summary: dict, folder: Path) -> None:
@@ -417,15 +467,31 @@ class HostRuns(Backend):
         result, errors = self._start(self._member(run_id, spec, first=True), output, detach=detach)
         return self._ending(run_id, result, errors, detach=detach)
 
-    def launch_group(self, group_id: str, members: list, *, detach: bool) -> None:
+    def launch_group(self, group_id: str, members: list, *, detach: bool, revisions: list | None = None) -> None:
         """One launcher command: the remaining checks and a group of runs, one after another on the
-        host (so a detached group needs no laptop); each is then followed by follow_member()."""
+        host (so a detached group needs no laptop); each is then followed by follow_member().
+        ``revisions``: an A/B's, the revision each run's snapshot is taken of (None: the workspace's);
+        its runs hold their GPUs from the first to the last."""
         spec = members[0][1]
-        say(f"{spec.task} on {self.label}: {join(spec.argv)}  x{len(members)}  [group {group_id}]")
-        payload = {"group_dir": f"{layout.RUNS}/{group_id}",
-                   "members": [self._member(run_id, spec, first=i == 0, group=group_id)
+        kind = "A/B" if revisions else "group"
+        say(f"{spec.task} on {self.label}: {join(spec.argv)}  x{len(members)}  [{kind} {group_id}]")
+        payload = {"group_dir": f"{layout.RUNS}/{group_id}", "hold": bool(revisions),
+                   "members": [self._member(run_id, spec, first=i == 0, group=group_id,
+                                            revision=revisions[i] if revisions else None)
                                for i, (run_id, spec) in enumerate(members)]}
         self._start(payload, Tee(show=False), detach=True, meta={"task": spec.task, "options": spec.options})
+
+    def sync_revision(self, ab, code) -> None:
+        """An A/B's side A: the sync still pending is confirmed first (REMOTE_DIR is then ours and
+        up to date), then REF's tree goes to the host beside it."""
+        from . import against
+
+        if self.pending.sync is not None:
+            only = steps.Pending(sync=self.pending.sync)
+            self.prepared = self.prepared.plus(steps.settle(self.sess, only, steps.checks(self.sess, only)))
+            self.pending = replace(self.pending, sync=None)
+        untracked = [item["path"] for item in code.result()[0].get("untracked") or []]
+        say(against.sync_revision(self.host, ab, untracked))
 
     def follow_member(self, run_id: str, spec: RunSpec, output: Tee, *, ctrl_c=None) -> Ending:
         say(f"{spec.task} on {self.label}: {join(spec.argv)}  [run {run_id}]")
@@ -433,13 +499,19 @@ class HostRuns(Backend):
         ending.gpu = list(self.prepared.gpus)
         return ending
 
-    def _member(self, run_id: str, spec: RunSpec, *, first: bool, group: str | None = None) -> dict:
+    def _member(self, run_id: str, spec: RunSpec, *, first: bool, group: str | None = None,
+                revision: str | None = None) -> dict:
         s = self.host.settings
         # into the run's snapshot
         files = {**spec.files, ".remote-run/site/sitecustomize.py": template("numpy_aliases.py")}
+        if revision:
+            from .against import revision_files
+
+            files = revision_files(s, files, revision)
         return {"run_dir": f"{layout.RUNS}/{run_id}", "files": files, "argv": spec.argv, "cwd": spec.cwd,
-                "meta": {"task": spec.task, "options": spec.options, "forwarded": list(s.remote_env), "group": group},
-                "nproc_at": spec.nproc_at}
+                "meta": {"task": spec.task, "options": spec.options, "forwarded": list(s.remote_env), "group": group,
+                         **({"revision": revision} if revision else {})},
+                "nproc_at": spec.nproc_at, **({"revision": revision} if revision else {})}
 
     def _start(self, part: dict, output: Tee, *, detach: bool, meta: dict | None = None):
         """The host program's `start` with the pending checks. When the host's report says no, every
@@ -659,10 +731,20 @@ def _follow_recorded(runs: "HostRuns", row: dict, mode: str, *, show: bool) -> i
     return code
 
 
-def _complete_group(runs: "HostRuns", row: dict) -> None:
-    found = [records.RunRecord.load(runs.host.settings.runs_dir / member) for member in row["members"]]
-    folder = groups.write(runs.host.settings.runs_dir / row["id"], groups.summarize(row["id"], [r for r in found if r]))
+def _complete_group(runs: "HostRuns", row: dict) -> list:
+    """Write the summary of a group followed to its end again, or stopped; an A/B's comparison
+    (its regression lines)."""
+    from . import against
+
+    runs_dir = runs.host.settings.runs_dir
+    found = [records.RunRecord.load(runs_dir / member) for member in row["members"]]
+    ab = against.load_plan(runs_dir, row["id"])
+    if ab is not None and all(found):
+        against.finish(runs_dir, ab, found)
+        return report_ab(runs_dir, ab)
+    folder = groups.write(runs_dir / row["id"], groups.summarize(row["id"], [r for r in found if r]))
     report_group(groups.load(folder), folder)
+    return []
 
 
 def status(sess: Session) -> tuple[list[tuple], dict | None]:

@@ -15,26 +15,32 @@ WORK = "work"  # RUNS/<id>/work: the run's own copy of the synced tree, and its 
 LINKED = "work.linked"  # what the snapshot hard-linked: "path\0inode\0" pairs, to tell code from outputs
 OWN = (layout.OWN,)  # REMOTE_DIR's own top-level names: never in a snapshot
 SHARED = (".venv",)  # linked as symbolic links: shared by every run, not copied
+REVISIONS = os.path.join(layout.OWN, "revisions")  # REVISIONS/<sha>: the trees of git revisions A/B runs compare
 
 
 class SnapshotError(Exception):
     pass
 
 
-def take(root, run_dir, rules):
+def take(root, run_dir, rules, revision=None):
     """Hard-link the synced tree into run_dir/work. .venv and the top-level paths the sync leaves
-    alone are linked as symlinks. Returns {"tree": the sync stamp, "files", "seconds"}."""
+    alone are linked as symlinks. Returns {"tree": the sync stamp, "files", "seconds"}.
+
+    ``revision`` (an A/B's side A): the tree of a git revision synced into REMOTE_DIR/REVISIONS/<name>
+    instead; it shares .venv and the paths the sync leaves alone, never the workspace's own files."""
     began = time.time()
     stamp_path = os.path.join(root, tree.STAMP)
     before = read_text(stamp_path)
     work = os.path.join(run_dir, WORK)
     os.mkdir(work, 0o700)
+    compiled = tree.compile_rules(rules or [])
     skip = set(tree.read_rendered(root)) | set(tree.PROTECTED)
-    entries = tree.walk(root, tree.compile_rules(rules or []), skip)
+    base = os.path.join(root, REVISIONS, revision) if revision else root
+    entries = tree.walk(base, compiled, () if revision else skip)
     linked = []
     for rel in sorted(entries):  # a folder sorts before what is in it
         kind, _size, _mtime, mode, target = entries[rel]
-        source, dest = os.path.join(root, rel), os.path.join(work, rel)
+        source, dest = os.path.join(base, rel), os.path.join(work, rel)
         if kind == tree.DIR:
             os.mkdir(dest, 0o700)
         elif kind == tree.FILE:
@@ -46,10 +52,15 @@ def take(root, run_dir, rules):
         if entries[rel][0] == tree.DIR:
             os.chmod(os.path.join(work, rel), entries[rel][3])
     for name in os.listdir(root):
-        if name not in entries and name not in OWN and name not in skip - set(SHARED):
-            os.symlink(os.path.join(root, name), os.path.join(work, name))
+        if name in entries or name in OWN or name in skip - set(SHARED):
+            continue
+        if revision and name not in SHARED and tree.included(compiled, name, os.path.isdir(os.path.join(root, name))):
+            continue  # the workspace's own file: the revision has its own, or none
+        os.symlink(os.path.join(root, name), os.path.join(work, name))
     with open(os.path.join(run_dir, LINKED), "w", encoding="utf-8", errors="surrogateescape") as handle:
         handle.write("".join(linked))
+    if revision:
+        return {"tree": "revision " + revision, "files": len(linked), "seconds": round(time.time() - began, 3)}
     if before is None:
         raise SnapshotError("REMOTE_DIR has no sync stamp, so the run's snapshot cannot be checked; "
                             "run `inv sync` and then the run again")

@@ -34,29 +34,14 @@ def start(payload):
     members = payload.get("members") or [{key: payload.get(key)
                                           for key in ("run_dir", "argv", "files", "meta", "cwd", "nproc_at")}]
     wanted = payload.get("queue")
+    if wanted and payload.get("hold"):
+        wanted = dict(wanted, hold=True)  # an A/B: both sides on the same GPUs, from its first run to its last
     if wanted and report.get("gpu", {}).get("state") == "ok" and not report["gpu"].get("busy"):
         wanted = dict(wanted, chosen=report["gpu"]["chosen"])  # the check just found them free: no second query
     group_dir = os.path.join(root, payload["group_dir"]) if payload.get("group_dir") else None
-    try:
-        if group_dir:
-            os.makedirs(os.path.dirname(group_dir), exist_ok=True)
-            os.mkdir(group_dir)
-            write_text(os.path.join(group_dir, "group.json"), json.dumps(
-                dict(payload.get("meta", {}), members=[os.path.basename(m["run_dir"]) for m in members],
-                     started=time.time())))
-        snapshot.release_ended(root)
-        os.makedirs(os.path.join(root, layout.DATA), mode=0o700, exist_ok=True)
-        for member in members:
-            prepare(root, member, payload.get("rules"), queued=bool(group_dir))
-    except snapshot.SnapshotError as exc:
-        return fail(str(exc), exits.USAGE)
-    except FileExistsError as exc:
-        # Run ids are made on the user's machine from the second they start; another checkout that
-        # shares (took over) this REMOTE_DIR can have started one in the same second.
-        return fail("%s already exists in %s: a run of another checkout started in the same second; "
-                    "run the command again" % (os.path.basename(exc.filename or "the run"), root), exits.ENVIRONMENT)
-    except OSError as exc:
-        return fail("cannot prepare the run in %s: %s" % (root, exc.strerror or exc), exits.ENVIRONMENT)
+    code = _prepare_all(root, payload, group_dir, members)
+    if code is not None:
+        return code
     os.chdir(root)
     started, told = os.pipe()  # the supervisor says the first run's pid on it, or "failed WHY"
     ended, ends = os.pipe()  # ... and closes this one once the first run's exit status is written
@@ -89,13 +74,38 @@ def start(payload):
     return runs.follow(first, 0, stop_run=True, grace=payload.get("grace", runs.GRACE_SECONDS), ended=ended)
 
 
+def _prepare_all(root, payload, group_dir, members):
+    """Each run's folder and snapshot (and a group's record); None, or the exit status of a refusal."""
+    try:
+        if group_dir:
+            os.makedirs(os.path.dirname(group_dir), exist_ok=True)
+            os.mkdir(group_dir)
+            write_text(os.path.join(group_dir, "group.json"), json.dumps(
+                dict(payload.get("meta", {}), members=[os.path.basename(m["run_dir"]) for m in members],
+                     started=time.time())))
+        snapshot.release_ended(root)
+        os.makedirs(os.path.join(root, layout.DATA), mode=0o700, exist_ok=True)
+        for member in members:
+            prepare(root, member, payload.get("rules"), queued=bool(group_dir))
+    except snapshot.SnapshotError as exc:
+        return fail(str(exc), exits.USAGE)
+    except FileExistsError as exc:
+        # Run ids are made on the user's machine from the second they start; another checkout that
+        # shares (took over) this REMOTE_DIR can have started one in the same second.
+        return fail("%s already exists in %s: a run of another checkout started in the same second; "
+                    "run the command again" % (os.path.basename(exc.filename or "the run"), root), exits.ENVIRONMENT)
+    except OSError as exc:
+        return fail("cannot prepare the run in %s: %s" % (root, exc.strerror or exc), exits.ENVIRONMENT)
+    return None
+
+
 def prepare(root, member, rules, queued=False):
     """A run's folder: its snapshot of the code (work/, with the files it brings), meta.json and an
     empty run.log (and, for a run of a group that has to wait its turn, the `queued` marker)."""
     run_dir = os.path.join(root, member["run_dir"])
     os.makedirs(os.path.dirname(run_dir), mode=0o700, exist_ok=True)
     os.mkdir(run_dir)
-    taken = snapshot.take(root, run_dir, rules)
+    taken = snapshot.take(root, run_dir, rules, member.get("revision"))
     snapshot.write_files(os.path.join(run_dir, snapshot.WORK), member.get("files") or {})
     meta = dict(member.get("meta") or {}, argv=member["argv"], started=time.time(), snapshot=taken)
     write_text(os.path.join(run_dir, "meta.json"), json.dumps(meta, indent=1))
@@ -121,6 +131,7 @@ def supervise(root, group_dir, members, env, sample, pipes, wanted=None, webhook
     if group_dir:
         write_text(os.path.join(group_dir, "pid"), "%d\n" % os.getpid())
     code = 0
+    held = None  # (entry, devices) that --against holds through all its runs
     for member in members:
         run_dir = os.path.join(root, member["run_dir"])
         if group_dir and os.path.exists(os.path.join(group_dir, "stopped")):
@@ -128,8 +139,8 @@ def supervise(root, group_dir, members, env, sample, pipes, wanted=None, webhook
             continue
         if group_dir:
             os.unlink(os.path.join(run_dir, runs.QUEUED_MARKER))
-        entry, devices = None, None
-        if wanted and wanted.get("want"):
+        entry, devices = held or (None, None)
+        if held is None and wanted and wanted.get("want"):
             if wanted.get("wait") and told is not None:
                 write_text(os.path.join(run_dir, runs.WAITING_MARKER),
                            json.dumps({"pid": os.getpid(), "position": "?"}))
@@ -142,6 +153,8 @@ def supervise(root, group_dir, members, env, sample, pipes, wanted=None, webhook
                 code = exits.PREFLIGHT
                 notify.run_ended(webhook, run_dir, code)  # it timed out waiting
                 continue
+            if wanted.get("hold"):
+                held = (entry, devices)
         run_env = dict(environment, CUDA_VISIBLE_DEVICES=devices) if devices is not None else environment
         if devices is not None:
             write_text(os.path.join(run_dir, "gpus"), devices + "\n")
@@ -151,10 +164,12 @@ def supervise(root, group_dir, members, env, sample, pipes, wanted=None, webhook
             code = run_one(run_dir, argv, run_env, member.get("cwd") or "",
                            dict(sample or {}, devices=devices) if devices else sample, told, ends)
         finally:
-            if entry is not None:
+            if entry is not None and held is None:
                 entry.remove()
         notify.run_ended(webhook, run_dir, code)
         told = ends = None  # only the first run's pid and end are awaited
+    if held is not None:
+        held[0].remove()
     if group_dir:
         write_text(os.path.join(group_dir, "exit_code"), "%d\n" % code)
     os._exit(0)

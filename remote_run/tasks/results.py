@@ -26,18 +26,42 @@ def gate(runs_dir, a, b, *, tolerance=(), higher_is_better=(), lower_is_better=(
         say(f"no regression of {b.ref} against {a.ref}")
 
 
+def ab_gate(runs_dir, ab_id: str, gating: dict, *, fail: bool) -> None:
+    """Show an A/B's paired comparison again (with the gate's flags given now, else its own) and
+    with ``fail`` exit non-zero on its regressions."""
+    from .. import against
+
+    result = against.again(runs_dir, ab_id, gating)
+    regressions = against.show(result)
+    for line in regressions:
+        say(line)
+    if fail and regressions:
+        raise Failure(f"{len(regressions)} metric{'s' if len(regressions) > 1 else ''} of the working tree "
+                      f"regressed against {result['ref']} (A/B {ab_id})", kind=Kind.REGRESSION)
+    if fail:
+        say(f"no regression of the working tree against {result['ref']} (A/B {ab_id})")
+
+
 @task(name="compare", positional=["a", "b"], iterable=["tolerance", "higher_is_better", "lower_is_better"], help={
-    "a": "the reference: a run id, a group id, a unique prefix of one, `latest`, or a baseline name",
+    "a": "the reference: a run id, a group id, a unique prefix of one, `latest`, or a baseline name "
+         "(an A/B's sides, ID-A and ID-B, are compared pair by pair)",
     "b": "what to compare with it (same forms)",
     "fail_on_regression": "exit with status 4 when a metric of B is significantly worse than A's beyond its tolerance",
     **GATE_HELP,
 })
 def compare(c, a, b, fail_on_regression=False, tolerance=None, higher_is_better=None, lower_is_better=None):
-    """Compare two runs, groups or baselines per RESULT metric: means, spread, Welch's test, verdict."""
+    """Compare two runs, groups or baselines per RESULT metric (Welch's test); an A/B's two sides pair by pair."""
+    from .. import against
     from .. import compare as comparing
 
     runs_dir = session(c).settings.runs_dir
     side_a, side_b = comparing.resolve(runs_dir, a), comparing.resolve(runs_dir, b)
+    ab_id = against.sides_of(runs_dir, side_a.name, side_b.name)
+    if ab_id:
+        gating = {"tolerance": tolerance or (), "higher_is_better": higher_is_better or (),
+                  "lower_is_better": lower_is_better or ()}
+        ab_gate(runs_dir, ab_id, gating if any(gating.values()) else None, fail=fail_on_regression)
+        return
     gate(runs_dir, side_a, side_b, tolerance=tolerance or (), higher_is_better=higher_is_better or (),
          lower_is_better=lower_is_better or (), fail=fail_on_regression)
 
