@@ -361,11 +361,11 @@ def revision_files(settings, files: dict, commit: str) -> dict:
         inside = here.relative_to(settings.workspace)
     except ValueError:
         return files
-    committed = cache() / commit
+    committed = cache() / commit / inside
+    names = {mine.read_text(encoding="utf-8"): mine.name for mine in here.glob("*.py")}  # a runner by its text
     chosen = dict(files)
     for path, text in files.items():
-        mine = here / Path(path).name
-        theirs = committed / inside / mine.name
-        if mine.is_file() and theirs.is_file() and mine.read_text(encoding="utf-8") == text:
+        theirs = committed / names[text] if text in names else None
+        if theirs is not None and theirs.is_file():
             chosen[path] = theirs.read_text(encoding="utf-8")
     return chosen
