@@ -309,7 +309,8 @@ def _execute_group(backend, settings, specs: list[RunSpec], *, detach: bool, ab=
             backend.sync_revision(ab, code)
         with ctrl_c:
             backend.launch_group(group_id, list(zip(member_ids, specs)), detach=detach,
-                                 revisions=[ab.commit if side == "A" else None for side in sides] if ab else None)
+                                 revisions=[ab.commit if side == "A" else None for side in sides] if ab else None,
+                                 against=ab.ref if ab else "")
             if detach:
                 for run in runs:
                     finished.append(run.finish(Ending(None, detached=True), False))
@@ -467,7 +468,8 @@ class HostRuns(Backend):
         result, errors = self._start(self._member(run_id, spec, first=True), output, detach=detach)
         return self._ending(run_id, result, errors, detach=detach)
 
-    def launch_group(self, group_id: str, members: list, *, detach: bool, revisions: list | None = None) -> None:
+    def launch_group(self, group_id: str, members: list, *, detach: bool, revisions: list | None = None,
+                     against: str = "") -> None:
         """One launcher command: the remaining checks and a group of runs, one after another on the
         host (so a detached group needs no laptop); each is then followed by follow_member().
         ``revisions``: an A/B's, the revision each run's snapshot is taken of (None: the workspace's);
@@ -479,7 +481,8 @@ class HostRuns(Backend):
                    "members": [self._member(run_id, spec, first=i == 0, group=group_id,
                                             revision=revisions[i] if revisions else None)
                                for i, (run_id, spec) in enumerate(members)]}
-        self._start(payload, Tee(show=False), detach=True, meta={"task": spec.task, "options": spec.options})
+        meta = {"task": spec.task, "options": spec.options}
+        self._start(payload, Tee(show=False), detach=True, meta=dict(meta, against=against) if against else meta)
 
     def sync_revision(self, ab, code) -> None:
         """An A/B's side A: the sync still pending is confirmed first (REMOTE_DIR is then ours and
@@ -759,7 +762,9 @@ def status(sess: Session) -> tuple[list[tuple], dict | None]:
         metrics = " ".join(f"{k}={v}" for k, v in parsed["metrics"].items()) if parsed else ""
         task = " ".join([row["task"], *([row["script"]] if row.get("script") else []),
                          *(["-m", row["module"]] if row.get("module") else [])])
-        task = f"{task} (group of {len(row['members'])})" if row.get("group") else task
+        if row.get("group"):
+            task += (f" (A/B against {row['against']}, {len(row['members']) // 2} pairs)" if row.get("against")
+                     else f" (group of {len(row['members'])})")
         rows.append((row["id"], task, when, shown_state(row),
                      "" if row["exit_code"] is None else str(row["exit_code"]), metrics))
     return rows, runs.checkout

@@ -116,7 +116,7 @@ def listing(runs):
             if not isinstance(group, dict):
                 continue
             rows.append({"id": name, "task": group.get("task", "?"), "started": group.get("started"), "group": True,
-                         **what_ran(group),
+                         **what_ran(group), **({"against": group["against"]} if group.get("against") else {}),
                          "members": group.get("members", []), "state": group_state(run_dir, group.get("members", [])),
                          "exit_code": read_int(os.path.join(run_dir, "exit_code")), "result": None, "log_bytes": 0})
             continue

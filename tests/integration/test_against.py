@@ -86,6 +86,8 @@ def test_an_ab_runs_both_versions_interleaved_and_gives_a_paired_verdict(sshd, r
     # The sides are groups; comparing them again pairs them, with the same verdict.
     again = inv(sshd, ws, remote, "compare", f"{ab}-A", f"{ab}-B", "--fail-on-regression")
     assert again.returncode == Kind.REGRESSION.status and "(paired t)" in again.stdout, again.stderr
+    assert "is an A/B of two versions, compared pair by pair" in one_line_error(
+        inv(sshd, ws, remote, "compare", ab, f"{ab}.1"))
     loose = inv(sshd, ws, remote, "compare", f"{ab}-A", f"{ab}-B", "--tolerance", "seconds=20%", "--fail-on-regression")
     assert loose.returncode == 0 and "worse, within its tolerance" in loose.stdout, loose.stdout + loose.stderr
     # A second A/B of the same revision reuses its tree on the host: nothing is sent again.
@@ -113,7 +115,7 @@ def test_a_detached_ab_holds_the_gpu_from_its_first_run_to_its_last(sshd, repo, 
     assert waiter.returncode == 0, waiter.stderr
     other = sorted(p for p in run_dirs(remote) if "-ab" not in p.name and (p / "meta.json").exists())[-1]
     status = inv(sshd, ws, remote, "status")
-    assert ab in status.stdout and "group of 4" in status.stdout, status.stdout
+    assert ab in status.stdout and "run scripts/ab.py (A/B against HEAD, 2 pairs)" in status.stdout, status.stdout
     followed = inv(sshd, ws, remote, "logs", "--follow", "--run", ab)
     assert followed.returncode == 0, followed.stderr
     assert comparison(ws)["pairs"] == [[f"{ab}.1", f"{ab}.2"], [f"{ab}.4", f"{ab}.3"]]
