@@ -230,7 +230,8 @@ def _pairs(plt, r: dict, small: bool = False):
     if r["a_mean"]:
         scale = 100 / abs(r["a_mean"])
         right.secondary_yaxis("right", functions=(lambda d: d * scale, lambda q: q / scale)).set_ylabel("% of A")
-    right.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.03), ncol=2, frameon=False)
+    if not small:  # a small one's legend is wider than its panel: the paragraph above the figures says it
+        right.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.03), ncol=2, frameon=False)
     title = (f"{r['metric']}: {r['verdict']}{' (a regression)' if r['regression'] else ''}"
              + (f"\np = {r['p']:.3g} ({r['test']})" if r["p"] is not None else ""))
     colour = WORSE if r["regression"] else BETTER if r["verdict"] == "better" else "black"
