@@ -1,6 +1,7 @@
 """`inv report`: one self-contained HTML page (RUNS_DIR/report.html) to look at runs: the runs
 table, each per-epoch metric against epoch and against wall time (a line per run), the spread of
-each group's RESULT metrics, and each run's GPU utilisation and memory over time.
+each group's RESULT metrics, each A/B's pairs and its verdict (remote_run.against), and each run's
+GPU utilisation and memory over time.
 
 Charts are drawn with matplotlib (the `report` extra) and inlined as SVG with their text kept as
 text: the page needs no network and no other file.
@@ -12,7 +13,7 @@ import html
 import io
 from pathlib import Path
 
-from . import compare, groups
+from . import against, compare, groups
 from .errors import Failure, Kind
 from .records import RunRecord
 
@@ -25,8 +26,11 @@ th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: left; vertica
 th { background: #f3f3f3; }
 figure { display: inline-block; margin: 0.5em; vertical-align: top; }
 figcaption { font-size: 0.85em; color: #555; }
+figure.ab { display: inline-table; } figure.ab figcaption { display: table-caption; caption-side: bottom; }
 .finished { color: #176f2c; } .failed, .killed, .connection.lost { color: #a11; }
+.regression { color: #a11; font-weight: bold; }
 """
+WORSE, BETTER, SIDE_A, SIDE_B = "#c0392b", "#1e8449", "#1f77b4", "#e67e22"
 
 
 def _pyplot():
@@ -41,14 +45,15 @@ def _pyplot():
     return plt
 
 
-def select(runs_dir: Path, refs: list[str]) -> tuple[list[RunRecord], list[dict]]:
-    """(run records, group summaries) for the refs, or by default the latest group or the latest
-    ten runs."""
+def select(runs_dir: Path, refs: list[str]) -> tuple[list[RunRecord], list[dict], list[str]]:
+    """(run records, group summaries, A/B ids) for the refs, or by default the latest group or A/B,
+    or the latest ten runs. An A/B brings its runs that have a record."""
     records: dict[str, RunRecord] = {}
     summaries: dict[str, dict] = {}
+    comparisons: list[str] = []
     if not refs:
         latest = compare.resolve(runs_dir, "latest")
-        if latest.kind == "group":
+        if latest.kind in ("group", "comparison"):
             refs = [latest.name]
         else:
             known = compare._records(runs_dir)
@@ -59,22 +64,32 @@ def select(runs_dir: Path, refs: list[str]) -> tuple[list[RunRecord], list[dict]
         side = compare.resolve(runs_dir, ref)
         if side.kind == "group":
             summaries[side.name] = groups.load(runs_dir / side.name)
-        for run in side.runs:
-            record = RunRecord.load(runs_dir / run["id"])
+        ids = [run["id"] for run in side.runs]
+        if side.kind == "comparison":
+            comparisons += [side.name] if side.name not in comparisons else []
+            plan = against.load_plan(runs_dir, side.name)
+            ids = [f"{side.name}.{i}" for i in range(1, len(plan.order) + 1)] if plan else []
+        for run_id in ids:
+            record = RunRecord.load(runs_dir / run_id)
             if record is not None:
                 records.setdefault(record.run_id, record)
-    return list(records.values()), [s for s in summaries.values() if s]
+    return list(records.values()), [s for s in summaries.values() if s], comparisons
 
 
 def write(runs_dir: Path, refs: list[str]) -> Path:
     plt = _pyplot()
-    records, summaries = select(runs_dir, refs)
-    if not records:
+    records, summaries, comparisons = select(runs_dir, refs)
+    if not records and not comparisons:
         raise Failure(f"nothing to report: no run records for {', '.join(refs) if refs else 'the latest runs'} "
                       f"in {runs_dir}")
     parts = [f"<h1>remote-run report</h1><p>{len(records)} run{'s' if len(records) != 1 else ''}"
              f"{', ' + str(len(summaries)) + ' group' + ('s' if len(summaries) != 1 else '') if summaries else ''}"
-             f" from {html.escape(str(runs_dir))}</p>", "<h2>Runs</h2>", runs_table(records)]
+             f"{', ' + str(len(comparisons)) + ' A/B' + ('s' if len(comparisons) != 1 else '') if comparisons else ''}"
+             f" from {html.escape(str(runs_dir))}</p>"]
+    for ab_id in comparisons:
+        parts.append(ab_section(plt, runs_dir, ab_id))
+    if records:
+        parts += ["<h2>Runs</h2>", runs_table(records)]
     curves = [name for name in dict.fromkeys(k for r in records for e in r.epochs for k in e) if name not in NOT_CURVES]
     if curves:
         parts.append("<h2>Per-epoch metrics</h2>")
@@ -125,13 +140,114 @@ def group_table(summary: dict) -> str:
             + "</table>")
 
 
-def _figure(plt, key: str, caption: str, fig) -> str:
+def ab_section(plt, runs_dir: Path, ab_id: str) -> str:
+    """An A/B: what it ran (against.lines), its regressions, the table of its rows, and a figure per
+    gated metric (the others smaller); one line when it has not ended."""
+    head = f"<h2>A/B {html.escape(ab_id)}</h2>"
+    try:
+        result = against.load(runs_dir, ab_id)
+    except Failure as failure:
+        plan = against.load_plan(runs_dir, ab_id)
+        line = failure.line
+        if plan is not None and not (runs_dir / ab_id / against.RESULT).exists():
+            done = sum((runs_dir / f"{ab_id}.{i}" / "result.json").is_file() for i in range(1, len(plan.order) + 1))
+            line = (f"A/B {ab_id} has not ended here: {done} of its {len(plan.order)} runs recorded, no comparison "
+                    f"yet; follow it with `inv logs --follow --run {ab_id}`")
+        return f"{head}<p class='unfinished' data-ab='{html.escape(ab_id)}'>{html.escape(line)}</p>"
+    parts = [head, "<ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in against.lines(result))
+             + "".join(f"<li class='regression'>{html.escape(line)}</li>" for line in result["regressions"]) + "</ul>"]
+    if not result["rows"]:
+        parts.append("<p>no pair of runs finished with a RESULT on both sides: nothing to compare</p>")
+        return "".join(parts)
+    rows = against.table(result)
+    parts.append("<table class='ab' data-ab='" + html.escape(ab_id) + "'><tr>"
+                 + "".join(f"<th>{html.escape(h)}</th>" for h in rows[0]) + "</tr>"
+                 + "".join(f"<tr class='{'regression' if r['regression'] else ''}'>"
+                           + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
+                           for r, row in zip(result["rows"], rows[1:])) + "</table>")
+    parts.append("<p>Each figure: left, each pair's A and B joined by a line (red where B is worse, green where "
+                 "better), the sides' means in black; right, B − A of each pair and their mean with its 95 % interval, "
+                 "the tolerance around 0 in grey, the worse side beyond it in red.</p>")
+    gated = [r for r in result["rows"] if r["gated"]]
+    others = [r for r in result["rows"] if not r["gated"] and r["direction"] != 0]  # not the options echoed back
+    for r in gated + others:
+        key = f"ab:{ab_id}:{r['metric']}" if r["gated"] else f"ab-other:{ab_id}:{r['metric']}"
+        parts.append(_figure(plt, key, _ab_caption(r), _pairs(plt, r, small=not r["gated"]), "ab"))
+    return "".join(parts)
+
+
+def _ab_caption(r: dict) -> str:
+    said = [f"{r['metric']}: {r['verdict']}",
+            f"B − A {r['diff']:+.4g}" + (f" [{r['low']:+.4g}, {r['high']:+.4g}] (95 % CI)" if r["low"] is not None
+                                         else "")]
+    if r["p"] is not None:
+        said.append(f"p = {r['p']:.3g} ({r['test']})")
+    if r["direction"] in (1, -1):
+        said.append(f"tolerance {r['tolerance_text']}: ±{r['tolerance']:.4g}; "
+                    f"{'lower' if r['direction'] == 1 else 'higher'} is worse")
+    return "; ".join(said)
+
+
+def _pairs(plt, r: dict, small: bool = False):
+    """Left: each pair's A and B joined by a line. Right: B − A per pair, their mean with its 95 %
+    interval, the tolerance band around 0 and, shaded red, the worse side beyond it."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(4.6, 2.5) if small else (6.2, 3.1))
+    for a, b in zip(r["a"], r["b"]):
+        worse = r["direction"] in (1, -1) and (b - a) * r["direction"] < 0
+        left.plot([0, 1], [a, b], color=WORSE if worse else BETTER if r["direction"] in (1, -1) else "grey",
+                  alpha=0.6, linewidth=1)
+    left.scatter([0] * len(r["a"]), r["a"], color=SIDE_A, zorder=3, s=18)
+    left.scatter([1] * len(r["b"]), r["b"], color=SIDE_B, zorder=3, s=18)
+    for x, mean in ((0, r["a_mean"]), (1, r["b_mean"])):
+        left.plot([x - 0.15, x + 0.15], [mean, mean], color="black", linewidth=2, zorder=4)
+    left.set_xticks([0, 1], ["A (ref)", "B (tree)"])
+    left.set_xlim(-0.4, 1.4)
+    left.set_ylabel(r["metric"])
+    left.grid(alpha=0.3, axis="y")
+
+    diffs = [b - a for a, b in zip(r["a"], r["b"])]
+    tolerance, low, high = r["tolerance"] or 0.0, r["low"], r["high"]
+    span = [0.0, r["diff"], *diffs, *((low, high) if low is not None else ()), tolerance, -tolerance]
+    pad = (max(span) - min(span)) * 0.12 or abs(r["diff"]) or 1.0
+    bottom, top = min(span) - pad, max(span) + pad
+    if tolerance:
+        right.axhspan(-tolerance, tolerance, color="grey", alpha=0.25, label=f"tolerance ±{tolerance:.3g}")
+    if r["direction"] in (1, -1):
+        worse_side = (tolerance, top) if r["direction"] == -1 else (bottom, -tolerance)
+        right.axhspan(*worse_side, color=WORSE, alpha=0.12, label="worse beyond it")
+    right.axhline(0, color="black", linewidth=0.8)
+    right.scatter([-0.5] * len(diffs), diffs, color="grey", s=14, zorder=2, label="B − A of each pair")
+    if low is not None:
+        right.errorbar([0.3], [r["diff"]], yerr=[[r["diff"] - low], [high - r["diff"]]], fmt="o", color="black",
+                       capsize=6, zorder=3, label="mean, 95 % CI")
+    else:
+        right.scatter([0.3], [r["diff"]], color="black", zorder=3, label="mean")
+    right.set_ylim(bottom, top)
+    right.set_xlim(-1, 1)
+    right.set_xticks([])
+    right.set_ylabel("B − A")
+    right.grid(alpha=0.3, axis="y")
+    if r["a_mean"]:
+        scale = 100 / abs(r["a_mean"])
+        right.secondary_yaxis("right", functions=(lambda d: d * scale, lambda q: q / scale)).set_ylabel("% of A")
+    if not small:  # a small one's legend is wider than its panel: the paragraph above the figures says it
+        right.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.03), ncol=2, frameon=False)
+    title = (f"{r['metric']}: {r['verdict']}{' (a regression)' if r['regression'] else ''}"
+             + (f"\np = {r['p']:.3g} ({r['test']})" if r["p"] is not None else ""))
+    colour = WORSE if r["regression"] else BETTER if r["verdict"] == "better" else "black"
+    fig.suptitle(title, fontsize=9 if small else 11, color=colour)
+    fig.tight_layout()
+    return fig
+
+
+def _figure(plt, key: str, caption: str, fig, css: str = "") -> str:
     buffer = io.StringIO()
     fig.savefig(buffer, format="svg", bbox_inches="tight")
     plt.close(fig)
     svg = buffer.getvalue()
     svg = svg[svg.index("<svg"):]  # drop the XML prologue: the SVG sits inside the HTML
-    return f"<figure data-chart='{html.escape(key)}'>{svg}<figcaption>{html.escape(caption)}</figcaption></figure>"
+    css = f" class='{css}'" if css else ""
+    return f"<figure{css} data-chart='{html.escape(key)}'>{svg}<figcaption>{html.escape(caption)}</figcaption></figure>"
 
 
 def _curve(plt, records: list[RunRecord], name: str, x_key: str, x_label: str):

@@ -101,10 +101,10 @@ def baseline_rm(c, name):
 
 
 @task(name="report", iterable=["ref"], help={
-    "ref": "a run, group, prefix, `latest` or baseline to include "
-           "(repeatable; default: the latest group, or the latest 10 runs)"})
+    "ref": "a run, group, A/B, prefix, `latest` or baseline to include "
+           "(repeatable; default: the latest group or A/B, or the latest 10 runs)"})
 def report(c, ref=None):
-    """Write RUNS_DIR/report.html: runs, curves per epoch and over time, group spread, GPU use."""
+    """Write RUNS_DIR/report.html: runs, curves per epoch and over time, group spread, A/B pairs, GPU use."""
     from .. import report as reporting
 
     path = reporting.write(session(c).settings.runs_dir, ref or [])
