@@ -97,6 +97,9 @@ def test_an_ab_runs_both_versions_interleaved_and_gives_a_paired_verdict(sshd, r
     assert "A = " + head[:10] in second.stderr and "untracked" not in second.stderr.split("A = ")[1].split("\n")[0]
     newest = sorted(p for p in runs.iterdir() if p.name.endswith("-ab1"))[-1].name
     assert "extra none" in (runs / f"{newest}.1" / "run.log").read_text()  # --committed-only: REF's files alone
+    on_host = Path(remote) / ".remote-run"
+    assert (on_host / "runs" / f"{ab}.1" / "run.log").is_file()  # REF's tree synced with --delete beside them
+    assert [p.name for p in (on_host / "revisions").iterdir()] == [head]
     assert "one run a side cannot tell noise from change" in second.stdout, second.stdout
 
 
