@@ -188,7 +188,7 @@ class RunOptions:
                                                            "REMOTE_HOST=<cluster name>)")
         if self.detach and self.fail_on_regression:
             raise Failure("--fail-on-regression gates the finished A/B",
-                          "drop --detach (or gate later: `inv compare ID --fail-on-regression`)")
+                          "drop --detach (or gate later: `inv compare ID-A ID-B --fail-on-regression`)")
 
     def gating(self) -> dict:
         """The gate's flags, as remote_run.tasks.results.gate takes them."""

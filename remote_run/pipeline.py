@@ -185,7 +185,7 @@ class Done:
     code: int
     runs: list
     group: str | None = None
-    regressions: list | None = None  # an A/B's (None: no A/B)
+    regressions: list | None = None  # an A/B's (None: no A/B, or none of its pairs compared)
 
 
 class Recording:
@@ -365,20 +365,26 @@ def _group_members(settings, specs: list[RunSpec], ab) -> tuple[str, list[RunSpe
     """(the group's id, the spec of each of its runs, the A/B side of each or None)."""
     if ab is None:
         return records.claim_run_id(f"{specs[0].task}-x{len(specs)}", settings.runs_dir), specs, [None] * len(specs)
+    from . import against
+
+    ab.id = records.claim_run_id(f"{ab.task}-ab{ab.pairs}", settings.runs_dir)
+    ab.started = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    against.save_plan(settings.runs_dir, ab)
     # pair i: the same arguments (its seed) on both sides
     return ab.id, [specs[pair] for _, pair in ab.members], [side for side, _ in ab.members]
 
 
-def report_ab(runs_dir: Path, ab) -> list[str]:
-    """Show an A/B's comparison; its regression lines."""
+def report_ab(runs_dir: Path, ab) -> list[str] | None:
+    """Show an A/B's comparison; its regression lines (None: no pair was compared)."""
     from . import against
 
-    regressions = against.show(against.load(runs_dir, ab.id))
+    result = against.load(runs_dir, ab.id)
+    regressions = against.show(result)
     for line in regressions:
         say(line)
     say(f"A/B {ab.id}: record {runs_dir / ab.id}/comparison.md; again: `inv compare {ab.side_id('A')} "
         f"{ab.side_id('B')}`")
-    return regressions
+    return regressions if result["rows"] else None
 
 
 def report_group(summary: dict, folder: Path) -> None:

@@ -45,7 +45,7 @@ def start(c, run_task, own: dict, options, preflight, specs_of) -> None:
         spec.invocation = {"task": run_task.name, "args": {**arguments, **options.invocation(run_task.shared)}}
         specs.append(spec)
     baseline = _baseline(sess, checked) if checked.compare_to else None
-    ab = _ab_plan(sess, run_task, specs, checked) if checked.against else None
+    ab = _ab_plan(sess, specs, checked) if checked.against else None
     if checked.sky:
         from ..environment import choose
         from ..sky import backend
@@ -60,12 +60,8 @@ def start(c, run_task, own: dict, options, preflight, specs_of) -> None:
         with ports.forwarding(sess.host, checked.forwards):
             done = pipeline.execute(pipeline.HostRuns(sess, checked, plan), sess.settings, specs, detach=checked.detach,
                                     ab=ab)
-    if ab is not None and done.regressions and checked.fail_on_regression:
-        n = len(done.regressions)
-        raise Failure(f"{n} metric{'s' if n > 1 else ''} of the working tree regressed against {ab.ref} "
-                      f"(A/B {ab.id})", kind=Kind.REGRESSION)
-    if ab is not None and checked.fail_on_regression and not done.code:
-        say(f"no regression of the working tree against {ab.ref} (A/B {ab.id})")
+    if ab is not None and checked.fail_on_regression and not checked.detach:
+        _gate_ab(ab, done)
     if done.code:
         if baseline is not None:
             say(f"not compared with baseline {checked.compare_to}: the run failed")
@@ -78,24 +74,35 @@ def start(c, run_task, own: dict, options, preflight, specs_of) -> None:
         gate(runs_dir, baseline, comparing.resolve(runs_dir, done.group or done.runs[0]), fail=True, **checked.gating())
 
 
-def _ab_plan(sess, run_task, specs, options):
-    """--against: REF resolved, the gate's flags checked, the A/B's id claimed and its plan kept,
-    before anything runs."""
-    from datetime import datetime, timezone
-
-    from .. import against, compare, records
+def _ab_plan(sess, specs, options):
+    """--against: REF resolved and the gate's flags checked before anything runs; the plan (its id
+    is claimed when it starts: remote_run.pipeline)."""
+    from .. import against, compare
 
     commit = against.resolve(sess.host.local, sess.settings.workspace, options.against)
     compare.check_metric_names("--higher-is-better", options.higher_is_better)
     compare.check_metric_names("--lower-is-better", options.lower_is_better)
     compare.parse_tolerances(options.tolerance)
-    ab_id = records.claim_run_id(f"{specs[0].task}-ab{len(specs)}", sess.settings.runs_dir)
-    plan = against.Plan(id=ab_id, task=specs[0].task, ref=options.against, commit=commit, pairs=len(specs),
+    return against.Plan(id="", task=specs[0].task, ref=options.against, commit=commit, pairs=len(specs),
                         untracked=not options.committed_only, order=against.interleaved(len(specs)),
-                        gating={k: list(v) for k, v in options.gating().items()}, fail=options.fail_on_regression,
-                        started=datetime.now(timezone.utc).isoformat(timespec="milliseconds"))
-    against.save_plan(sess.settings.runs_dir, plan)
-    return plan
+                        gating={k: list(v) for k, v in options.gating().items()}, fail=options.fail_on_regression)
+
+
+def _gate_ab(ab, done) -> None:
+    """--fail-on-regression on an A/B: exit 4 on a regression; with no pair compared it cannot pass."""
+    if done.regressions is None:
+        line = (f"A/B {ab.id} compared no pair (no pair of runs finished with a RESULT on both sides), "
+                "so --fail-on-regression cannot pass it")
+        if done.code:  # the failed run's own status says more: it is passed on
+            say(line)
+            return
+        raise Failure(line, "see the runs' logs above", Kind.RUN)
+    if done.regressions:
+        n = len(done.regressions)
+        raise Failure(f"{n} metric{'s' if n > 1 else ''} of the working tree regressed against {ab.ref} "
+                      f"(A/B {ab.id})", kind=Kind.REGRESSION)
+    if not done.code:
+        say(f"no regression of the working tree against {ab.ref} (A/B {ab.id})")
 
 
 def _baseline(sess, options):

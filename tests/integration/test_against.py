@@ -21,6 +21,8 @@ print("version", VERSION, "extra", extra, "cuda", os.environ.get("CUDA_VISIBLE_D
 print("started %r" % time.time(), flush=True)
 time.sleep(float(os.environ.get("HOLD", "0")))
 print("ended %r" % time.time(), flush=True)
+if os.environ.get("NO_RESULT"):
+    raise SystemExit(int(os.environ["NO_RESULT"]))
 print("RESULT_AB seconds=%.6f" % (VERSION * (1 + random.gauss(0, 0.003))))
 """
 
@@ -142,6 +144,16 @@ def test_killing_an_ab_stops_its_runs_and_keeps_what_finished(sshd, repo, gpu):
     result = comparison(ws)
     assert result["pairs"] == [] and result["rows"] == [] and len(result["left_out"]) == 4
     assert "no pair of runs finished with a RESULT on both sides" in killed.stderr
+
+
+@pytest.mark.parametrize("status", [0, 3])
+def test_fail_on_regression_cannot_pass_an_ab_that_compared_no_pair(sshd, repo, status):
+    ws, remote = repo
+    done = inv(sshd, ws, remote, "run", "scripts/ab.py", "--against", "HEAD", "--repeat", "1", "--fail-on-regression",
+               "--env", f"NO_RESULT={status}")
+    assert done.returncode == (status or Kind.RUN.status), done.stderr
+    assert "compared no pair (no pair of runs finished with a RESULT on both sides)" in done.stderr, done.stderr
+    assert "no regression" not in done.stderr
 
 
 @pytest.mark.parametrize("args, needle", [
