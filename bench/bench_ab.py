@@ -64,11 +64,15 @@ def paired(rng: random.Random, n: int, *, drift: float, **planted) -> bool:
     return any(r.regression for r in compare.compare_pairs(pairs, task="train-hlb"))
 
 
+def margin(hits: int, total: int) -> tuple[float, float]:
+    """The share hits / total and its 95 % binomial margin (normal approximation)."""
+    share = hits / total
+    return share, 1.96 * math.sqrt(max(share * (1 - share), 1e-9) / total)
+
+
 def rate(check, compares: int, seed: int, n: int, **kwargs) -> tuple[float, float]:
     rng = random.Random(seed)
-    hits = sum(check(rng, n, **kwargs) for _ in range(compares))
-    share = hits / compares
-    return share, 1.96 * math.sqrt(max(share * (1 - share), 1e-9) / compares)
+    return margin(sum(check(rng, n, **kwargs) for _ in range(compares)), compares)
 
 
 CASES = [  # (label, path, keyword arguments)
