@@ -227,12 +227,19 @@ class Recording:
 
 
 def code_job(backend, settings) -> Future:
-    """What ran, taken beside the run: the commit, the diff against it, the untracked files a sync sends."""
+    """What ran, taken beside the run: the commit, the diff against it, the untracked files a sync
+    sends (those of the sync plan the chain's steps made, when there is one: the workspace is
+    walked once per run, not twice)."""
+    prepared, pending = getattr(backend, "prepared", None), getattr(backend, "pending", None)
+    plan = (pending.sync if pending is not None and pending.sync is not None
+            else prepared.synced if prepared is not None else None)
+
     def take():
         from . import sync
         from .host import tree
 
-        synced = set(tree.walk(str(settings.workspace), tree.compile_rules(sync.rules(settings))))
+        synced = (set(plan.entries) if plan is not None
+                  else set(tree.walk(str(settings.workspace), tree.compile_rules(sync.rules(settings)))))
         return records.code_state(backend.run_local, settings.workspace, synced)
 
     return steps.in_background(take)
@@ -246,7 +253,7 @@ def execute(backend, settings, specs: list[RunSpec], *, detach: bool = False, ab
         return _execute_group(backend, settings, specs, detach=detach, ab=ab)
     spec = specs[0]
     run_id = records.claim_run_id(spec.task, settings.runs_dir)
-    code = code_job(backend, settings)
+    code: Future = Future()  # taken once the sync's plan is made
     run = Recording(backend, settings, spec, run_id, code)
 
     def give_up():
@@ -258,10 +265,12 @@ def execute(backend, settings, specs: list[RunSpec], *, detach: bool = False, ab
     ctrl_c = CtrlC(lambda: backend.stop(run_id, first_ctrl_c=True), give_up)
     try:
         backend.prepare(spec)
+        code = run.code_job = code_job(backend, settings)
         with ctrl_c:
             ending = backend.launch(run_id, spec, run.output, detach=detach, ctrl_c=ctrl_c)
     except BaseException:
-        wait([code])
+        if code.running() or code.done():
+            wait([code])
         _drop_if_empty(run.folder)
         raise
     record = run.finish(ending, ctrl_c.requested)
@@ -283,10 +292,8 @@ def _execute_group(backend, settings, specs: list[RunSpec], *, detach: bool, ab=
     member_ids = [f"{group_id}.{i}" for i in range(1, len(specs) + 1)]
     for run_id in member_ids:
         (settings.runs_dir / run_id).mkdir()
-    code = code_job(backend, settings)
-    codes = {None: code, "B": code, "A": code if ab is None else steps.in_background(against.code_of_a, ab, code)}
-    runs = [Recording(backend, settings, spec, run_id, codes[side], group=group_id)
-            for run_id, spec, side in zip(member_ids, specs, sides)]
+    code = None
+    runs: list[Recording] = []  # made once the sync's plan is (code_job)
     finished: list[records.RunRecord] = []
 
     def summarize():
@@ -305,6 +312,10 @@ def _execute_group(backend, settings, specs: list[RunSpec], *, detach: bool, ab=
     ctrl_c = CtrlC(lambda: backend.stop(group_id, first_ctrl_c=True), give_up)
     try:
         backend.prepare(specs[0])
+        code = code_job(backend, settings)
+        codes = {None: code, "B": code, "A": code if ab is None else steps.in_background(against.code_of_a, ab, code)}
+        runs += [Recording(backend, settings, spec, run_id, codes[side], group=group_id)
+                 for run_id, spec, side in zip(member_ids, specs, sides)]
         if ab is not None:
             backend.sync_revision(ab, code)
         with ctrl_c:
@@ -318,11 +329,12 @@ def _execute_group(backend, settings, specs: list[RunSpec], *, detach: bool, ab=
             else:
                 _follow_members(backend, group_id, list(zip(runs, specs)), ctrl_c, finished)
     except BaseException:
-        wait([code])
+        if code is not None:
+            wait([code])
         if not finished:
             if ab is not None:
                 (settings.runs_dir / group_id / against.PLAN).unlink(missing_ok=True)  # it never started
-            for folder in [settings.runs_dir / group_id, *(run.folder for run in runs)]:
+            for folder in [settings.runs_dir / group_id, *(settings.runs_dir / run_id for run_id in member_ids)]:
                 _drop_if_empty(folder)
         raise
     if detach:

@@ -4,7 +4,7 @@ last synced (and a small delta applied), is the environment current, what do the
 import os
 import sys
 
-from . import exits, layout, owner, queue, tree
+from . import exits, layout, owner, queue, snapshot, tree
 from . import gpus as gpu_info
 from .files import read_text, remove, write_text
 
@@ -33,6 +33,7 @@ def check_sync(root, spec):
         return {"state": "ok"}
     try:
         remove(os.path.join(root, tree.STAMP))  # a delta cut short must not look synced
+        snapshot.invalidate(root)
         tree.apply_delta(root, delta)
     except OSError as exc:
         return {"state": "stale", "detail": "applying the changes failed: %s" % (exc.strerror or exc)}

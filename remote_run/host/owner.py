@@ -20,7 +20,7 @@ import stat
 import subprocess
 import time
 
-from . import exits, layout, tree
+from . import exits, layout, snapshot, tree
 from .control import fail, say
 from .files import read_json, remove, write_text
 
@@ -235,6 +235,7 @@ def claim(root, stamp, check, command, checkout=None):
     if not command:
         return exits.OK
     remove(os.path.join(root, tree.STAMP))
+    snapshot.invalidate(root)  # rsync is about to write the tree: a spare of it is stale
     status = _run(command)
     os.chmod(root, stat.S_IMODE(os.lstat(root).st_mode) & 0o700)  # rsync -a gave it the workspace's mode
     if status == 0:

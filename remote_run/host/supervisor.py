@@ -42,6 +42,7 @@ def start(payload):
     code = _prepare_all(root, payload, group_dir, members)
     if code is not None:
         return code
+    snapshot.make_spare(root, payload.get("rules"))  # the next run's, made while this one runs
     os.chdir(root)
     started, told = os.pipe()  # the supervisor says the first run's pid on it, or "failed WHY"
     ended, ends = os.pipe()  # ... and closes this one once the first run's exit status is written

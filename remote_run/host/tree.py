@@ -109,18 +109,41 @@ class Rule:
 
 class Rules(list):
     """Compiled rules in order, with each run of anchored names without wildcards kept as one
-    {path: [rules]} (what git ignores can be hundreds of them; trying each one per path is slow)."""
+    {path: [rules]} (what git ignores can be hundreds of them; trying each one per path is slow).
+
+    Most paths match no rule, and a walk asks for every one: ``may_match`` answers "no rule
+    matches" with one regex for the names and one for the paths (all the rules' regexes as one
+    alternation), so only a path some rule may match is tried rule by rule, in order."""
 
     def __init__(self, rules):
         list.__init__(self, rules)
         self.segments = []
+        self.literals = set()
         for rule in self:
             if rule.literal is None:
                 self.segments.append(rule)
                 continue
+            self.literals.add(rule.literal)
             if not self.segments or not isinstance(self.segments[-1], dict):
                 self.segments.append({})
             self.segments[-1].setdefault(rule.literal, []).append(rule)
+        wild = [rule for rule in self if rule.literal is None]
+        self._any = {}
+        for is_dir in (False, True):
+            for basename in (False, True):
+                found = [rule._regex.pattern.replace("(?P<below>", "(?:") for rule in wild
+                         if rule._basename == basename and (is_dir or not rule.dir_only)]
+                self._any[is_dir, basename] = re.compile("|".join("(?:%s)" % f for f in found), re.S) if found else None
+
+    def may_match(self, rel, is_dir):
+        """False when no rule matches ``rel``; True when one may (then ask them in order)."""
+        if rel in self.literals:
+            return True
+        whole = self._any[is_dir, False]
+        if whole is not None and whole.match(rel):
+            return True
+        name = self._any[is_dir, True]
+        return name is not None and name.match(rel.rsplit("/", 1)[-1]) is not None
 
 
 def compile_rules(rules):
@@ -129,6 +152,8 @@ def compile_rules(rules):
 
 def deciding(rules, rel, is_dir):
     """The first rule that matches ``rel`` (rsync's verdict is its kind), or None (sent)."""
+    if isinstance(rules, Rules) and not rules.may_match(rel, is_dir):
+        return None
     for segment in getattr(rules, "segments", rules):
         if isinstance(segment, dict):
             for rule in segment.get(rel, ()):

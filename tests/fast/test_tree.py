@@ -296,3 +296,20 @@ def test_progress_stays_one_updating_line():
     text = out.getvalue()
     assert text.count("\n") == 1 and text.endswith("\n") and "Number of files" not in text
     assert text.split("\r")[-1].startswith("remote-run: sending 2,345,678 100%")
+
+
+@settings(max_examples=600, deadline=None, derandomize=True)
+@given(parts=st.lists(st.sampled_from(NAMES), min_size=1, max_size=4), is_dir=st.booleans(),
+       rules=st.lists(st.tuples(st.sampled_from("+-"), st.sampled_from(PATTERNS)), max_size=8))
+def test_the_one_regex_shortcut_never_misses_a_rule_that_matches(parts, is_dir, rules):
+    """may_match answers "no rule matches" for most paths of a walk in one regex: it must never say
+    so for a path some rule matches, or a file the rules leave out would be sent (and one they keep
+    could be deleted)."""
+    compiled = tree.compile_rules(rules)
+    rel = "/".join(parts)
+    in_order = next((rule for segment in compiled.segments
+                     for rule in (segment.get(rel, ()) if isinstance(segment, dict) else [segment])
+                     if rule.matches(rel, is_dir)), None)
+    assert tree.deciding(compiled, rel, is_dir) is in_order
+    if in_order is not None:
+        assert compiled.may_match(rel, is_dir)

@@ -130,6 +130,39 @@ def test_the_record_names_the_snapshot_the_run_used(sshd, fresh):
     assert "snapshot" in (ws / "var" / "runs" / record["run_id"] / "log.md").read_text()
 
 
+def test_a_warm_run_takes_the_spare_snapshot_only_while_the_tree_is_the_one_it_was_made_of(sshd, fresh):
+    """The spare made while a run runs saves the next run its hard links; after a changed file
+    (a delta) or a file edited on the host (repaired by a sync) the run gets the tree as it is now."""
+    ws, remote = fresh
+    (ws / "scripts" / "ver.py").write_text("import snapver\nprint('RESULT_VER v=%d' % snapver.V)\n")
+    (ws / "snapver.py").write_text("V = 1\n")
+
+    def run():
+        done = cli(sshd, ws, "run", "scripts/ver.py", "--cpu-ok", REMOTE_DIR=remote, venv=False)
+        assert done.returncode == 0, done.stderr
+        newest = sorted((ws / "var" / "runs").glob("*_run/result.json"))[-1]
+        record = json.loads(newest.read_text())
+        return record["result"]["metrics"]["v"], record["snapshot"]
+
+    def spare_ready():
+        spares = Path(remote) / ".remote-run" / "spares"
+        return spares.is_dir() and any(not p.name.startswith(".") for p in spares.iterdir())
+
+    assert run()[0] == 1
+    wait_for(spare_ready, 20, "the spare snapshot")
+    value, taken = run()
+    assert value == 1 and taken["spare"] is True and taken["files"] >= 3
+    wait_for(spare_ready, 20, "the next spare")
+    (ws / "snapver.py").write_text("V = 2\n")  # a delta, applied by the host's check
+    value, taken = run()
+    assert value == 2 and taken["spare"] is False
+    wait_for(spare_ready, 20, "the next spare")
+    with open(Path(remote) / "snapver.py", "w") as handle:  # edited in place on the host: the spare sees it too
+        handle.write("V = 9\n")
+    value, taken = run()
+    assert value == 2 and taken["spare"] is False  # the check saw it, a sync repaired it, the spare went stale
+
+
 QUEUE = """import os, sys, time
 print("started", os.environ.get("CUDA_VISIBLE_DEVICES"), repr(time.time()), flush=True)
 deadline = time.time() + float(os.environ.get("HOLD", "0"))

@@ -1,0 +1,117 @@
+"""Spare snapshots (remote_run.host.snapshot): the next run's copy of the tree, made ahead, is used
+only while the tree is the one it was made of. A spare used after the tree changed would run old
+code: each way the tree can change is tried here, on the host program's own functions."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from remote_run.host import layout, owner, snapshot, tree
+
+RULES = [("-", "/datasets/")]
+
+
+@pytest.fixture
+def root(tmp_path):
+    """A synced REMOTE_DIR: two files in a package, a stamp, a runs folder."""
+    found = tmp_path / "remote"
+    (found / "pkg").mkdir(parents=True)
+    (found / "pkg" / "model.py").write_text("V = 1\n")
+    (found / "train.py").write_text("print(1)\n")
+    (found / ".venv").mkdir()
+    (found / tree.STAMP).parent.mkdir(parents=True)
+    (found / tree.STAMP).write_text("stamp-1\n")
+    (found / owner.MARKER).write_text("ours\n")
+    (found / layout.RUNS).mkdir(parents=True)
+    return found
+
+
+def run_dir(root, name):
+    found = root / layout.RUNS / name
+    found.mkdir()
+    return found
+
+
+def spare(root):
+    """Make the spare as make_spare's detached child does, here in this process."""
+    snapshot._make(str(root), RULES, snapshot._key(str(root)))
+    return [p.name for p in (root / snapshot.SPARES).iterdir()]
+
+
+def test_the_next_run_takes_the_spare_and_sees_the_tree(root):
+    assert spare(root) == ["stamp-1.0"]
+    taken = snapshot.take(str(root), str(run_dir(root, "r1")), RULES)
+    work = root / layout.RUNS / "r1" / snapshot.WORK
+    assert taken["spare"] is True and taken["files"] == 2 and taken["tree"] == "stamp-1"
+    assert (work / "pkg" / "model.py").read_text() == "V = 1\n"
+    assert os.readlink(work / ".venv") == str(root / ".venv")
+    assert not os.listdir(root / snapshot.SPARES)  # taken: the next one makes its own
+    again = snapshot.take(str(root), str(run_dir(root, "r2")), RULES)
+    assert again["spare"] is False and (root / layout.RUNS / "r2" / snapshot.WORK / "train.py").read_text() == "print(1)\n"
+    snapshot.release(str(root / layout.RUNS / "r1"))  # the spare's links are released as any snapshot's
+    assert not (work / "pkg" / "model.py").exists() and (root / "pkg" / "model.py").exists()
+
+
+def test_a_sync_makes_every_spare_stale_even_one_that_ends_with_the_same_stamp(root):
+    """A file edited in place on the host is the same inode in the spare: the check sees it, the
+    tree is synced again (rsync replaces the file) and may end with the very same stamp. The spare
+    must not be used then: it still holds the edited inode."""
+    spare(root)
+    with open(root / "train.py", "w") as handle:
+        handle.write("print('edited on the host')\n")  # in place: the spare's link sees it too
+    restore = ["sh", "-c", f"printf 'print(1)\\n' > {root}/train.new && mv {root}/train.new {root}/train.py"]
+    assert owner.claim(str(root), "stamp-1", False, restore, None) == 0  # as a sync does: same stamp after
+    taken = snapshot.take(str(root), str(run_dir(root, "r1")), RULES)
+    assert taken["spare"] is False
+    assert (root / layout.RUNS / "r1" / snapshot.WORK / "train.py").read_text() == "print(1)\n"
+
+
+def test_a_spare_of_another_stamp_or_generation_is_never_used(root):
+    spare(root)
+    (root / tree.STAMP).write_text("stamp-2\n")  # a delta was applied, say
+    assert snapshot.take(str(root), str(run_dir(root, "r1")), RULES)["spare"] is False
+    (root / tree.STAMP).write_text("stamp-1\n")
+    snapshot.invalidate(str(root))
+    assert not (root / snapshot.SPARES).exists()
+    spare(root)
+    (root / snapshot.GENERATION).write_text("another\n")  # something of ours wrote the tree meanwhile
+    assert snapshot.take(str(root), str(run_dir(root, "r2")), RULES)["spare"] is False
+
+
+def test_a_spare_made_while_the_tree_changed_is_never_named_for_it(root, monkeypatch):
+    made = snapshot._key(str(root))
+    original = snapshot._link
+
+    def link_then_change(*args, **kwargs):
+        found = original(*args, **kwargs)
+        snapshot.invalidate(str(root))  # a sync lands while the spare is being made
+        return found
+
+    monkeypatch.setattr(snapshot, "_link", link_then_change)
+    snapshot._make(str(root), RULES, made)
+    assert not (root / snapshot.SPARES).exists() or not os.listdir(root / snapshot.SPARES)
+    assert snapshot.take(str(root), str(run_dir(root, "r1")), RULES)["spare"] is False
+
+
+def test_a_folder_made_on_the_host_after_the_spare_is_in_the_run(root):
+    spare(root)
+    (root / "datasets").mkdir()  # left out by the sync, kept on the host
+    snapshot.take(str(root), str(run_dir(root, "r1")), RULES)
+    assert os.readlink(root / layout.RUNS / "r1" / snapshot.WORK / "datasets") == str(root / "datasets")
+
+
+def test_make_spare_returns_at_once_and_its_process_holds_none_of_our_descriptors(root):
+    read, write = os.pipe()
+    os.set_inheritable(write, True)
+    snapshot.make_spare(str(root), RULES)
+    os.close(write)
+    assert os.read(read, 1) == b""  # EOF at once: the spare's process does not hold the pipe
+    os.close(read)
+    import time
+
+    deadline = time.time() + 20
+    while time.time() < deadline and not (root / snapshot.SPARES / "stamp-1.0").exists():
+        time.sleep(0.05)
+    assert (root / snapshot.SPARES / "stamp-1.0" / snapshot.WORK / "train.py").read_text() == "print(1)\n"
