@@ -49,7 +49,8 @@ def test_the_next_run_takes_the_spare_and_sees_the_tree(root):
     assert os.readlink(work / ".venv") == str(root / ".venv")
     assert not os.listdir(root / snapshot.SPARES)  # taken: the next one makes its own
     again = snapshot.take(str(root), str(run_dir(root, "r2")), RULES)
-    assert again["spare"] is False and (root / layout.RUNS / "r2" / snapshot.WORK / "train.py").read_text() == "print(1)\n"
+    assert again["spare"] is False
+    assert (root / layout.RUNS / "r2" / snapshot.WORK / "train.py").read_text() == "print(1)\n"
     snapshot.release(str(root / layout.RUNS / "r1"))  # the spare's links are released as any snapshot's
     assert not (work / "pkg" / "model.py").exists() and (root / "pkg" / "model.py").exists()
 
