@@ -31,15 +31,19 @@ def check_sync(root, spec):
     delta = spec.get("delta")
     if not delta:
         return {"state": "ok"}
+    aside = snapshot.set_aside(root)  # the spare of the tree checked just now, brought up to date below
     try:
         remove(os.path.join(root, tree.STAMP))  # a delta cut short must not look synced
         snapshot.invalidate(root)
         tree.apply_delta(root, delta)
     except OSError as exc:
+        snapshot.carry(root, aside, None)
         return {"state": "stale", "detail": "applying the changes failed: %s" % (exc.strerror or exc)}
     if tree.host_fingerprint(root, rules, delta.get("protected", {})) != delta["target"]:
+        snapshot.carry(root, aside, None)
         return {"state": "stale", "detail": "the tree differs after applying the changes"}
     write_text(os.path.join(root, tree.STAMP), delta["target"] + "\n")
+    snapshot.carry(root, aside, delta)
     return {"state": "applied"}
 
 

@@ -138,6 +138,69 @@ def _from_spare(root, run_dir):
     return files
 
 
+def set_aside(root):
+    """Before a delta is applied: move the spare of the tree as it is (if any) out of invalidate()'s
+    way, to be brought up to date by carry(); its folder, or None."""
+    key = _key(root)
+    if key is None:
+        return None
+    aside = os.path.join(root, layout.OWN, "carried-%d" % os.getpid())
+    try:
+        os.rename(os.path.join(root, SPARES, key), aside)
+    except OSError:
+        return None
+    return aside
+
+
+def carry(root, aside, delta):
+    """After a delta was applied and the tree checked: apply the same changes to the spare set
+    aside (new files linked, deleted ones gone), so it is a spare of the tree as it is now, named
+    for it. Its cost is the delta's, not the tree's; on any error the spare is dropped."""
+    if aside is None:
+        return
+    if delta is None:  # the delta failed: the tree is synced again, and a spare made of it
+        shutil.rmtree(aside, ignore_errors=True)
+        return
+    work = os.path.join(aside, WORK)
+    try:
+        parts = (read_text(os.path.join(aside, LINKED), strip=False) or "").split("\0")
+        linked = dict(zip(parts[0::2], parts[1::2]))
+        for rel in sorted(delta.get("delete", []), key=lambda r: -r.count("/")):
+            if rel.split("/", 1)[0] not in tree.PROTECTED:
+                _clear(os.path.join(work, rel))
+                linked = {k: v for k, v in linked.items() if k != rel and not k.startswith(rel + "/")}
+        for rel, mode in delta.get("dirs", []):
+            path = os.path.join(work, rel)
+            if not os.path.isdir(path) or os.path.islink(path):
+                _clear(path)
+                os.makedirs(path, 0o700)
+            os.chmod(path, mode)
+        for entry in delta.get("files", []):
+            path = os.path.join(work, entry[0])
+            _clear(path)
+            os.link(os.path.join(root, entry[0]), path)
+            linked[entry[0]] = str(os.lstat(path).st_ino)
+        for rel, target in delta.get("links", []):
+            path = os.path.join(work, rel)
+            _clear(path)
+            os.symlink(target, path)
+        write_text(os.path.join(aside, LINKED), "".join("%s\0%s\0" % item for item in linked.items()))
+        write_text(os.path.join(aside, "files"), "%d\n" % len(linked))
+        os.makedirs(os.path.join(root, SPARES), mode=0o700, exist_ok=True)
+        os.rename(aside, os.path.join(root, SPARES, _key(root)))
+    except (OSError, TypeError):
+        pass
+    finally:
+        shutil.rmtree(aside, ignore_errors=True)
+
+
+def _clear(path):
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
+    elif os.path.lexists(path):
+        os.unlink(path)
+
+
 def make_spare(root, rules):
     """Make the next run's snapshot now, in a detached, niced process of its own that holds none
     of this command's descriptors (an SSH session ends without waiting for it)."""

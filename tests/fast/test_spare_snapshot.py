@@ -116,3 +116,41 @@ def test_make_spare_returns_at_once_and_its_process_holds_none_of_our_descriptor
     while time.time() < deadline and not (root / snapshot.SPARES / "stamp-1.0").exists():
         time.sleep(0.05)
     assert (root / snapshot.SPARES / "stamp-1.0" / snapshot.WORK / "train.py").read_text() == "print(1)\n"
+
+
+def test_a_delta_brings_the_spare_up_to_date_and_the_run_sees_the_new_tree(root):
+    """One file changed: the host's check applies the delta to the tree and the same changes to the
+    spare (its cost is the delta's), which the run then takes."""
+    import base64
+
+    from remote_run.host import checks
+
+    spare(root)
+    (root / "pkg" / "gone.py").write_text("x\n")  # a delta deletes it below
+    (root / layout.MOVED).write_text("")
+    rules = RULES
+    before = tree.host_fingerprint(str(root), tree.compile_rules(rules), {})
+    (root / tree.STAMP).write_text(before + "\n")
+    snapshot.invalidate(str(root))
+    spare(root)
+    mtime = 1_700_000_000 * 10**9
+    delta = {"files": [["pkg/model.py", base64.b64encode(b"V = 2\n").decode(), 0o644, mtime],
+                       ["new/extra.py", base64.b64encode(b"E = 1\n").decode(), 0o644, mtime]],
+             "dirs": [["new", 0o755]], "links": [["link.py", "train.py"]], "delete": ["pkg/gone.py"], "protected": {}}
+    # the delta's target: the tree as the client will have it
+    expected = root.parent / "expected"
+    import shutil
+
+    shutil.copytree(root, expected, symlinks=True)
+    tree.apply_delta(str(expected), delta)
+    delta["target"] = tree.host_fingerprint(str(expected), tree.compile_rules(rules), {})
+    report = checks.check_sync(str(root), {"expect": before, "rules": rules, "delta": delta})
+    assert report["state"] == "applied"
+    taken = snapshot.take(str(root), str(run_dir(root, "r1")), rules)
+    work = root / layout.RUNS / "r1" / snapshot.WORK
+    assert taken["spare"] is True
+    assert (work / "pkg" / "model.py").read_text() == "V = 2\n" and (work / "new" / "extra.py").read_text() == "E = 1\n"
+    assert not (work / "pkg" / "gone.py").exists() and os.readlink(work / "link.py") == "train.py"
+    assert taken["files"] == 3  # model.py, train.py, new/extra.py
+    snapshot.release(str(root / layout.RUNS / "r1"))
+    assert not (work / "new" / "extra.py").exists() and (root / "new" / "extra.py").read_text() == "E = 1\n"

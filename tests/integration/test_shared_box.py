@@ -131,8 +131,9 @@ def test_the_record_names_the_snapshot_the_run_used(sshd, fresh):
 
 
 def test_a_warm_run_takes_the_spare_snapshot_only_while_the_tree_is_the_one_it_was_made_of(sshd, fresh):
-    """The spare made while a run runs saves the next run its hard links; after a changed file
-    (a delta) or a file edited on the host (repaired by a sync) the run gets the tree as it is now."""
+    """The spare made while a run runs saves the next run its hard links; a changed file (a delta)
+    is applied to it too; after a file edited on the host (repaired by a sync) the run gets the tree
+    as it is now, not the spare."""
     ws, remote = fresh
     (ws / "scripts" / "ver.py").write_text("import snapver\nprint('RESULT_VER v=%d' % snapver.V)\n")
     (ws / "snapver.py").write_text("V = 1\n")
@@ -153,9 +154,9 @@ def test_a_warm_run_takes_the_spare_snapshot_only_while_the_tree_is_the_one_it_w
     value, taken = run()
     assert value == 1 and taken["spare"] is True and taken["files"] >= 3
     wait_for(spare_ready, 20, "the next spare")
-    (ws / "snapver.py").write_text("V = 2\n")  # a delta, applied by the host's check
+    (ws / "snapver.py").write_text("V = 2\n")  # a delta, applied by the host's check, and to the spare
     value, taken = run()
-    assert value == 2 and taken["spare"] is False
+    assert value == 2 and taken["spare"] is True
     wait_for(spare_ready, 20, "the next spare")
     with open(Path(remote) / "snapver.py", "w") as handle:  # edited in place on the host: the spare sees it too
         handle.write("V = 9\n")
