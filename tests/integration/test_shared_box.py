@@ -141,8 +141,8 @@ def test_a_warm_run_takes_the_spare_snapshot_only_while_the_tree_is_the_one_it_w
     def run():
         done = cli(sshd, ws, "run", "scripts/ver.py", "--cpu-ok", REMOTE_DIR=remote, venv=False)
         assert done.returncode == 0, done.stderr
-        newest = sorted((ws / "var" / "runs").glob("*_run/result.json"))[-1]
-        record = json.loads(newest.read_text())
+        run_id = done.stderr.split("[run ")[1].split("]")[0]  # two runs in one second: ID and ID-2
+        record = json.loads((ws / "var" / "runs" / run_id / "result.json").read_text())
         return record["result"]["metrics"]["v"], record["snapshot"]
 
     def spare_ready():
@@ -159,7 +159,7 @@ def test_a_warm_run_takes_the_spare_snapshot_only_while_the_tree_is_the_one_it_w
     assert value == 2 and taken["spare"] is True
     wait_for(spare_ready, 20, "the next spare")
     with open(Path(remote) / "snapver.py", "w") as handle:  # edited in place on the host: the spare sees it too
-        handle.write("V = 9\n")
+        handle.write("V = 99\n")  # another size: rsync's quick check (size, mtime in s) cannot miss it
     value, taken = run()
     assert value == 2 and taken["spare"] is False  # the check saw it, a sync repaired it, the spare went stale
 
