@@ -286,7 +286,9 @@ def plan(settings, *, only=None, checksum: bool = False, force: bool = False) ->
     left_out: dict = {}
     entries = tree.walk(str(settings.workspace), compiled, excluded=left_out)
     outside, inside = tree.split_protected(entries)
-    fingerprint = tree.fingerprint(outside)
+    # Nothing changed (the common case): the manifest's fingerprint is this tree's, no need to hash it again
+    fingerprint = (last["fingerprint"] if before is not None and before == entries and isinstance(
+        last.get("fingerprint"), str) else tree.fingerprint(outside))
     base = dict(rules=found, origins=["--only"] * (len(found) - len(sourced)) + [origin for _, _, origin in sourced],
                 entries=entries, fingerprint=fingerprint, protected=inside, manifest=path, only=roots,
                 checksum=checksum, force=force,
