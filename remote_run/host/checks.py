@@ -22,7 +22,8 @@ def check_sync(root, spec):
         return {"state": "stale", "detail": "REMOTE_DIR has the layout of an earlier remote-run"}  # the sync moves it
     stamp = read_text(os.path.join(root, tree.STAMP))
     rules = tree.compile_rules(spec["rules"])
-    if stamp != spec["expect"] or tree.host_fingerprint(root, rules, spec.get("protected", {})) != spec["expect"]:
+    entries = tree.host_entries(root, rules, spec.get("protected", {})) if stamp == spec["expect"] else None
+    if entries is None or tree.fingerprint(entries) != spec["expect"]:
         return {"state": "stale", "detail": "REMOTE_DIR differs from the last sync"}
     try:
         owner.mirror(root, spec.get("checkout"))  # adopted, taken over, or where the checkout is now
@@ -39,7 +40,8 @@ def check_sync(root, spec):
     except OSError as exc:
         snapshot.carry(root, aside, None)
         return {"state": "stale", "detail": "applying the changes failed: %s" % (exc.strerror or exc)}
-    if tree.host_fingerprint(root, rules, delta.get("protected", {})) != delta["target"]:
+    after = tree.after_delta(root, entries, delta)  # the walk above, and the paths the delta changed
+    if after is None or tree.fingerprint(after) != delta["target"]:
         snapshot.carry(root, aside, None)
         return {"state": "stale", "detail": "the tree differs after applying the changes"}
     write_text(os.path.join(root, tree.STAMP), delta["target"] + "\n")

@@ -267,15 +267,49 @@ def same_entry(a, b):
 def host_fingerprint(root, rules, protected):
     """The host's view: the fingerprint of REMOTE_DIR without PROTECTED top-level names and rendered
     paths, or None when one of ``protected`` ({rel: entry} the workspace has there) differs."""
-    skip = set(read_rendered(root)) | set(PROTECTED)
+    found = host_entries(root, rules, protected)
+    return None if found is None else fingerprint(found)
+
+
+def host_entries(root, rules, protected):
+    """What host_fingerprint() hashes: the walk of REMOTE_DIR (None when ``protected`` differs)."""
+    if not _protected_same(root, protected):
+        return None
+    return walk(root, rules, set(read_rendered(root)) | set(PROTECTED))
+
+
+def _protected_same(root, protected):
     for rel, entry in protected.items():
         try:
             there = _entry(os.lstat(os.path.join(root, rel)), os.path.join(root, rel))
         except OSError:
-            return None
+            return False
         if not same_entry(there, entry):
-            return None
-    return fingerprint(walk(root, rules, skip))
+            return False
+    return True
+
+
+def after_delta(root, entries, delta):
+    """host_entries() after ``delta`` was applied, from the walk made before it (``entries``) and a
+    look at each path the delta names, instead of a second walk of the whole tree; None when one of
+    the delta's ``protected`` entries differs. Paths inside PROTECTED names are not the tree's."""
+    if not _protected_same(root, delta.get("protected", {})):
+        return None
+    found = dict(entries)
+    for rel in delta.get("delete", []):
+        below = rel + "/"
+        for key in [key for key in found if key == rel or key.startswith(below)]:
+            del found[key]
+    named = [item[0] for kind in ("dirs", "files", "links") for item in delta.get(kind, [])]
+    for rel in named:
+        if rel.split("/", 1)[0] in PROTECTED:
+            continue
+        path = os.path.join(root, rel)
+        try:
+            found[rel] = _entry(os.lstat(path), path)
+        except OSError:
+            found.pop(rel, None)
+    return found
 
 
 def read_rendered(root):

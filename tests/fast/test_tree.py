@@ -129,6 +129,35 @@ def test_a_delta_turns_the_old_tree_into_the_new_one(tmp_path):
     assert (host / "new dir" / "deep" / "n\tame.bin").read_bytes() == bytes(range(256))
 
 
+@settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(old_paths=st.lists(st.tuples(st.lists(st.sampled_from(NAMES[:8]), min_size=1, max_size=3), st.booleans()),
+                          min_size=1, max_size=8),
+       new_paths=st.lists(st.tuples(st.lists(st.sampled_from(NAMES[:8]), min_size=1, max_size=3), st.booleans()),
+                          min_size=1, max_size=8))
+def test_the_tree_after_a_delta_is_known_without_walking_it_again(tmp_path_factory, old_paths, new_paths):
+    """The host checks a delta's result from its walk before the delta and a look at each path the
+    delta names: that must be exactly what a second walk would find, or a delta that left the tree
+    wrong could pass its check."""
+    from remote_run import sync
+
+    base = tmp_path_factory.mktemp("delta")
+    old, new, host = base / "old", base / "new", base / "host"
+    old.mkdir()
+    new.mkdir()
+    _make_tree(old, old_paths, "old")
+    _make_tree(new, new_paths, "new, longer")
+    shutil.copytree(old, host, symlinks=True)
+    before, now = tree.walk(str(old), []), tree.walk(str(new), [])
+    delta = sync._delta(new, before, now, "base", "target", {})
+    if delta is None:
+        return  # the client would send a full rsync instead
+    entries = tree.host_entries(str(host), [], {})
+    tree.apply_delta(str(host), delta)
+    known = tree.after_delta(str(host), entries, delta)
+    assert tree.fingerprint(known) == tree.fingerprint(tree.walk(str(host), [], set(tree.PROTECTED)))
+    assert tree.fingerprint(known) == tree.fingerprint(now)
+
+
 # ------------------------------------------------------------------ --only scopes and `!` re-includes
 
 def _make_tree(root: Path, paths, seed_text: str = "x") -> None:
