@@ -42,7 +42,6 @@ def start(payload):
     code = _prepare_all(root, payload, group_dir, members)
     if code is not None:
         return code
-    snapshot.make_spare(root, payload.get("rules"))  # the next run's, made while this one runs
     os.chdir(root)
     started, told = os.pipe()  # the supervisor says the first run's pid on it, or "failed WHY"
     ended, ends = os.pipe()  # ... and closes this one once the first run's exit status is written
@@ -60,6 +59,7 @@ def start(payload):
     os.waitpid(child, 0)
     with os.fdopen(started) as pipe:
         pid = pipe.read().strip()
+    snapshot.make_spare(root, payload.get("rules"))  # the next run's, made while this one runs (not before it)
     first = os.path.join(root, members[0]["run_dir"])
     if pid == "waiting":
         say("run %s is queued: it starts when its GPUs are free (see `inv status`)"
