@@ -26,7 +26,7 @@ from . import compare, groups
 from .errors import Failure, Kind
 from .host import snapshot, tree
 from .host.files import write_text
-from .records import RunRecord
+from .records import RunRecord, markdown_table
 
 PLAN, RESULT, TEXT = "plan.json", "comparison.json", "comparison.md"
 
@@ -335,9 +335,7 @@ def markdown(result: dict) -> str:
         *[f"- {line}" for line in lines(result)],
         *[f"- **{line}**" for line in result["regressions"]],
         "",
-        "| " + " | ".join(rows[0]) + " |",
-        "|" + " --- |" * len(rows[0]),
-        *["| " + " | ".join(row) + " |" for row in rows[1:]],
+        *markdown_table(rows),
         "",
         "## Pairs (A, B)",
         "",

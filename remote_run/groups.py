@@ -9,7 +9,7 @@ from pathlib import Path
 
 from . import stats
 from .host.files import write_text
-from .records import RunRecord
+from .records import RunRecord, markdown_table
 
 
 def metrics_of(record: RunRecord) -> dict:
@@ -78,9 +78,7 @@ def markdown(summary: dict) -> str:
         "",
         "## Metrics",
         "",
-        "| " + " | ".join(rows[0]) + " |",
-        "|" + " --- |" * len(rows[0]),
-        *["| " + " | ".join(row) + " |" for row in rows[1:]],
+        *markdown_table(rows),
         "",
         "## Runs",
         "",

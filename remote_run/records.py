@@ -335,6 +335,12 @@ def check_run_id(run: str) -> str:
     return run
 
 
+def markdown_table(rows) -> list[str]:
+    """``rows`` (the header first) as the lines of a Markdown table."""
+    return ["| " + " | ".join(rows[0]) + " |", "|" + " --- |" * len(rows[0]),
+            *["| " + " | ".join(row) + " |" for row in rows[1:]]]
+
+
 def utc_stamp(moment: datetime | None = None) -> str:
     return (moment or datetime.now(timezone.utc)).strftime("%Y%m%dT%H%M%SZ")
 
@@ -502,8 +508,8 @@ class RunRecord:
                       f"({u['samples']} samples, gpu.csv).", ""]
         if self.epochs:
             columns = list(dict.fromkeys(k for e in self.epochs for k in e))
-            lines += ["## Epochs", "", "| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns),
-                      *["| " + " | ".join(str(e.get(c, "")) for c in columns) + " |" for e in self.epochs], ""]
+            lines += ["## Epochs", "", *markdown_table([columns, *[[str(e.get(c, "")) for c in columns]
+                                                                     for e in self.epochs]]), ""]
         if self.code.get("untracked"):
             lines += ["## Untracked files synced", "",
                       *[f"- `{u['path']}` ({u['size']} bytes, sha256 {u['sha256'] or 'not hashed: too large'})"

@@ -19,11 +19,16 @@ def gate(runs_dir, a, b, *, tolerance=(), higher_is_better=(), lower_is_better=(
     regressions = comparing.report(a, b, rows)
     for line in regressions:
         say(line)
+    verdict(regressions, b.ref, a.ref, fail=fail)
+
+
+def verdict(regressions: list, new: str, reference: str, *, fail: bool) -> None:
+    """With ``fail`` (--fail-on-regression, --compare-to): exit 4 on ``regressions``, else say there are none."""
     if fail and regressions:
-        raise Failure(f"{len(regressions)} metric{'s' if len(regressions) > 1 else ''} of {b.ref} "
-                      f"regressed against {a.ref}", kind=Kind.REGRESSION)
+        raise Failure(f"{len(regressions)} metric{'s' if len(regressions) > 1 else ''} of {new} "
+                      f"regressed against {reference}", kind=Kind.REGRESSION)
     if fail:
-        say(f"no regression of {b.ref} against {a.ref}")
+        say(f"no regression of {new} against {reference}")
 
 
 def ab_gate(runs_dir, ab_id: str, gating: dict, *, fail: bool) -> None:
@@ -35,11 +40,7 @@ def ab_gate(runs_dir, ab_id: str, gating: dict, *, fail: bool) -> None:
     regressions = against.show(result)
     for line in regressions:
         say(line)
-    if fail and regressions:
-        raise Failure(f"{len(regressions)} metric{'s' if len(regressions) > 1 else ''} of the working tree "
-                      f"regressed against {result['ref']} (A/B {ab_id})", kind=Kind.REGRESSION)
-    if fail:
-        say(f"no regression of the working tree against {result['ref']} (A/B {ab_id})")
+    verdict(regressions, "the working tree", f"{result['ref']} (A/B {ab_id})", fail=fail)
 
 
 @task(name="compare", positional=["a", "b"], iterable=["tolerance", "higher_is_better", "lower_is_better"], help={

@@ -97,12 +97,10 @@ def _gate_ab(ab, done) -> None:
             say(line)
             return
         raise Failure(line, "see the runs' logs above", Kind.RUN)
-    if done.regressions:
-        n = len(done.regressions)
-        raise Failure(f"{n} metric{'s' if n > 1 else ''} of the working tree regressed against {ab.ref} "
-                      f"(A/B {ab.id})", kind=Kind.REGRESSION)
-    if not done.code:
-        say(f"no regression of the working tree against {ab.ref} (A/B {ab.id})")
+    if done.regressions or not done.code:
+        from .results import verdict
+
+        verdict(done.regressions, "the working tree", f"{ab.ref} (A/B {ab.id})", fail=True)
 
 
 def _baseline(sess, options):
