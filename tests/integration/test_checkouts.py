@@ -12,7 +12,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from support.cli import cli, one_line_error, remote_exists, remote_run_lines, tree
+from support.cli import cli, one_line_error, released, remote_exists, remote_run_lines, tree
 from support.workspace import make_workspace
 
 from remote_run.errors import Kind
@@ -66,6 +66,7 @@ def test_the_second_checkout_is_refused_and_nothing_changes_on_the_host(sshd, tw
     ok(inv(sshd, a, "sync"))
     ok(inv(sshd, a, "run", "scripts/hello.py", "--cpu-ok"))
     assert record(remote)["from"] == where(a)
+    released(remote)  # the run's snapshot goes after its exit status: not while we look
     before = tree(Path(remote), skip=())  # everything, the stamp and the record included
     (b / "scripts" / "hello.py").write_text("print('the other checkout')\n")  # b's tree differs from a's
 

@@ -195,13 +195,20 @@ def stop_runs(sshd, remote: str) -> None:
             sshd.as_user(["kill", "-KILL", "--", f"-{pgid}"])
 
 
+SPARES = (".remote-run", "spares")  # the host's spare snapshots: a cache it makes in the background
+
+
 def tree(root: Path, skip=(".remote-run",)) -> dict:
-    """{relative path: ("file", size, sha256) | ("link", target) | ("dir",)} below ``root``."""
+    """{relative path: ("file", size, sha256) | ("link", target) | ("dir",)} below ``root``, without
+    the spare snapshots (a cache the host makes in its own time, whatever a test does)."""
     found = {}
     for folder, dirs, files in os.walk(root):
         rel_folder = Path(folder).relative_to(root)
-        if rel_folder.parts and rel_folder.parts[0] in skip:
+        if rel_folder.parts and rel_folder.parts[0] in skip or rel_folder.parts[:2] == SPARES:
+            dirs[:] = []
             continue
+        if rel_folder.parts == SPARES[:1] and "spares" in dirs:
+            dirs.remove("spares")
         for name in list(dirs):
             path = Path(folder) / name
             rel = (rel_folder / name).as_posix()
@@ -217,6 +224,12 @@ def tree(root: Path, skip=(".remote-run",)) -> dict:
                 data = path.read_bytes()
                 found[rel] = ("file", len(data), hashlib.sha256(data).hexdigest())
     return found
+
+
+def released(remote: str, timeout: float = 15) -> None:
+    """Wait until the runs that ended have released their snapshots (after their exit status)."""
+    wait_for(lambda: not list(Path(remote).glob(".remote-run/runs/*/work.linked")), timeout,
+             "the ended runs' snapshots released")
 
 
 def write_pip_conf(sshd, text: str):
