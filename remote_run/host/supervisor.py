@@ -166,7 +166,8 @@ def supervise(root, group_dir, members, env, sample, pipes, wanted=None, webhook
                            dict(sample or {}, devices=devices) if devices else sample, told, ends)
         finally:
             if entry is not None and held is None:
-                entry.remove()
+                entry.remove()  # before the release: the GPU is free once the run has ended
+            snapshot.release(run_dir)
         notify.run_ended(webhook, run_dir, code)
         told = ends = None  # only the first run's pid and end are awaited
     if held is not None:
@@ -228,7 +229,6 @@ def run_one(run_dir, argv, environment, cwd, sample, told, ends=None):
         for fd in (told, ends):
             if fd is not None:
                 os.close(fd)
-        snapshot.release(run_dir)
         return code
     write_text(os.path.join(run_dir, "pid"), "%d\n" % proc.pid)
     if told is not None:
@@ -250,5 +250,4 @@ def run_one(run_dir, argv, environment, cwd, sample, told, ends=None):
     os.close(log)
     if code and runs.disk_full(run_dir):
         open(os.path.join(run_dir, runs.DISK_FULL_MARKER), "w").close()  # releasing the snapshot frees a little
-    snapshot.release(run_dir)
     return code

@@ -295,3 +295,34 @@ def test_a_run_id_another_checkout_used_in_the_same_second_is_refused_and_its_ru
     assert capsys.readouterr().err == (f"remote-run: 20261207T180233Z_run already exists in {root}: a run of another "
                                        "checkout started in the same second; run the command again\n")
     assert [p.name for p in theirs.iterdir()] == ["run.log"] and (theirs / "run.log").read_text() == "their log\n"
+
+
+def test_a_run_gives_its_gpus_back_before_its_snapshot_is_released(tmp_path, monkeypatch):
+    """Releasing a large snapshot takes a while after the exit status: the user's next run must not
+    find the GPU held by the run that just ended."""
+    from remote_run.host import supervisor
+
+    order = tmp_path / "order"
+
+    class Held:
+        data = {"gpus": [0]}
+
+        def remove(self):
+            with open(order, "a") as handle:
+                handle.write("gpu given back\n")
+
+    def released(run_dir):
+        with open(order, "a") as handle:
+            handle.write("snapshot released\n")
+
+    monkeypatch.setattr(supervisor, "wait_turn", lambda run_dir, wanted: (Held(), "0"))
+    monkeypatch.setattr(supervisor, "run_one", lambda *args, **kwargs: 0)
+    monkeypatch.setattr(snapshot, "release", released)
+    run_dir = tmp_path / layout.RUNS / "20261207T180233Z_run"
+    run_dir.mkdir(parents=True)
+    child = os.fork()
+    if child == 0:  # supervise() ends the process it runs in
+        supervisor.supervise(str(tmp_path), None, [{"run_dir": f"{layout.RUNS}/20261207T180233Z_run", "argv": ["true"]}],
+                             {}, None, (None, None), wanted={"want": {"count": 1}})
+    assert os.waitpid(child, 0)[1] == 0
+    assert order.read_text() == "gpu given back\nsnapshot released\n"
