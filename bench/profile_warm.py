@@ -8,7 +8,7 @@ REMOTE_PYTHON set and --cpu-ok, once the tree is synced and a warm run has been 
   end to end     ``inv run scripts/noop.py --cpu-ok``, nothing changed: whole processes
   manifest walk  this machine's side, in this process: remote_run.sync.plan() on the workspace
                  (must answer "clean"), and of it: tree.walk of the workspace, tree.fingerprint of
-                 the entries, reading the last sync's manifest (json)
+                 the entries, reading the last sync's manifest (its head and entries)
   fingerprint    the host's side, in one process as the host's user, with the host's Python:
                  remote_run.host.tree.host_fingerprint on REMOTE_DIR under the plan's rules (must
                  equal the plan's fingerprint), and of it: the walk and the hash
@@ -140,7 +140,7 @@ def local_pieces(each: Checkout, reps: int) -> tuple[dict, sync.Plan]:
             tree.fingerprint(outside)
             hashed = time.perf_counter() - started
             started = time.perf_counter()
-            json.loads(plan.manifest.read_text(encoding="utf-8", errors="surrogateescape"))
+            sync.read_manifest(plan.manifest)
             reading = time.perf_counter() - started
             if i:
                 for key, value in (("plan", planning), ("local_walk", walked), ("local_hash", hashed),
@@ -200,7 +200,7 @@ ROWS = [("end to end warm run (whole process)", "end_to_end"),
         ("manifest walk: sync.plan(), this machine", "plan"),
         ("  of which tree.walk", "local_walk"),
         ("  of which tree.fingerprint", "local_hash"),
-        ("  of which reading the manifest (json)", "manifest_read"),
+        ("  of which reading the manifest", "manifest_read"),
         ("host fingerprint: host_fingerprint()", "fingerprint"),
         ("  of which tree.walk", "host_walk"),
         ("  of which tree.fingerprint", "host_hash"),
