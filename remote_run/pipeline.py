@@ -231,6 +231,7 @@ def code_job(backend, settings) -> Future:
     sends (those of the sync plan the chain's steps made, when there is one: the workspace is
     walked once per run, not twice)."""
     prepared, pending = getattr(backend, "prepared", None), getattr(backend, "pending", None)
+    early = pending.early if pending is not None else None
     plan = (pending.sync if pending is not None and pending.sync is not None
             else prepared.synced if prepared is not None else None)
 
@@ -238,7 +239,13 @@ def code_job(backend, settings) -> Future:
         from . import sync
         from .host import tree
 
-        synced = (set(plan.entries) if plan is not None
+        found = plan
+        if early is not None:
+            try:
+                found = early.plan.result()
+            except Exception:  # the run stops on it, in the main thread
+                return records.code_state(backend.run_local, settings.workspace, set())
+        synced = (set(found.entries) if found is not None
                   else set(tree.walk(str(settings.workspace), tree.compile_rules(sync.rules(settings)))))
         return records.code_state(backend.run_local, settings.workspace, synced)
 
@@ -507,10 +514,10 @@ class HostRuns(Backend):
         up to date), then REF's tree goes to the host beside it."""
         from . import against
 
-        if self.pending.sync is not None:
-            only = steps.Pending(sync=self.pending.sync)
-            self.prepared = self.prepared.plus(steps.settle(self.sess, only, steps.checks(self.sess, only)))
-            self.pending = replace(self.pending, sync=None)
+        if self.pending.sync is not None or self.pending.early is not None:
+            only = steps.Pending(sync=self.pending.sync, early=self.pending.early)
+            self.prepared = self.prepared.plus(steps.check_and_settle(self.sess, only))
+            self.pending = replace(self.pending, sync=None, early=None)
         untracked = [item["path"] for item in code.result()[0].get("untracked") or []]
         say(against.sync_revision(self.host, ab, untracked))
 
@@ -543,9 +550,14 @@ class HostRuns(Backend):
         if report.get("ok"):
             return result, errors
         pending = self.pending
-        if report.get("missing") and pending.sync is None:  # REMOTE_DIR is gone (`inv clean`): sync it again
-            pending = replace(pending, sync=steps.sync_plan(self.preflight, self.host.settings))
-        self.prepared = self.prepared.plus(steps.settle(self.sess, pending, report))
+        if pending.early is not None and report.get("full"):  # the host checked nothing: rsync, beside the rest
+            self.prepared = self.prepared.plus(steps.full_sync(self.sess, pending.early.plan.result(),
+                                                               replace(pending, early=None)))
+        else:
+            pending = pending.planned()
+            if report.get("missing") and pending.sync is None:  # REMOTE_DIR is gone (`inv clean`): sync it again
+                pending = replace(pending, sync=steps.sync_plan(self.preflight, self.host.settings))
+            self.prepared = self.prepared.plus(steps.settle(self.sess, pending, report))
         self.pending = steps.Pending()
         result, errors, report = self._send(part, output, detach=detach, meta=meta)
         if not report.get("ok"):
@@ -558,7 +570,9 @@ class HostRuns(Backend):
         """One `start` command; returns its Result, its stderr filter and the host's report."""
         host, s, o, pending = self.host, self.host.settings, self.options, self.pending
         payload = {
-            "root": s.remote_dir, "detach": detach, "grace": s.kill_grace, "meta": meta or {}, "rules": sync.rules(s),
+            "root": s.remote_dir, "detach": detach, "grace": s.kill_grace, "meta": meta or {},
+            # the snapshot's rules (an early sync's come with its verdict: git's part is not known yet)
+            **({} if pending.early else {"rules": sync.rules(s)}),
             # PYTHONPATH: the run's snapshot
             "variables": {"CUDA_VISIBLE_DEVICES": s.cuda_visible_devices, **s.forwarded_env(), **dict(o.variables)},
             "python": host.python,  # its bin folder goes first on the run's PATH (host/shellenv.py)
@@ -569,14 +583,14 @@ class HostRuns(Backend):
 
         def took(report):  # a start that goes ahead: its checks' messages come before the run's output
             if report.get("ok"):
-                self.prepared = self.prepared.plus(steps.settle(self.sess, pending, report))
+                self.prepared = self.prepared.plus(steps.settle(self.sess, pending.planned(), report))
                 self.pending = steps.Pending()
 
         demux = Demux(output, took)
         errors = Stderr()
         argv, stdin = host.program_with("start", payload,
                                         private=bool(s.remote_env) or bool(s.notify_url) or pending.private)
-        result = host.run(argv, stream=demux, err_stream=errors, stdin=stdin, own_session=True)
+        result = host.run(argv, stream=demux, err_stream=errors, stdin=pending.stdin(stdin), own_session=True)
         if demux.header is None:
             if errors.trailer is None and result.exited == exits.SSH:
                 raise Failure(self.dropped(), kind=Kind.UNREACHABLE)

@@ -15,7 +15,7 @@ import sys
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
-from . import environment, gpu
+from . import environment, gpu, transport
 from . import sync as syncing
 from .errors import Failure, Kind
 from .host import exits
@@ -26,10 +26,33 @@ from .preflight import Preflight
 
 
 @dataclass(frozen=True)
+class Early:
+    """A sync whose check starts before this machine has walked the workspace: the host walks
+    REMOTE_DIR as the last sync left it (``first``, remote_run.sync.early) while this machine
+    plans (``plan``, a future), and gets the plan's verdict on a second line of stdin (second())."""
+
+    first: dict
+    plan: Future
+    settings: object
+
+    def second(self) -> str:
+        """The verdict, once the plan is made (in invoke's stdin thread): the plan's check and the
+        rules of the run's snapshot, or "full": a full rsync is due (or the plan failed: the main
+        thread raises that when it takes the plan), so the host checks nothing."""
+        try:
+            plan = self.plan.result()
+            rest = {"full": True} if plan.kind == "full" else {"sync": plan.check(), "rules": syncing.rules(self.settings)}
+        except BaseException:
+            rest = {"full": True}
+        return json.dumps(rest) + "\n"
+
+
+@dataclass(frozen=True)
 class Pending:
     """The checks still to make: they ride along with the next host command (`check` or `start`)."""
 
     sync: syncing.Plan | None = None  # a clean or delta sync, confirmed (and its delta applied) on the host
+    early: Early | None = None  # a clean or delta sync still being planned: its check starts with the command
     env: dict | None = None  # environment.check()
     choice: environment.Choice = environment.NOTHING  # the extras, groups and --frozen the env check is for
     gpu: dict | None = None  # gpu.spec()
@@ -37,8 +60,17 @@ class Pending:
 
     def payload(self) -> dict:
         found = {"sync": self.sync.check() if self.sync else None, "env": self.env, "gpu": self.gpu,
-                 "docker": self.docker}
+                 "docker": self.docker, "early": self.early.first if self.early else None}
         return {name: value for name, value in found.items() if value}
+
+    def stdin(self, text: str | None):
+        """The command's stdin for a payload sent as ``text`` (None: on its command line): with an
+        early sync, the plan's verdict follows it."""
+        return transport.Deferred(text or "", self.early.second) if self.early else text
+
+    def planned(self) -> Pending:
+        """This, with the early sync's plan in its place (raising what planning raised)."""
+        return self if self.early is None else replace(self, early=None, sync=self.early.plan.result())
 
     @property
     def private(self) -> bool:
@@ -76,7 +108,7 @@ def carry_out(sess, preflight: Preflight) -> Prepared:
     prepared, pending = prepare(sess, preflight)
     if not pending.payload():
         return prepared
-    return prepared.plus(settle(sess, pending, checks(sess, pending)))
+    return prepared.plus(check_and_settle(sess, pending))
 
 
 def prepare(sess, preflight: Preflight, *, wait: bool = False, count: int = 0) -> tuple[Prepared, Pending]:
@@ -99,18 +131,19 @@ def prepare(sess, preflight: Preflight, *, wait: bool = False, count: int = 0) -
         if preflight.gpu else None,
         docker={"require": not preflight.cpu_ok} if docker else None)
     prepared = Prepared()
-    if preflight.sync:
+    first = (syncing.early(sess.settings, preflight.only or None)
+             if preflight.sync and not (preflight.checksum or preflight.rebuild) else None)
+    if first is not None:  # the host walks while this machine does
+        from . import checkout
+
+        first["checkout"] = checkout.spec(sess.settings, take_over=preflight.take_over)
+        pending = replace(pending, early=Early(first, in_background(sync_plan, preflight, sess.settings), sess.settings))
+    elif preflight.sync:
         plan = sync_plan(preflight, sess.settings)
         if plan.kind != "full":
             pending = replace(pending, sync=plan)
         else:
-            rsync = in_background(syncing.full, host, plan)
-            try:
-                report = checks(sess, pending) if pending.payload() else {}
-            finally:
-                summary = rsync.result()
-            say(syncing.describe(host, plan, summary))
-            prepared = Prepared(synced=plan).plus(settle(sess, pending, report))
+            prepared = full_sync(sess, plan, pending)
             pending = Pending()
     if preflight.rebuild and not skipped:
         if pending.sync is not None:  # the build reads the synced requirements.txt: confirm the sync first
@@ -118,6 +151,26 @@ def prepare(sess, preflight: Preflight, *, wait: bool = False, count: int = 0) -
             pending = replace(pending, sync=None)
         build_environment(sess, force=True, choice=choice)
     return prepared, pending
+
+
+def full_sync(sess, plan: syncing.Plan, pending: Pending) -> Prepared:
+    """A full rsync of ``plan``, beside one check command for the rest of ``pending``, settled."""
+    rsync = in_background(syncing.full, sess.host, plan)
+    try:
+        report = checks(sess, pending) if pending.payload() else {}
+    finally:
+        summary = rsync.result()
+    say(syncing.describe(sess.host, plan, summary))
+    return Prepared(synced=plan).plus(settle(sess, pending, report))
+
+
+def check_and_settle(sess, pending: Pending) -> Prepared:
+    """One `check` command for ``pending`` and what its report says; an early sync whose plan
+    turned out to need a full rsync gets it, beside a check of the rest."""
+    report = checks(sess, pending)
+    if pending.early is not None and report.get("full"):
+        return full_sync(sess, pending.early.plan.result(), replace(pending, early=None))
+    return settle(sess, pending.planned(), report)
 
 
 def settle(sess, pending: Pending, report: dict) -> Prepared:
@@ -251,7 +304,7 @@ def checks(sess, pending: Pending) -> dict:
     host = sess.host
     argv, stdin = host.program_with("check", {"root": host.settings.remote_dir, **pending.payload()},
                                     private=pending.private)
-    result = host.quick(argv, stdin=stdin)
+    result = host.quick(argv, stdin=pending.stdin(stdin))
     try:
         return json.loads(result.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):

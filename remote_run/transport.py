@@ -57,6 +57,32 @@ class WholeInput(io.StringIO):
         return super().read()
 
 
+class Deferred:
+    """A command's stdin whose second part comes later: ``first`` at once, then ``rest()`` (called
+    in invoke's stdin thread, where it may wait), then the end. A command run again (the host had
+    not kept its program) gets both again."""
+
+    def __init__(self, first: str, rest):
+        self.first, self.rest = first, rest
+
+    def stream(self):
+        return _DeferredStream(self.first, self.rest)
+
+
+class _DeferredStream(io.StringIO):
+    def __init__(self, first: str, rest):
+        super().__init__()
+        self.parts, self.rest = [first] if first else [], rest
+
+    def read(self, size=-1):
+        if self.parts:
+            return self.parts.pop()
+        if self.rest is not None:
+            rest, self.rest = self.rest, None
+            return rest()
+        return ""
+
+
 class Host:
     """Where remote-run's commands run: ``local`` (this machine) or an SSH host."""
 
@@ -143,7 +169,7 @@ class Host:
             return [str(a) for a in argv]
         return [*self.ssh_argv(), "-T", "--", self.spec.ssh_destination, join(argv)]
 
-    def run(self, argv, *, hide=False, stream=None, err_stream=None, stdin: str | None = None, timeout=None,
+    def run(self, argv, *, hide=False, stream=None, err_stream=None, stdin: str | Deferred | None = None, timeout=None,
             record=True, own_session=False):
         """Run ``argv`` on the host; invoke's Result, never raising on a non-zero exit.
 
@@ -202,20 +228,21 @@ class Host:
         return bool(re.search(re.escape(python) + r"\S*: (?:No such file or directory|(?:command )?not found)",
                               stderr or ""))
 
-    def quick(self, argv, *, stdin: str | None = None, record=True):
+    def quick(self, argv, *, stdin: str | Deferred | None = None, record=True):
         """A short command with hidden output, bounded by REMOTE_RUN_CHECK_TIMEOUT."""
         result = self.run(argv, hide=True, stdin=stdin, timeout=self.settings.check_timeout, record=record)
         if not self.is_local and result.exited == exits.SSH and not result.stdout.strip():
             raise Failure(dropped(self.label), kind=Kind.UNREACHABLE)
         return result
 
-    def local(self, argv, *, hide=False, stream=None, err_stream=None, stdin: str | None = None, timeout=None, env=None,
-              own_session=False):
+    def local(self, argv, *, hide=False, stream=None, err_stream=None, stdin: str | Deferred | None = None,
+              timeout=None, env=None, own_session=False):
         """Run ``argv`` on this machine through invoke's runner (``env`` is added to the environment)."""
         from invoke.exceptions import CommandTimedOut
 
         kwargs = dict(hide=hide, warn=True, timeout=timeout,
-                      in_stream=WholeInput(stdin) if stdin is not None else False, env=env or {})
+                      in_stream=(stdin.stream() if isinstance(stdin, Deferred) else WholeInput(stdin)
+                                 if stdin is not None else False), env=env or {})
         if stream is not None:
             kwargs["out_stream"] = stream
         if err_stream is not None:

@@ -9,10 +9,11 @@ from . import gpus as gpu_info
 from .files import read_text, remove, write_text
 
 
-def check_sync(root, spec):
+def check_sync(root, spec, walked=None):
     """Is REMOTE_DIR the tree the workspace last synced (spec["expect"])? Then apply spec["delta"].
     Another checkout's REMOTE_DIR is "refused" before anything is looked at or written (the same
-    check as the sync's claim, owner.other_checkout); a confirmed sync records spec["checkout"]."""
+    check as the sync's claim, owner.other_checkout); a confirmed sync records spec["checkout"].
+    ``walked``: walk_first()'s walk, taken when it was made for this spec."""
     if not os.path.isfile(os.path.join(root, owner.MARKER)):
         return {"state": "stale", "detail": "REMOTE_DIR is not set up by remote-run yet"}
     line = owner.other_checkout(root, spec.get("checkout"))
@@ -22,7 +23,12 @@ def check_sync(root, spec):
         return {"state": "stale", "detail": "REMOTE_DIR has the layout of an earlier remote-run"}  # the sync moves it
     stamp = read_text(os.path.join(root, tree.STAMP))
     rules = tree.compile_rules(spec["rules"])
-    entries = tree.host_entries(root, rules, spec.get("protected", {})) if stamp == spec["expect"] else None
+    if stamp != spec["expect"]:
+        entries = None
+    elif walked is not None and walked[0] == _walk_key(spec):
+        entries = walked[1]
+    else:
+        entries = tree.host_entries(root, rules, spec.get("protected", {}))
     if entries is None or tree.fingerprint(entries) != spec["expect"]:
         return {"state": "stale", "detail": "REMOTE_DIR differs from the last sync"}
     try:
@@ -47,6 +53,34 @@ def check_sync(root, spec):
     write_text(os.path.join(root, tree.STAMP), delta["target"] + "\n")
     snapshot.carry(root, aside, delta)
     return {"state": "applied"}
+
+
+def _walk_key(spec):
+    return (spec["rules"], spec["expect"], spec.get("protected", {}))
+
+
+def walk_first(root, first):
+    """The walk check_sync() needs, made before this machine's verdict comes (payload "early": the
+    rules, fingerprint and protected entries of the last sync): (what it was made for, the
+    entries), or None when the check will not need it. It only reads."""
+    if (not os.path.isfile(os.path.join(root, owner.MARKER)) or owner.other_checkout(root, first.get("checkout"))
+            or not os.path.exists(os.path.join(root, layout.MOVED))
+            or read_text(os.path.join(root, tree.STAMP)) != first["expect"]):
+        return None
+    return _walk_key(first), tree.host_entries(root, tree.compile_rules(first["rules"]), first.get("protected", {}))
+
+
+def rest_of_payload():
+    """The line after a payload with "early" on stdin: this machine's verdict on its own walk
+    ({"sync": spec, "rules": [...]}, or {"full": true}: a full rsync is due, so check nothing).
+    The end of stdin (this machine gave up) is "full" too."""
+    import json
+
+    try:
+        rest = json.loads(sys.stdin.readline() or "null")
+    except ValueError:
+        rest = None
+    return rest if isinstance(rest, dict) else {"full": True}
 
 
 def check_env(root, spec):
@@ -120,13 +154,21 @@ def check_gpu(spec, procs, drop_stale=True):
     return report
 
 
-def run_checks(root, payload):
-    """The report of every check the payload asks for; ``ok`` when a run may start."""
+def run_checks(root, payload, rest=rest_of_payload):
+    """The report of every check the payload asks for; ``ok`` when a run may start. A payload with
+    "early" gets the rest of its checks from ``rest()`` once REMOTE_DIR is walked (the report is
+    {"ok": false, "full": true} when that says a full rsync is due). Returns (report, payload)."""
     report = {}
     procs = gpu_info.start_query() if payload.get("gpu") else None
     docker = gpu_info.docker_start() if payload.get("docker") else None  # beside nvidia-smi, both slow
+    walked = walk_first(root, payload["early"]) if payload.get("early") else None  # beside this machine's walk
+    if payload.get("early"):
+        more = rest()
+        if more.get("full"):
+            return {"ok": False, "full": True}, payload
+        payload = dict(payload, **more)
     if payload.get("sync"):
-        report["sync"] = check_sync(root, payload["sync"])
+        report["sync"] = check_sync(root, payload["sync"], walked)
     if payload.get("env"):
         report["env"] = check_env(root, payload["env"])
     if payload.get("gpu"):
@@ -137,13 +179,13 @@ def run_checks(root, payload):
     report["ok"] = (report.get("sync", {}).get("state", "ok") in ("ok", "applied")
                     and report.get("env", {}).get("state", "ok") == "ok"
                     and report.get("gpu", {}).get("go", True) and docker_go)
-    return report
+    return report, payload
 
 
 def check(payload):
     """The `check` mode: the report as one line of JSON on stdout."""
     import json
 
-    report = run_checks(payload["root"], payload)
+    report = run_checks(payload["root"], payload)[0]
     sys.stdout.write(json.dumps(report) + "\n")
     return exits.OK if report["ok"] else exits.PREFLIGHT

@@ -25,7 +25,7 @@ def start(payload):
     problem = not_ours(root)
     if problem:
         return fail(problem, exits.REFUSED)
-    report = run_checks(root, payload)
+    report, payload = run_checks(root, payload)  # with "early", the payload's rest comes on stdin meanwhile
     if report["ok"] and not os.path.isdir(root):
         report.update(ok=False, missing=True)
     control(sys.stdout, report)

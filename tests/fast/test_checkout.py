@@ -125,7 +125,7 @@ def test_the_fast_path_refuses_another_checkout_before_it_looks_or_writes(root):
     report = checks.check_sync(str(root), spec_for(root, BOB, delta))
     assert report["state"] == "refused" and "mirrors another checkout (laptop:/home/ann/proj" in report["detail"]
     assert files(root) == before  # the stamp, the record, the files: as they were
-    assert not checks.run_checks(str(root), {"sync": spec_for(root, BOB)})["ok"]
+    assert not checks.run_checks(str(root), {"sync": spec_for(root, BOB)})[0]["ok"]
 
 
 def test_the_fast_path_confirms_this_checkout_and_records_where_it_is(root):
@@ -212,3 +212,50 @@ def test_the_check_the_host_gets_carries_this_checkout(loaded):
     plan = steps.sync_plan(Preflight(sync=True, take_over=True), loaded)
     assert plan.check()["checkout"] == checkout.spec(loaded, take_over=True)
     assert json.loads(json.dumps(plan.check()))["checkout"]["take_over"] is True
+
+
+# --- the early check: the host walks before this machine's verdict comes on stdin -----------------
+
+def early_for(spec) -> dict:
+    return {key: spec[key] for key in ("rules", "expect", "protected", "checkout")}
+
+
+def test_an_early_check_walks_once_and_takes_this_machines_verdict_from_the_next_line(root, monkeypatch):
+    spec = spec_for(root, ANN)
+    (root / tree.STAMP).write_text(spec["expect"] + "\n")
+    walks = []
+    walk = tree.host_entries
+    monkeypatch.setattr(tree, "host_entries", lambda *args: walks.append(args[1]) or walk(*args))
+    report, payload = checks.run_checks(str(root), {"early": early_for(spec)},
+                                        rest=lambda: {"sync": spec, "rules": [["-", "x"]]})
+    assert report == {"sync": {"state": "ok"}, "ok": True} and payload["rules"] == [["-", "x"]]
+    assert len(walks) == 1  # the early walk was the check's
+    (root / "train.py").write_text("print(2)  # edited on the host\n")
+    report, _ = checks.run_checks(str(root), {"early": early_for(spec)}, rest=lambda: {"sync": spec})
+    assert report["sync"]["state"] == "stale" and not report["ok"]
+
+
+def test_an_early_check_walks_again_under_the_rules_this_machine_sends(root):
+    """What git ignores can change between two runs with the workspace's files the same: the host's
+    own file at a path the new rules leave out makes REMOTE_DIR differ under the old rules only."""
+    spec = spec_for(root, ANN)
+    (root / tree.STAMP).write_text(spec["expect"] + "\n")
+    (root / "notes.log").write_text("the host's own\n")
+    new = dict(spec, rules=[["-", "/notes.log"]])
+    report, _ = checks.run_checks(str(root), {"early": early_for(spec)}, rest=lambda: {"sync": new})
+    assert report["sync"] == {"state": "ok"}
+    report, _ = checks.run_checks(str(root), {"early": early_for(spec)}, rest=lambda: {"sync": spec})
+    assert report["sync"]["state"] == "stale"
+
+
+@pytest.mark.parametrize("said", ['{"full": true}\n', "", "not json\n"], ids=["full", "end-of-input", "garbled"])
+def test_an_early_check_this_machine_calls_off_looks_at_nothing_more_and_writes_nothing(root, monkeypatch, said):
+    import io
+
+    spec = spec_for(root, BOB)  # another checkout's REMOTE_DIR: not even looked into
+    (root / tree.STAMP).write_text(spec["expect"] + "\n")
+    before = files(root)
+    monkeypatch.setattr(checks.sys, "stdin", io.StringIO(said))
+    report, _ = checks.run_checks(str(root), {"early": early_for(spec), "env": {"kind": "venv", "stamp": "s"}})
+    assert report == {"ok": False, "full": True}
+    assert files(root) == before and checks.walk_first(str(root), early_for(spec)) is None

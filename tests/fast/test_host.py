@@ -287,7 +287,7 @@ def test_a_run_id_another_checkout_used_in_the_same_second_is_refused_and_its_ru
     theirs.mkdir(parents=True)
     (theirs / "run.log").write_text("their log\n")
     monkeypatch.setattr(supervisor, "not_ours", lambda root: "")
-    monkeypatch.setattr(supervisor, "run_checks", lambda root, payload: {"ok": True})
+    monkeypatch.setattr(supervisor, "run_checks", lambda root, payload: ({"ok": True}, payload))
     monkeypatch.setattr(supervisor, "control", lambda stream, data: None)
     code = supervisor.start({"root": str(root), "run_dir": f"{layout.RUNS}/20261207T180233Z_run",
                              "argv": ["true"], "meta": {}})
