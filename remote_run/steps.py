@@ -41,7 +41,8 @@ class Early:
         thread raises that when it takes the plan), so the host checks nothing."""
         try:
             plan = self.plan.result()
-            rest = {"full": True} if plan.kind == "full" else {"sync": plan.check(), "rules": syncing.rules(self.settings)}
+            rest = ({"full": True} if plan.kind == "full"
+                    else {"sync": plan.check(), "rules": syncing.rules(self.settings)})
         except BaseException:
             rest = {"full": True}
         return json.dumps(rest) + "\n"
@@ -137,7 +138,8 @@ def prepare(sess, preflight: Preflight, *, wait: bool = False, count: int = 0) -
         from . import checkout
 
         first["checkout"] = checkout.spec(sess.settings, take_over=preflight.take_over)
-        pending = replace(pending, early=Early(first, in_background(sync_plan, preflight, sess.settings), sess.settings))
+        planning = in_background(sync_plan, preflight, sess.settings)
+        pending = replace(pending, early=Early(first, planning, sess.settings))
     elif preflight.sync:
         plan = sync_plan(preflight, sess.settings)
         if plan.kind != "full":

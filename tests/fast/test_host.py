@@ -322,7 +322,7 @@ def test_a_run_gives_its_gpus_back_before_its_snapshot_is_released(tmp_path, mon
     run_dir.mkdir(parents=True)
     child = os.fork()
     if child == 0:  # supervise() ends the process it runs in
-        supervisor.supervise(str(tmp_path), None, [{"run_dir": f"{layout.RUNS}/20261207T180233Z_run", "argv": ["true"]}],
-                             {}, None, (None, None), wanted={"want": {"count": 1}})
+        member = {"run_dir": f"{layout.RUNS}/20261207T180233Z_run", "argv": ["true"]}
+        supervisor.supervise(str(tmp_path), None, [member], {}, None, (None, None), wanted={"want": {"count": 1}})
     assert os.waitpid(child, 0)[1] == 0
     assert order.read_text() == "gpu given back\nsnapshot released\n"
