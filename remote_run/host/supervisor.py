@@ -167,7 +167,7 @@ def supervise(root, group_dir, members, env, sample, pipes, wanted=None, webhook
         finally:
             if entry is not None and held is None:
                 entry.remove()  # before the release: the GPU is free once the run has ended
-            snapshot.release(run_dir)
+            snapshot.release_behind(run_dir)
         notify.run_ended(webhook, run_dir, code)
         told = ends = None  # only the first run's pid and end are awaited
     if held is not None:

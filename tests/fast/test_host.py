@@ -317,7 +317,7 @@ def test_a_run_gives_its_gpus_back_before_its_snapshot_is_released(tmp_path, mon
 
     monkeypatch.setattr(supervisor, "wait_turn", lambda run_dir, wanted: (Held(), "0"))
     monkeypatch.setattr(supervisor, "run_one", lambda *args, **kwargs: 0)
-    monkeypatch.setattr(snapshot, "release", released)
+    monkeypatch.setattr(snapshot, "release_behind", released)
     run_dir = tmp_path / layout.RUNS / "20261207T180233Z_run"
     run_dir.mkdir(parents=True)
     child = os.fork()
