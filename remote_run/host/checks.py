@@ -38,7 +38,7 @@ def check_sync(root, spec, walked=None):
     delta = spec.get("delta")
     if not delta:
         return {"state": "ok"}
-    aside = snapshot.set_aside(root)  # the spare of the tree checked just now, brought up to date below
+    aside = snapshot.set_aside(root)  # the spares of the tree checked just now, brought up to date below
     try:
         remove(os.path.join(root, tree.STAMP))  # a delta cut short must not look synced
         snapshot.invalidate(root)

@@ -6,8 +6,10 @@ releasing removes only the links the snapshot made that still hold what it linke
 
 A hard link per file is the run's one cost that grows with the tree (about 17 µs a file on a
 container's overlay filesystem: half a second at 30,000 files). So after each start a detached,
-niced process makes a spare snapshot of the tree as it is (SPARES/<stamp>.<generation>), and the
-next run of the same tree takes it with two renames. A spare is used only while the tree is
+niced process makes spare snapshots of the tree as it is (SPARES/<stamp>.<generation>#<n>), up to
+RESERVE of them, and the next run of the same tree takes one with two renames: two, so that a run
+that comes while the last one's replacement is still being made finds one too. A delta is
+applied to each spare as well (its cost is the delta's). A spare is used only while the tree is
 provably the one it was made of: the sync's stamp (which the host's check has just compared with
 the tree, file by file as rsync's quick check does) and the generation, which remote-run changes
 before anything of its own writes the tree (a sync, a delta) and so makes every spare stale. A file
@@ -29,6 +31,7 @@ SHARED = (".venv",)  # linked as symbolic links: shared by every run, not copied
 REVISIONS = os.path.join(layout.OWN, "revisions")  # REVISIONS/<sha>: the trees of git revisions A/B runs compare
 SPARES = os.path.join(layout.OWN, "spares")  # SPARES/<stamp>.<generation>: a snapshot made ahead of the next run
 GENERATION = os.path.join(layout.OWN, "generation")  # changed before remote-run writes the synced tree
+RESERVE = 2  # spares of the tree as it is, made ahead
 
 
 class SnapshotError(Exception):
@@ -104,9 +107,35 @@ def _link_top(root, work, revision_rules=None):
 
 
 def invalidate(root):
-    """The synced tree is about to be written by remote-run: no spare made before may be used."""
+    """The synced tree is about to be written by remote-run: no spare made before may be used.
+    They are moved out of the way at once and removed by a niced process of their own."""
     write_text(os.path.join(root, GENERATION), "%d.%d\n" % (time.time() * 1e6, os.getpid()))
-    shutil.rmtree(os.path.join(root, SPARES), ignore_errors=True)
+    trash = os.path.join(root, layout.OWN, "spares-stale-%d-%d" % (os.getpid(), time.time() * 1e6))
+    try:
+        os.rename(os.path.join(root, SPARES), trash)
+    except OSError:
+        return
+    _behind(shutil.rmtree, trash, True)
+
+
+def _behind(fn, *args):
+    """fn(*args) in a niced process of its own, detached from this one (which goes on at once)."""
+    child = os.fork()
+    if child:
+        os.waitpid(child, 0)
+        return
+    try:
+        if os.fork():
+            os._exit(0)
+        os.setsid()
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        os.closerange(3, 65536)
+        os.nice(19)
+        fn(*args)
+    finally:
+        os._exit(0)
 
 
 def _key(root):
@@ -115,14 +144,26 @@ def _key(root):
     return None if stamp is None else "%s.%s" % (stamp, read_text(os.path.join(root, GENERATION)) or "0")
 
 
+def _ready(root, key):
+    """The names of the spares of the tree as it is now (``key``), ready to be taken."""
+    try:
+        return sorted(name for name in os.listdir(os.path.join(root, SPARES)) if name.startswith(key + "#"))
+    except OSError:
+        return []
+
+
 def _from_spare(root, run_dir):
-    """Move the spare of the tree as it is now into run_dir; its file count, or None when there is none."""
+    """Move a spare of the tree as it is now into run_dir; its file count, or None when there is none."""
     key = _key(root)
     spares = os.path.join(root, SPARES)
     mine = os.path.join(spares, ".taken-%d" % os.getpid())
-    try:
-        os.rename(os.path.join(spares, key), mine)  # one run takes it, whoever else tries
-    except OSError:
+    for name in _ready(root, key):
+        try:
+            os.rename(os.path.join(spares, name), mine)  # one run takes it, whoever else tries
+            break
+        except OSError:
+            continue
+    else:
         return None
     try:
         files = int(read_text(os.path.join(mine, "files")) or "")
@@ -139,36 +180,45 @@ def _from_spare(root, run_dir):
 
 
 def set_aside(root):
-    """Before a delta is applied: move the spare of the tree as it is (if any) out of invalidate()'s
-    way, to be brought up to date by carry(); its folder, or None."""
+    """Before a delta is applied: move the spares of the tree as it is out of invalidate()'s way,
+    to be brought up to date by carry(); their folders."""
     key = _key(root)
     if key is None:
-        return None
-    aside = os.path.join(root, layout.OWN, "carried-%d" % os.getpid())
-    try:
-        os.rename(os.path.join(root, SPARES, key), aside)
-    except OSError:
-        return None
-    return aside
+        return []
+    asides = []
+    for n, name in enumerate(_ready(root, key)):
+        aside = os.path.join(root, layout.OWN, "carried-%d-%d" % (os.getpid(), n))
+        try:
+            os.rename(os.path.join(root, SPARES, name), aside)
+        except OSError:
+            continue
+        asides.append(aside)
+    return asides
 
 
-def carry(root, aside, delta):
-    """After a delta was applied and the tree checked: apply the same changes to the spare set
+def carry(root, asides, delta):
+    """After a delta was applied and the tree checked: apply the same changes to each spare set
     aside (new files linked, deleted ones gone), so it is a spare of the tree as it is now, named
-    for it. Its cost is the delta's, not the tree's; on any error the spare is dropped."""
-    if aside is None:
-        return
-    if delta is None:  # the delta failed: the tree is synced again, and a spare made of it
-        shutil.rmtree(aside, ignore_errors=True)
-        return
+    for it. Its cost is the delta's, not the tree's; on any error the spare is dropped (and with no
+    delta, the delta failed: the tree is synced again, and spares made of it)."""
+    for n, aside in enumerate(asides):
+        if delta is None:
+            shutil.rmtree(aside, ignore_errors=True)
+        else:
+            _carry(root, aside, delta, n)
+
+
+def _carry(root, aside, delta, n):
     work = os.path.join(aside, WORK)
     try:
         parts = (read_text(os.path.join(aside, LINKED), strip=False) or "").split("\0")
         linked = dict(zip(parts[0::2], parts[1::2]))
-        for rel in sorted(delta.get("delete", []), key=lambda r: -r.count("/")):
-            if rel.split("/", 1)[0] not in tree.PROTECTED:
-                _clear(os.path.join(work, rel))
-                linked = {k: v for k, v in linked.items() if k != rel and not k.startswith(rel + "/")}
+        gone = [rel for rel in delta.get("delete", []) if rel.split("/", 1)[0] not in tree.PROTECTED]
+        for rel in sorted(gone, key=lambda r: -r.count("/")):
+            _clear(os.path.join(work, rel))
+        if gone:  # one pass over the spare's files, not one per deleted path
+            named, below = set(gone), tuple(rel + "/" for rel in gone)
+            linked = {k: v for k, v in linked.items() if k not in named and not k.startswith(below)}
         for rel, mode in delta.get("dirs", []):
             path = os.path.join(work, rel)
             if not os.path.isdir(path) or os.path.islink(path):
@@ -187,7 +237,7 @@ def carry(root, aside, delta):
         write_text(os.path.join(aside, LINKED), "".join("%s\0%s\0" % item for item in linked.items()))
         write_text(os.path.join(aside, "files"), "%d\n" % len(linked))
         os.makedirs(os.path.join(root, SPARES), mode=0o700, exist_ok=True)
-        os.rename(aside, os.path.join(root, SPARES, _key(root)))
+        os.rename(aside, os.path.join(root, SPARES, "%s#c%d-%d" % (_key(root), os.getpid(), n)))
     except (OSError, TypeError):
         pass
     finally:
@@ -202,30 +252,41 @@ def _clear(path):
 
 
 def make_spare(root, rules):
-    """Make the next run's snapshot now, in a detached, niced process of its own that holds none
-    of this command's descriptors (an SSH session ends without waiting for it)."""
+    """Make the next runs' snapshots now (up to RESERVE), in a detached, niced process of its own
+    that holds none of this command's descriptors (an SSH session ends without waiting for it);
+    not while another one is at it."""
     key = _key(root)
-    if key is None or os.path.exists(os.path.join(root, SPARES, key)):
+    if key is None or len(_ready(root, key)) >= RESERVE or _making(root):
         return
-    child = os.fork()
-    if child:
-        os.waitpid(child, 0)
-        return
+    _behind(_top_up, root, rules, key)
+
+
+def _making(root):
+    """Whether a live process is making a spare (its .making-<pid> folder)."""
     try:
-        os.setsid()
-        if os.fork():
-            os._exit(0)
-        null = os.open(os.devnull, os.O_RDWR)
-        for fd in (0, 1, 2):
-            os.dup2(null, fd)
-        os.closerange(3, 65536)
-        os.nice(19)
-        _make(root, rules, key)
-    finally:
-        os._exit(0)
+        names = os.listdir(os.path.join(root, SPARES))
+    except OSError:
+        return False
+    for name in names:
+        if name.startswith(".making-"):
+            try:
+                os.kill(int(name[len(".making-"):]), 0)
+                return True
+            except (ValueError, ProcessLookupError):
+                continue
+            except OSError:
+                return True
+    return False
+
+
+def _top_up(root, rules, key):
+    while len(_ready(root, key)) < RESERVE and _key(root) == key:
+        if not _make(root, rules, key):
+            return
 
 
 def _make(root, rules, key):
+    """One spare of the tree as it is (``key``); whether it was made."""
     spares = os.path.join(root, SPARES)
     os.makedirs(spares, mode=0o700, exist_ok=True)
     making = os.path.join(spares, ".making-%d" % os.getpid())
@@ -233,13 +294,15 @@ def _make(root, rules, key):
         os.mkdir(making, 0o700)
         files = _link(root, os.path.join(making, WORK), os.path.join(making, LINKED), rules)
         write_text(os.path.join(making, "files"), "%d\n" % files)
-        for name in os.listdir(spares):  # one spare at a time: those of older trees go
-            if not name.startswith(".") and name != key:
+        for name in os.listdir(spares):  # those of older trees go
+            if not name.startswith(".") and not name.startswith(key + "#"):
                 shutil.rmtree(os.path.join(spares, name), ignore_errors=True)
-        if _key(root) == key:  # else made of a tree that changed meanwhile: never used
-            os.rename(making, os.path.join(spares, key))
+        if _key(root) != key:  # made of a tree that changed meanwhile: never used
+            return False
+        os.rename(making, os.path.join(spares, "%s#%d-%d" % (key, time.time() * 1e6, os.getpid())))
+        return True
     except OSError:
-        pass
+        return False
     finally:
         shutil.rmtree(making, ignore_errors=True)
 
@@ -276,17 +339,7 @@ def release(run_dir):
 def release_behind(run_dir):
     """release() in a niced process of its own: the supervisor goes on at once (a group's next run,
     its own end), and the release (0.4 s of a core at 50,000 files) yields to the host's work."""
-    child = os.fork()
-    if child:
-        os.waitpid(child, 0)
-        return
-    try:
-        if os.fork():
-            os._exit(0)
-        os.nice(19)
-        release(run_dir)
-    finally:
-        os._exit(0)
+    _behind(release, run_dir)
 
 
 def release_ended(root):

@@ -320,11 +320,12 @@ def after_delta(root, entries, delta):
     the delta's ``protected`` entries differs. Paths inside PROTECTED names are not the tree's."""
     if not _protected_same(root, delta.get("protected", {})):
         return None
-    found = dict(entries)
-    for rel in delta.get("delete", []):
-        below = rel + "/"
-        for key in [key for key in found if key == rel or key.startswith(below)]:
-            del found[key]
+    gone = delta.get("delete", [])
+    if gone:  # one pass over the tree, not one per deleted path
+        named, below = set(gone), tuple(rel + "/" for rel in gone)
+        found = {rel: entry for rel, entry in entries.items() if rel not in named and not rel.startswith(below)}
+    else:
+        found = dict(entries)
     named = [item[0] for kind in ("dirs", "files", "links") for item in delta.get(kind, [])]
     for rel in named:
         if rel.split("/", 1)[0] in PROTECTED:

@@ -41,7 +41,8 @@ def spare(root):
 
 
 def test_the_next_run_takes_the_spare_and_sees_the_tree(root):
-    assert spare(root) == ["stamp-1.0"]
+    made = spare(root)
+    assert len(made) == 1 and made[0].startswith("stamp-1.0#")  # <stamp>.<generation>#<which>
     taken = snapshot.take(str(root), str(run_dir(root, "r1")), RULES)
     work = root / layout.RUNS / "r1" / snapshot.WORK
     assert taken["spare"] is True and taken["files"] == 2 and taken["tree"] == "stamp-1"
@@ -103,6 +104,19 @@ def test_a_folder_made_on_the_host_after_the_spare_is_in_the_run(root):
     assert os.readlink(root / layout.RUNS / "r1" / snapshot.WORK / "datasets") == str(root / "datasets")
 
 
+def ready(root):
+    return sorted(p for p in (root / snapshot.SPARES).glob("stamp-1.0#*"))
+
+
+def wait_for_spares(root, count):
+    import time
+
+    deadline = time.time() + 20
+    while time.time() < deadline and (len(ready(root)) < count or snapshot._making(str(root))):
+        time.sleep(0.05)
+    return ready(root)
+
+
 def test_make_spare_returns_at_once_and_its_process_holds_none_of_our_descriptors(root):
     read, write = os.pipe()
     os.set_inheritable(write, True)
@@ -110,12 +124,45 @@ def test_make_spare_returns_at_once_and_its_process_holds_none_of_our_descriptor
     os.close(write)
     assert os.read(read, 1) == b""  # EOF at once: the spare's process does not hold the pipe
     os.close(read)
-    import time
+    made = wait_for_spares(root, snapshot.RESERVE)
+    assert len(made) == snapshot.RESERVE == 2  # a run that comes before the next one is made finds one too
+    assert all((spare / snapshot.WORK / "train.py").read_text() == "print(1)\n" for spare in made)
 
-    deadline = time.time() + 20
-    while time.time() < deadline and not (root / snapshot.SPARES / "stamp-1.0").exists():
-        time.sleep(0.05)
-    assert (root / snapshot.SPARES / "stamp-1.0" / snapshot.WORK / "train.py").read_text() == "print(1)\n"
+
+def test_two_runs_in_a_row_both_take_a_spare_and_the_reserve_is_made_again(root):
+    snapshot.make_spare(str(root), RULES)
+    wait_for_spares(root, 2)
+    first = snapshot.take(str(root), str(run_dir(root, "r1")), RULES)
+    snapshot.make_spare(str(root), RULES)  # as the first run's start does, after it has started
+    second = snapshot.take(str(root), str(run_dir(root, "r2")), RULES)
+    assert first["spare"] is True and second["spare"] is True
+    assert len(wait_for_spares(root, 2)) == 2
+
+
+def test_a_delta_brings_every_spare_up_to_date(root):
+    import base64
+
+    from remote_run.host import checks
+
+    (root / layout.MOVED).write_text("")
+    before = tree.host_fingerprint(str(root), tree.compile_rules(RULES), {})
+    (root / tree.STAMP).write_text(before + "\n")
+    snapshot.invalidate(str(root))
+    spare(root)
+    spare(root)
+    delta = {"files": [["pkg/model.py", base64.b64encode(b"V = 3\n").decode(), 0o644, 1_700_000_000 * 10**9]],
+             "dirs": [], "links": [], "delete": [], "protected": {}}
+    expected = root.parent / "expected"
+    import shutil
+
+    shutil.copytree(root, expected, symlinks=True)
+    tree.apply_delta(str(expected), delta)
+    delta["target"] = tree.host_fingerprint(str(expected), tree.compile_rules(RULES), {})
+    assert checks.check_sync(str(root), {"expect": before, "rules": RULES, "delta": delta})["state"] == "applied"
+    for name in ("r1", "r2"):
+        taken = snapshot.take(str(root), str(run_dir(root, name)), RULES)
+        assert taken["spare"] is True
+        assert (root / layout.RUNS / name / snapshot.WORK / "pkg" / "model.py").read_text() == "V = 3\n"
 
 
 def test_a_delta_brings_the_spare_up_to_date_and_the_run_sees_the_new_tree(root):
