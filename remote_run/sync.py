@@ -266,15 +266,20 @@ def entries_path(head: Path) -> Path:
     return head.with_suffix(".entries")
 
 
-def read_manifest(head: Path) -> tuple[dict | None, dict | None]:
-    """(the head, the entries {rel: entry}) of the last sync; (None, None) when there is none, and
-    entries None when they are not the head's (each file names the same id)."""
+def read_head(head: Path) -> dict | None:
     try:
         last = json.loads(head.read_text(encoding="utf-8", errors="surrogateescape"))
     except (OSError, ValueError):
-        return None, None
-    if not isinstance(last, dict) or last.get("format") != MANIFEST_FORMAT:
-        return last if isinstance(last, dict) else None, None
+        return None
+    return last if isinstance(last, dict) else None
+
+
+def read_manifest(head: Path) -> tuple[dict | None, dict | None]:
+    """(the head, the entries {rel: entry}) of the last sync; (None, None) when there is none, and
+    entries None when they are not the head's (each file names the same id)."""
+    last = read_head(head)
+    if last is None or last.get("format") != MANIFEST_FORMAT:
+        return last, None
     try:
         stored = marshal.loads(entries_path(head).read_bytes())
         if stored["id"] != last["id"] or not isinstance(stored["entries"], dict):
@@ -289,7 +294,7 @@ def early(settings, only=None) -> dict | None:
     fingerprint, under the rules of the last sync, as that sync left it (None: no usable manifest,
     or another scope)."""
     roots = tuple(settings.sync_only if only is None else only)
-    last, _ = read_manifest(manifest_path(settings))
+    last = read_head(manifest_path(settings))
     if last is None or last.get("format") != MANIFEST_FORMAT or list(last.get("only") or []) != list(roots):
         return None
     try:

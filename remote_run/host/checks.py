@@ -26,10 +26,11 @@ def check_sync(root, spec, walked=None):
     if stamp != spec["expect"]:
         entries = None
     elif walked is not None and walked[0] == _walk_key(spec):
-        entries = walked[1]
+        entries, found = walked[1:]
     else:
         entries = tree.host_entries(root, rules, spec.get("protected", {}))
-    if entries is None or tree.fingerprint(entries) != spec["expect"]:
+        found = None if entries is None else tree.fingerprint(entries)
+    if found != spec["expect"]:
         return {"state": "stale", "detail": "REMOTE_DIR differs from the last sync"}
     try:
         owner.mirror(root, spec.get("checkout"))  # adopted, taken over, or where the checkout is now
@@ -62,12 +63,13 @@ def _walk_key(spec):
 def walk_first(root, first):
     """The walk check_sync() needs, made before this machine's verdict comes (payload "early": the
     rules, fingerprint and protected entries of the last sync): (what it was made for, the
-    entries), or None when the check will not need it. It only reads."""
+    entries, their fingerprint), or None when the check will not need it. It only reads."""
     if (not os.path.isfile(os.path.join(root, owner.MARKER)) or owner.other_checkout(root, first.get("checkout"))
             or not os.path.exists(os.path.join(root, layout.MOVED))
             or read_text(os.path.join(root, tree.STAMP)) != first["expect"]):
         return None
-    return _walk_key(first), tree.host_entries(root, tree.compile_rules(first["rules"]), first.get("protected", {}))
+    entries = tree.host_entries(root, tree.compile_rules(first["rules"]), first.get("protected", {}))
+    return _walk_key(first), entries, None if entries is None else tree.fingerprint(entries)
 
 
 def rest_of_payload():

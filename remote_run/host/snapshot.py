@@ -26,6 +26,7 @@ from .files import read_text, remove, write_text
 
 WORK = "work"  # RUNS/<id>/work: the run's own copy of the synced tree, and its working directory
 LINKED = "work.linked"  # what the snapshot hard-linked: "path\0inode\0" pairs, to tell code from outputs
+RELEASING = "work.releasing"  # LINKED, once a niced process of its own is releasing the snapshot
 OWN = (layout.OWN,)  # REMOTE_DIR's own top-level names: never in a snapshot
 SHARED = (".venv",)  # linked as symbolic links: shared by every run, not copied
 REVISIONS = os.path.join(layout.OWN, "revisions")  # REVISIONS/<sha>: the trees of git revisions A/B runs compare
@@ -307,12 +308,13 @@ def _make(root, rules, key):
         shutil.rmtree(making, ignore_errors=True)
 
 
-def release(run_dir):
+def release(run_dir, linked=LINKED):
     """After the run: remove the code the snapshot linked, unless the run changed it, and the
-    folders and links left empty, so that work/ keeps only what the run wrote (its outputs)."""
+    folders and links left empty, so that work/ keeps only what the run wrote (its outputs).
+    ``linked``: the list of links (LINKED, or RELEASING for release_behind)."""
     work = os.path.join(run_dir, WORK)
-    parts = (read_text(os.path.join(run_dir, LINKED), strip=False) or "").split("\0")
-    if not os.path.exists(os.path.join(run_dir, LINKED)):
+    parts = (read_text(os.path.join(run_dir, linked), strip=False) or "").split("\0")
+    if not os.path.exists(os.path.join(run_dir, linked)):
         return
     for rel, inode in zip(parts[0::2], parts[1::2]):
         path = os.path.join(work, rel)
@@ -333,13 +335,18 @@ def release(run_dir):
                 os.rmdir(folder)
         except OSError:
             pass
-    remove(os.path.join(run_dir, LINKED))
+    remove(os.path.join(run_dir, linked))
 
 
 def release_behind(run_dir):
     """release() in a niced process of its own: the supervisor goes on at once (a group's next run,
-    its own end), and the release (0.4 s of a core at 50,000 files) yields to the host's work."""
-    _behind(release, run_dir)
+    its own end), and the release (0.4 s of a core at 50,000 files) yields to the host's work. The
+    list of links is renamed first, so that release_ended() leaves a release under way alone."""
+    try:
+        os.rename(os.path.join(run_dir, LINKED), os.path.join(run_dir, RELEASING))
+    except OSError:
+        return
+    _behind(release, run_dir, RELEASING)
 
 
 def release_ended(root):
@@ -353,6 +360,12 @@ def release_ended(root):
         return
     for name in names:
         run_dir = os.path.join(runs, name)
+        releasing = os.path.join(run_dir, RELEASING)
+        try:  # a release under way for long: its process was killed
+            if time.time() - os.lstat(releasing).st_mtime > 600:
+                release(run_dir, RELEASING)
+        except OSError:
+            pass
         if not os.path.exists(os.path.join(run_dir, LINKED)):
             continue
         state = state_of(run_dir)[0]

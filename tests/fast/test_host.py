@@ -197,6 +197,32 @@ def test_snapshots_of_ended_runs_are_released_and_live_ones_kept(synced):
     assert (live / snapshot.LINKED).exists() and (live / "work" / "train.py").exists()
 
 
+def test_a_release_under_way_in_the_background_is_left_to_it_unless_its_process_died_long_ago(synced):
+    run = synced / layout.RUNS / "r1"
+    snapshot.take(str(synced), str(run), [])
+    (run / "exit_code").write_text("0")
+    os.rename(run / snapshot.LINKED, run / snapshot.RELEASING)  # as release_behind() does before it forks
+    snapshot.release_ended(str(synced))  # the next run's start: not on its way
+    assert (run / "work" / "train.py").exists()
+    os.utime(run / snapshot.RELEASING, (0, 0))
+    snapshot.release_ended(str(synced))
+    assert not (run / "work" / "train.py").exists() and not (run / snapshot.RELEASING).exists()
+    assert (synced / "train.py").exists()
+
+
+def test_release_behind_releases_in_a_process_of_its_own(synced):
+    import time
+
+    run = synced / layout.RUNS / "r1"
+    snapshot.take(str(synced), str(run), [])
+    snapshot.release_behind(str(run))
+    assert not (run / snapshot.LINKED).exists()
+    deadline = time.time() + 90  # niced: a loaded machine gives it little time
+    while time.time() < deadline and (run / snapshot.RELEASING).exists():
+        time.sleep(0.02)
+    assert not (run / "work" / "train.py").exists() and (synced / "train.py").exists()
+
+
 # --- REMOTE_DIR's ownership: one check, and what it refuses --------------------------------------
 
 @pytest.fixture

@@ -228,7 +228,8 @@ def tree(root: Path, skip=(".remote-run",)) -> dict:
 
 def released(remote: str, timeout: float = 15) -> None:
     """Wait until the runs that ended have released their snapshots (after their exit status)."""
-    wait_for(lambda: not list(Path(remote).glob(".remote-run/runs/*/work.linked")), timeout,
+    wait_for(lambda: not list(Path(remote).glob(".remote-run/runs/*/work.linked"))
+             and not list(Path(remote).glob(".remote-run/runs/*/work.releasing")), timeout,
              "the ended runs' snapshots released")
 
 
