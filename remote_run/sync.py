@@ -332,8 +332,8 @@ def plan(settings, *, only=None, checksum: bool = False, force: bool = False) ->
     entries = tree.walk(str(settings.workspace), compiled, excluded=left_out)
     unchanged = before is not None and before == entries
     inside = tree.protected_part(entries)
-    # Nothing changed (the common case): the manifest's fingerprint is this tree's, no need to hash it again
-    fingerprint = (last["fingerprint"] if unchanged and isinstance(last.get("fingerprint"), str)
+    # The manifest's fingerprint brought up to date at the cost of what changed, not of the tree
+    fingerprint = (_updated(last["fingerprint"], before, entries) if before is not None
                    else tree.fingerprint(tree.split_protected(entries)[0]))
     base = dict(rules=found, origins=["--only"] * (len(found) - len(sourced)) + [origin for _, _, origin in sourced],
                 entries=entries, fingerprint=fingerprint, protected=inside, manifest=path, only=roots,
@@ -357,6 +357,18 @@ def plan(settings, *, only=None, checksum: bool = False, force: bool = False) ->
         return Plan("full", reason="over the guardrails", **base)  # full() says so
     files = len(delta["files"]) + len(delta["links"]) + len(delta["dirs"]) + len(delta["delete"])
     return Plan("delta", delta=delta, delta_files=files, delta_bytes=size, **base)
+
+
+def _updated(fingerprint: str, before: dict, now: dict) -> str:
+    """The fingerprint of ``now`` (outside the PROTECTED names), from ``before``'s."""
+    if before == now:
+        return fingerprint
+    if not isinstance(fingerprint, str) or not re.fullmatch(r"[0-9a-f]{32}", fingerprint):
+        return tree.fingerprint(tree.split_protected(now)[0])  # a manifest written by hand, or cut short
+    gone = {rel: entry for rel, entry in before.items() if now.get(rel) != entry}
+    new = {rel: entry for rel, entry in now.items() if before.get(rel) != entry}
+    keep = tree.split_protected
+    return tree.fingerprint_update(fingerprint, keep(gone)[0], keep(new)[0])
 
 
 def _same_rules(last: dict, origins: list, found: list, compiled, before: dict, entries: dict) -> bool:

@@ -48,7 +48,7 @@ def check_sync(root, spec, walked=None):
         snapshot.carry(root, aside, None)
         return {"state": "stale", "detail": "applying the changes failed: %s" % (exc.strerror or exc)}
     after = tree.after_delta(root, entries, delta)  # the walk above, and the paths the delta changed
-    if after is None or tree.fingerprint(after) != delta["target"]:
+    if after is None or tree.fingerprint_update(found, *after[1:]) != delta["target"]:
         snapshot.carry(root, aside, None)
         return {"state": "stale", "detail": "the tree differs after applying the changes"}
     write_text(os.path.join(root, tree.STAMP), delta["target"] + "\n")

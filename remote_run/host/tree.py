@@ -274,14 +274,31 @@ def _line(rel, entry):
     return "\0".join(fields).encode("utf-8", "surrogateescape") + b"\n"
 
 
+FINGERPRINT_BITS = 128
+
+
 def fingerprint(entries):
-    """A hash of the tree as rsync's quick check sees it (type, path, size, mtime in s, mode, link)."""
+    """A hash of the tree as rsync's quick check sees it (type, path, size, mtime in s, mode, link):
+    the sum of a hash per entry, so that a change of a few entries updates it (fingerprint_update)
+    at their cost, not the tree's."""
+    return _hex(sum(_entry_hash(rel, entry) for rel, entry in entries.items()))
+
+
+def fingerprint_update(old, gone, new):
+    """The fingerprint of a tree that was ``old`` with the entries ``gone`` ({rel: entry}) taken
+    out and ``new`` put in."""
+    value = int(old, 16) - sum(_entry_hash(rel, entry) for rel, entry in gone.items())
+    return _hex(value + sum(_entry_hash(rel, entry) for rel, entry in new.items()))
+
+
+def _entry_hash(rel, entry):
     import hashlib  # here: most host commands need no fingerprint
 
-    digest = hashlib.sha256()
-    for rel in sorted(entries):
-        digest.update(_line(rel, entries[rel]))
-    return digest.hexdigest()[:32]
+    return int.from_bytes(hashlib.sha256(_line(rel, entry)).digest()[:FINGERPRINT_BITS // 8], "big")
+
+
+def _hex(value):
+    return "%032x" % (value % (1 << FINGERPRINT_BITS))
 
 
 def same_entry(a, b):
@@ -317,25 +334,30 @@ def _protected_same(root, protected):
 def after_delta(root, entries, delta):
     """host_entries() after ``delta`` was applied, from the walk made before it (``entries``) and a
     look at each path the delta names, instead of a second walk of the whole tree; None when one of
-    the delta's ``protected`` entries differs. Paths inside PROTECTED names are not the tree's."""
+    the delta's ``protected`` entries differs. Paths inside PROTECTED names are not the tree's.
+    Returns (the entries, {rel: entry} of ``entries`` that are gone or changed, {rel: entry} new
+    or changed): fingerprint_update() takes the last two."""
     if not _protected_same(root, delta.get("protected", {})):
         return None
-    gone = delta.get("delete", [])
-    if gone:  # one pass over the tree, not one per deleted path
-        named, below = set(gone), tuple(rel + "/" for rel in gone)
-        found = {rel: entry for rel, entry in entries.items() if rel not in named and not rel.startswith(below)}
-    else:
-        found = dict(entries)
-    named = [item[0] for kind in ("dirs", "files", "links") for item in delta.get(kind, [])]
-    for rel in named:
+    deleted = delta.get("delete", [])
+    gone, new = {}, {}
+    if deleted:  # one pass over the tree, not one per deleted path
+        named, below = set(deleted), tuple(rel + "/" for rel in deleted)
+        gone = {rel: entry for rel, entry in entries.items() if rel in named or rel.startswith(below)}
+    found = dict(entries)
+    for rel in gone:
+        del found[rel]
+    for rel in [item[0] for kind in ("dirs", "files", "links") for item in delta.get(kind, [])]:
         if rel.split("/", 1)[0] in PROTECTED:
             continue
+        if rel in found:
+            gone[rel] = found.pop(rel)
         path = os.path.join(root, rel)
         try:
-            found[rel] = _entry(os.lstat(path), path)
+            found[rel] = new[rel] = _entry(os.lstat(path), path)
         except OSError:
-            found.pop(rel, None)
-    return found
+            new.pop(rel, None)
+    return found, gone, new
 
 
 def read_rendered(root):

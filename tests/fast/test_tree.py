@@ -153,9 +153,12 @@ def test_the_tree_after_a_delta_is_known_without_walking_it_again(tmp_path_facto
         return  # the client would send a full rsync instead
     entries = tree.host_entries(str(host), [], {})
     tree.apply_delta(str(host), delta)
-    known = tree.after_delta(str(host), entries, delta)
+    known, gone, new = tree.after_delta(str(host), entries, delta)
     assert tree.fingerprint(known) == tree.fingerprint(tree.walk(str(host), [], set(tree.PROTECTED)))
     assert tree.fingerprint(known) == tree.fingerprint(now)
+    # and the fingerprint brought up to date from the changes alone is the whole tree's
+    assert tree.fingerprint_update(tree.fingerprint(entries), gone, new) == tree.fingerprint(now)
+    assert sync._updated(tree.fingerprint(before), before, now) == tree.fingerprint(now)
 
 
 # ------------------------------------------------------------------ --only scopes and `!` re-includes
