@@ -52,7 +52,9 @@ def check_sync(root, spec, walked=None):
         snapshot.carry(root, aside, None)
         return {"state": "stale", "detail": "the tree differs after applying the changes"}
     write_text(os.path.join(root, tree.STAMP), delta["target"] + "\n")
-    snapshot.carry(root, aside, delta)
+    _, gone, new = after
+    files = sum(e[0] == tree.FILE for e in new.values()) - sum(e[0] == tree.FILE for e in gone.values())
+    snapshot.carry(root, aside, delta, files)
     return {"state": "applied"}
 
 

@@ -197,29 +197,29 @@ def set_aside(root):
     return asides
 
 
-def carry(root, asides, delta):
+def carry(root, asides, delta, files=0):
     """After a delta was applied and the tree checked: apply the same changes to each spare set
     aside (new files linked, deleted ones gone), so it is a spare of the tree as it is now, named
     for it. Its cost is the delta's, not the tree's; on any error the spare is dropped (and with no
-    delta, the delta failed: the tree is synced again, and spares made of it)."""
+    delta, the delta failed: the tree is synced again, and spares made of it). ``files``: how the
+    number of files changed."""
     for n, aside in enumerate(asides):
         if delta is None:
             shutil.rmtree(aside, ignore_errors=True)
         else:
-            _carry(root, aside, delta, n)
+            _carry(root, aside, delta, n, files)
 
 
-def _carry(root, aside, delta, n):
+def _carry(root, aside, delta, n, files):
+    # The new links are added to the end of LINKED, not written into it: release() unlinks a path
+    # only while it is the inode listed with it, so the older pair of a replaced or deleted file
+    # matches nothing.
     work = os.path.join(aside, WORK)
     try:
-        parts = (read_text(os.path.join(aside, LINKED), strip=False) or "").split("\0")
-        linked = dict(zip(parts[0::2], parts[1::2]))
+        added = []
         gone = [rel for rel in delta.get("delete", []) if rel.split("/", 1)[0] not in tree.PROTECTED]
         for rel in sorted(gone, key=lambda r: -r.count("/")):
             _clear(os.path.join(work, rel))
-        if gone:  # one pass over the spare's files, not one per deleted path
-            named, below = set(gone), tuple(rel + "/" for rel in gone)
-            linked = {k: v for k, v in linked.items() if k not in named and not k.startswith(below)}
         for rel, mode in delta.get("dirs", []):
             path = os.path.join(work, rel)
             if not os.path.isdir(path) or os.path.islink(path):
@@ -230,13 +230,14 @@ def _carry(root, aside, delta, n):
             path = os.path.join(work, entry[0])
             _clear(path)
             os.link(os.path.join(root, entry[0]), path)
-            linked[entry[0]] = str(os.lstat(path).st_ino)
+            added.append("%s\0%d\0" % (entry[0], os.lstat(path).st_ino))
         for rel, target in delta.get("links", []):
             path = os.path.join(work, rel)
             _clear(path)
             os.symlink(target, path)
-        write_text(os.path.join(aside, LINKED), "".join("%s\0%s\0" % item for item in linked.items()))
-        write_text(os.path.join(aside, "files"), "%d\n" % len(linked))
+        with open(os.path.join(aside, LINKED), "a", encoding="utf-8", errors="surrogateescape") as handle:
+            handle.write("".join(added))
+        write_text(os.path.join(aside, "files"), "%d\n" % (int(read_text(os.path.join(aside, "files")) or "0") + files))
         os.makedirs(os.path.join(root, SPARES), mode=0o700, exist_ok=True)
         os.rename(aside, os.path.join(root, SPARES, "%s#c%d-%d" % (_key(root), os.getpid(), n)))
     except (OSError, TypeError):
