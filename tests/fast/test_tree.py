@@ -345,3 +345,35 @@ def test_the_one_regex_shortcut_never_misses_a_rule_that_matches(parts, is_dir, 
     assert tree.deciding(compiled, rel, is_dir) is in_order
     if in_order is not None:
         assert compiled.may_match(rel, is_dir)
+
+
+def test_the_manifest_head_and_its_entries_are_used_only_together(tmp_path):
+    """The manifest is two files, written one after the other: entries of another sync beside a
+    head (a writer that came between the two) must never make a changed tree look unchanged."""
+    import marshal
+
+    from remote_run import settings as settings_mod
+    from remote_run import sync
+
+    ws = tmp_path / "ws"
+    (ws / "lib").mkdir(parents=True)
+    (ws / "lib" / "a.py").write_text("A = 1\n")
+    s = settings_mod.load(environ={"WORKSPACE": str(ws), "REMOTE_HOST": "local", "REMOTE_DIR": str(tmp_path / "r")})
+    first = sync.plan(s)
+    sync.save(first)
+    assert sync.plan(s).kind == "clean"
+    head = sync.manifest_path(s)
+    assert sync.early(s) == {"rules": [list(rule) for rule in first.rules], "expect": first.fingerprint,
+                             "protected": {}}
+    assert sync.early(s, only=("lib",)) is None  # another scope: its own walk, its own verdict
+    (ws / "lib" / "a.py").write_text("A = 22\n")
+    changed = sync.plan(s)
+    assert changed.kind == "delta"
+    assert changed.fingerprint == tree.fingerprint(tree.split_protected(changed.entries)[0])  # brought up to date
+    stored = marshal.loads(sync.entries_path(head).read_bytes())
+    sync.entries_path(head).write_bytes(marshal.dumps({"id": "another", "entries": changed.entries}))
+    assert sync.plan(s).kind == "full"  # not "clean": those entries are not the head's
+    sync.entries_path(head).write_bytes(b"not marshal")
+    assert sync.plan(s).kind == "full"
+    sync.entries_path(head).write_bytes(marshal.dumps(stored))
+    assert sync.plan(s).kind == "delta"
