@@ -241,6 +241,7 @@ def code_job(backend, settings) -> Future:
 
         found = plan
         if early is not None:
+            early.plan.started.wait(2)  # the run's command starts it (after 2 s, or if it never started: here)
             try:
                 found = early.plan.result()
             except Exception:  # the run stops on it, in the main thread

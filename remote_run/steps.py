@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
@@ -25,14 +26,37 @@ from .output import say, show
 from .preflight import Preflight
 
 
+class Later:
+    """fn(*args) in a thread of its own, started by the first to call start() or result(): an
+    early sync's plan starts once the command that checks it has started (before, it would share
+    the interpreter with the work that starts the command, and the host would start later)."""
+
+    def __init__(self, fn, *args):
+        self._fn, self._args = fn, args
+        self._lock = threading.Lock()
+        self._future: Future | None = None
+        self.started = threading.Event()
+
+    def start(self) -> Future:
+        with self._lock:
+            if self._future is None:
+                self._future = in_background(self._fn, *self._args)
+                self.started.set()
+        return self._future
+
+    def result(self, timeout=None):
+        return self.start().result(timeout)
+
+
 @dataclass(frozen=True)
 class Early:
     """A sync whose check starts before this machine has walked the workspace: the host walks
     REMOTE_DIR as the last sync left it (``first``, remote_run.sync.early) while this machine
-    plans (``plan``, a future), and gets the plan's verdict on a second line of stdin (second())."""
+    plans (``plan``, started with the command), and gets the plan's verdict on a second line of
+    stdin (second())."""
 
     first: dict
-    plan: Future
+    plan: Later
     settings: object
 
     def second(self) -> str:
@@ -67,7 +91,7 @@ class Pending:
     def stdin(self, text: str | None):
         """The command's stdin for a payload sent as ``text`` (None: on its command line): with an
         early sync, the plan's verdict follows it."""
-        return transport.Deferred(text or "", self.early.second) if self.early else text
+        return transport.Deferred(text or "", self.early.second, self.early.plan.start) if self.early else text
 
     def planned(self) -> Pending:
         """This, with the early sync's plan in its place (raising what planning raised)."""
@@ -138,8 +162,7 @@ def prepare(sess, preflight: Preflight, *, wait: bool = False, count: int = 0) -
         from . import checkout
 
         first["checkout"] = checkout.spec(sess.settings, take_over=preflight.take_over)
-        planning = in_background(sync_plan, preflight, sess.settings)
-        pending = replace(pending, early=Early(first, planning, sess.settings))
+        pending = replace(pending, early=Early(first, Later(sync_plan, preflight, sess.settings), sess.settings))
     elif preflight.sync:
         plan = sync_plan(preflight, sess.settings)
         if plan.kind != "full":

@@ -59,22 +59,26 @@ class WholeInput(io.StringIO):
 
 class Deferred:
     """A command's stdin whose second part comes later: ``first`` at once, then ``rest()`` (called
-    in invoke's stdin thread, where it may wait), then the end. A command run again (the host had
-    not kept its program) gets both again."""
+    in invoke's stdin thread, where it may wait), then the end; ``begin()`` is called once the
+    command has started, before anything is read. A command run again (the host had not kept its
+    program) gets both again."""
 
-    def __init__(self, first: str, rest):
-        self.first, self.rest = first, rest
+    def __init__(self, first: str, rest, begin=None):
+        self.first, self.rest, self.begin = first, rest, begin
 
     def stream(self):
-        return _DeferredStream(self.first, self.rest)
+        return _DeferredStream(self.first, self.rest, self.begin)
 
 
 class _DeferredStream(io.StringIO):
-    def __init__(self, first: str, rest):
+    def __init__(self, first: str, rest, begin=None):
         super().__init__()
-        self.parts, self.rest = [first] if first else [], rest
+        self.parts, self.rest, self.begin = [first] if first else [], rest, begin
 
     def read(self, size=-1):
+        if self.begin is not None:
+            begin, self.begin = self.begin, None
+            begin()
         if self.parts:
             return self.parts.pop()
         if self.rest is not None:

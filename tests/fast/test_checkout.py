@@ -259,3 +259,18 @@ def test_an_early_check_this_machine_calls_off_looks_at_nothing_more_and_writes_
     report, _ = checks.run_checks(str(root), {"early": early_for(spec), "env": {"kind": "venv", "stamp": "s"}})
     assert report == {"ok": False, "full": True}
     assert files(root) == before and checks.walk_first(str(root), early_for(spec)) is None
+
+
+def test_an_early_plan_starts_once_the_command_reads_its_stdin_and_only_once():
+    """The plan's thread starts when the command has started (invoke's stdin thread reads first),
+    so it does not hold the interpreter while the command is being started."""
+    from remote_run import steps, transport
+
+    calls = []
+    later = steps.Later(lambda: calls.append("planned") or "the plan")
+    stdin = transport.Deferred("line 1\n", lambda: f"verdict on {later.result()}\n", later.start)
+    assert not later.started.is_set() and calls == []
+    for _ in range(2):  # a command sent again (the host had not kept its program) reads it all again
+        stream = stdin.stream()
+        assert [stream.read(), stream.read(), stream.read()] == ["line 1\n", "verdict on the plan\n", ""]
+    assert later.started.is_set() and calls == ["planned"]
