@@ -74,3 +74,16 @@ def test_a_plan_the_guardrails_stop_leaves_the_host_as_it_was(sshd, repo):
     assert "SYNC_MAX_FILES=5" in one_line_error(done)
     assert not remote_exists(sshd, f"{remote}/many/1.txt")
     assert sorted(sshd.as_user(["ls", f"{remote}/.remote-run/runs"]).stdout.split()) == runs  # no run started
+
+
+@pytest.mark.parametrize("task", [["run", "scripts/count.py", "--cpu-ok"], ["sync"]], ids=["run", "sync"])
+def test_an_early_check_goes_on_when_the_host_has_lost_its_kept_program(sshd, repo, task):
+    """The first command then only asks for the program and is sent again carrying it: the second
+    line on stdin must reach that one too."""
+    ws, remote = repo
+    sshd.as_user(["rm", "-rf", str(sshd.remote_home / ".cache" / "remote-run")])
+    mark = sshd.mark()
+    done = cli(sshd, ws, *task, REMOTE_DIR=remote)
+    assert done.returncode == 0 and "(no changes; checked on the host)" in done.stderr, done.stderr
+    assert task[0] == "sync" or "RESULT_COUNT files=1" in done.stdout
+    assert sshd.count("Starting session:", mark) == 2  # asked for the program, then sent again with it
