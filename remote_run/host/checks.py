@@ -24,7 +24,7 @@ def check_sync(root, spec, walked=None):
     stamp = read_text(os.path.join(root, tree.STAMP))
     rules = tree.compile_rules(spec["rules"])
     if stamp != spec["expect"]:
-        entries = None
+        entries = found = None
     elif walked is not None and walked[0] == _walk_key(spec):
         entries, found = walked[1:]
     else:

@@ -233,6 +233,10 @@ def test_an_early_check_walks_once_and_takes_this_machines_verdict_from_the_next
     (root / "train.py").write_text("print(2)  # edited on the host\n")
     report, _ = checks.run_checks(str(root), {"early": early_for(spec)}, rest=lambda: {"sync": spec})
     assert report["sync"]["state"] == "stale" and not report["ok"]
+    (root / tree.STAMP).unlink()  # a delta cut short leaves no stamp
+    for early in ({"early": early_for(spec)}, {}):
+        report, _ = checks.run_checks(str(root), dict(early, sync=spec), rest=lambda: {"sync": spec})
+        assert report["sync"] == {"state": "stale", "detail": "REMOTE_DIR differs from the last sync"}
 
 
 def test_an_early_check_walks_again_under_the_rules_this_machine_sends(root):
