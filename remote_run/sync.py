@@ -333,7 +333,7 @@ def plan(settings, *, only=None, checksum: bool = False, force: bool = False) ->
     unchanged = before is not None and before == entries
     inside = tree.protected_part(entries)
     # The manifest's fingerprint brought up to date at the cost of what changed, not of the tree
-    fingerprint = (_updated(last["fingerprint"], before, entries) if before is not None
+    fingerprint = (_updated(last.get("fingerprint"), before, entries) if before is not None
                    else tree.fingerprint(tree.split_protected(entries)[0]))
     base = dict(rules=found, origins=["--only"] * (len(found) - len(sourced)) + [origin for _, _, origin in sourced],
                 entries=entries, fingerprint=fingerprint, protected=inside, manifest=path, only=roots,
@@ -349,7 +349,7 @@ def plan(settings, *, only=None, checksum: bool = False, force: bool = False) ->
         return Plan("full", reason="--checksum compares contents", **base)
     if unchanged:
         return Plan("clean", **base)
-    delta = _delta(settings.workspace, before, entries, last["fingerprint"], fingerprint, inside)
+    delta = _delta(settings.workspace, before, entries, last.get("fingerprint"), fingerprint, inside)
     if delta is None:
         return Plan("full", reason="many or large changes", **base)
     size = sum(len(data) * 3 // 4 for _, data, _, _ in delta["files"])
