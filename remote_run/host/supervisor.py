@@ -207,6 +207,13 @@ def wait_turn(run_dir, wanted):
     return entry, devices
 
 
+def _fill(pending, number, final):
+    """Write ``number`` into the room taken for it (``pending``, 16 bytes) and give it its name."""
+    with open(pending, "r+") as handle:
+        handle.write(("%d\n" % number).ljust(16))
+    os.replace(pending, final)
+
+
 def run_one(run_dir, argv, environment, cwd, sample, told, ends=None):
     """Run ``argv`` with its output in run.log, its pid in pid, the GPU sampled beside it, and its
     exit status in exit_code (then ``ends`` is closed); returns that status."""
@@ -216,6 +223,11 @@ def run_one(run_dir, argv, environment, cwd, sample, told, ends=None):
     src = [os.path.join(work, "src")] if os.path.isdir(os.path.join(work, "src")) else []
     environment = dict(environment, PYTHONPATH=os.pathsep.join(
         [os.path.join(work, ".remote-run", "site"), work] + src + [p for p in [environment.get("PYTHONPATH")] if p]))
+    # Room for the pid and the exit status is taken before the run starts: it may fill the disk at once.
+    pending, pid_pending = os.path.join(run_dir, "exit_code.pending"), os.path.join(run_dir, "pid.pending")
+    for path in (pending, pid_pending):
+        with open(path, "w") as handle:
+            handle.write(" " * 16)
     try:
         proc = shellenv.start(subprocess.Popen, argv, env=environment, cwd=os.path.join(work, cwd),
                               stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
@@ -223,28 +235,23 @@ def run_one(run_dir, argv, environment, cwd, sample, told, ends=None):
         why = "cannot start %s: %s" % (argv[0], exc.strerror or exc)
         os.write(log, ("remote-run: %s\n" % why).encode())
         code = shellenv.status_of(exc, argv[0], os.path.join(work, cwd))
-        write_text(os.path.join(run_dir, "exit_code"), "%d\n" % code)
+        remove(pid_pending)
+        _fill(pending, code, os.path.join(run_dir, "exit_code"))
         if told is not None:
             os.write(told, ("failed %s\n" % why).encode())
         for fd in (told, ends):
             if fd is not None:
                 os.close(fd)
         return code
-    write_text(os.path.join(run_dir, "pid"), "%d\n" % proc.pid)
+    _fill(pid_pending, proc.pid, os.path.join(run_dir, "pid"))
     if told is not None:
         os.write(told, b"%d\n" % proc.pid)
         os.close(told)
     sampling = sampler.start(run_dir, sample)
-    # Room for the exit status is taken now: the run may fill the disk before it ends.
-    pending = os.path.join(run_dir, "exit_code.pending")
-    with open(pending, "w") as handle:
-        handle.write(" " * 16)
     code = proc.wait()
     code = 128 - code if code < 0 else code
     sampler.stop(sampling)
-    with open(pending, "r+") as handle:
-        handle.write(("%d\n" % code).ljust(16))
-    os.replace(pending, os.path.join(run_dir, "exit_code"))
+    _fill(pending, code, os.path.join(run_dir, "exit_code"))
     if ends is not None:
         os.close(ends)
     os.close(log)

@@ -352,3 +352,25 @@ def test_a_run_gives_its_gpus_back_before_its_snapshot_is_released(tmp_path, mon
         supervisor.supervise(str(tmp_path), None, [member], {}, None, (None, None), wanted={"want": {"count": 1}})
     assert os.waitpid(child, 0)[1] == 0
     assert order.read_text() == "gpu given back\nsnapshot released\n"
+
+
+def test_room_for_the_runs_pid_and_exit_status_is_taken_before_it_starts(synced, monkeypatch):
+    """A run can fill the disk the moment it starts: the files its pid and exit status go into
+    already exist then, so both are recorded (the disk-full test over sshd raced this under load)."""
+    from remote_run.host import shellenv, supervisor
+
+    run = synced / layout.RUNS / "r1"
+    snapshot.take(str(synced), str(run), [])
+    (run / "run.log").write_text("")
+    there = []
+    start = shellenv.start
+
+    def starting(*args, **kwargs):
+        there.extend(sorted(p.name for p in run.iterdir()))  # as the run's process starts
+        return start(*args, **kwargs)
+
+    monkeypatch.setattr(shellenv, "start", starting)
+    assert supervisor.run_one(str(run), ["sh", "-c", "exit 3"], dict(os.environ), "", None, None) == 3
+    assert {"exit_code.pending", "pid.pending"} <= set(there)
+    assert (run / "exit_code").read_text().strip() == "3" and int((run / "pid").read_text()) > 0
+    assert not list(run.glob("*.pending"))
