@@ -39,8 +39,9 @@ import os
 import torch.distributed as dist
 
 dist.init_process_group("gloo")
-print(f"rank {os.environ['RANK']} of {os.environ['WORLD_SIZE']} gpus {os.environ.get('CUDA_VISIBLE_DEVICES')}",
-      flush=True)
+# one write per line: print() writes the text and its newline apart, and the two ranks share the log
+os.write(1, f"rank {os.environ['RANK']} of {os.environ['WORLD_SIZE']} gpus {os.environ.get('CUDA_VISIBLE_DEVICES')}\\n"
+         .encode())
 dist.barrier()
 dist.destroy_process_group()
 """
