@@ -30,7 +30,7 @@ RELEASING = "work.releasing"  # LINKED, once a niced process of its own is relea
 OWN = (layout.OWN,)  # REMOTE_DIR's own top-level names: never in a snapshot
 SHARED = (".venv",)  # linked as symbolic links: shared by every run, not copied
 REVISIONS = os.path.join(layout.OWN, "revisions")  # REVISIONS/<sha>: the trees of git revisions A/B runs compare
-SPARES = os.path.join(layout.OWN, "spares")  # SPARES/<stamp>.<generation>: a snapshot made ahead of the next run
+SPARES = os.path.join(layout.OWN, "spares")  # SPARES/<stamp>.<generation>#<n>: snapshots made ahead of the next runs
 GENERATION = os.path.join(layout.OWN, "generation")  # changed before remote-run writes the synced tree
 RESERVE = 2  # spares of the tree as it is, made ahead
 
@@ -347,8 +347,10 @@ def release_behind(run_dir):
     """release() in a niced process of its own: the supervisor goes on at once (a group's next run,
     its own end), and the release (0.4 s of a core at 50,000 files) yields to the host's work. The
     list of links is renamed first, so that release_ended() leaves a release under way alone."""
+    releasing = os.path.join(run_dir, RELEASING)
     try:
-        os.rename(os.path.join(run_dir, LINKED), os.path.join(run_dir, RELEASING))
+        os.rename(os.path.join(run_dir, LINKED), releasing)
+        os.utime(releasing)  # the release's start: a rename keeps the time the snapshot was taken
     except OSError:
         return
     _behind(release, run_dir, RELEASING)

@@ -210,6 +210,18 @@ def test_a_release_under_way_in_the_background_is_left_to_it_unless_its_process_
     assert (synced / "train.py").exists()
 
 
+def test_the_next_run_leaves_the_release_of_a_long_run_to_its_process(synced, monkeypatch):
+    """The list of links is as old as the run (hours): the release's own start is what counts."""
+    run = synced / layout.RUNS / "r1"
+    snapshot.take(str(synced), str(run), [])
+    (run / "exit_code").write_text("0")
+    os.utime(run / snapshot.LINKED, (0, 0))  # taken long ago
+    monkeypatch.setattr(snapshot, "_behind", lambda fn, *args: None)  # its process has not got to it yet
+    snapshot.release_behind(str(run))
+    snapshot.release_ended(str(synced))  # the next run's start
+    assert (run / "work" / "train.py").exists() and (run / snapshot.RELEASING).exists()
+
+
 def test_release_behind_releases_in_a_process_of_its_own(synced):
     import time
 
