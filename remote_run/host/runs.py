@@ -29,6 +29,7 @@ KILLED_MARKER = "killed"
 TIMEOUT_MARKER = "timeout"
 SKIPPED_MARKER = "skipped"
 DISK_FULL_MARKER = "disk_full"
+PID_PENDING = "pid.pending"  # the supervisor's pid while it starts the run, then the run's (renamed to pid)
 
 
 def has(run_dir, marker):
@@ -59,7 +60,8 @@ def facts(run_dir):
         elif has(run_dir, QUEUED_MARKER):
             found["waiting"] = alive(read_int(os.path.join(group_of(run_dir), "pid")))
         else:
-            found["alive"] = alive(read_int(os.path.join(run_dir, "pid")))
+            pid = read_int(os.path.join(run_dir, "pid"))
+            found["alive"] = alive(pid if pid else read_int(os.path.join(run_dir, PID_PENDING)))
     return found
 
 
@@ -237,11 +239,19 @@ def show(run_dir, offset):
 
 
 def terminate(run_dir, grace):
-    """SIGINT, then SIGTERM, then SIGKILL to the run's process group, each after ``grace`` seconds."""
+    """SIGINT, then SIGTERM, then SIGKILL to the run's process group, each after ``grace`` seconds.
+    A run its supervisor is starting (its output may already flow) is waited for until its pid is in."""
     pid = read_int(os.path.join(run_dir, "pid"))
-    if not pid:
+    starting = read_int(os.path.join(run_dir, PID_PENDING))
+    if not pid and not alive(starting):
         return False
     write_text(os.path.join(run_dir, KILLED_MARKER), "%f\n" % time.time())
+    deadline = time.time() + 30
+    while not pid and alive(starting) and time.time() < deadline:
+        time.sleep(0.01)
+        pid = read_int(os.path.join(run_dir, "pid"))
+    if not pid:
+        return True  # its supervisor failed to start it, or died: it records the exit status, or nobody will
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
         try:
             os.killpg(pid, sig)

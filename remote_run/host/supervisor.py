@@ -224,10 +224,11 @@ def run_one(run_dir, argv, environment, cwd, sample, told, ends=None):
     environment = dict(environment, PYTHONPATH=os.pathsep.join(
         [os.path.join(work, ".remote-run", "site"), work] + src + [p for p in [environment.get("PYTHONPATH")] if p]))
     # Room for the pid and the exit status is taken before the run starts: it may fill the disk at once.
-    pending, pid_pending = os.path.join(run_dir, "exit_code.pending"), os.path.join(run_dir, "pid.pending")
-    for path in (pending, pid_pending):
+    # Until the run's pid is in, the room names this supervisor: a stop then waits for the run (runs.terminate).
+    pending, pid_pending = os.path.join(run_dir, "exit_code.pending"), os.path.join(run_dir, runs.PID_PENDING)
+    for path, held in ((pending, ""), (pid_pending, "%d\n" % os.getpid())):
         with open(path, "w") as handle:
-            handle.write(" " * 16)
+            handle.write(held.ljust(16))
     try:
         proc = shellenv.start(subprocess.Popen, argv, env=environment, cwd=os.path.join(work, cwd),
                               stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)

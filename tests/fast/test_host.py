@@ -386,3 +386,46 @@ def test_room_for_the_runs_pid_and_exit_status_is_taken_before_it_starts(synced,
     assert {"exit_code.pending", "pid.pending"} <= set(there)
     assert (run / "exit_code").read_text().strip() == "3" and int((run / "pid").read_text()) > 0
     assert not list(run.glob("*.pending"))
+
+
+def test_a_stop_that_comes_while_the_run_is_being_started_waits_for_its_pid_and_stops_it(tmp_path):
+    """The run's output can flow before its supervisor has written its pid: a Ctrl+C in that
+    moment found no pid, took the run for lost, and left it running to its end, unmarked."""
+    import subprocess
+    import threading
+
+    from remote_run.host import runs
+
+    run = tmp_path / "runs" / "r1"
+    run.mkdir(parents=True)
+    (run / "meta.json").write_text("{}")
+    (run / runs.PID_PENDING).write_text(f"{os.getpid()}\n".ljust(16))  # the supervisor, starting it
+    proc = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    assert runs.state_of(str(run))[0] == states.RUNNING
+
+    def pid_comes_in():
+        (run / runs.PID_PENDING).write_text(f"{proc.pid}\n".ljust(16))
+        os.replace(run / runs.PID_PENDING, run / "pid")
+
+    threading.Timer(0.3, pid_comes_in).start()
+    try:
+        assert runs.terminate(str(run), 1.0) is True
+        assert proc.wait(timeout=5) == -2  # SIGINT
+    finally:
+        proc.kill()
+    assert (run / runs.KILLED_MARKER).exists()
+
+
+def test_a_run_whose_supervisor_died_while_starting_it_is_lost_and_a_stop_does_not_wait(tmp_path):
+    import subprocess
+
+    from remote_run.host import runs
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    run = tmp_path / "runs" / "r1"
+    run.mkdir(parents=True)
+    (run / "meta.json").write_text("{}")
+    (run / runs.PID_PENDING).write_text(f"{gone.pid}\n".ljust(16))
+    assert runs.state_of(str(run))[0] == states.LOST
+    assert runs.terminate(str(run), 1.0) is False and not (run / runs.KILLED_MARKER).exists()
