@@ -28,6 +28,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from .host import FLOOR, exits
+from .host.__main__ import PAYLOAD_MODES
 from .host.control import CONTROL
 
 HOST = Path(__file__).resolve().parent / "host"
@@ -212,6 +213,12 @@ def carrying(argv: list[str]) -> list[str]:
     if argv[4:5] != [LOADER]:
         return argv
     return [*argv[:4], keeper(), argv[5], "keep", *argv[6:]]
+
+
+def payload_of(argv: list[str]) -> str | None:
+    """The JSON payload a host program command carries on its command line, or None."""
+    args = mode_of(argv)
+    return args[1] if args and args[0] in PAYLOAD_MODES and len(args) == 2 else None
 
 
 def mode_of(argv: list[str]) -> list[str] | None:

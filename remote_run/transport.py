@@ -87,6 +87,13 @@ class _DeferredStream(io.StringIO):
         return ""
 
 
+def _before(text: str, stdin: str | Deferred | None) -> str | Deferred:
+    """``stdin`` with ``text`` first."""
+    if isinstance(stdin, Deferred):
+        return Deferred(text + stdin.first, stdin.rest, stdin.begin)
+    return text + (stdin or "")
+
+
 class Host:
     """Where remote-run's commands run: ``local`` (this machine) or an SSH host."""
 
@@ -147,7 +154,9 @@ class Host:
         """
         text = json.dumps(payload)
         argv = self.program(mode, text)
-        if private or len(join(self.full_argv(ship.carrying(argv)))) > ARGUMENT_LIMIT:  # what it may be sent as
+        # Sized as it goes: a host that has not kept the program gets it carried, and run() moves
+        # the payload to stdin then if need be (making the carried form costs every command 15 ms).
+        if private or len(join(self.full_argv(argv))) > ARGUMENT_LIMIT:
             return self.program(mode), text + "\n"
         return argv, None
 
@@ -188,6 +197,8 @@ class Host:
             if argv[4:5] != [ship.LOADER] or not self.missed_program(result):
                 break
             argv = ship.carrying(argv)  # once per host and version of remote-run
+            if len(join(self.full_argv(argv))) > ARGUMENT_LIMIT and ship.payload_of(argv) is not None:
+                argv, stdin = argv[:-1], _before(argv[-1] + "\n", stdin)  # the payload: too long with the program
         # A launcher command that ended on its own said so on stderr (CONTROL): then the 255 and
         # any text in there are the run's, not ssh's.
         if not self.is_local and result.exited == exits.SSH and CONTROL not in result.stderr:

@@ -25,6 +25,7 @@ from . import exits, layout
 from .control import control, fail
 
 RUN_MODES = ("start", "follow", "attach", "cat", "kill", "status")
+PAYLOAD_MODES = ("check", "start", "bootstrap", "doctor", "pulled")  # their one argument may come on stdin instead
 
 
 def payload_of(argv):

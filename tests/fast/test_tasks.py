@@ -275,6 +275,32 @@ def test_an_ssh_host_is_sent_the_launcher_once_then_runs_what_it_kept(env):
     assert launcher_args(host.seen[1]) == ["status", "/tmp/rrt_fast_remote"]
 
 
+def test_a_payload_too_long_to_go_with_the_program_moves_to_stdin_when_the_program_is_carried(env):
+    """A command is sized as it is first sent (with the loader); only a host that has not kept the
+    program makes it carry the program, and then a payload that no longer fits goes on stdin, ahead
+    of what stdin already had (an early check's verdict)."""
+    got = []
+
+    def respond(argv, stdin):
+        if argv[4] == ship.LOADER:
+            return "", ship.MISSING + "true}\n", exits.NO_PROGRAM
+        stream = stdin.stream()
+        got.append(stream.read() + stream.read())
+        return "", CONTROL + '{"exit": 0}\n', 0
+
+    host = FakeHost(settings.load(), respond)
+    payload = {"filler": "x" * 20000}
+    argv, stdin = host.program_with("check", payload)
+    assert stdin is None  # it fits on the command line beside the loader
+    host.quick(argv, stdin=transport.Deferred("", lambda: '{"full": true}\n'))
+    loader, carried = host.seen
+    assert launcher_args(loader) == ["check", json.dumps(payload)]
+    assert carried[4] == ship.keeper() and launcher_args(carried) == ["check"]
+    assert len(shlex.join(host.full_argv(ship.carrying(argv)))) > transport.ARGUMENT_LIMIT  # why it moved
+    first, second = got[0].splitlines()
+    assert json.loads(first) == payload and json.loads(second) == {"full": True}
+
+
 def test_a_host_that_cannot_keep_the_launcher_is_sent_it_every_time_without_asking_again(env):
     host = FakeHost(settings.load(), Keeping(storable=False))
     for _ in range(3):
