@@ -46,7 +46,7 @@ if sys.version_info < FLOOR:
     sys.exit(ENVIRONMENT)
 """.replace("FLOOR", repr(FLOOR)).replace("TOO_OLD", TOO_OLD).replace("ENVIRONMENT", str(exits.ENVIRONMENT))  # noqa: E501
 
-ENTRY = GUARD + "from remote_run.host.__main__ import main\nsys.exit(main(sys.argv[1:]))\n"
+ENTRY = GUARD + "from remote_run.host.__main__ import run\nrun(sys.argv[1:])\n"
 
 # What an SSH host runs for a command of the kept program: argv is the version, then the mode.
 LOADER = GUARD + r"""
@@ -72,7 +72,7 @@ path = kept("KEPT" % (sys.argv.pop(1), "%s-%x" % (sys.implementation.cache_tag, 
 if path:
     sys.path.insert(0, path)
     try:
-        from remote_run.host.__main__ import main
+        from remote_run.host.__main__ import run
     except ImportError:  # not a zip of the program (cut short, overwritten): as if missing
         path = None
 if not path:
@@ -82,7 +82,7 @@ if not path:
     w = os.access(h + "/.cache" if os.path.isdir(h + "/.cache") else h, os.W_OK)
     sys.stderr.write("CONTROL" + '{"program": "missing", "storable": %s}\n' % ("true" if w else "false"))
     sys.exit(NO_PROGRAM)
-sys.exit(main(sys.argv[1:]))
+run(sys.argv[1:])
 """  # noqa: E501
 
 
@@ -149,8 +149,8 @@ class Bundle:
                 return sources[name.replace(".", "/") + suffix].decode("utf-8")
         return None
 sys.meta_path.insert(0, Bundle())
-from remote_run.host.__main__ import main
-sys.exit(main(sys.argv[1:]))
+from remote_run.host.__main__ import run
+run(sys.argv[1:])
 """.replace("KEPT", KEPT)  # noqa: E501
 
 MISSING = f'{CONTROL}{{"program": "missing", "storable": '  # the loader found no kept program
@@ -196,7 +196,7 @@ def local_argv(python: str, mode: str, *args: str) -> list[str]:
     """Run a mode on this machine: the package where it is installed, isolated from the
     environment's Python settings and the current directory's modules (-I), without site (-S)."""
     code = _minify(GUARD) + (f"sys.path.insert(0, {str(HOST.parent.parent)!r}); "
-                             "from remote_run.host.__main__ import main; sys.exit(main(sys.argv[1:]))")
+                             "from remote_run.host.__main__ import run; run(sys.argv[1:])")
     return [python, "-I", "-S", *(["-B"] if sys.dont_write_bytecode else []), "-c", code, mode, *args]
 
 

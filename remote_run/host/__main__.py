@@ -72,6 +72,18 @@ def main(argv):
                 exits.USAGE)
 
 
+def run(argv):
+    """main(argv), then the end of this process without Python's teardown: about 5 ms of every
+    command, for nothing (no thread, exit handler or open file of this program needs it)."""
+    code = main(argv)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # this machine went away: nobody reads it any more
+            pass
+    os._exit(code or 0)
+
+
 def run_mode(mode, argv):
     from . import runs
 
@@ -144,4 +156,4 @@ def explode(folder):
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    run(sys.argv[1:])

@@ -448,3 +448,19 @@ def test_the_environment_check_of_a_python_names_it_and_its_torch_without_heavy_
                                                                                          sys.executable))
     assert report["text"].endswith("torch is not installed") if torch is None else "; torch " in report["text"]
     assert not platform_imported
+
+
+def test_the_host_program_ends_without_teardown_but_with_all_its_output_and_its_status(tmp_path):
+    """run() ends the process with os._exit (Python's teardown is 5 ms of every command): what
+    main() wrote to a pipe (block-buffered) still arrives, and its exit status is the mode's."""
+    import subprocess
+
+    code = "import sys; sys.path.insert(0, %r); from remote_run.host.__main__ import run; run(sys.argv[1:])" % str(
+        Path(__file__).resolve().parents[2])
+    listed = subprocess.run([sys.executable, "-I", "-S", "-c", code, "status", str(tmp_path)], capture_output=True,
+                            text=True, timeout=60)
+    assert listed.returncode == 0 and json.loads(listed.stdout.splitlines()[-1]) == []
+    assert '"exit": 0' in listed.stderr  # the trailer, on stderr
+    wrong = subprocess.run([sys.executable, "-I", "-S", "-c", code, "no-such-mode"], capture_output=True, text=True,
+                           timeout=60)
+    assert wrong.returncode == exits.USAGE and "unknown host program mode 'no-such-mode'" in wrong.stderr

@@ -311,5 +311,5 @@ def test_a_host_that_cannot_keep_the_launcher_is_sent_it_every_time_without_aski
 def test_this_machine_runs_the_launcher_itself(env, monkeypatch):
     monkeypatch.setenv("REMOTE_HOST", "local")
     argv = transport.Host(settings.load(), context=None).program("status", "/tmp/x")
-    assert argv[1:3] == ["-I", "-S"] and "from remote_run.host.__main__ import main" in argv[-3]
+    assert argv[1:3] == ["-I", "-S"] and "from remote_run.host.__main__ import run" in argv[-3]
     assert argv[-2:] == ["status", "/tmp/x"]
