@@ -130,7 +130,7 @@ class RunOptions:
     def check(self, settings) -> RunOptions:
         """Every flag validated, and their combinations, before anything runs; returns the options
         with what they parse into (workspace paths, port forwards, seconds, counts)."""
-        from . import aftermath, compare, ports
+        from . import aftermath, ports
         from .environment import choose
         from .settings import int_between, sync_paths
 
@@ -165,6 +165,8 @@ class RunOptions:
             if self.compare_to and self.detach:
                 raise Failure("--compare-to compares the finished runs",
                               "drop --detach (or compare later with `inv compare`)")
+            from . import compare  # here: 3 ms of every run's start, for these flags only
+
             compare.check_metric_names("--higher-is-better", self.higher_is_better)
             compare.check_metric_names("--lower-is-better", self.lower_is_better)
         processes = int_between("--nproc", self.nproc, 1, 1024) if self.nproc not in ("", None) else 0

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import aftermath, gpu, groups, notify, records, steps, sync, transport
+from . import aftermath, gpu, notify, records, steps, sync, transport
 from .errors import Failure, Kind
 from .host import exits, layout, states
 from .host.control import CONTROL
@@ -294,7 +294,7 @@ def execute(backend, settings, specs: list[RunSpec], *, detach: bool = False, ab
 
 
 def _execute_group(backend, settings, specs: list[RunSpec], *, detach: bool, ab=None) -> Done:
-    from . import against
+    from . import against, groups  # groups and its statistics: imported where a group is made
 
     group_id, specs, sides = _group_members(settings, specs, ab)
     member_ids = [f"{group_id}.{i}" for i in range(1, len(specs) + 1)]
@@ -372,6 +372,8 @@ def _follow_members(backend, group_id: str, members: list, ctrl_c: CtrlC, finish
 
 def _went_on(settings, group_id: str, member_ids: list, finished: list, ab) -> Done:
     """A detached group: its summary so far (an A/B's comes when it is followed to its end)."""
+    from . import groups
+
     folder = settings.runs_dir / group_id
     if ab is None:
         groups.write(folder, groups.summarize(group_id, finished))
@@ -408,6 +410,7 @@ def report_ab(runs_dir: Path, ab) -> list[str] | None:
 
 
 def report_group(summary: dict, folder: Path) -> None:
+    from . import groups
     from .output import show, table
 
     show(table(groups.table(summary)))
@@ -770,7 +773,7 @@ def _follow_recorded(runs: "HostRuns", row: dict, mode: str, *, show: bool) -> i
 def _complete_group(runs: "HostRuns", row: dict) -> list:
     """Write the summary of a group followed to its end again, or stopped; an A/B's comparison
     (its regression lines)."""
-    from . import against
+    from . import against, groups
 
     runs_dir = runs.host.settings.runs_dir
     found = [records.RunRecord.load(runs_dir / member) for member in row["members"]]

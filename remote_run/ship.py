@@ -23,7 +23,6 @@ import base64
 import hashlib
 import io
 import sys
-import zipfile
 from functools import lru_cache
 from pathlib import Path
 
@@ -168,6 +167,8 @@ def files() -> dict[str, bytes]:
 @lru_cache(maxsize=None)
 def bundle() -> bytes:
     """The zip of the host program's sources, the same bytes for the same sources."""
+    import zipfile  # here: only a host without the program needs the zip
+
     data = io.BytesIO()
     with zipfile.ZipFile(data, "w", zipfile.ZIP_DEFLATED) as out:
         for name, content in sorted(files().items()):
