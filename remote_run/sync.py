@@ -361,10 +361,10 @@ def plan(settings, *, only=None, checksum: bool = False, force: bool = False) ->
 
 def _updated(fingerprint: str, before: dict, now: dict) -> str:
     """The fingerprint of ``now`` (outside the PROTECTED names), from ``before``'s."""
-    if before == now:
-        return fingerprint
     if not isinstance(fingerprint, str) or not re.fullmatch(r"[0-9a-f]{32}", fingerprint):
         return tree.fingerprint(tree.split_protected(now)[0])  # a manifest written by hand, or cut short
+    if before == now:
+        return fingerprint
     gone = {rel: entry for rel, entry in before.items() if now.get(rel) != entry}
     new = {rel: entry for rel, entry in now.items() if before.get(rel) != entry}
     keep = tree.split_protected

@@ -377,3 +377,24 @@ def test_the_manifest_head_and_its_entries_are_used_only_together(tmp_path):
     assert sync.plan(s).kind == "full"
     sync.entries_path(head).write_bytes(marshal.dumps(stored))
     assert sync.plan(s).kind == "delta"
+
+
+def test_a_manifest_head_without_a_valid_fingerprint_makes_the_plan_hash_the_tree(tmp_path):
+    """A head written by hand or cut short: its fingerprint is never passed on, not even when
+    nothing changed (the host would compare the tree with it and find it stale every time)."""
+    import json
+
+    from remote_run import settings as settings_mod
+    from remote_run import sync
+
+    ws = tmp_path / "ws"
+    (ws / "lib").mkdir(parents=True)
+    (ws / "lib" / "a.py").write_text("A = 1\n")
+    s = settings_mod.load(environ={"WORKSPACE": str(ws), "REMOTE_HOST": "local", "REMOTE_DIR": str(tmp_path / "r")})
+    first = sync.plan(s)
+    sync.save(first)
+    head = sync.manifest_path(s)
+    for bad in (None, "not hex", 7):
+        json.dump(dict(json.loads(head.read_text()), fingerprint=bad), head.open("w"))
+        again = sync.plan(s)
+        assert again.kind == "clean" and again.fingerprint == first.fingerprint, bad
