@@ -281,20 +281,21 @@ def fingerprint(entries):
     """A hash of the tree as rsync's quick check sees it (type, path, size, mtime in s, mode, link):
     the sum of a hash per entry, so that a change of a few entries updates it (fingerprint_update)
     at their cost, not the tree's."""
-    return _hex(sum(_entry_hash(rel, entry) for rel, entry in entries.items()))
+    return _hex(_hash_sum(entries))
 
 
 def fingerprint_update(old, gone, new):
     """The fingerprint of a tree that was ``old`` with the entries ``gone`` ({rel: entry}) taken
     out and ``new`` put in."""
-    value = int(old, 16) - sum(_entry_hash(rel, entry) for rel, entry in gone.items())
-    return _hex(value + sum(_entry_hash(rel, entry) for rel, entry in new.items()))
+    return _hex(int(old, 16) - _hash_sum(gone) + _hash_sum(new))
 
 
-def _entry_hash(rel, entry):
-    import hashlib  # here: most host commands need no fingerprint
+def _hash_sum(entries):
+    """The sum of each entry's hash (the first FINGERPRINT_BITS of the sha256 of its _line)."""
+    from hashlib import sha256  # here (once, not per entry): most host commands need no fingerprint
 
-    return int.from_bytes(hashlib.sha256(_line(rel, entry)).digest()[:FINGERPRINT_BITS // 8], "big")
+    size, line = FINGERPRINT_BITS // 8, _line
+    return sum(int.from_bytes(sha256(line(rel, entry)).digest()[:size], "big") for rel, entry in entries.items())
 
 
 def _hex(value):
