@@ -3,7 +3,9 @@
 Starts the test suite's loopback sshd the way bench/bench_cli.py does (its helpers are imported,
 not copied) and, for each size in ``--sizes`` (default 100, 3,000, 10,000, 30,000 and 50,000),
 builds the fixture workspace plus that many small files in folders of 100, syncs it once, and
-times, median of ``--reps`` (one session, REMOTE_PYTHON set so no venv is built, --cpu-ok):
+times, median of ``--reps`` (one session, REMOTE_PYTHON set so no venv is built, --cpu-ok, and, as
+the issue measured it, no GPU checked: the host has no ``nvidia-smi``; ``--gpu fake`` puts the
+suite's stand-in there, a Python script that costs this machine's cores a process per run):
 
   warm run             ``inv run scripts/noop.py --cpu-ok``, nothing changed, ControlMaster alive
   one file changed     the same after rewriting one workspace file
@@ -34,7 +36,8 @@ workspace and REMOTE_DIR, and prints both with the paired difference per rep. ``
 prints the figures as JSON. Each size's trees are removed before the next one is built.
 
     .venv/bin/python bench/bench_scale.py [--sizes 100,3000,10000,30000,50000] [--reps 5]
-                                          [--baseline fresh|master] [--before PATH] [--git] [--json]
+                                          [--baseline fresh|master] [--before PATH] [--git] [--gpu absent|fake]
+                                          [--json]
 
 bench/profile_warm.py times the pieces of a warm run at one size.
 """
@@ -244,10 +247,10 @@ class Size:
 
 
 def bench(sizes: list[int], reps: int, repo: Path, before: Path | None = None, git: bool = False,
-          baseline: str = "fresh", progress=None) -> dict:
+          baseline: str = "fresh", gpu: str = "absent", progress=None) -> dict:
     repos = [repo] if before is None else [repo, before]
     report = {"sizes": sizes, "reps": reps, "repo": str(repo), "before": str(before) if before else None, "git": git,
-              "targets": TARGETS, "baseline": baseline, "machine": {
+              "targets": TARGETS, "baseline": baseline, "gpu": gpu, "machine": {
                   "cpus": os.cpu_count(), "load": os.getloadavg()[0], "python": platform.python_version(),
                   "host_python": HOST_PYTHON, "openssh": version(["ssh", "-V"], r"OpenSSH_[^\s,]+"),
                   "rsync": version(["rsync", "--version"], r"version\s+\S+")}, "results": []}
@@ -256,6 +259,7 @@ def bench(sizes: list[int], reps: int, repo: Path, before: Path | None = None, g
         for each in repos:
             compile_in_place(each)
         with loopback(Path(tmp), 0.025, tag) as server:
+            server.set_gpu("idle" if gpu == "fake" else "absent")
             for files in sizes:
                 started = time.perf_counter()
                 size = Size(server, repos, Path(tmp), tag, files, git)
@@ -294,7 +298,9 @@ def render(report: dict) -> str:
         "warm run against workspace size (bench/bench_scale.py), checkout " + report["repo"]
         + (f", before = {report['before']}" if report["before"] else ""),
         f"  {m['cpus']} CPUs (load {m['load']:.2f} at start), Python {m['python']}, {m['openssh']},"
-        f" rsync {m['rsync'].split()[-1]}; loopback sshd, REMOTE_PYTHON={m['host_python']}, --cpu-ok",
+        f" rsync {m['rsync'].split()[-1]}; loopback sshd, REMOTE_PYTHON={m['host_python']}, --cpu-ok, "
+        + ("the suite's fake nvidia-smi (a Python script) on the host" if report.get("gpu") == "fake"
+           else "no nvidia-smi on the host (no GPU checked)"),
         f"  the fixture workspace + N small files in folders of {PER_FOLDER}; median of {report['reps']} reps"
         " of whole processes, one session" + (", the checkouts taking turns" if report["before"] else ""),
         "  master = over remote-run's ControlMaster; fresh = a new connection (a handshake) each time",
@@ -404,6 +410,9 @@ def main(argv=None) -> int:
     parser.add_argument("--before", type=Path, help="another checkout to time beside this one, rep by rep")
     parser.add_argument("--git", action="store_true",
                         help="make each workspace a git checkout (the sync then asks git what it ignores)")
+    parser.add_argument("--gpu", choices=("absent", "fake"), default="absent",
+                        help="the host's nvidia-smi: none, so no GPU is checked (default, as the issue measured), or"
+                             " the suite's fake one (an idle GPU)")
     parser.add_argument("--json", action="store_true", help="also print the full results as JSON")
     args = parser.parse_args(argv)
     if args.reps < 1:
@@ -411,7 +420,7 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     try:
         report = bench(args.sizes, args.reps, REPO, args.before.resolve() if args.before else None, args.git,
-                       args.baseline, progress=lambda line: print("  " + line, file=sys.stderr, flush=True))
+                       args.baseline, args.gpu, progress=lambda line: print("  " + line, file=sys.stderr, flush=True))
     except BenchError as exc:
         print(f"bench_scale: {exc}", file=sys.stderr)
         return 1
