@@ -356,13 +356,16 @@ def acquire(run_dir, want, wait, timeout, log, holder=None):
                 os.write(log, ("remote-run: GPU queue entry %s\n" % note).encode())
         return found
 
-    # The supervisor polls nvidia-smi while it waits: a query hung on the driver must not outlive it either.
-    tie = dies_with_this_process()[0]
+    if want.get("found_none"):  # the check just found no GPU: nothing to hold or wait for, nor to ask again
+        entry.write(state=HOLDING)
+        return entry, None
     chosen = want.get("chosen")
     if chosen is not None and not [e for e in read() if e["state"] == HOLDING and e["path"] != entry.path
                                    and set(e["gpus"]) & set(chosen)]:
         entry.write(state=HOLDING, gpus=chosen)
         return entry, (",".join(str(i) for i in chosen) if want.get("devices") == "auto" else None)
+    # The supervisor polls nvidia-smi while it waits: a query hung on the driver must not outlive it either.
+    tie = dies_with_this_process()[0]  # (ctypes: 4 ms, only for a query)
     while True:
         state, gpus, _text = gpu_info.answer(gpu_info.start_query(tie), 30)
         found = read()

@@ -33,11 +33,7 @@ def start(payload):
         return exits.PREFLIGHT
     members = payload.get("members") or [{key: payload.get(key)
                                           for key in ("run_dir", "argv", "files", "meta", "cwd", "nproc_at")}]
-    wanted = payload.get("queue")
-    if wanted and payload.get("hold"):
-        wanted = dict(wanted, hold=True)  # an A/B: both sides on the same GPUs, from its first run to its last
-    if wanted and report.get("gpu", {}).get("state") == "ok" and not report["gpu"].get("busy"):
-        wanted = dict(wanted, chosen=report["gpu"]["chosen"])  # the check just found them free: no second query
+    wanted = queue_wanted(payload, report)
     group_dir = os.path.join(root, payload["group_dir"]) if payload.get("group_dir") else None
     code = _prepare_all(root, payload, group_dir, members)
     if code is not None:
@@ -73,6 +69,22 @@ def start(payload):
         os.close(ended)
         return exits.OK
     return runs.follow(first, 0, stop_run=True, grace=payload.get("grace", runs.GRACE_SECONDS), ended=ended)
+
+
+def queue_wanted(payload, report):
+    """What the run asks of the host's GPU queue (queue.acquire): the payload's "queue", with what
+    the check made just before found, so that the queue does not ask nvidia-smi again."""
+    wanted = payload.get("queue")
+    if not wanted:
+        return wanted
+    if payload.get("hold"):
+        wanted = dict(wanted, hold=True)  # an A/B: both sides on the same GPUs, from its first run to its last
+    gpu = report.get("gpu")
+    if gpu and gpu["state"] == "ok" and not gpu.get("busy"):
+        wanted = dict(wanted, chosen=gpu["chosen"])  # found free
+    elif gpu and not gpu.get("gpus"):
+        wanted = dict(wanted, found_none=True)  # none at all (no nvidia-smi, no driver), and --cpu-ok went on
+    return wanted
 
 
 def _prepare_all(root, payload, group_dir, members):
@@ -148,7 +160,8 @@ def supervise(root, group_dir, members, env, sample, pipes, wanted=None, webhook
                 os.write(told, b"waiting\n")  # `start` returns; the run's log tells what it waits for
                 os.close(told)
                 told = None
-            first = dict(wanted, want=dict(wanted["want"], chosen=wanted.get("chosen")))
+            first = dict(wanted, want=dict(wanted["want"], chosen=wanted.get("chosen"),
+                                           **({"found_none": True} if wanted.get("found_none") else {})))
             entry, devices = wait_turn(run_dir, first if member is members[0] else wanted)
             if entry is None:
                 code = exits.PREFLIGHT

@@ -366,6 +366,40 @@ def test_a_run_gives_its_gpus_back_before_its_snapshot_is_released(tmp_path, mon
     assert order.read_text() == "gpu given back\nsnapshot released\n"
 
 
+def test_what_the_check_found_reaches_the_queue_for_the_first_run_only(tmp_path, monkeypatch):
+    """The check's answer (free GPUs chosen, or none at all) spares the first run's queue a second
+    nvidia-smi; a group's later runs start later, and ask again."""
+    import json as json_mod
+
+    from remote_run.host import supervisor
+
+    asked = tmp_path / "asked"
+
+    def wait_turn(run_dir, wanted):
+        with open(asked, "a") as handle:
+            handle.write(json_mod.dumps(wanted["want"]) + "\n")
+        return None, None
+
+    monkeypatch.setattr(supervisor, "wait_turn", wait_turn)
+    monkeypatch.setattr(snapshot, "release_behind", lambda run_dir: None)
+    monkeypatch.setattr(supervisor.notify, "run_ended", lambda *args: None)
+    for name in ("a", "b"):
+        (tmp_path / layout.RUNS / name).mkdir(parents=True)
+    members = [{"run_dir": f"{layout.RUNS}/{name}", "argv": ["true"]} for name in ("a", "b")]
+    for found in ({"state": "missing", "gpus": []}, {"state": "ok", "gpus": [{"index": 1}], "chosen": [1], "busy": []}):
+        wanted = supervisor.queue_wanted({"queue": {"want": {"devices": "auto", "count": 1}}}, {"gpu": found})
+        child = os.fork()
+        if child == 0:  # supervise() ends the process it runs in
+            try:
+                supervisor.supervise(str(tmp_path), None, members, {}, None, (None, None), wanted=wanted)
+            finally:
+                os._exit(1)
+        assert os.waitpid(child, 0)[1] == 0
+    first_none, later_none, first_free, later_free = [json_mod.loads(line) for line in asked.read_text().splitlines()]
+    assert first_none["found_none"] is True and "found_none" not in later_none
+    assert first_free["chosen"] == [1] and "chosen" not in later_free
+
+
 def test_room_for_the_runs_pid_and_exit_status_is_taken_before_it_starts(synced, monkeypatch):
     """A run can fill the disk the moment it starts: the files its pid and exit status go into
     already exist then, so both are recorded (the disk-full test over sshd raced this under load)."""

@@ -407,3 +407,46 @@ def test_no_entry_crashes_hangs_or_slows_the_reader(planted):
                 queue.QUEUE_DIR = kept
     finally:
         holder.close()
+
+
+# --- what the run's check already found is not asked again ----------------------------------------
+
+@pytest.fixture
+def no_query(monkeypatch):
+    """nvidia-smi (and the tie a query needs, which imports ctypes) must not be reached."""
+    def asked(*args, **kwargs):
+        raise AssertionError("nvidia-smi was asked again")
+
+    monkeypatch.setattr(queue.gpu_info, "start_query", asked)
+    monkeypatch.setattr(queue, "dies_with_this_process", asked)
+
+
+def test_a_run_whose_check_found_no_gpu_holds_nothing_without_asking_nvidia_smi_again(folder, no_query):
+    made, devices = queue.acquire("/x/runs/cpu", {"devices": "auto", "count": 1, "found_none": True}, False, 0,
+                                  os.open(os.devnull, os.O_WRONLY))
+    assert devices is None
+    assert (made.data["state"], made.data["gpus"]) == (queue.HOLDING, [])
+    assert [(e["run"], e["state"], e["gpus"]) for e in queue.entries()] == [("cpu", queue.HOLDING, [])]
+    made.remove()
+
+
+def test_a_run_whose_check_chose_free_gpus_holds_them_without_asking_again(folder, no_query):
+    made, devices = queue.acquire("/x/runs/gpu", {"devices": "auto", "count": 1, "chosen": [1]}, False, 0,
+                                  os.open(os.devnull, os.O_WRONLY))
+    assert devices == "1" and (made.data["state"], made.data["gpus"]) == (queue.HOLDING, [1])
+    made.remove()
+
+
+def test_the_queue_is_told_what_the_check_found(monkeypatch):
+    from remote_run.host.supervisor import queue_wanted
+
+    asked = {"want": {"devices": "auto", "count": 1}, "wait": False}
+    free = {"state": "ok", "gpus": [{"index": 0}], "chosen": [0], "busy": []}
+    busy = {"state": "busy", "gpus": [{"index": 0}], "chosen": [], "busy": [0]}
+    assert queue_wanted({"queue": asked}, {"gpu": free}) == dict(asked, chosen=[0])
+    assert queue_wanted({"queue": asked, "hold": True}, {"gpu": free}) == dict(asked, chosen=[0], hold=True)
+    for none in ({"state": "missing", "gpus": []}, {"state": "nodriver", "gpus": []}, {"state": "none", "gpus": []}):
+        assert queue_wanted({"queue": asked}, {"gpu": none}) == dict(asked, found_none=True)
+    assert queue_wanted({"queue": asked}, {"gpu": busy}) == asked  # --allow-busy or --wait: the queue asks again
+    assert queue_wanted({"queue": asked}, {}) == asked  # nothing checked just now
+    assert queue_wanted({}, {"gpu": free}) is None
