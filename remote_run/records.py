@@ -23,53 +23,54 @@ WARNINGS = [
     ("other warning", re.compile(r"\b[A-Z][A-Za-z]*Warning:")),
 ]
 
+# Searched only in a failed run's output (compiled then, by re's own cache): every run imports this module.
 HINTS = [
-    (re.compile(r"ModuleNotFoundError: No module named '(?!torch(?:vision|audio|text)?')(?!remote_run')([^']+)'(?!; )"),
+    (r"ModuleNotFoundError: No module named '(?!torch(?:vision|audio|text)?')(?!remote_run')([^']+)'(?!; )",
      "module {0!r} is missing: if it is part of the workspace check that it was synced (not excluded), "
      "else add it to the project's dependencies (pyproject.toml and `uv lock`, requirements.txt) or PIP_PACKAGES "
      "and run `inv bootstrap`"),
-    (re.compile(r"ModuleNotFoundError: No module named '(torch(?:vision|audio|text)?)'"),
+    (r"ModuleNotFoundError: No module named '(torch(?:vision|audio|text)?)'",
      "module {0!r} is missing: add it to TORCH_PACKAGES (installed with torch from TORCH_INDEX_URL), or to the "
      "project's dependencies (pyproject.toml and `uv lock`, requirements.txt) if it has its own, "
      "and run `inv bootstrap`"),
     # A tasks.py added for `inv` is imported instead of the workspace's own tasks/ package.
-    (re.compile(r"No module named 'remote_run'"),
+    (r"No module named 'remote_run'",
      "the run imports remote-run, which is not for the host: most likely a tasks.py added for `inv` hides the "
      "workspace's tasks/ package; remove that tasks.py and use the `remote-run` program, which needs no file in "
      "the repository"),
-    (re.compile(r"No module named '[^']+'; '([^']+)' is not a package"),
+    (r"No module named '[^']+'; '([^']+)' is not a package",
      "the module {0!r} hides the package {0}/ (a file {0}.py beside the folder, such as a tasks.py added for "
      "`inv`): rename or remove that file; remote-run needs none, use the `remote-run` program"),
-    (re.compile(r"AttributeError: module 'numpy' has no attribute '(float|int|bool|object|complex|str)'"),
+    (r"AttributeError: module 'numpy' has no attribute '(float|int|bool|object|complex|str)'",
      "numpy >= 1.24 removed np.{0}: remote-run adds it back for runs it starts; "
      "by hand, add `np.{0} = {0}` after importing numpy, or pin numpy<1.24"),
-    (re.compile(r"CUDA out of memory|OutOfMemoryError"),
+    (r"CUDA out of memory|OutOfMemoryError",
      "the GPU ran out of memory: lower --batch-size, use lower precision, "
      "and check with `inv gpu-check` that no other job shares the GPU"),
-    (re.compile(r"no CUDA-capable device|Found no NVIDIA driver|CUDA driver version is insufficient|"
-                r"No CUDA GPUs are available|Torch not compiled with CUDA"),
+    (r"no CUDA-capable device|Found no NVIDIA driver|CUDA driver version is insufficient|"
+     r"No CUDA GPUs are available|Torch not compiled with CUDA",
      "the run found no usable GPU: run `inv gpu-check`, check CUDA_VISIBLE_DEVICES, "
      "and that TORCH_INDEX_URL matches the host's CUDA"),
-    (re.compile(r"URLError: <urlopen error (.*)>"),
+    (r"URLError: <urlopen error (.*)>",
      "the run could not download a file ({0}): is the host offline? Put what the run downloads on the host "
      "beforehand (data sets: in the shared cache $REMOTE_RUN_DATA) or give it a mirror it can reach"),
-    (re.compile(r"No space left on device"),
+    (r"No space left on device",
      "the disk is full on the host: free space (`inv clean --yes` removes REMOTE_DIR) "
      "or choose a REMOTE_DIR on a larger disk"),
-    (re.compile(r"Cannot connect to the Docker daemon"),
+    (r"Cannot connect to the Docker daemon",
      "`docker` could not reach its daemon on the host: start it (`sudo systemctl start docker`) "
      "and check it with `inv gpu-check --docker`"),
-    (re.compile(r"permission denied while trying to connect to the Docker daemon"),
+    (r"permission denied while trying to connect to the Docker daemon",
      "this SSH user may not use Docker on the host: add it to the docker group (`sudo usermod -aG docker USER`, "
      "then log in again), or ask the host's admin"),
-    (re.compile(r"could not select device driver .* with capabilities: \[\[gpu\]\]|"
-                r"unknown or invalid runtime name: nvidia"),
+    (r"could not select device driver .* with capabilities: \[\[gpu\]\]|"
+     r"unknown or invalid runtime name: nvidia",
      "Docker on the host cannot reach the GPUs: install the NVIDIA Container Toolkit "
      "(`inv gpu-check --docker` says what is missing)"),
-    (re.compile(r"Unable to find image '([^']+)' locally"),
+    (r"Unable to find image '([^']+)' locally",
      "the image {0} is not on the host and could not be pulled: build it there first (the example's build "
      "script, e.g. `inv run build.sh --cwd examples/x`), or check its name"),
-    (re.compile(r"Permission denied"),
+    (r"Permission denied",
      "a permission error: the run writes inside REMOTE_DIR; "
      "check that REMOTE_DIR and any output paths are writable by the SSH user"),
 ]
@@ -128,17 +129,17 @@ STATUS_HINTS = {
          "(`chmod +x FILE`; the sync keeps it) or start it through its interpreter (`bash FILE`, `python FILE`), "
          "and check that it is a program for the host whose #! interpreter exists there",
 }
-_NOT_FOUND = re.compile(r"^(?:.*: )?([^\s:]+): (?:command )?not found$|"
-                        r"^remote-run: cannot start ([^\s:]+): No such file or directory$", re.M)
-_CANNOT_RUN = re.compile(r"^(?:.*: )?([^\s:]+): (?:Permission denied|cannot execute.*|Exec format error)$|"
-                         r"^remote-run: cannot start ([^\s:]+): ", re.M)
+_NOT_FOUND = (r"^(?:.*: )?([^\s:]+): (?:command )?not found$|"
+              r"^remote-run: cannot start ([^\s:]+): No such file or directory$")
+_CANNOT_RUN = (r"^(?:.*: )?([^\s:]+): (?:Permission denied|cannot execute.*|Exec format error)$|"
+               r"^remote-run: cannot start ([^\s:]+): ")
 
 
 def status_hint(text: str, exit_status: int | None) -> str | None:
     """The hint for a shell's 127 or 126, naming the command when the output does."""
     if exit_status not in STATUS_HINTS:
         return None
-    found = (_NOT_FOUND if exit_status == 127 else _CANNOT_RUN).findall(text or "")
+    found = re.findall(_NOT_FOUND if exit_status == 127 else _CANNOT_RUN, text or "", re.M)
     name = next((a or b for a, b in reversed(found)), "")
     return STATUS_HINTS[exit_status].format(f" ({name})" if name else "")
 
@@ -147,7 +148,7 @@ def hints(text: str, exit_status: int | None = None) -> list[str]:
     """One line per known failure signature found in the output (and the run's exit status)."""
     out = []
     for pattern, message in HINTS:
-        match = pattern.search(text or "")
+        match = re.search(pattern, text or "")
         if match:
             out.append(message.format(*match.groups()))
     status = status_hint(text, exit_status)
