@@ -5,7 +5,6 @@ the environment's), VIRTUAL_ENV set when it is a venv, and an executable without
 
 import errno
 import os
-import shutil
 
 NOT_FOUND = 127  # the shell's statuses for a command it cannot find, and one it found but cannot run
 CANNOT_RUN = 126
@@ -18,6 +17,8 @@ def activated(environment, python):
     if not python:
         return environment
     if "/" not in python:
+        import shutil  # not for a path (3 ms of imports)
+
         python = shutil.which(python, path=environment.get("PATH", os.defpath))
         if not python:
             return environment
