@@ -130,6 +130,8 @@ def prepare(root, member, rules, queued=False):
 def supervise(root, group_dir, members, env, sample, pipes, wanted=None, webhook=None, python=None):
     """The detached parent of the runs. ``pipes``: (told, ends), see start()."""
     told, ends = pipes
+    if wanted and wanted.get("found_none"):
+        sample = None  # the check found no GPU (nor an nvidia-smi that answers) to sample
     null = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(null, fd)

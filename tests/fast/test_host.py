@@ -400,6 +400,42 @@ def test_what_the_check_found_reaches_the_queue_for_the_first_run_only(tmp_path,
     assert first_free["chosen"] == [1] and "chosen" not in later_free
 
 
+def test_a_run_whose_check_found_no_gpu_is_not_sampled(tmp_path, monkeypatch):
+    import json as json_mod
+
+    from remote_run.host import supervisor
+
+    sampled = tmp_path / "sampled"
+
+    def run_one(run_dir, argv, environment, cwd, sample, told, ends=None):
+        sampled.write_text(json_mod.dumps(sample))
+        return 0
+
+    class Held:
+        data = {"gpus": []}
+
+        def remove(self):
+            pass
+
+    monkeypatch.setattr(supervisor, "wait_turn", lambda run_dir, wanted: (Held(), None))
+    monkeypatch.setattr(supervisor, "run_one", run_one)
+    monkeypatch.setattr(snapshot, "release_behind", lambda run_dir: None)
+    monkeypatch.setattr(supervisor.notify, "run_ended", lambda *args: None)
+    (tmp_path / layout.RUNS / "a").mkdir(parents=True)
+    member = {"run_dir": f"{layout.RUNS}/a", "argv": ["true"]}
+    for found, expected in (({"state": "missing", "gpus": []}, None),
+                            ({"state": "ok", "gpus": [{"index": 0}], "chosen": [0], "busy": []}, {"seconds": 5})):
+        wanted = supervisor.queue_wanted({"queue": {"want": {"devices": "0", "count": 1}}}, {"gpu": found})
+        child = os.fork()
+        if child == 0:  # supervise() ends the process it runs in
+            try:
+                supervisor.supervise(str(tmp_path), None, [member], {}, {"seconds": 5}, (None, None), wanted=wanted)
+            finally:
+                os._exit(1)
+        assert os.waitpid(child, 0)[1] == 0
+        assert json_mod.loads(sampled.read_text()) == expected
+
+
 def test_room_for_the_runs_pid_and_exit_status_is_taken_before_it_starts(synced, monkeypatch):
     """A run can fill the disk the moment it starts: the files its pid and exit status go into
     already exist then, so both are recorded (the disk-full test over sshd raced this under load)."""
