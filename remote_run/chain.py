@@ -22,6 +22,7 @@ import invoke
 from invoke import Call, Executor, Task
 
 from .options import RunOptions, short_flag
+from .session import CONFIG_KEY
 
 
 class Flags(Task):
@@ -118,29 +119,36 @@ class Chain(Executor):
     def execute(self, *tasks):
         from .preflight import Preflight
         from .session import session
-        from .steps import carry_out
 
         calls = self.dedupe(self.expand_calls(self.normalize(tasks)))
         results = {}
         planned = Preflight()
-        for index, call in enumerate(calls):
-            self.config.load_collection(self.collection.configuration(call.called_as))
-            self.config.load_shell_env()
-            context = call.make_context(self.config)
-            later = calls[index + 1:]
-            if isinstance(call.task, Step):
-                sess = session(context)
-                planned = call.task.plan(planned, sess.settings, **call.kwargs)
-                if any(isinstance(each.task, RunTask) for each in later) or (later and isinstance(later[0].task, Step)):
-                    continue  # a run carries the plan out, or the next step adds to it
-                from .hosts import each_host
+        try:
+            for index, call in enumerate(calls):
+                self.config.load_collection(self.collection.configuration(call.called_as))
+                self.config.load_shell_env()
+                context = call.make_context(self.config)
+                later = calls[index + 1:]
+                if isinstance(call.task, Step):
+                    sess = session(context)
+                    planned = call.task.plan(planned, sess.settings, **call.kwargs)
+                    if any(isinstance(each.task, RunTask) for each in later) or (
+                            later and isinstance(later[0].task, Step)):
+                        continue  # a run carries the plan out, or the next step adds to it
+                    from .hosts import each_host
+                    from .steps import carry_out
 
-                # each_host calls it at once, but bind this step's plan anyway: the loop rebinds `planned`
-                results[call.task] = each_host(sess, lambda one, plan=planned: carry_out(one, plan))
-                planned = Preflight()
-            elif isinstance(call.task, RunTask):
-                results[call.task] = call.task(context, *call.args, preflight=planned, **call.kwargs)
-                planned = Preflight()
-            else:
-                results[call.task] = call.task(context, *call.args, **call.kwargs)
+                    # each_host calls it at once, but bind this step's plan anyway: the loop rebinds `planned`
+                    results[call.task] = each_host(sess, lambda one, plan=planned: carry_out(one, plan))
+                    planned = Preflight()
+                elif isinstance(call.task, RunTask):
+                    results[call.task] = call.task(context, *call.args, preflight=planned, **call.kwargs)
+                    planned = Preflight()
+                else:
+                    results[call.task] = call.task(context, *call.args, **call.kwargs)
+        finally:
+            sess = self.config.get(CONFIG_KEY)
+            if sess is not None:
+                sess.host.close_prestarted()  # a run's command that nothing took over (a failure, Ctrl+C)
         return results
+

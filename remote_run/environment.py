@@ -250,6 +250,26 @@ def check(host, choice: Choice = NOTHING) -> dict | None:
     return {"kind": "probe"}
 
 
+@dataclass(frozen=True)
+class Planned:
+    """The bootstrap step's part of a plan, made on this machine: why nothing is built (skipped()),
+    the extras and groups chosen (choose()), and the run command's environment check (check())."""
+
+    skipped: str | None = None
+    choice: Choice = NOTHING
+    check: dict | None = None
+
+
+def planned(host, preflight) -> Planned:
+    """What Planned says for ``preflight`` (remote_run.preflight.Preflight). It reads the project
+    (pyproject.toml, uv.lock) and refuses what does not fit it, before any host command."""
+    if not preflight.bootstrap:
+        return Planned()
+    why = skipped(host)
+    choice = NOTHING if why else choose(host.settings, preflight.extras, preflight.groups, preflight.frozen)
+    return Planned(why, choice, None if preflight.rebuild else check(host, choice))
+
+
 def skipped(host) -> str | None:
     """Why bootstrap builds nothing (RUN_ENVIRONMENT docker or none), as one line; None when it builds."""
     if host.settings.run_environment == "docker":

@@ -32,22 +32,7 @@ from .preflight import Preflight
 from .runner_files import template
 from .session import Session
 from .shell import join
-
-
-@dataclass
-class RunSpec:
-    """What to run: argv relative to REMOTE_DIR, files to write first, and what to record."""
-
-    task: str
-    argv: list
-    files: dict = field(default_factory=dict)
-    options: dict = field(default_factory=dict)
-    runner_path: str | None = None
-    invocation: dict = field(default_factory=dict)  # the task's name and arguments, for `inv rerun`
-    cwd: str = ""  # the folder of the workspace the run starts in (--cwd)
-    pull: tuple = ()  # --pull patterns, brought back when the run ends (remote_run.aftermath)
-    nproc_at: int | None = None  # the argv index of torchrun's --nproc_per_node, which the host fills in
-    env: dict = field(default_factory=dict)  # --env: the run's variables, kept in its record
+from .trainers import RunSpec
 
 
 @dataclass
@@ -472,10 +457,12 @@ class Backend:
 class HostRuns(Backend):
     """The backend for REMOTE_HOST: the launcher starts, follows, lists and stops runs there."""
 
-    def __init__(self, sess: Session, options: RunOptions | None = None, preflight: Preflight | None = None):
+    def __init__(self, sess: Session, options: RunOptions | None = None, preflight: Preflight | None = None,
+                 planned=None):
         self.sess, self.host = sess, sess.host
         self.options = options or RunOptions()  # checked (RunOptions.check): --wait, --gpus, --allow-busy ...
         self.preflight = preflight or Preflight()  # the chain's steps, with the run's own flags (Preflight.for_run)
+        self.planned = planned  # environment.planned() of the preflight, made before the run's command started
         self.prepared = steps.Prepared()  # what carrying out the steps did, for the record
         self.pending = steps.Pending()  # the checks that ride along with the run's command
         self.checkout: dict | None = None  # the record of the checkout REMOTE_DIR mirrors, as listing() found it
@@ -489,7 +476,7 @@ class HostRuns(Backend):
     def prepare(self, spec: RunSpec) -> None:
         """The steps still due that cannot ride along with the run's command (a full sync, a build)."""
         self.prepared, self.pending = steps.prepare(self.sess, self.preflight, wait=self.options.wait,
-                                                    count=self.options.gpu_count)
+                                                    count=self.options.gpu_count, planned=self.planned)
 
     def launch(self, run_id: str, spec: RunSpec, output: Tee, *, detach: bool, ctrl_c=None) -> Ending:
         """One launcher command: the remaining checks, the start and the following."""

@@ -136,22 +136,23 @@ def carry_out(sess, preflight: Preflight) -> Prepared:
     return prepared.plus(check_and_settle(sess, pending))
 
 
-def prepare(sess, preflight: Preflight, *, wait: bool = False, count: int = 0) -> tuple[Prepared, Pending]:
+def prepare(sess, preflight: Preflight, *, wait: bool = False, count: int = 0,
+            planned: environment.Planned | None = None) -> tuple[Prepared, Pending]:
     """Do what cannot ride along with a host command, and say what can.
 
     A full rsync runs beside one check command (environment and GPUs), whose report is settled at
     once; a clean or delta sync, and the other checks, stay pending. ``wait``, ``count``: the run's
-    --wait and --gpus N, for the GPU check.
+    --wait and --gpus N, for the GPU check; ``planned``: environment.planned() of ``preflight``,
+    when the caller made it already.
     """
     host = sess.host
-    skipped = environment.skipped(host) if preflight.bootstrap else None
+    planned = planned or environment.planned(host, preflight)
+    skipped, choice = planned.skipped, planned.choice
     if skipped:
         say(skipped)
     docker = preflight.docker or (preflight.gpu and sess.settings.run_environment == "docker")
-    choice = (environment.choose(sess.settings, preflight.extras, preflight.groups, preflight.frozen)
-              if preflight.bootstrap and not skipped else environment.NOTHING)
     pending = Pending(
-        env=environment.check(host, choice) if preflight.bootstrap and not preflight.rebuild else None, choice=choice,
+        env=planned.check, choice=choice,
         gpu=gpu.spec(sess.settings, cpu_ok=preflight.cpu_ok, allow_busy=preflight.allow_busy, wait=wait, count=count)
         if preflight.gpu else None,
         docker={"require": not preflight.cpu_ok} if docker else None)

@@ -1,15 +1,34 @@
-"""What train-hlb, train-david and run start: validated options, the runner files, the argv."""
+"""What train-hlb, train-david and run start (a RunSpec each): validated options, the runner files, the argv.
+
+Imported before a run's first host command starts (remote_run.chain.prestart): keep it light."""
 
 from __future__ import annotations
 
 import os
 import shlex
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import Failure
-from .pipeline import RunSpec
 from .runner_files import template
 from .settings import int_between, module_name, positive_float
+
+
+@dataclass
+class RunSpec:
+    """What to run: argv relative to REMOTE_DIR, files to write first, and what to record."""
+
+    task: str
+    argv: list
+    files: dict = field(default_factory=dict)
+    options: dict = field(default_factory=dict)
+    runner_path: str | None = None
+    invocation: dict = field(default_factory=dict)  # the task's name and arguments, for `inv rerun`
+    cwd: str = ""  # the folder of the workspace the run starts in (--cwd)
+    pull: tuple = ()  # --pull patterns, brought back when the run ends (remote_run.aftermath)
+    nproc_at: int | None = None  # the argv index of torchrun's --nproc_per_node, which the host fills in
+    env: dict = field(default_factory=dict)  # --env: the run's variables, kept in its record
+
 
 MAX_BATCH = 50_000  # the CIFAR-10 training set
 

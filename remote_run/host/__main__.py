@@ -29,8 +29,15 @@ PAYLOAD_MODES = ("check", "start", "bootstrap", "doctor", "pulled")  # their one
 
 
 def payload_of(argv):
-    """The JSON payload: the argument after the mode, or (private, or too long) a line on stdin."""
-    return json.loads(argv[1] if len(argv) > 1 else sys.stdin.readline())
+    """The JSON payload: the argument after the mode, or (private, too long, or the command started
+    before its payload was known) a line on stdin. No line at all: the client gave the command up
+    before sending one (remote_run.transport.Host.prestart), and nothing is done."""
+    if len(argv) > 1:
+        return json.loads(argv[1])
+    line = sys.stdin.readline()
+    if not line:
+        raise SystemExit(exits.USAGE)
+    return json.loads(line)
 
 
 def main(argv):

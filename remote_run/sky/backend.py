@@ -9,9 +9,10 @@ import shutil
 from ..errors import Failure, Kind
 from ..host import exits
 from ..output import say
-from ..pipeline import Backend, Ending, RunSpec, Tee
+from ..pipeline import Backend, Ending, Tee
 from ..settings import parse_host
 from ..shell import summary
+from ..trainers import RunSpec
 from ..transport import Host
 from . import cli, names, staging
 

@@ -84,7 +84,7 @@ def sky_exec(c, path=None, args="", target="gpu", module="", detach=False):
         raise Failure("sky-exec needs something to run",
                       "give a script (inv sky-exec scripts/bench.py) "
                       "or --module NAME (inv sky-exec --module pytest tests/)")
-    spec = pipeline.RunSpec(task="sky-exec", argv=["python", *python_args, *arguments],
+    spec = trainers.RunSpec(task="sky-exec", argv=["python", *python_args, *arguments],
                             options={"path": path or None, "module": module or None, "args": arguments,
                                      "target": target})
     done = pipeline.execute(backend.ClusterRuns(sess, target), sess.settings, [spec], detach=detach)

@@ -32,7 +32,6 @@ def start(c, run_task, own: dict, options, preflight, specs_of) -> None:
     a RunSpec per run of --repeat and the task's own arguments for it, its --seed), carry out the
     chain's plan beside the run's command, run them on the host or the cluster, and compare them
     with --compare-to."""
-    from .. import hosts, pipeline, ports
     from ..preflight import CHAIN as ALL_STEPS
 
     sess = session(c)
@@ -47,6 +46,7 @@ def start(c, run_task, own: dict, options, preflight, specs_of) -> None:
     baseline = _baseline(sess, checked) if checked.compare_to else None
     ab = _ab_plan(sess, specs, checked) if checked.against else None
     if checked.sky:
+        from .. import pipeline
         from ..environment import choose
         from ..sky import backend
 
@@ -54,12 +54,18 @@ def start(c, run_task, own: dict, options, preflight, specs_of) -> None:
         done = pipeline.execute(backend.ClusterRuns(sess, checked.sky, choice), sess.settings, specs,
                                 detach=checked.detach)
     else:
+        from ..environment import planned
+
         plan = (ALL_STEPS if preflight is None else preflight).for_run(checked)
+        environment = planned(sess.host, plan)
+        _start_early(sess, plan, checked.forwards)
+        from .. import hosts, pipeline, ports
+
         hosts.choose(sess, allow_busy=checked.allow_busy, cpu_ok=checked.cpu_ok, wait=checked.wait,
                      count=checked.gpu_count)
         with ports.forwarding(sess.host, checked.forwards):
-            done = pipeline.execute(pipeline.HostRuns(sess, checked, plan), sess.settings, specs, detach=checked.detach,
-                                    ab=ab)
+            done = pipeline.execute(pipeline.HostRuns(sess, checked, plan, environment), sess.settings, specs,
+                                    detach=checked.detach, ab=ab)
     if ab is not None and checked.fail_on_regression and not checked.detach:
         _gate_ab(ab, done)
     if done.code:
@@ -72,6 +78,25 @@ def start(c, run_task, own: dict, options, preflight, specs_of) -> None:
 
         runs_dir = sess.settings.runs_dir
         gate(runs_dir, baseline, comparing.resolve(runs_dir, done.group or done.runs[0]), fail=True, **checked.gating())
+
+
+def _start_early(sess, plan, forwards) -> None:
+    """Start the run's `start` command now, its payload to follow (transport.Host.prestart): the
+    host starts while this machine imports and plans the rest. Only once nothing is left that this
+    machine could refuse before connecting (--port's local ports are free; the sync is early: its
+    plan, which refuses an --only the rules leave out, is made beside the command anyway; or there is
+    none). One SSH host only: of several, the run's is chosen later."""
+    from .. import sync
+
+    if len(sess.settings.hosts) != 1 or sess.host.is_local:
+        return
+    if forwards:
+        from ..ports import check_free
+
+        check_free(forwards)
+    if plan.sync and (plan.checksum or plan.rebuild or sync.early(sess.settings, plan.only or None) is None):
+        return
+    sess.host.prestart("start", own_session=True)
 
 
 def _ab_plan(sess, specs, options):

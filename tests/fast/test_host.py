@@ -534,3 +534,20 @@ def test_the_host_program_ends_without_teardown_but_with_all_its_output_and_its_
     wrong = subprocess.run([sys.executable, "-I", "-S", "-c", code, "no-such-mode"], capture_output=True, text=True,
                            timeout=60)
     assert wrong.returncode == exits.USAGE and "unknown host program mode 'no-such-mode'" in wrong.stderr
+
+
+def test_a_payload_that_never_comes_ends_the_program_having_done_nothing(monkeypatch, tmp_path):
+    """The client gave up a command it started before its payload was known (transport.Host.prestart)."""
+    import io
+
+    from remote_run.host.__main__ import main
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    for mode in ("start", "check"):
+        with pytest.raises(SystemExit) as info:
+            main([mode])
+        assert info.value.code == exits.USAGE
+    assert list(here.iterdir()) == []

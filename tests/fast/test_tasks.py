@@ -13,7 +13,7 @@ from invoke import Config, MockContext
 from invoke.runners import Result
 from support.fakehost import FakeHost, launcher_args, mode
 
-from remote_run import pipeline, settings, ship, steps, transport
+from remote_run import pipeline, settings, ship, steps, trainers, transport
 from remote_run import session as session_mod
 from remote_run.chain import Chain
 from remote_run.errors import Failure, Kind
@@ -162,7 +162,7 @@ GPU_ONLY = Preflight(gpu=True)  # sync and bootstrap are tested above; here: the
 
 
 def spec():
-    return pipeline.RunSpec(task="run", argv=["python3", "scripts/hello.py"], options={"script": "scripts/hello.py"})
+    return trainers.RunSpec(task="run", argv=["python3", "scripts/hello.py"], options={"script": "scripts/hello.py"})
 
 
 def test_a_warm_run_is_one_command_carrying_the_checks(env, capsys):

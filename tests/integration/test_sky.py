@@ -472,7 +472,7 @@ def test_sky_status_without_clusters_says_how_to_start_one(fake):
 def spec():
     files = {"scripts/run_hlb.py": "print('RESULT_HLB elapsed_seconds=3.5 ema_val_acc=0.94')\n",
              "scripts/cifar10_data.py": "# data\n"}
-    return pipeline.RunSpec(task="train-hlb",
+    return trainers.RunSpec(task="train-hlb",
                             argv=["/tmp/x_remote/.venv/bin/python", "scripts/run_hlb.py", "--epochs", "2"],
                             files=files, options={"impl": "builtin", "epochs": 2}, runner_path="scripts/run_hlb.py")
 

@@ -20,8 +20,11 @@ class FakeHost(Host):
         self.respond = respond
         self.seen: list[list[str]] = []
 
+    def prestart(self, mode, *, own_session=False):
+        """Nothing starts early on the scripted machine: each command is answered when it is run."""
+
     def local(self, argv, *, hide=False, stream=None, err_stream=None, stdin=None, timeout=None, env=None,
-              own_session=False):
+              own_session=False, process=None):
         inner = shlex.split(argv[-1]) if argv[0] == "ssh" else list(argv)
         self.seen.append(inner)
         stdout, stderr, exited = self.respond(inner, stdin)
