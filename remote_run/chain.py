@@ -135,11 +135,13 @@ class Chain(Executor):
                     if any(isinstance(each.task, RunTask) for each in later) or (
                             later and isinstance(later[0].task, Step)):
                         continue  # a run carries the plan out, or the next step adds to it
+                    environment = start_early(sess, planned, "check")
                     from .hosts import each_host
                     from .steps import carry_out
 
                     # each_host calls it at once, but bind this step's plan anyway: the loop rebinds `planned`
-                    results[call.task] = each_host(sess, lambda one, plan=planned: carry_out(one, plan))
+                    results[call.task] = each_host(
+                        sess, lambda one, plan=planned, made=environment: carry_out(one, plan, made))
                     planned = Preflight()
                 elif isinstance(call.task, RunTask):
                     results[call.task] = call.task(context, *call.args, preflight=planned, **call.kwargs)
@@ -152,3 +154,29 @@ class Chain(Executor):
                 sess.host.close_prestarted()  # a run's command that nothing took over (a failure, Ctrl+C)
         return results
 
+
+def start_early(sess, plan, mode: str, forwards=()):
+    """Start the host program's ``mode`` command (a run's `start`, the steps' `check`) now, its
+    payload to follow on stdin (transport.Host.prestart): the SSH channel, the host's Python and the
+    program's imports then overlap what is left to do here. Only once this machine has refused all
+    it can refuse without the host: the project's extras and groups (environment.planned, made
+    first), a busy --port, and an --only the sync's rules leave out (the sync must be early: its plan
+    is then made beside the command anyway). Not for several hosts, `local`, --dry-run or a full or
+    forced sync. Returns environment.planned() of ``plan`` for the steps to use on this host (None
+    with several hosts: each is planned for its own)."""
+    from . import sync
+    from .environment import planned as environment_of
+
+    made = environment_of(sess.host, plan)
+    s = sess.settings
+    if len(s.hosts) != 1:
+        return None
+    if forwards:
+        from .ports import check_free
+
+        check_free(forwards)
+    if sess.host.is_local or plan.dry_run or (plan.sync and (
+            plan.checksum or plan.rebuild or sync.early(s, plan.only or None) is None)):
+        return made
+    sess.host.prestart(mode, own_session=mode == "start")
+    return made

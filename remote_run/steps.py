@@ -124,13 +124,14 @@ def sync_plan(preflight: Preflight, settings) -> syncing.Plan:
     return plan
 
 
-def carry_out(sess, preflight: Preflight) -> Prepared:
-    """Carry out steps with no run after them: what is due at once, then one `check` for the rest."""
+def carry_out(sess, preflight: Preflight, planned: environment.Planned | None = None) -> Prepared:
+    """Carry out steps with no run after them: what is due at once, then one `check` for the rest.
+    ``planned``: environment.planned() of ``preflight``, when the caller made it already."""
     if preflight.dry_run:
         plan = sync_plan(replace(preflight, force_sync=True), sess.settings)
         show(syncing.preview_text(sess.host, plan, syncing.preview(sess.host, plan)))
         return Prepared()
-    prepared, pending = prepare(sess, preflight)
+    prepared, pending = prepare(sess, preflight, planned=planned)
     if not pending.payload():
         return prepared
     return prepared.plus(check_and_settle(sess, pending))

@@ -7,7 +7,7 @@ RunTask adds to each (remote_run.chain) and hands to the body as ``options``.
 from invoke import Collection
 from invoke.exceptions import Exit
 
-from ..chain import RunTask, task
+from ..chain import RunTask, start_early, task
 from ..errors import Failure, Kind
 from ..options import RunOptions
 from ..output import say
@@ -54,11 +54,8 @@ def start(c, run_task, own: dict, options, preflight, specs_of) -> None:
         done = pipeline.execute(backend.ClusterRuns(sess, checked.sky, choice), sess.settings, specs,
                                 detach=checked.detach)
     else:
-        from ..environment import planned
-
         plan = (ALL_STEPS if preflight is None else preflight).for_run(checked)
-        environment = planned(sess.host, plan)
-        _start_early(sess, plan, checked.forwards)
+        environment = start_early(sess, plan, "start", checked.forwards)
         from .. import hosts, pipeline, ports
 
         hosts.choose(sess, allow_busy=checked.allow_busy, cpu_ok=checked.cpu_ok, wait=checked.wait,
@@ -78,25 +75,6 @@ def start(c, run_task, own: dict, options, preflight, specs_of) -> None:
 
         runs_dir = sess.settings.runs_dir
         gate(runs_dir, baseline, comparing.resolve(runs_dir, done.group or done.runs[0]), fail=True, **checked.gating())
-
-
-def _start_early(sess, plan, forwards) -> None:
-    """Start the run's `start` command now, its payload to follow (transport.Host.prestart): the
-    host starts while this machine imports and plans the rest. Only once nothing is left that this
-    machine could refuse before connecting (--port's local ports are free; the sync is early: its
-    plan, which refuses an --only the rules leave out, is made beside the command anyway; or there is
-    none). One SSH host only: of several, the run's is chosen later."""
-    from .. import sync
-
-    if len(sess.settings.hosts) != 1 or sess.host.is_local:
-        return
-    if forwards:
-        from ..ports import check_free
-
-        check_free(forwards)
-    if plan.sync and (plan.checksum or plan.rebuild or sync.early(sess.settings, plan.only or None) is None):
-        return
-    sess.host.prestart("start", own_session=True)
 
 
 def _ab_plan(sess, specs, options):

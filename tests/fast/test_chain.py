@@ -48,7 +48,9 @@ class Recorder:
             settings = None
 
         monkeypatch.setattr("remote_run.session.session", lambda c: FakeSession())
-        monkeypatch.setattr(steps, "carry_out", lambda sess, plan: recorder.calls.append(("carried out", plan)))
+        monkeypatch.setattr("remote_run.chain.start_early", lambda sess, plan, mode, forwards=(): None)
+        monkeypatch.setattr(steps, "carry_out",
+                            lambda sess, plan, planned=None: recorder.calls.append(("carried out", plan)))
         monkeypatch.setattr("remote_run.hosts.each_host", lambda sess, step: [step(sess)])
 
         def planned(name, plan):

@@ -36,6 +36,9 @@ def env(tmp_path, monkeypatch):
     monkeypatch.setenv("REMOTE_HOST", "l1")
     monkeypatch.setenv("REMOTE_DIR", "/tmp/rrt_fast_remote")
     monkeypatch.setenv("REMOTE_RUN_CONTROL_DIR", tempfile.mkdtemp(prefix="rr-cm-", dir="/tmp"))
+    # A command started early (Host.prestart) is a process of its own, out of MockContext's reach:
+    # these tests answer every command through the mock (tests/integration/test_prestart.py starts them).
+    monkeypatch.setattr(transport.Host, "prestart", lambda self, mode, **kwargs: None)
     return ws
 
 
