@@ -347,11 +347,8 @@ def test_the_one_regex_shortcut_never_misses_a_rule_that_matches(parts, is_dir, 
         assert compiled.may_match(rel, is_dir)
 
 
-def test_the_manifest_head_and_its_entries_are_used_only_together(tmp_path):
-    """The manifest is two files, written one after the other: entries of another sync beside a
-    head (a writer that came between the two) must never make a changed tree look unchanged."""
-    import marshal
-
+def synced_once(tmp_path):
+    """A workspace with lib/a.py, its settings (REMOTE_HOST=local) and its first sync's plan, saved."""
     from remote_run import settings as settings_mod
     from remote_run import sync
 
@@ -361,6 +358,17 @@ def test_the_manifest_head_and_its_entries_are_used_only_together(tmp_path):
     s = settings_mod.load(environ={"WORKSPACE": str(ws), "REMOTE_HOST": "local", "REMOTE_DIR": str(tmp_path / "r")})
     first = sync.plan(s)
     sync.save(first)
+    return ws, s, first
+
+
+def test_the_manifest_head_and_its_entries_are_used_only_together(tmp_path):
+    """The manifest is two files, written one after the other: entries of another sync beside a
+    head (a writer that came between the two) must never make a changed tree look unchanged."""
+    import marshal
+
+    from remote_run import sync
+
+    ws, s, first = synced_once(tmp_path)
     assert sync.plan(s).kind == "clean"
     head = sync.manifest_path(s)
     assert sync.early(s) == {"rules": [list(rule) for rule in first.rules], "expect": first.fingerprint,
@@ -384,15 +392,9 @@ def test_a_manifest_head_without_a_valid_fingerprint_makes_the_plan_hash_the_tre
     nothing changed (the host would compare the tree with it and find it stale every time)."""
     import json
 
-    from remote_run import settings as settings_mod
     from remote_run import sync
 
-    ws = tmp_path / "ws"
-    (ws / "lib").mkdir(parents=True)
-    (ws / "lib" / "a.py").write_text("A = 1\n")
-    s = settings_mod.load(environ={"WORKSPACE": str(ws), "REMOTE_HOST": "local", "REMOTE_DIR": str(tmp_path / "r")})
-    first = sync.plan(s)
-    sync.save(first)
+    ws, s, first = synced_once(tmp_path)
     head = sync.manifest_path(s)
     for bad in (None, "not hex", 7):
         json.dump(dict(json.loads(head.read_text()), fingerprint=bad), head.open("w"))
